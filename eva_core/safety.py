@@ -1,0 +1,214 @@
+"""Safety filter: the only path from proposed joint targets to arm commands.
+
+Per control tick (dt) and per dimension it enforces, in priority order:
+1. finite input (a NaN/inf target rejects the whole chunk; the arm holds),
+2. position limits minus a margin (targets clipped; a braking bound keeps the commanded
+   position inside the limits without ever exceeding the acceleration limit),
+3. |velocity| <= vel_max and |velocity change| <= acc_max * dt.
+Grippers are clamped to their [0, 1] range the same way. Every change is counted per dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eva_core.embodiment import Embodiment
+
+
+@dataclass
+class SafetyConfig:
+    position_margin: float = 0.01  # rad (joints) kept away from the hard limits
+    gripper_margin: float = 0.0  # normalised units
+    velocity_scale: float = 1.0  # fraction of the embodiment's vel_max
+    acceleration_scale: float = 1.0  # fraction of the embodiment's acc_max
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SafetyConfig":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"safety config: unknown keys {sorted(unknown)}")
+        cfg = cls(**{k: float(v) for k, v in d.items()})
+        if not (0 < cfg.velocity_scale <= 1 and 0 < cfg.acceleration_scale <= 1):
+            raise ValueError("safety config: velocity_scale and acceleration_scale must be in (0, 1]")
+        if cfg.position_margin < 0 or cfg.gripper_margin < 0:
+            raise ValueError("safety config: margins must be >= 0")
+        return cfg
+
+
+def _zeros(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.int64)
+
+
+@dataclass
+class SafetyReport:
+    """What the filter changed. Counts are per dimension, summed over ticks."""
+
+    dof: int
+    rejected: bool = False
+    reason: str = ""
+    ticks: int = 0
+    position_clipped: np.ndarray = None
+    velocity_limited: np.ndarray = None
+    acceleration_limited: np.ndarray = None
+
+    def __post_init__(self):
+        for name in ("position_clipped", "velocity_limited", "acceleration_limited"):
+            if getattr(self, name) is None:
+                setattr(self, name, _zeros(self.dof))
+
+    @property
+    def modified(self) -> bool:
+        return self.rejected or bool(
+            self.position_clipped.any() or self.velocity_limited.any() or self.acceleration_limited.any()
+        )
+
+    def merge(self, other: "SafetyReport") -> None:
+        self.ticks += other.ticks
+        self.position_clipped += other.position_clipped
+        self.velocity_limited += other.velocity_limited
+        self.acceleration_limited += other.acceleration_limited
+        if other.rejected:
+            self.rejected, self.reason = True, other.reason
+
+    def as_dict(self) -> dict:
+        return {
+            "rejected": self.rejected, "reason": self.reason, "ticks": self.ticks,
+            "position_clipped": self.position_clipped.tolist(),
+            "velocity_limited": self.velocity_limited.tolist(),
+            "acceleration_limited": self.acceleration_limited.tolist(),
+        }
+
+
+def braking_speed(distance: np.ndarray, acc: np.ndarray, dt: float) -> np.ndarray:
+    """Largest speed from which a discrete stop (decelerating acc*dt per tick) covers <= distance.
+
+    Solves v (v + acc dt) = 2 acc d; after one tick at v the bound is exactly v - acc*dt, so a
+    trajectory that respects it never needs more than acc_max to stay inside the limits.
+    """
+    h = 0.5 * acc * dt
+    return -h + np.sqrt(h * h + 2.0 * acc * np.maximum(distance, 0.0))
+
+
+@dataclass
+class SafetyFilter:
+    embodiment: Embodiment
+    dt: float
+    config: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self):
+        if not (self.dt > 0 and np.isfinite(self.dt)):
+            raise ValueError(f"safety filter: dt must be a positive number, got {self.dt}")
+        e = self.embodiment
+        margin = np.where(e.is_gripper, self.config.gripper_margin, self.config.position_margin)
+        self.lower = e.pos_lower + margin
+        self.upper = e.pos_upper - margin
+        if np.any(self.lower >= self.upper):
+            raise ValueError("safety filter: margins leave no room between the position limits")
+        self.vel_max = e.vel_max * self.config.velocity_scale
+        self.acc_max = e.acc_max * self.config.acceleration_scale
+        self._pos: np.ndarray | None = None
+        self._vel = np.zeros(e.dof)
+        self._last_target: np.ndarray | None = None
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def dof(self) -> int:
+        return self.embodiment.dof
+
+    @property
+    def position(self) -> np.ndarray | None:
+        return None if self._pos is None else self._pos.copy()
+
+    @property
+    def velocity(self) -> np.ndarray:
+        return self._vel.copy()
+
+    def reset(self, position, velocity=None) -> None:
+        """Start from a measured state. Non-finite state is an error (nothing safe to hold)."""
+        p = self._vector(position, "position")
+        v = np.zeros(self.dof) if velocity is None else self._vector(velocity, "velocity")
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(v))):
+            raise ValueError("safety filter: reset state contains NaN or inf")
+        self._pos = np.clip(p, self.embodiment.pos_lower, self.embodiment.pos_upper)
+        self._vel = np.clip(v, -self.vel_max, self.vel_max)
+        self._last_target = None
+
+    def hold(self) -> np.ndarray:
+        """Command to stop as fast as the acceleration limit allows (used on reject / watchdog)."""
+        return self.step(self._pos + self._braking_displacement())[0]
+
+    # -- filtering ---------------------------------------------------------------------------
+    def step(self, target) -> tuple[np.ndarray, SafetyReport]:
+        """One control tick: returns the position to command and what was changed."""
+        if self._pos is None:
+            raise RuntimeError("safety filter: call reset() with the measured state first")
+        rep = SafetyReport(self.dof, ticks=1)
+        q = self._vector(target, "target")
+        if not np.all(np.isfinite(q)):
+            rep.rejected, rep.reason = True, "non-finite target"
+            q = self._pos + self._braking_displacement()
+        clipped = np.clip(q, self.lower, self.upper)
+        rep.position_clipped += clipped != q
+        q = clipped
+
+        # Track a moving target: its velocity u plus an approach speed toward it that can still
+        # stop in time (time-optimal, so a jump does not overshoot or ring).
+        u = np.zeros(self.dof) if self._last_target is None else (q - self._last_target) / self.dt
+        self._last_target = q
+        err = q - self._pos
+        bs = braking_speed(np.abs(err), self.acc_max, self.dt)
+        v = u + np.clip(err / self.dt, -bs, bs)
+
+        a_lo, a_hi = self._vel - self.acc_max * self.dt, self._vel + self.acc_max * self.dt
+        v_acc = np.clip(v, a_lo, a_hi)
+        rep.acceleration_limited += ~np.isclose(v_acc, v, rtol=0, atol=1e-12)
+        v_lim = np.clip(v_acc, -self.vel_max, self.vel_max)
+        rep.velocity_limited += ~np.isclose(v_lim, v_acc, rtol=0, atol=1e-12)
+        # position limits: never command a speed from which the limit cannot be held
+        up = braking_speed(self.upper - self._pos, self.acc_max, self.dt)
+        dn = braking_speed(self._pos - self.lower, self.acc_max, self.dt)
+        v_pos = np.clip(v_lim, -dn, up)
+        rep.position_clipped += ~np.isclose(v_pos, v_lim, rtol=0, atol=1e-12)
+
+        new = np.clip(self._pos + v_pos * self.dt, self.embodiment.pos_lower, self.embodiment.pos_upper)
+        self._vel = (new - self._pos) / self.dt
+        self._pos = new
+        return new.copy(), rep
+
+    def filter_chunk(self, targets, start_pos, start_vel=None) -> tuple[np.ndarray, SafetyReport]:
+        """Filter a whole (T, D) chunk from a start state. A chunk with any NaN/inf, or of the
+        wrong shape, is rejected whole: the result holds (brakes to) the start position."""
+        self.reset(start_pos, start_vel)
+        t = np.asarray(targets, dtype=np.float64)
+        if t.ndim != 2 or t.shape[1] != self.dof:
+            rep = SafetyReport(self.dof, rejected=True, reason=f"chunk shape {t.shape}, expected (T, {self.dof})")
+            return np.empty((0, self.dof)), rep
+        if t.shape[0] == 0:
+            return np.empty((0, self.dof)), SafetyReport(self.dof, rejected=True, reason="empty chunk")
+        total = SafetyReport(self.dof)
+        if not np.all(np.isfinite(t)):
+            bad = sorted({int(j) for j in np.argwhere(~np.isfinite(t))[:, 1]})
+            total.rejected, total.reason = True, f"non-finite values in dims {bad}"
+            out = [self.hold() for _ in range(t.shape[0])]
+            total.ticks = t.shape[0]
+            return np.stack(out), total
+        out = np.empty_like(t)
+        for k in range(t.shape[0]):
+            out[k], rep = self.step(t[k])
+            total.merge(rep)
+        return out, total
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _braking_displacement(self) -> np.ndarray:
+        """Target one braking step ahead: decelerate at acc_max toward zero velocity."""
+        dv = np.clip(-self._vel, -self.acc_max * self.dt, self.acc_max * self.dt)
+        return (self._vel + dv) * self.dt
+
+    def _vector(self, x, what: str) -> np.ndarray:
+        a = np.asarray(x, dtype=np.float64).reshape(-1)
+        if a.shape != (self.dof,):
+            raise ValueError(f"safety filter: {what} has shape {np.shape(x)}, expected ({self.dof},)")
+        return a

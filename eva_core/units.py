@@ -1,0 +1,63 @@
+"""Unit conversions between eva_core (SI, normalised grippers) and the Piper SDK.
+
+This is the only place that knows SDK units:
+- joints: int 0.001 degree  (factor 1000*180/pi exactly; piper_ros's 1000*180/3.14 is 0.05% off)
+- gripper stroke: int 0.001 mm, effort int 0.001 N*m
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+RAD_TO_MDEG = 1000.0 * 180.0 / math.pi  # 0.001 degree per radian
+M_TO_UM = 1_000_000.0  # SDK gripper unit is 0.001 mm = 1 micrometre
+GRIPPER_STROKE_MAX_M = 0.07  # SDK gripper range 0..0.07 m
+
+
+def rad_to_sdk_joint(rad):
+    """Radians -> SDK int (0.001 deg). Scalars give int, arrays give int64 arrays."""
+    v = np.rint(np.asarray(rad, dtype=np.float64) * RAD_TO_MDEG).astype(np.int64)
+    return int(v) if v.ndim == 0 else v
+
+
+def sdk_joint_to_rad(mdeg):
+    v = np.asarray(mdeg, dtype=np.float64) / RAD_TO_MDEG
+    return float(v) if v.ndim == 0 else v
+
+
+def gripper_norm_to_m(g, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
+    """Normalised gripper opening [0, 1] -> stroke in metres."""
+    v = np.asarray(g, dtype=np.float64) * stroke_max_m
+    return float(v) if v.ndim == 0 else v
+
+
+def gripper_m_to_norm(m, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
+    v = np.asarray(m, dtype=np.float64) / stroke_max_m
+    return float(v) if v.ndim == 0 else v
+
+
+def gripper_m_to_sdk(m):
+    """Stroke in metres -> SDK int (0.001 mm)."""
+    v = np.rint(np.asarray(m, dtype=np.float64) * M_TO_UM).astype(np.int64)
+    return int(v) if v.ndim == 0 else v
+
+
+def gripper_sdk_to_m(um):
+    v = np.asarray(um, dtype=np.float64) / M_TO_UM
+    return float(v) if v.ndim == 0 else v
+
+
+def gripper_norm_to_sdk(g, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
+    return gripper_m_to_sdk(gripper_norm_to_m(g, stroke_max_m))
+
+
+def gripper_sdk_to_norm(um, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
+    return gripper_m_to_norm(gripper_sdk_to_m(um), stroke_max_m)
+
+
+def gripper_stroke_to_finger_m(stroke_m):
+    """Total stroke -> travel of each of the two URDF prismatic fingers."""
+    v = np.asarray(stroke_m, dtype=np.float64) / 2.0
+    return float(v) if v.ndim == 0 else v

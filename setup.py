@@ -1,0 +1,54 @@
+"""eva_ros: ament_python package that also installs with pip (`pip install -e .`)."""
+
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = "eva_ros"
+
+
+def share_tree(folder):
+    """data_files entries that mirror `folder` under share/eva_ros/."""
+    entries = {}
+    for path in glob(os.path.join(folder, "**", "*"), recursive=True):
+        if os.path.isfile(path) and "__pycache__" not in path:
+            dest = os.path.join("share", PACKAGE, os.path.dirname(path))
+            entries.setdefault(dest, []).append(path)
+    return sorted(entries.items())
+
+
+NODES = {
+    "eva-camera-node": "eva_ros.nodes.camera_node:main",
+    "eva-planner-node": "eva_ros.nodes.planner_node:main",
+    "eva-idm-action-node": "eva_ros.nodes.idm_action_node:main",
+    "eva-controller-node": "eva_ros.nodes.controller_node:main",
+}
+CLIS = {
+    "eva-bringup": "eva_ros.bringup:main",
+    "eva-demo": "eva_ros.demo:main",
+    "eva-check-embodiment": "eva_core.embodiment_cli:main",
+    "eva-train-idm": "training.train_idm:main",
+    "eva-convert-ckpt": "eva_core.world_model.convert:main",
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["eva_core", "eva_core.*", "eva_ros", "eva_ros.*", "training", "training.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        *share_tree("launch"),
+        *share_tree("urdf"),
+        *share_tree("config"),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="eva_ros developers",
+    maintainer_email="eva-ros@example.com",
+    description="EVA closed-loop control: Wan2.1 world model + IDM on the AgileX Cobot Magic, with ROS 2.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={"console_scripts": [f"{k} = {v}" for k, v in {**NODES, **CLIS}.items()]},
+)

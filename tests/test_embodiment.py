@@ -1,0 +1,113 @@
+"""Embodiment: every limit of FACTS §1 read back from the URDF + YAML; errors name the file/key."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from eva_core.embodiment import EmbodimentError, load_embodiment
+
+DEG = math.pi / 180
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return load_embodiment("cobot_magic")
+
+
+def test_action_layout(emb):
+    arm = [f"joint{i}" for i in range(1, 7)]
+    assert emb.joint_names == tuple(
+        [f"left_{j}" for j in arm] + ["left_gripper"] + [f"right_{j}" for j in arm] + ["right_gripper"]
+    )
+    assert emb.dof == 14 and emb.gripper_indices == (6, 13)
+    assert emb.arm_indices == tuple(i for i in range(14) if i not in (6, 13))
+
+
+def test_position_limits_match_piper_sdk_table(emb):
+    from piper_sdk.piper_param.piper_param_manager import C_PiperParamManager
+
+    table = C_PiperParamManager().GetPiperParamOrigin()["joint_limit"]
+    for side in (0, 7):
+        for j in range(6):
+            lo, hi = table[f"j{j + 1}"]
+            assert emb.pos_lower[side + j] == pytest.approx(lo, abs=1e-12)
+            assert emb.pos_upper[side + j] == pytest.approx(hi, abs=1e-12)
+    # FACTS §1 in degrees, to the table's precision (the SDK rounds to 3-5 digits)
+    deg = [(-150, 150), (0, 180), (-170, 0), (-100, 100), (-70, 70), (-120, 120)]
+    for j, (lo, hi) in enumerate(deg):
+        assert emb.pos_lower[j] == pytest.approx(lo * DEG, abs=2e-3)
+        assert emb.pos_upper[j] == pytest.approx(hi * DEG, abs=2e-3)
+    assert np.all(emb.pos_lower[[6, 13]] == 0) and np.all(emb.pos_upper[[6, 13]] == 1)
+
+
+def test_velocity_and_acceleration_limits_are_eva_reward_values(emb):
+    speeds = np.array([180, 195, 180, 225, 225, 225]) * DEG
+    np.testing.assert_allclose(speeds, [3.1416, 3.4034, 3.1416, 3.9270, 3.9270, 3.9270], atol=1e-4)
+    expected = np.concatenate([speeds * 0.85, [2.0], speeds * 0.85, [2.0]])
+    np.testing.assert_allclose(emb.vel_max, expected, rtol=1e-6)
+    np.testing.assert_array_equal(emb.acc_max, [5.0] * 6 + [10.0] + [5.0] * 6 + [10.0])
+    np.testing.assert_array_equal(emb.reward_weights, [1.0] * 6 + [0.2] + [1.0] * 6 + [0.2])
+
+
+def test_urdf_velocity_is_vendor_max_speed(emb):
+    for side in ("left", "right"):
+        for j, deg_s in enumerate([180, 195, 180, 225, 225, 225]):
+            assert emb.urdf_joints[f"{side}_joint{j + 1}"].velocity == pytest.approx(deg_s * DEG, abs=1e-6)
+        g = emb.urdf_joints[f"{side}_gripper"]
+        assert g.type == "prismatic" and g.lower == 0 and g.upper == pytest.approx(0.038)
+
+
+def test_joint_state_conversion_roundtrip(emb):
+    a = np.linspace(emb.pos_lower, emb.pos_upper, 7)
+    q = emb.action_to_joint_positions(a)
+    np.testing.assert_allclose(q[:, 6], a[:, 6] * 0.035)  # finger travel = stroke / 2
+    np.testing.assert_allclose(q[:, :6], a[:, :6])
+    np.testing.assert_allclose(emb.joint_positions_to_action(q), a)
+
+
+def _write_variant(tmp_path: Path, mutate) -> Path:
+    src = Path(load_embodiment().config_file)
+    doc = yaml.safe_load(src.read_text())
+    mutate(doc["embodiment"])
+    urdf = Path(load_embodiment().urdf_file)
+    (tmp_path / urdf.name).write_text(urdf.read_text())
+    out = tmp_path / "robot.yaml"
+    out.write_text(yaml.safe_dump(doc))
+    return out
+
+
+def test_new_embodiment_needs_no_code(tmp_path):
+    # a one-armed robot: only the left arm's dims, with its own acceleration limit
+    def one_arm(e):
+        e["name"] = "single_piper"
+        e["action"] = e["action"][:7]
+        e["limits"]["joint_acceleration_max"] = 2.5
+
+    emb = load_embodiment(_write_variant(tmp_path, one_arm))
+    assert emb.name == "single_piper" and emb.dof == 7 and emb.gripper_indices == (6,)
+    assert np.all(emb.acc_max[:6] == 2.5)
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda e: e["action"].__setitem__(0, {"name": "left_joint9", "type": "joint"}), "left_joint9"),
+        (lambda e: e["limits"].pop("velocity_safety_factor"), "velocity_safety_factor"),
+        (lambda e: e["action"][6].__setitem__("stroke_max_m", 0.5), "stroke_max_m"),
+        (lambda e: e["action"][1].__setitem__("type", "wheel"), "action[1]"),
+        (lambda e: e["action"].append(dict(e["action"][0])), "duplicate"),
+    ],
+)
+def test_bad_config_names_key(tmp_path, mutate, needle):
+    path = _write_variant(tmp_path, mutate)
+    with pytest.raises(EmbodimentError) as ei:
+        load_embodiment(path)
+    assert needle in str(ei.value) and str(path) in str(ei.value)
+
+
+def test_missing_config_names_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_such_robot"):
+        load_embodiment(tmp_path / "no_such_robot.yaml")
