@@ -1,0 +1,161 @@
+"""LVP/EVA Lightning checkpoints -> diffusers `WanTransformer3DModel` weights.
+
+The `.ckpt` holds `state_dict` with `model.`-prefixed keys in the original Wan layout (FACTS §4).
+We strip the prefix, then rename with diffusers' own converter
+(`convert_wan_transformer_to_diffusers`) and check the result strictly against the model.
+Tensors are memory-mapped (`torch.load(mmap=True)`), so a 33 GB file is never copied into RAM;
+`load_state_dict(assign=True)` keeps that single mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+LIGHTNING_PREFIX = "model."
+# Modules diffusers keeps in float32 when loading in half precision (WanTransformer3DModel)
+_FP32_MODULES = ("rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3")
+
+
+class CheckpointKeyError(KeyError):
+    """The converted checkpoint does not match the model; the message names the keys."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def load_torch_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
+    """`torch.load` a pickle memory-mapped and with `weights_only=True`.
+
+    A file holding other objects (optimizer classes, configs...) is refused with a clear message
+    unless `trust_pickle=True`, which runs full unpickling: only for files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    kwargs = dict(map_location="cpu", weights_only=True)
+    try:
+        try:
+            return torch.load(path, mmap=True, **kwargs)
+        except RuntimeError as err:  # old (non-zip) serialization cannot be memory-mapped
+            if "mmap" not in str(err):
+                raise
+            log.warning("%s: legacy format, cannot mmap; loading into RAM", path)
+            return torch.load(path, **kwargs)
+    except pickle.UnpicklingError as err:
+        if not trust_pickle:
+            raise RuntimeError(
+                f"{path}: holds Python objects that the safe loader (weights_only=True) refuses.\n"
+                f"  {str(err).splitlines()[0]}\n"
+                "Unpickling can run arbitrary code. If you trust where this file comes from, rerun with "
+                "--trust-pickle (config: trust_pickle: true)."
+            ) from None
+        log.warning("%s: full unpickling (trust_pickle=True)", path)
+        return torch.load(path, mmap=True, map_location="cpu", weights_only=False)
+
+
+def lightning_transformer_state_dict(ckpt: dict, source: str = "checkpoint",
+                                     prefix: str = LIGHTNING_PREFIX) -> dict[str, torch.Tensor]:
+    """The `model.`-prefixed tensors of a Lightning checkpoint, prefix stripped (original Wan names).
+
+    Other entries (`vae.*`, `clip.*`, `text_encoder.*` of the Lightning module) are ignored.
+    """
+    if not isinstance(ckpt, dict):
+        raise TypeError(f"{source}: expected a dict, got {type(ckpt).__name__}")
+    sd = ckpt.get("state_dict", ckpt)
+    if not isinstance(sd, dict):
+        raise TypeError(f"{source}: 'state_dict' is a {type(sd).__name__}, not a dict")
+    out = {k[len(prefix):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(prefix)}
+    if not out:
+        sample = sorted(map(str, sd))[:5]
+        raise CheckpointKeyError(f"{source}: no '{prefix}'-prefixed keys in its state_dict (first keys: {sample})")
+    bad = [k for k, v in out.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise TypeError(f"{source}: non-tensor value(s) under {bad[:5]}")
+    skipped = len(sd) - len(out)
+    if skipped:
+        log.info("%s: ignoring %d non-'%s' entries", source, skipped, prefix)
+    return out
+
+
+def convert_original_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename original-Wan keys to diffusers keys with diffusers' own converter."""
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    return convert_wan_transformer_to_diffusers(dict(sd))  # it pops from its input: give it a copy
+
+
+def _describe(keys: Iterable[str], limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strict key and shape check of `sd` against `model` (which may live on the meta device)."""
+    expected = model.state_dict()
+    missing = set(expected) - set(sd)
+    unexpected = set(sd) - set(expected)
+    msgs = []
+    if missing:
+        msgs.append(f"missing {len(missing)} key(s) (diffusers names): {_describe(missing)}")
+    if unexpected:
+        msgs.append(f"unexpected {len(unexpected)} key(s) (diffusers names): {_describe(unexpected)}")
+    shape_bad = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+                 for k in sorted(set(sd) & set(expected)) if sd[k].shape != expected[k].shape]
+    if shape_bad:
+        msgs.append(f"{len(shape_bad)} shape mismatch(es): " + "; ".join(shape_bad[:5]))
+    if msgs:
+        raise CheckpointKeyError(f"{source} does not match the Wan transformer config:\n  " + "\n  ".join(msgs))
+
+
+def transformer_config_path(path: str | os.PathLike) -> Path:
+    """Accept a config.json, a transformer dir, or a diffusers root with transformer/config.json."""
+    p = Path(path)
+    for cand in (p, p / "config.json", p / "transformer" / "config.json"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"no transformer config.json at {p} (tried {p}/config.json, {p}/transformer/config.json)")
+
+
+def empty_transformer(config: str | os.PathLike | dict):
+    """A WanTransformer3DModel whose parameters live on the meta device (no memory for weights).
+
+    Buffers (the rope tables) stay real, as accelerate's `init_empty_weights` does by default.
+    """
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+
+    if not isinstance(config, dict):
+        cfg_path = transformer_config_path(config)
+        config = json.loads(cfg_path.read_text())
+    with init_empty_weights():
+        return WanTransformer3DModel.from_config(config)
+
+
+def load_lightning_transformer(ckpt_path: str | os.PathLike, config: str | os.PathLike | dict,
+                               trust_pickle: bool = False):
+    """Build a WanTransformer3DModel from an LVP/EVA Lightning checkpoint (mmapped, strict)."""
+    model = empty_transformer(config)
+    sd = convert_original_to_diffusers(
+        lightning_transformer_state_dict(load_torch_checkpoint(ckpt_path, trust_pickle), str(ckpt_path)))
+    check_state_dict(model, sd, str(ckpt_path))
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()
+
+
+def cast_like_diffusers(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast to `dtype` but keep the modules diffusers keeps in float32 (as `from_pretrained` does)."""
+    keep = getattr(model, "_keep_in_fp32_modules", None) or _FP32_MODULES
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and p.dtype != dtype and not any(part in keep for part in name.split(".")):
+            p.data = p.data.to(dtype)
+    return model

@@ -1,0 +1,115 @@
+"""Load the Wan2.1 I2V components (all diffusers/transformers classes) in three ways.
+
+(a) `kind="diffusers"`: a diffusers directory (Wan2.1-I2V-14B-480P-Diffusers layout).
+(b) `kind="lightning"`: the same directory for VAE/encoders/tokenizer, plus an LVP/EVA transformer:
+    a Lightning `.ckpt` (converted on load with diffusers' converter, mmapped, strict keys) or a
+    directory made by `eva-convert-ckpt`.
+(c) `kind="tiny"`: random tiny components built from configs (see tiny.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eva_core.world_model import checkpoint as ck
+from eva_core.world_model import tiny as tiny_mod
+from eva_core.world_model.config import WorldModelConfig
+
+
+@dataclass
+class WanComponents:
+    transformer: Any  # diffusers.WanTransformer3DModel
+    vae: Any  # diffusers.AutoencoderKLWan
+    text_encoder: Any  # transformers.UMT5EncoderModel
+    tokenizer: Any
+    image_encoder: Any  # transformers.CLIPVisionModel
+    scheduler: Any  # UniPCMultistepScheduler or FlowMatchEulerDiscreteScheduler
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtypes = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"world-model 'dtype' must be one of {sorted(dtypes)} or 'auto', got {name!r}")
+    return dtypes[name]
+
+
+def build_scheduler(cfg: WorldModelConfig, model_dir: str | None = None):
+    """UniPC (flow sigmas, shift) for the real model, or flow-matching Euler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if cfg.scheduler == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.shift)
+    sched_dir = Path(model_dir, "scheduler") if model_dir else None
+    if sched_dir is not None and (sched_dir / "scheduler_config.json").is_file():
+        base = UniPCMultistepScheduler.load_config(sched_dir)
+        return UniPCMultistepScheduler.from_config(base, flow_shift=cfg.shift, prediction_type="flow_prediction",
+                                                   use_flow_sigmas=True)
+    return UniPCMultistepScheduler(num_train_timesteps=1000, prediction_type="flow_prediction",
+                                   use_flow_sigmas=True, flow_shift=cfg.shift, solver_order=2)
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def load_components(cfg: WorldModelConfig) -> WanComponents:
+    if cfg.kind == "tiny":
+        return build_tiny_components(cfg)
+    root = _require_dir(Path(cfg.model_dir), "world-model 'model_dir'")
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
+
+    common = dict(local_files_only=True)
+    if cfg.kind == "diffusers":
+        transformer = WanTransformer3DModel.from_pretrained(root, subfolder="transformer", torch_dtype=dtype, **common)
+    else:
+        transformer = load_lightning_or_converted(cfg.ckpt, root / "transformer", dtype, cfg.trust_pickle)
+    return WanComponents(
+        transformer=transformer.eval(),
+        vae=AutoencoderKLWan.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **common).eval(),
+        text_encoder=UMT5EncoderModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype, **common).eval(),
+        tokenizer=AutoTokenizer.from_pretrained(root, subfolder="tokenizer", **common),
+        image_encoder=CLIPVisionModel.from_pretrained(root, subfolder="image_encoder", dtype=dtype, **common).eval(),
+        scheduler=build_scheduler(cfg, str(root)),
+    )
+
+
+def load_lightning_or_converted(ckpt: str, config_dir: Path, dtype: torch.dtype, trust_pickle: bool = False):
+    """A `.ckpt` is converted in memory; a directory is one written by `eva-convert-ckpt`."""
+    from diffusers import WanTransformer3DModel
+
+    path = Path(ckpt)
+    if path.is_dir():
+        return WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+    model = ck.load_lightning_transformer(path, config_dir, trust_pickle=trust_pickle)
+    return ck.cast_like_diffusers(model, dtype)
+
+
+def build_tiny_components(cfg: WorldModelConfig) -> WanComponents:
+    sizes = tiny_mod.tiny_sizes(cfg.tiny)
+    tokenizer = tiny_mod.build_byte_tokenizer()
+    return WanComponents(
+        transformer=tiny_mod.build_tiny_transformer(sizes),
+        vae=tiny_mod.build_tiny_vae(sizes),
+        text_encoder=tiny_mod.build_tiny_text_encoder(sizes, vocab_size=len(tokenizer)),
+        tokenizer=tokenizer,
+        image_encoder=tiny_mod.build_tiny_image_encoder(sizes),
+        scheduler=build_scheduler(cfg),
+    )

@@ -1,0 +1,115 @@
+"""LoRA on the Wan transformer through peft (diffusers' PeftAdapterMixin).
+
+EVA targets q, k, v, o, k_img, v_img with rank 32 and alpha 32; in diffusers names these are
+to_q, to_k, to_v, to_out.0, add_k_proj, add_v_proj (self- and cross-attention).
+
+Files: `save_lora` writes diffusers' `pytorch_lora_weights.safetensors` (peft key names, the
+LoraConfig in the safetensors metadata). `load_lora` reads that, or a peft `save_pretrained`
+directory (`adapter_model.safetensors` + `adapter_config.json`), and checks every key loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from eva_core.atomic_io import atomic_dir
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj")
+DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
+PEFT_LORA_FILE = "adapter_model.safetensors"
+PEFT_CONFIG_FILE = "adapter_config.json"
+
+
+def lora_config(rank: int = 32, alpha: float = 32.0, targets=LORA_TARGETS, dropout: float = 0.0,
+                init_lora_weights: bool | str = True):
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=dropout,
+                      init_lora_weights=init_lora_weights)
+
+
+def add_lora(transformer, adapter_name: str = "default", rank: int = 32, alpha: float = 32.0,
+             targets=LORA_TARGETS, dropout: float = 0.0, init_lora_weights: bool | str = True) -> None:
+    """Add a trainable adapter (B = 0 at init, so the output is unchanged until trained)."""
+    transformer.add_adapter(lora_config(rank, alpha, targets, dropout, init_lora_weights), adapter_name=adapter_name)
+    transformer.set_adapter(adapter_name)
+
+
+def enable_lora(transformer) -> None:
+    transformer.enable_adapters()
+
+
+def disable_lora(transformer) -> None:
+    """Base-model outputs (the Flow-GRPO reference policy) without removing the adapter."""
+    transformer.disable_adapters()
+
+
+def lora_state_dict(transformer, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    from peft.utils import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+
+
+def save_lora(transformer, out_dir: str | os.PathLike, adapter_name: str = "default") -> Path:
+    """Write the adapter atomically in diffusers format (+ adapter_config.json for reading)."""
+    if adapter_name not in getattr(transformer, "peft_config", {}):
+        raise KeyError(f"no LoRA adapter named {adapter_name!r} on the transformer")
+    with atomic_dir(out_dir) as tmp:
+        transformer.save_lora_adapter(tmp, adapter_name=adapter_name, weight_name=DIFFUSERS_LORA_FILE)
+        cfg = transformer.peft_config[adapter_name].to_dict()
+        cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
+        (tmp / PEFT_CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(out_dir)
+
+
+def _read_peft_dir(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path / PEFT_LORA_FILE))
+    sd = {k.removeprefix("base_model.model."): v for k, v in sd.items()}
+    # peft drops the adapter name from saved keys ("...lora_A.weight"), which is what diffusers expects
+    meta = json.loads((path / PEFT_CONFIG_FILE).read_text())
+    return sd, meta
+
+
+def load_lora(transformer, path: str | os.PathLike, adapter_name: str = "default") -> None:
+    """Load an adapter saved by `save_lora` (diffusers) or peft `save_pretrained`; strict keys."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if (path / DIFFUSERS_LORA_FILE).is_file():
+        file_keys = set(load_file(str(path / DIFFUSERS_LORA_FILE)))
+        transformer.load_lora_adapter(str(path), prefix=None, adapter_name=adapter_name,
+                                      weight_name=DIFFUSERS_LORA_FILE)
+    elif (path / PEFT_LORA_FILE).is_file() and (path / PEFT_CONFIG_FILE).is_file():
+        sd, meta = _read_peft_dir(path)
+        file_keys = set(sd)
+        meta = {k: v for k, v in meta.items() if k in _LORA_CONFIG_FIELDS}
+        transformer.load_lora_adapter(sd, prefix=None, adapter_name=adapter_name, metadata=meta)
+    else:
+        raise FileNotFoundError(
+            f"no LoRA adapter in {path}: expected {DIFFUSERS_LORA_FILE} or {PEFT_LORA_FILE} + {PEFT_CONFIG_FILE}")
+    loaded = set(lora_state_dict(transformer, adapter_name))
+    missing, unexpected = loaded - file_keys, file_keys - loaded
+    if missing or unexpected:
+        transformer.delete_adapters(adapter_name)
+        raise KeyError(f"LoRA adapter {path} does not match the transformer: missing {sorted(missing)[:8]}, "
+                       f"unexpected {sorted(unexpected)[:8]}")
+    transformer.set_adapter(adapter_name)
+
+
+def merge_lora(transformer, lora_scale: float = 1.0) -> None:
+    """Fold the active adapter(s) into the base weights and remove the LoRA layers (deployment)."""
+    transformer.fuse_lora(lora_scale=lora_scale)
+    transformer.unload_lora()
+
+
+# LoraConfig fields accepted as diffusers `metadata` (the rest of a peft adapter_config is bookkeeping)
+_LORA_CONFIG_FIELDS = {
+    "r", "lora_alpha", "target_modules", "lora_dropout", "bias", "use_rslora", "use_dora",
+    "rank_pattern", "alpha_pattern", "init_lora_weights", "lora_bias",
+}
