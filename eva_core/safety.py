@@ -83,13 +83,18 @@ class SafetyReport:
 
 
 def braking_speed(distance: np.ndarray, acc: np.ndarray, dt: float) -> np.ndarray:
-    """Largest speed from which a discrete stop (decelerating acc*dt per tick) covers <= distance.
+    """Largest speed v from which a discrete stop stays within `distance`.
 
-    Solves v (v + acc dt) = 2 acc d; after one tick at v the bound is exactly v - acc*dt, so a
-    trajectory that respects it never needs more than acc_max to stay inside the limits.
+    Ticks move v*dt, (v-c)*dt, (v-2c)*dt, ... with c = acc*dt, so the stopping distance is
+    D(v) = dt * sum_k max(v - k c, 0). We invert D exactly; since D(v) = v dt + D(v - c), the
+    bound after one tick at v is exactly v - c: respecting it never needs more than acc_max.
     """
-    h = 0.5 * acc * dt
-    return -h + np.sqrt(h * h + 2.0 * acc * np.maximum(distance, 0.0))
+    d = np.maximum(np.asarray(distance, dtype=np.float64), 0.0)
+    c = acc * dt
+    units = d / (dt * c)  # distance in units of dt*c
+    n = np.floor((-1.0 + np.sqrt(1.0 + 8.0 * units)) / 2.0)  # whole decel steps: n(n+1)/2 <= units
+    f = (units - n * (n + 1) / 2.0) / (n + 1)
+    return (n + np.clip(f, 0.0, 1.0)) * c
 
 
 @dataclass
@@ -137,8 +142,11 @@ class SafetyFilter:
         self._last_target = None
 
     def hold(self) -> np.ndarray:
-        """Command to stop as fast as the acceleration limit allows (used on reject / watchdog)."""
-        return self.step(self._pos + self._braking_displacement())[0]
+        """Brake to a stop as fast as acc_max allows, inside the limits (reject / watchdog)."""
+        if self._pos is None:
+            raise RuntimeError("safety filter: call reset() with the measured state first")
+        dv = np.clip(-self._vel, -self.acc_max * self.dt, self.acc_max * self.dt)
+        return self._advance(self._vel + dv)
 
     # -- filtering ---------------------------------------------------------------------------
     def step(self, target) -> tuple[np.ndarray, SafetyReport]:
@@ -149,18 +157,19 @@ class SafetyFilter:
         q = self._vector(target, "target")
         if not np.all(np.isfinite(q)):
             rep.rejected, rep.reason = True, "non-finite target"
-            q = self._pos + self._braking_displacement()
+            self._last_target = None
+            return self.hold(), rep
         clipped = np.clip(q, self.lower, self.upper)
         rep.position_clipped += clipped != q
         q = clipped
 
-        # Track a moving target: its velocity u plus an approach speed toward it that can still
-        # stop in time (time-optimal, so a jump does not overshoot or ring).
+        # Reach the target this tick if possible, but approach it no faster (relative to the
+        # target's own velocity u) than a speed that can still stop in time: no overshoot/ringing.
         u = np.zeros(self.dof) if self._last_target is None else (q - self._last_target) / self.dt
         self._last_target = q
         err = q - self._pos
         bs = braking_speed(np.abs(err), self.acc_max, self.dt)
-        v = u + np.clip(err / self.dt, -bs, bs)
+        v = np.clip(err / self.dt, u - bs, u + bs)
 
         a_lo, a_hi = self._vel - self.acc_max * self.dt, self._vel + self.acc_max * self.dt
         v_acc = np.clip(v, a_lo, a_hi)
@@ -173,10 +182,13 @@ class SafetyFilter:
         v_pos = np.clip(v_lim, -dn, up)
         rep.position_clipped += ~np.isclose(v_pos, v_lim, rtol=0, atol=1e-12)
 
-        new = np.clip(self._pos + v_pos * self.dt, self.embodiment.pos_lower, self.embodiment.pos_upper)
+        return self._advance(v_pos), rep
+
+    def _advance(self, v: np.ndarray) -> np.ndarray:
+        new = np.clip(self._pos + v * self.dt, self.embodiment.pos_lower, self.embodiment.pos_upper)
         self._vel = (new - self._pos) / self.dt
         self._pos = new
-        return new.copy(), rep
+        return new.copy()
 
     def filter_chunk(self, targets, start_pos, start_vel=None) -> tuple[np.ndarray, SafetyReport]:
         """Filter a whole (T, D) chunk from a start state. A chunk with any NaN/inf, or of the
@@ -202,11 +214,6 @@ class SafetyFilter:
         return out, total
 
     # -- helpers -----------------------------------------------------------------------------
-    def _braking_displacement(self) -> np.ndarray:
-        """Target one braking step ahead: decelerate at acc_max toward zero velocity."""
-        dv = np.clip(-self._vel, -self.acc_max * self.dt, self.acc_max * self.dt)
-        return (self._vel + dv) * self.dt
-
     def _vector(self, x, what: str) -> np.ndarray:
         a = np.asarray(x, dtype=np.float64).reshape(-1)
         if a.shape != (self.dof,):
