@@ -86,11 +86,19 @@ def lightning_transformer_state_dict(ckpt: dict, source: str = "checkpoint",
     return out
 
 
-def convert_original_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename original-Wan keys to diffusers keys with diffusers' own converter."""
+def convert_original_to_diffusers(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Rename original-Wan keys to diffusers keys with diffusers' own converter.
+
+    Returns the converted dict and `origin`: diffusers key -> original key (for error messages).
+    """
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
-    return convert_wan_transformer_to_diffusers(dict(sd))  # it pops from its input: give it a copy
+    converted = convert_wan_transformer_to_diffusers(dict(sd))  # it pops from its input: give it a copy
+    # run the same renaming on index tags to learn where each converted key came from
+    keys = list(sd)
+    tags = convert_wan_transformer_to_diffusers({k: torch.tensor([i]) for i, k in enumerate(keys)})
+    origin = {new: keys[int(t[0])] for new, t in tags.items() if t.numel() == 1}
+    return converted, origin
 
 
 def _describe(keys: Iterable[str], limit: int = 8) -> str:
@@ -99,8 +107,13 @@ def _describe(keys: Iterable[str], limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Strict key and shape check of `sd` against `model` (which may live on the meta device)."""
+def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint",
+                     origin: dict[str, str] | None = None) -> None:
+    """Strict key and shape check of `sd` against `model` (which may live on the meta device).
+
+    `origin` maps a converted key to its name in the checkpoint, quoted for unexpected keys.
+    """
+    origin = origin or {}
     expected = model.state_dict()
     missing = set(expected) - set(sd)
     unexpected = set(sd) - set(expected)
@@ -108,7 +121,8 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
     if missing:
         msgs.append(f"missing {len(missing)} key(s) (diffusers names): {_describe(missing)}")
     if unexpected:
-        msgs.append(f"unexpected {len(unexpected)} key(s) (diffusers names): {_describe(unexpected)}")
+        named = [f"{k} (from {LIGHTNING_PREFIX}{origin[k]})" if k in origin else k for k in unexpected]
+        msgs.append(f"unexpected {len(unexpected)} key(s) (diffusers names): {_describe(named)}")
     shape_bad = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
                  for k in sorted(set(sd) & set(expected)) if sd[k].shape != expected[k].shape]
     if shape_bad:
@@ -145,9 +159,9 @@ def load_lightning_transformer(ckpt_path: str | os.PathLike, config: str | os.Pa
                                trust_pickle: bool = False):
     """Build a WanTransformer3DModel from an LVP/EVA Lightning checkpoint (mmapped, strict)."""
     model = empty_transformer(config)
-    sd = convert_original_to_diffusers(
+    sd, origin = convert_original_to_diffusers(
         lightning_transformer_state_dict(load_torch_checkpoint(ckpt_path, trust_pickle), str(ckpt_path)))
-    check_state_dict(model, sd, str(ckpt_path))
+    check_state_dict(model, sd, str(ckpt_path), origin)
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval()
 

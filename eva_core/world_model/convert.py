@@ -50,11 +50,11 @@ def convert(ckpt: str, config: str, out: str, trust_pickle: bool = False, max_sh
     orig = ck.lightning_transformer_state_dict(raw, source=ckpt)
     stages.update()
     stages.set_postfix_str("rename (diffusers converter)")
-    sd = ck.convert_original_to_diffusers(orig)
+    sd, origin = ck.convert_original_to_diffusers(orig)
     stages.update()
     stages.set_postfix_str("strict check")
     model = ck.empty_transformer(config)
-    ck.check_state_dict(model, sd, ckpt)
+    ck.check_state_dict(model, sd, ckpt, origin)
     stages.update()
     stages.set_postfix_str("write")
     with atomic_dir(out) as tmp:

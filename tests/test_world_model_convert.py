@@ -1,0 +1,205 @@
+"""LVP/EVA Lightning checkpoint -> diffusers transformer: eva-convert-ckpt and the loading paths."""
+
+import argparse
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from eva_core.world_model import WorldModel, WorldModelConfig
+from eva_core.world_model import checkpoint as ck
+from eva_core.world_model import convert, tiny
+
+torch.set_num_threads(1)
+
+# Test-data generation only: diffusers names -> original Wan names (the inverse of FACTS §4's table).
+_INVERSE = [
+    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+    ("condition_embedder.time_proj", "time_projection.1"),
+    ("condition_embedder.image_embedder.norm1", "img_emb.proj.0"),
+    ("condition_embedder.image_embedder.ff.net.0.proj", "img_emb.proj.1"),
+    ("condition_embedder.image_embedder.ff.net.2", "img_emb.proj.3"),
+    ("condition_embedder.image_embedder.norm2", "img_emb.proj.4"),
+    (".attn1.", ".self_attn."),
+    (".attn2.", ".cross_attn."),
+    (".to_out.0.", ".o."),
+    (".to_q.", ".q."),
+    (".to_k.", ".k."),
+    (".to_v.", ".v."),
+    (".add_k_proj.", ".k_img."),
+    (".add_v_proj.", ".v_img."),
+    (".norm_added_k.", ".norm_k_img."),
+    ("ffn.net.0.proj", "ffn.0"),
+    ("ffn.net.2", "ffn.2"),
+    ("proj_out", "head.head"),
+]
+
+
+def to_original_key(key: str) -> str:
+    if key == "scale_shift_table":
+        return "head.modulation"
+    key = re.sub(r"^(blocks\.\d+)\.scale_shift_table$", r"\1.modulation", key)
+    key = re.sub(r"^(blocks\.\d+)\.norm2\.", r"\1.norm3.", key)  # diffusers norm2 == original norm3
+    for new, old in _INVERSE:
+        key = key.replace(new, old)
+    return key
+
+
+@pytest.fixture(scope="module")
+def source():
+    model = tiny.build_tiny_transformer({"seed": 7})
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    orig = {to_original_key(k): v for k, v in sd.items()}
+    assert len(orig) == len(sd)
+    assert "blocks.0.cross_attn.k_img.weight" in orig and "head.modulation" in orig
+    return model, sd, orig
+
+
+def write_lightning(path, orig, extra=None):
+    ckpt = {"state_dict": {"model." + k: v for k, v in orig.items()}, "epoch": 3, "global_step": 1200}
+    ckpt["state_dict"]["vae.encoder.conv1.weight"] = torch.zeros(2, 2)  # other Lightning submodules are ignored
+    ckpt.update(extra or {})
+    torch.save(ckpt, path)
+    return path
+
+
+def test_convert_cli_round_trip_bit_identical(tmp_path, source):
+    from diffusers import WanTransformer3DModel
+
+    model, sd, orig = source
+    cfg_dir = tmp_path / "cfg"
+    model.save_config(cfg_dir)
+    ckpt = write_lightning(tmp_path / "eva.ckpt", orig)
+    out = tmp_path / "converted"
+    assert convert.main(["--ckpt", str(ckpt), "--config", str(cfg_dir), "--out", str(out)]) == 0
+    reloaded = WanTransformer3DModel.from_pretrained(out).state_dict()
+    assert set(reloaded) == set(sd)
+    for k, v in sd.items():
+        assert reloaded[k].dtype == v.dtype, k
+        assert torch.equal(reloaded[k], v), k
+    assert not list(tmp_path.glob(".converted.*")), "atomic temp dir left behind"
+
+
+def test_console_script_help():
+    res = subprocess.run([sys.executable, "-m", "eva_core.world_model.convert", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "--trust-pickle" in res.stdout and "--ckpt" in res.stdout
+
+
+@pytest.mark.parametrize("damage", ["missing", "renamed"])
+def test_bad_key_fails_naming_it(tmp_path, source, damage, capsys):
+    model, _, orig = source
+    model.save_config(tmp_path / "cfg")
+    bad = dict(orig)
+    if damage == "missing":
+        del bad["blocks.1.cross_attn.k_img.weight"]
+        expect = ["blocks.1.attn2.add_k_proj.weight"]
+    else:
+        bad["blocks.0.ffn.00.weight"] = bad.pop("blocks.0.ffn.0.weight")
+        expect = ["blocks.0.ffn.net.0.proj.weight", "blocks.0.ffn.00.weight"]
+    ckpt = write_lightning(tmp_path / "bad.ckpt", bad)
+    with pytest.raises(ck.CheckpointKeyError) as err:
+        convert.convert(str(ckpt), str(tmp_path / "cfg"), str(tmp_path / "out"))
+    for key in expect:
+        assert key in str(err.value)
+    # the CLI reports the same, exits non-zero and writes nothing
+    assert convert.main(["--ckpt", str(ckpt), "--config", str(tmp_path / "cfg"), "--out", str(tmp_path / "out")]) == 2
+    assert expect[0] in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_shape_mismatch_named(tmp_path, source):
+    model, _, orig = source
+    bad = dict(orig)
+    bad["blocks.0.self_attn.q.weight"] = torch.zeros(3, 3)
+    with pytest.raises(ck.CheckpointKeyError, match=r"blocks\.0\.attn1\.to_q\.weight"):
+        ck.load_lightning_transformer(write_lightning(tmp_path / "s.ckpt", bad), dict(model.config))
+
+
+def test_pickled_objects_need_trust_pickle(tmp_path, source):
+    from diffusers import WanTransformer3DModel
+
+    model, sd, orig = source
+    model.save_config(tmp_path / "cfg")
+    ckpt = write_lightning(tmp_path / "h.ckpt", orig, {"hyper_parameters": argparse.Namespace(lr=1e-5)})
+    args = ["--ckpt", str(ckpt), "--config", str(tmp_path / "cfg"), "--out", str(tmp_path / "out")]
+    with pytest.raises(RuntimeError, match="--trust-pickle"):
+        convert.convert(*args[1::2])
+    assert convert.main(args) == 2
+    assert convert.main(args + ["--trust-pickle"]) == 0
+    reloaded = WanTransformer3DModel.from_pretrained(tmp_path / "out").state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in sd.items())
+
+
+def test_lightning_load_is_memory_mapped(tmp_path, source):
+    model, sd, orig = source
+    ckpt = write_lightning(tmp_path / "m.ckpt", orig)
+    loaded = ck.load_lightning_transformer(ckpt, dict(model.config))
+    w = loaded.blocks[0].attn2.add_k_proj.weight
+    assert torch.equal(w, sd["blocks.0.attn2.add_k_proj.weight"])
+    assert _is_mapped_from(w.data_ptr(), ckpt)  # a view of the mapped file, not a RAM copy
+    assert not _is_mapped_from(sd["blocks.0.attn2.add_k_proj.weight"].data_ptr(), ckpt)
+
+
+def _is_mapped_from(addr: int, path) -> bool:
+    """Does address `addr` lie in a memory mapping of file `path`? (Linux /proc/self/maps)"""
+    for line in open("/proc/self/maps"):
+        if line.rstrip().endswith(str(path)):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= addr < hi:
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, source):
+    """A diffusers-layout directory holding the tiny components (path (a))."""
+    from eva_core.world_model.loading import build_tiny_components
+
+    root = tmp_path_factory.mktemp("wan_tiny_diffusers")
+    c = build_tiny_components(WorldModelConfig.tiny_default())
+    c.transformer.save_pretrained(root / "transformer")
+    c.vae.save_pretrained(root / "vae")
+    c.text_encoder.save_pretrained(root / "text_encoder")
+    c.tokenizer.save_pretrained(root / "tokenizer")
+    c.image_encoder.save_pretrained(root / "image_encoder")
+    c.scheduler.save_pretrained(root / "scheduler")
+    return root, c
+
+
+def _gen(cfg):
+    wm = WorldModel.from_config(cfg)
+    img = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    return wm, wm.generate(img, "stack the blocks", seed=3)
+
+
+def test_three_loading_paths_agree(tmp_path, tiny_dir):
+    root, comps = tiny_dir
+    base = WorldModelConfig.tiny_default().to_dict()
+    _, ref = _gen(base)
+    _, via_dir = _gen({**base, "kind": "diffusers", "model_dir": str(root)})
+    np.testing.assert_array_equal(via_dir, ref)
+
+    # (b): the same transformer as an original-layout Lightning checkpoint, and converted once
+    orig = {to_original_key(k): v for k, v in comps.transformer.state_dict().items()}
+    ckpt = write_lightning(tmp_path / "lvp.ckpt", orig)
+    wm, via_ckpt = _gen({**base, "kind": "lightning", "model_dir": str(root), "ckpt": str(ckpt)})
+    np.testing.assert_array_equal(via_ckpt, ref)
+    assert convert.main(["--ckpt", str(ckpt), "--config", str(root / "transformer"), "--out", str(tmp_path / "t")]) == 0
+    _, via_converted = _gen({**base, "kind": "lightning", "model_dir": str(root), "ckpt": str(tmp_path / "t")})
+    np.testing.assert_array_equal(via_converted, ref)
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(KeyError, match="heigth"):
+        WorldModelConfig.from_dict({"kind": "tiny", "heigth": 64})
+    with pytest.raises(ValueError, match="ckpt"):
+        WorldModelConfig.from_dict({"kind": "lightning", "model_dir": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        WorldModel.from_config({"kind": "diffusers", "model_dir": str(tmp_path / "nowhere")})
