@@ -95,11 +95,30 @@ def load_lora(transformer, path: str | os.PathLike, adapter_name: str = "default
             f"no LoRA adapter in {path}: expected {DIFFUSERS_LORA_FILE} or {PEFT_LORA_FILE} + {PEFT_CONFIG_FILE}")
     loaded = set(lora_state_dict(transformer, adapter_name))
     missing, unexpected = loaded - file_keys, file_keys - loaded
-    if missing or unexpected:
+    # peft injects only where the file has weights: a target layer left without LoRA is a mismatch too
+    uncovered = _uncovered_targets(transformer, adapter_name)
+    if missing or unexpected or uncovered:
         transformer.delete_adapters(adapter_name)
-        raise KeyError(f"LoRA adapter {path} does not match the transformer: missing {sorted(missing)[:8]}, "
-                       f"unexpected {sorted(unexpected)[:8]}")
+        raise KeyError(f"LoRA adapter {path} does not match the transformer: target layers without weights in "
+                       f"the file: {sorted(uncovered)[:8]}; missing keys: {sorted(missing)[:8]}; "
+                       f"unexpected keys: {sorted(unexpected)[:8]}")
     transformer.set_adapter(adapter_name)
+
+
+def _uncovered_targets(transformer, adapter_name: str) -> list[str]:
+    """Target-named linear layers of the transformer that received no LoRA weights."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    targets = transformer.peft_config[adapter_name].target_modules
+    if isinstance(targets, str):  # a regex: peft matched it itself
+        return []
+    out = []
+    for name, module in transformer.named_modules():
+        if any(name == t or name.endswith("." + t) for t in targets) and isinstance(module, torch.nn.Linear):
+            out.append(name)  # a plain Linear (not a LoRA layer) under a target name
+        elif isinstance(module, BaseTunerLayer) and adapter_name not in module.lora_A:
+            out.append(name)
+    return out
 
 
 def merge_lora(transformer, lora_scale: float = 1.0) -> None:
