@@ -1,0 +1,157 @@
+"""Arm backends: what controller_node drives.
+
+`ArmBackend` is the interface (connect / read_state / send_positions / estop / enable / close),
+in eva_core units: the 14-D action layout, joints in rad, grippers normalised [0, 1].
+`LoopbackArm` is the ideal arm: every command is integrated with the embodiment's position and
+velocity limits, so the joint state behaves like a perfect servo. It is the reference backend
+for the closed loop without hardware; Piper (CAN) and the MuJoCo twin come in later issues.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ArmState:
+    positions: np.ndarray    # (dof,) action units (rad; grippers 0..1)
+    velocities: np.ndarray   # (dof,) per second
+    stamp: float             # time of the measurement (time.time() clock)
+    enabled: bool = True     # motors enabled and not e-stopped
+
+
+class ArmBackend(abc.ABC):
+    """A bimanual arm (or its stand-in). Thread-safe: read_state may race send_positions."""
+
+    def __init__(self, embodiment):
+        self.emb = embodiment
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open the bus/device and enable the motors."""
+
+    @abc.abstractmethod
+    def read_state(self) -> ArmState | None:
+        """The newest feedback, or None if none has arrived yet. A stale `stamp` = lost feedback."""
+
+    @abc.abstractmethod
+    def send_positions(self, positions: np.ndarray) -> None:
+        """Command absolute positions (dof,), already safety-filtered by the caller."""
+
+    @abc.abstractmethod
+    def estop(self) -> None:
+        """Stop now; ignore position commands until `enable()`."""
+
+    @abc.abstractmethod
+    def enable(self) -> None:
+        """Leave e-stop / re-enable the motors (position commands accepted again)."""
+
+    def close(self) -> None:
+        """Disable and release the hardware (idempotent)."""
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LoopbackArm(ArmBackend):
+    """Ideal arm: tracks each command at most at `vel_max`, clipped to the position limits.
+
+    Integration happens lazily on every read/send with the elapsed time, so it runs at whatever
+    rate the controller calls it. `simulate_feedback_loss(True)` freezes the feedback stamp
+    (a pulled cable), which the controller's watchdog must detect.
+    """
+
+    def __init__(self, embodiment, initial_positions=None, clock=time.time):
+        super().__init__(embodiment)
+        dof = embodiment.dof
+        lo, hi = np.asarray(embodiment.pos_lower, float), np.asarray(embodiment.pos_upper, float)
+        # default home: the middle of every range (inside all safety margins)
+        init = (lo + hi) / 2.0 if initial_positions is None else np.asarray(initial_positions, float)
+        if init.shape != (dof,) or not np.all(np.isfinite(init)):
+            raise ValueError(f"LoopbackArm initial_positions must be {dof} finite values, got {init}")
+        self._lo, self._hi = lo, hi
+        self._vmax = np.asarray(embodiment.vel_max, float)
+        self._pos = np.clip(init, lo, hi)
+        self._vel = np.zeros(dof)
+        self._target = self._pos.copy()
+        self._clock = clock
+        self._t = None
+        self._estopped = False
+        self._connected = False
+        self._feedback_lost = False
+        self._frozen_state: ArmState | None = None
+        self._lock = threading.Lock()
+        self.commands_received = 0
+        self.commands_ignored = 0
+
+    def connect(self) -> None:
+        with self._lock:
+            self._t = self._clock()
+            self._connected = True
+
+    def _advance(self, now: float) -> None:
+        dt = max(0.0, now - self._t)
+        self._t = now
+        if dt == 0.0:
+            return
+        step = np.clip(self._target - self._pos, -self._vmax * dt, self._vmax * dt)
+        new = np.clip(self._pos + step, self._lo, self._hi)
+        self._vel = (new - self._pos) / dt
+        self._pos = new
+
+    def read_state(self) -> ArmState | None:
+        with self._lock:
+            if not self._connected:
+                return None
+            self._advance(self._clock())
+            state = ArmState(self._pos.copy(), self._vel.copy(), self._t, not self._estopped)
+            if self._feedback_lost:
+                return self._frozen_state
+            self._frozen_state = state
+            return state
+
+    def send_positions(self, positions) -> None:
+        q = np.asarray(positions, dtype=float)
+        if q.shape != (self.emb.dof,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"LoopbackArm.send_positions: need {self.emb.dof} finite values, got {q}")
+        with self._lock:
+            if not self._connected:
+                raise RuntimeError("LoopbackArm.send_positions before connect()")
+            self._advance(self._clock())
+            if self._estopped:
+                self.commands_ignored += 1
+                return
+            self._target = np.clip(q, self._lo, self._hi)
+            self.commands_received += 1
+
+    def estop(self) -> None:
+        with self._lock:
+            if self._connected:
+                self._advance(self._clock())
+            self._estopped = True
+            self._target = self._pos.copy()
+            self._vel = np.zeros_like(self._vel)
+
+    def enable(self) -> None:
+        with self._lock:
+            if self._connected:
+                self._advance(self._clock())
+            self._target = self._pos.copy()
+            self._estopped = False
+
+    def simulate_feedback_loss(self, lost: bool = True) -> None:
+        with self._lock:
+            self._feedback_lost = bool(lost)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connected = False

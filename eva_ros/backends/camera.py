@@ -1,0 +1,190 @@
+"""Camera sources: where camera_node gets its RGB frames.
+
+`CameraSource` is the interface (connect / read / close). Concrete sources here:
+- `PlaybackSource`: frames of a video file (imageio) or of an episode HDF5
+  (`/observations/images/<cam>`, ALOHA/Cobot Magic layout; JPEG byte strings are decoded too).
+- `SyntheticSource`: a generated moving scene, for tests and benchmarks without files.
+RealSense and the MuJoCo twin implement the same interface in later issues.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class CameraFrame:
+    image: np.ndarray      # (H, W, 3) RGB, uint8 (or float32 in [0, 1])
+    stamp: float           # capture time, seconds (time.time() clock, as ROS system time)
+    index: int             # running frame counter of this source
+
+
+class CameraSource(abc.ABC):
+    """A source of RGB frames. `read()` returns the next frame or None when exhausted."""
+
+    fps: float = 30.0
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open the device or file. Raises with a clear message if it cannot."""
+
+    @abc.abstractmethod
+    def read(self) -> CameraFrame | None:
+        """The next frame (blocking at most one frame period), or None at the end of a stream."""
+
+    def close(self) -> None:
+        """Release the device or file (idempotent)."""
+
+    @property
+    def is_connected(self) -> bool:
+        return getattr(self, "_connected", False)
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _to_rgb_uint8(frame: np.ndarray) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=2)
+    if frame.shape[-1] == 4:
+        frame = frame[..., :3]
+    return np.ascontiguousarray(frame)
+
+
+class PlaybackSource(CameraSource):
+    """Plays a video file or an episode HDF5 as a camera, looping by default."""
+
+    VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif"}
+    HDF5_SUFFIXES = {".hdf5", ".h5"}
+
+    def __init__(self, path: str, camera: str = "cam_high", fps: float = 30.0, loop: bool = True,
+                 dataset: str | None = None):
+        self.path = Path(path)
+        self.camera = camera
+        self.fps = float(fps)
+        self.loop = bool(loop)
+        self.dataset = dataset  # HDF5 dataset path; default /observations/images/<camera>
+        self._frames: np.ndarray | list | None = None
+        self._pos = 0
+        self._count = 0
+        self._connected = False
+
+    def connect(self) -> None:
+        if not self.path.exists():
+            raise FileNotFoundError(f"playback file not found: {self.path}")
+        suffix = self.path.suffix.lower()
+        if suffix in self.HDF5_SUFFIXES:
+            self._frames = self._read_hdf5()
+        elif suffix in self.VIDEO_SUFFIXES:
+            import imageio.v3 as iio
+
+            self._frames = [_to_rgb_uint8(f) for f in iio.imiter(self.path)]
+        else:
+            raise ValueError(f"{self.path}: unsupported playback file type {suffix!r} "
+                             f"(video: {sorted(self.VIDEO_SUFFIXES)}, episode: {sorted(self.HDF5_SUFFIXES)})")
+        if len(self._frames) == 0:
+            raise ValueError(f"{self.path}: no frames")
+        self._pos = 0
+        self._connected = True
+
+    def _read_hdf5(self):
+        import h5py
+
+        key = self.dataset or f"/observations/images/{self.camera}"
+        with h5py.File(self.path, "r") as f:
+            if key not in f:
+                raise KeyError(f"{self.path}: dataset {key!r} not found")
+            data = f[key][()]
+        if data.dtype.kind in "OSV" or data.ndim == 1:   # compressed (JPEG/PNG) byte strings
+            import cv2
+
+            frames = []
+            for i, buf in enumerate(data):
+                img = cv2.imdecode(np.frombuffer(bytes(buf), np.uint8), cv2.IMREAD_COLOR)
+                if img is None:
+                    raise ValueError(f"{self.path}:{key}[{i}]: cannot decode image bytes")
+                frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            return frames
+        if data.ndim != 4 or data.shape[-1] not in (3, 4):
+            raise ValueError(f"{self.path}:{key}: expected (N,H,W,3) images, got {data.shape}")
+        return [_to_rgb_uint8(f) for f in data]
+
+    def read(self) -> CameraFrame | None:
+        if not self._connected:
+            raise RuntimeError("PlaybackSource.read() before connect()")
+        if self._pos >= len(self._frames):
+            if not self.loop:
+                return None
+            self._pos = 0
+        frame = self._frames[self._pos]
+        self._pos += 1
+        self._count += 1
+        return CameraFrame(image=frame, stamp=time.time(), index=self._count - 1)
+
+    def __len__(self) -> int:
+        return 0 if self._frames is None else len(self._frames)
+
+    def close(self) -> None:
+        self._frames = None
+        self._connected = False
+
+
+class SyntheticSource(CameraSource):
+    """A moving coloured square on a gradient: deterministic frames without a file."""
+
+    def __init__(self, height: int = 480, width: int = 640, fps: float = 30.0, seed: int = 0):
+        self.height, self.width, self.fps = int(height), int(width), float(fps)
+        self.seed = seed
+        self._count = 0
+        self._connected = False
+        self._background = None
+
+    def connect(self) -> None:
+        yy, xx = np.mgrid[0:self.height, 0:self.width]
+        bg = np.stack([xx * 255 // max(self.width - 1, 1), yy * 255 // max(self.height - 1, 1),
+                       np.full_like(xx, 64 + 32 * (self.seed % 4))], axis=-1)
+        self._background = bg.astype(np.uint8)
+        self._connected = True
+
+    def render(self, i: int) -> np.ndarray:
+        img = self._background.copy()
+        side = max(self.height // 6, 2)
+        cx = int((0.5 + 0.35 * np.sin(2 * np.pi * i / 60.0)) * (self.width - side))
+        cy = int((0.5 + 0.35 * np.cos(2 * np.pi * i / 90.0)) * (self.height - side))
+        img[cy:cy + side, cx:cx + side] = (230, 40, 40)
+        return img
+
+    def read(self) -> CameraFrame | None:
+        if not self._connected:
+            raise RuntimeError("SyntheticSource.read() before connect()")
+        frame = CameraFrame(image=self.render(self._count), stamp=time.time(), index=self._count)
+        self._count += 1
+        return frame
+
+    def close(self) -> None:
+        self._connected = False
+
+
+def write_demo_video(path: str | Path, num_frames: int = 48, height: int = 480, width: int = 640,
+                     fps: float = 16.0) -> Path:
+    """Write the synthetic scene as a video (for playback tests and config/loopback.yaml)."""
+    import imageio.v3 as iio
+
+    from eva_core.atomic_io import atomic_path
+
+    src = SyntheticSource(height=height, width=width, fps=fps)
+    src.connect()
+    frames = np.stack([src.render(i * 2) for i in range(num_frames)])
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:  # ffmpeg picks the format from the suffix
+        iio.imwrite(tmp, frames, fps=fps)
+    return Path(path)

@@ -1,0 +1,1 @@
+"""One module per node; each has a small Node class and a `main()` console entry point."""

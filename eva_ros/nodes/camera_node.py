@@ -1,0 +1,107 @@
+"""camera_node: publishes sensor_msgs/Image rgb8 from a `CameraSource` backend.
+
+Parameters (YAML section `camera`): camera_name, topic (default from the embodiment's camera
+table), frame_id, source (registry name: playback | synthetic | realsense | sim), fps,
+source_options.* (passed to the source, e.g. path, loop), embodiment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from eva_core.embodiment import load_embodiment
+from eva_core.paths import share_dir
+from eva_ros import qos
+from eva_ros.backends import make_camera
+from eva_ros.conversions import image_is_finite, image_to_msg
+from eva_ros.diagnostics import ERROR, OK, DiagnosticsReporter, RateCounter
+from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
+from eva_ros.runtime import run_node
+
+DEFAULTS = {"embodiment": "cobot_magic", "camera_name": "cam_high", "topic": "", "frame_id": "",
+            "source": "playback", "fps": 30.0}
+
+
+def resolve_data_path(path: str) -> Path:
+    """A file path from a config: as given (absolute or cwd-relative), else under share/config/."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    q = share_dir() / "config" / p
+    return q if q.exists() else p
+
+
+class CameraNode(Node):
+    def __init__(self, node_name: str = "camera", source=None):
+        super().__init__(node_name, **NODE_KWARGS)
+        p = declare_defaults(self, DEFAULTS)
+        emb = load_embodiment(p["embodiment"])
+        cam = emb.cameras.get(p["camera_name"], {})
+        self.topic = p["topic"] or cam.get("topic") or f"/{p['camera_name']}/color/image_raw"
+        self.frame_id = p["frame_id"] or cam.get("link", p["camera_name"])
+        if source is None:
+            options = options_with_prefix(self, "source_options")
+            options.setdefault("fps", p["fps"])
+            if "path" in options:
+                options["path"] = str(resolve_data_path(options["path"]))
+            if p["source"] == "playback":
+                options.setdefault("camera", p["camera_name"])
+            source = make_camera(p["source"], **options)
+        self.source = source
+        self.source.connect()
+        self.pub = self.create_publisher(Image, self.topic, qos.IMAGE)
+        self.published = 0
+        self.rejected = 0
+        self.ended = False
+        self.rate = RateCounter()
+        self._lock = threading.Lock()
+        self.diag = DiagnosticsReporter(self, f"eva/camera/{p['camera_name']}", self.diagnostic_values)
+        self.timer = self.create_timer(1.0 / p["fps"], self._tick)
+        self.get_logger().info(f"publishing {p['source']} frames on {self.topic} at {p['fps']} Hz")
+
+    def _tick(self) -> None:
+        if self.ended:
+            return
+        try:
+            frame = self.source.read()
+        except Exception as exc:  # noqa: BLE001 - a backend failure is reported, not fatal
+            self.diag.set_level(ERROR, f"camera read failed: {exc}")
+            self.diag.event("read_error", str(exc), ERROR)
+            return
+        if frame is None:
+            self.ended = True
+            self.diag.set_level(ERROR, "camera stream ended")
+            return
+        if not image_is_finite(frame.image):
+            self.rejected += 1
+            self.diag.event("nonfinite_frame", f"frame {frame.index} has NaN/inf pixels; not published")
+            return
+        self.pub.publish(image_to_msg(frame.image, frame.stamp, self.frame_id))
+        self.published += 1
+        self.rate.tick(time.time())
+        self.diag.set_level(OK, "ok")
+
+    def diagnostic_values(self) -> dict:
+        return {"topic": self.topic, "published": self.published, "rejected": self.rejected,
+                "rate_hz": round(self.rate.rate(time.time()), 2)}
+
+    def report(self) -> dict:
+        return {"frames_published": self.published, "frames_rejected": self.rejected}
+
+    def close(self) -> None:
+        self.timer.cancel()
+        self.ended = True
+        self.source.close()
+
+
+def main(args=None):
+    run_node(CameraNode, args)
+
+
+if __name__ == "__main__":
+    main()

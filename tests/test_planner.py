@@ -1,0 +1,90 @@
+"""eva_core.planner: receding-horizon bookkeeping and replanning policy (no ROS)."""
+
+import threading
+
+import pytest
+
+from eva_core.planner import PlannerConfig, RecedingHorizonPlanner
+
+
+def make(**kw):
+    return RecedingHorizonPlanner(PlannerConfig(**kw), fps=16.0, num_frames=17)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="policy"):
+        PlannerConfig(policy="sometimes")
+    with pytest.raises(ValueError, match="n_exec"):
+        PlannerConfig(n_exec=0)
+    with pytest.raises(ValueError):
+        RecedingHorizonPlanner(PlannerConfig(), fps=16.0, num_frames=1)
+
+
+def test_n_exec_is_clamped_to_the_chunk():
+    assert make(n_exec=100).n_exec == 16
+    assert make(n_exec=8).n_exec == 8
+
+
+def test_stale_observations_are_rejected():
+    p = make(max_obs_age=0.5)
+    assert p.check_observation(10.0, 10.3) == (True, "")
+    ok, reason = p.check_observation(10.0, 10.6)
+    assert not ok and "0.600 s old" in reason
+    assert not p.check_observation(None, 1.0)[0]
+
+
+def test_lead_policy_starts_next_chunk_before_the_current_one_runs_out():
+    p = make(n_exec=8, lead_margin=0.1, initial_latency=0.3, latency_smoothing=1.0)
+    assert p.should_start(0.0) == (True, "first chunk")
+    c = p.begin(obs_stamp=100.0, instruction="x", now=100.0)
+    assert p.should_start(100.1) == (False, "busy")           # one generation at a time
+    p.finish(c, now=100.2)                                    # obs -> done latency 0.2 s
+    assert p.expected_latency == pytest.approx(0.2)
+    # chunk 0 executes [100.0, 100.5]; start the next at 100.5 - 0.2 - 0.1 = 100.2
+    assert not p.should_start(100.19)[0]
+    assert p.should_start(100.21) == (True, "lead time reached")
+    c1 = p.begin(100.21, "x", 100.21)
+    assert c1.chunk_id == 1 and c1.exec_end == pytest.approx(100.71)
+    assert p.counts["planned"] == 1
+
+
+def test_continuous_and_on_demand_policies():
+    cont = make(policy="continuous")
+    c = cont.begin(0.0, "x", 0.0)
+    cont.finish(c, 0.1)
+    assert cont.should_start(0.1)[0]
+    od = make(policy="on_demand")
+    assert not od.should_start(0.0)[0]
+    od.request_replan()
+    assert od.should_start(0.0) == (True, "replan requested")
+    od.finish(od.begin(0.0, "x", 0.0), 0.1)
+    assert not od.should_start(0.2)[0]        # the request was consumed by begin()
+
+
+def test_replan_request_overrides_lead_time_and_failures_are_counted():
+    p = make(n_exec=16)
+    p.finish(p.begin(0.0, "x", 0.0), 0.1)
+    assert not p.should_start(0.2)[0]
+    p.request_replan()
+    assert p.should_start(0.2)[0]
+    c = p.begin(0.2, "x", 0.2)
+    p.fail(c, 0.3, "boom")
+    assert c.status == "failed" and p.counts["failed"] == 1 and p.current is None
+    with pytest.raises(RuntimeError):
+        p.finish(c, 0.4)
+
+
+def test_begin_is_exclusive_across_threads():
+    p = make()
+    started, errors = [], []
+
+    def worker():
+        try:
+            started.append(p.begin(0.0, "x", 0.0))
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(started) == 1 and len(errors) == 7
