@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from eva_core.world_model import encoders, lora, sampler
+from eva_core.world_model.checkpoint import cast_like_diffusers
 from eva_core.world_model.config import WorldModelConfig
 from eva_core.world_model.loading import WanComponents, load_components, resolve_device, resolve_dtype
 
@@ -58,7 +59,7 @@ class WorldModel:
         for m in (c.transformer, c.text_encoder, c.image_encoder, c.vae):
             m.requires_grad_(False)
         if c.transformer.dtype != dt and self.cfg.kind == "tiny":
-            c.transformer.to(dt)
+            cast_like_diffusers(c.transformer, dt)
         if self.cfg.vae_tiling:
             c.vae.enable_tiling()
         if self.cfg.cpu_offload and dev.type == "cuda":

@@ -43,8 +43,7 @@ def token_timesteps(t: torch.Tensor, hist_len: int, t_hist: torch.Tensor, shape:
 
 def transformer_forward(transformer, latents, timesteps, text, image, y) -> torch.Tensor:
     """One forward on [noisy latents | y] (36 channels); returns the flow prediction in float32."""
-    p = next(transformer.parameters())
-    dtype = p.dtype
+    dtype = transformer.patch_embedding.weight.dtype  # the compute dtype (some modules stay float32)
     x = torch.cat([latents, y.to(latents.dtype)], dim=1).to(dtype=dtype)
     out = transformer(
         hidden_states=x, timestep=timesteps.to(x.device), encoder_hidden_states=text.to(dtype),
@@ -150,3 +149,53 @@ def sample(transformer, scheduler, noise: torch.Tensor, inp: GuidanceInputs, num
     if hist_len:
         latents[:, :, :hist_len] = inp.hist_latents
     return latents
+
+
+@dataclass
+class Rollout:
+    """A stochastic (SDE) trajectory for Flow-GRPO: states x_0 (noise) .. x_K and per-step log-probs."""
+
+    latents: list[torch.Tensor]  # K+1 states, (B, 16, F, h, w) each (history frames held clean)
+    log_probs: torch.Tensor  # (K, B): log p(x_{k+1} | x_k), over the non-history latent frames
+    timesteps: torch.Tensor  # (K,)
+    sigmas: torch.Tensor  # (K+1,)
+    hist_len: int
+
+
+@torch.no_grad()
+def sample_sde(transformer, scheduler, noise: torch.Tensor, inp: GuidanceInputs, num_steps: int,
+               std_schedule: str = "eva", eta: float = 0.7, hist_guidance: float = 0.0,
+               lang_guidance: float = 0.0, generator: torch.Generator | None = None) -> Rollout:
+    """Flow-GRPO rollout with the SDE step (sde.py) on the scheduler's sigma schedule.
+
+    Flow-GRPO uses no guidance in rollouts (the defaults); history frames are held clean and
+    excluded from the log-prob. With eta = 0 and the 'flow_grpo' schedule this is the Euler ODE.
+    """
+    from eva_core.world_model import sde
+
+    scheduler.set_timesteps(num_steps, device=noise.device)
+    sigmas = scheduler.sigmas.float().cpu()
+    timesteps = scheduler.timesteps
+    t_min, t_max = timesteps[-1], timesteps[0]
+    hist_len = inp.hist_len
+    latents = noise.float().clone()
+    states, log_probs = [], []
+    for i, t in enumerate(timesteps):
+        if hist_len:
+            latents[:, :, :hist_len] = inp.hist_latents
+        states.append(latents.clone())
+        hist_noise = None
+        if hist_len and hist_guidance:
+            hist_noise = torch.randn(inp.hist_latents.shape, generator=generator,
+                                     device=generator.device if generator is not None else "cpu").to(latents.device)
+        v = guided_velocity(transformer, latents, t, t_min, t_max, inp, hist_noise, hist_guidance, lang_guidance)
+        std = sde.std_dev_t(sigmas[i], std_schedule, eta, sigmas)
+        step = sde.sde_step_with_logprob(v[:, :, hist_len:], latents[:, :, hist_len:], sigmas[i], sigmas[i + 1],
+                                         std, generator=generator)
+        latents = latents.clone()
+        latents[:, :, hist_len:] = step.prev_sample
+        log_probs.append(step.log_prob if step.log_prob is not None else torch.zeros(latents.shape[0]))
+    if hist_len:
+        latents[:, :, :hist_len] = inp.hist_latents
+    states.append(latents)
+    return Rollout(states, torch.stack(log_probs), timesteps, sigmas, hist_len)
