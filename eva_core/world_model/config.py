@@ -96,6 +96,9 @@ class WorldModelConfig:
             raise ValueError(f"'height'/'width' must be multiples of 16, got {self.height}x{self.width}")
         if self.num_steps < 1:
             raise ValueError("'num_steps' must be >= 1")
+        if self.text_len != 512:
+            raise ValueError("'text_len' must be 512: diffusers' Wan I2V attention splits image/text tokens at "
+                             f"seq_len - 512 (got {self.text_len})")
         if self.max_history_latents not in (1, 2):
             raise ValueError("'max_history_latents' must be 1 or 2")
 

@@ -44,23 +44,22 @@ def save_transformer_dir(model, sd: dict[str, torch.Tensor], out_dir: Path, max_
 
 
 def convert(ckpt: str, config: str, out: str, trust_pickle: bool = False, max_shard_size: str = "5GB") -> Path:
-    stages = tqdm(total=4, desc="convert", unit="stage")
-    stages.set_postfix_str("load (mmap)")
-    raw = ck.load_torch_checkpoint(ckpt, trust_pickle=trust_pickle)
-    orig = ck.lightning_transformer_state_dict(raw, source=ckpt)
-    stages.update()
-    stages.set_postfix_str("rename (diffusers converter)")
-    sd, origin = ck.convert_original_to_diffusers(orig)
-    stages.update()
-    stages.set_postfix_str("strict check")
-    model = ck.empty_transformer(config)
-    ck.check_state_dict(model, sd, ckpt, origin)
-    stages.update()
-    stages.set_postfix_str("write")
-    with atomic_dir(out) as tmp:
-        save_transformer_dir(model, sd, tmp, max_shard_size=max_shard_size)
-    stages.update()
-    stages.close()
+    model = ck.empty_transformer(config)  # check the config first: fail before reading a 33 GB file
+    with tqdm(total=4, desc="convert", unit="stage") as stages:
+        stages.set_postfix_str("load (mmap)")
+        raw = ck.load_torch_checkpoint(ckpt, trust_pickle=trust_pickle)
+        orig = ck.lightning_transformer_state_dict(raw, source=ckpt)
+        stages.update()
+        stages.set_postfix_str("rename (diffusers converter)")
+        sd, origin = ck.convert_original_to_diffusers(orig)
+        stages.update()
+        stages.set_postfix_str("strict check")
+        ck.check_state_dict(model, sd, ckpt, origin)
+        stages.update()
+        stages.set_postfix_str("write")
+        with atomic_dir(out) as tmp:
+            save_transformer_dir(model, sd, tmp, max_shard_size=max_shard_size)
+        stages.update()
     return Path(out)
 
 
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = convert(args.ckpt, args.config, args.out, trust_pickle=args.trust_pickle,
                       max_shard_size=args.max_shard_size)
-    except (FileNotFoundError, KeyError, TypeError, RuntimeError) as err:
+    except (FileNotFoundError, KeyError, TypeError, ValueError, RuntimeError) as err:
         print(f"eva-convert-ckpt: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
