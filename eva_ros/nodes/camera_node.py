@@ -37,8 +37,8 @@ def resolve_data_path(path: str) -> Path:
 
 
 class CameraNode(Node):
-    def __init__(self, node_name: str = "camera", source=None):
-        super().__init__(node_name, **NODE_KWARGS)
+    def __init__(self, node_name: str = "camera", source=None, **node_kwargs):
+        super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = declare_defaults(self, DEFAULTS)
         emb = load_embodiment(p["embodiment"])
         cam = emb.cameras.get(p["camera_name"], {})

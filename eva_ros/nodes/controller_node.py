@@ -45,8 +45,8 @@ DEFAULTS = {"embodiment": "cobot_magic", "control_rate_hz": 200.0, "arm_backend"
 
 
 class ControllerNode(Node):
-    def __init__(self, node_name: str = "controller", backend=None):
-        super().__init__(node_name, **NODE_KWARGS)
+    def __init__(self, node_name: str = "controller", backend=None, **node_kwargs):
+        super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = self.p = declare_defaults(self, DEFAULTS)
         self.emb = load_embodiment(p["embodiment"])
         self.dt = 1.0 / p["control_rate_hz"]

@@ -59,8 +59,8 @@ def resample(actions: np.ndarray, fps: float, n_exec: int, dt: float) -> np.ndar
 
 
 class IDMActionNode(Node):
-    def __init__(self, node_name: str = "idm_action", idm=None):
-        super().__init__(node_name, **NODE_KWARGS)
+    def __init__(self, node_name: str = "idm_action", idm=None, **node_kwargs):
+        super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = self.p = declare_defaults(self, DEFAULTS)
         if p["torch_threads"] > 0:
             import torch

@@ -47,8 +47,8 @@ def build_world_model(options: dict):
 
 
 class PlannerNode(Node):
-    def __init__(self, node_name: str = "planner", world_model=None):
-        super().__init__(node_name, **NODE_KWARGS)
+    def __init__(self, node_name: str = "planner", world_model=None, **node_kwargs):
+        super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = self.p = declare_defaults(self, DEFAULTS)
         if p["torch_threads"] > 0:
             import torch
