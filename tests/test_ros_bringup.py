@@ -1,0 +1,55 @@
+"""eva-bringup: the acceptance run on loopback, subsets of nodes, and clear config errors."""
+
+import json
+import subprocess
+
+import pytest
+
+from ros_fixtures import BIN, REPO, ros_env, unique_domain_id, write_params
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def bringup(*args, timeout=150):
+    return subprocess.run([str(BIN / "eva-bringup"), "--quiet", *args], env=ros_env(unique_domain_id()),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help():
+    out = subprocess.run([str(BIN / "eva-bringup"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--duration" in out.stdout and "--report" in out.stdout
+
+
+def test_loopback_acceptance_run(tmp_path):
+    """eva-bringup --config config/loopback.yaml --duration 20 --report r.json"""
+    report = tmp_path / "r.json"
+    out = bringup("--config", str(REPO / "config" / "loopback.yaml"), "--duration", "20", "--report", str(report))
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(report.read_text())
+    s = r["summary"]
+    assert s["commands_sent"] > 0
+    assert s["limit_violations"] == 0
+    assert s["chunks_planned"] > 0 and s["trajectories_executed"] > 0
+    for key in ("camera_to_plan", "plan_to_trajectory", "trajectory_to_first_command"):
+        assert s["latency_ms"][key]["count"] > 0 and s["latency_ms"][key]["p50_ms"] > 0
+    assert "watchdog_events" in s
+    assert set(r["nodes_report"]) == {"camera", "planner", "idm_action", "controller"}
+    assert r["environment"]["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA"
+    assert not list(tmp_path.glob(".r.json*")), "temporary report file left behind"
+
+
+def test_subset_of_nodes_holds_without_a_planner(tmp_path):
+    report = tmp_path / "c.json"
+    out = bringup("--config", "loopback", "--nodes", "controller", "--duration", "2", "--report", str(report))
+    assert out.returncode == 0, out.stderr[-3000:]
+    s = json.loads(report.read_text())["summary"]
+    assert s["commands_sent"] > 0 and s["chunks_planned"] == 0 and s["limit_violations"] == 0
+    assert s["watchdog_events"] == 0       # never had a trajectory: waiting is not a fault
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    bad = write_params(tmp_path / "bad.yaml", overrides={"eva_bringup": {"nodes": ["camera", "teleporter"]}})
+    out = bringup("--config", str(bad), "--duration", "1")
+    assert out.returncode == 2 and "teleporter" in out.stderr and "bad.yaml" in out.stderr
+    out = bringup("--config", str(tmp_path / "missing.yaml"), "--duration", "1")
+    assert out.returncode == 2 and "missing.yaml" in out.stderr
