@@ -1,0 +1,22 @@
+"""Episode data: one Episode type, HDF5 readers (ALOHA/Cobot Magic, RoboTwin), our writer, and a
+synthetic dataset whose frames are a known function of the joint angles."""
+
+from eva_core.data.episode import Episode
+from eva_core.data.hdf5_io import (
+    EpisodeFormatError,
+    detect_layout,
+    find_episode_files,
+    find_robotwin_episodes,
+    read_aloha_hdf5,
+    read_episode,
+    read_robotwin_hdf5,
+    write_episode,
+    write_robotwin_hdf5,
+)
+from eva_core.data.synthetic import make_synthetic_dataset, render_frame, synthetic_episode
+
+__all__ = [
+    "Episode", "EpisodeFormatError", "detect_layout", "find_episode_files", "find_robotwin_episodes",
+    "read_aloha_hdf5", "read_episode", "read_robotwin_hdf5", "write_episode", "write_robotwin_hdf5",
+    "make_synthetic_dataset", "render_frame", "synthetic_episode",
+]

@@ -1,0 +1,71 @@
+"""Episode: one demonstration, the type every reader returns and every consumer takes.
+
+    frames       (N, H, W, 3) uint8 RGB of the primary camera (== cameras[camera])
+    qpos         (N, 14) measured joint positions, action layout (rad; grippers in [0, 1])
+    action       (N, 14) commanded positions (ALOHA: master arms; RoboTwin: joint_action)
+    fps          frames per second
+    instruction  the language instruction ("" if unknown)
+    cameras      {name: (N, H, W, 3) uint8} every camera, including the primary one
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Episode:
+    frames: np.ndarray
+    qpos: np.ndarray
+    action: np.ndarray
+    fps: float
+    instruction: str = ""
+    camera: str = "cam_high"
+    cameras: dict = field(default_factory=dict)
+    qvel: np.ndarray | None = None
+    effort: np.ndarray | None = None
+    source: str = ""  # file it came from (for error messages)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        where = self.source or "Episode"
+        self.frames = np.asarray(self.frames)
+        self.qpos = np.asarray(self.qpos, dtype=np.float64)
+        self.action = np.asarray(self.action, dtype=np.float64)
+        if not self.cameras:
+            self.cameras = {self.camera: self.frames}
+        elif self.camera not in self.cameras:
+            raise ValueError(f"{where}: primary camera {self.camera!r} not in cameras {list(self.cameras)}")
+        else:
+            self.cameras[self.camera] = self.frames
+        n = len(self.frames)
+        for name, img in self.cameras.items():
+            if img.ndim != 4 or img.shape[-1] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"{where}: camera {name!r} must be (N, H, W, 3) uint8, got {img.shape} {img.dtype}")
+            if len(img) != n:
+                raise ValueError(f"{where}: camera {name!r} has {len(img)} frames, primary has {n}")
+        for key in ("qpos", "action", "qvel", "effort"):
+            arr = getattr(self, key)
+            if arr is None:
+                continue
+            if arr.ndim != 2 or len(arr) != n:
+                raise ValueError(f"{where}: {key} must be (N={n}, D), got {arr.shape}")
+        if self.qpos.shape != self.action.shape:
+            raise ValueError(f"{where}: qpos {self.qpos.shape} and action {self.action.shape} differ")
+        if not self.fps > 0:
+            raise ValueError(f"{where}: fps must be > 0, got {self.fps}")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(self.cameras)
+
+    def video_tensor(self, camera: str | None = None) -> torch.Tensor:
+        """(N, 3, H, W) float in [0, 1], the IDM's input format."""
+        img = self.cameras[camera or self.camera]
+        return torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float().div_(255.0)

@@ -1,0 +1,23 @@
+"""Inverse dynamics model: video frames -> 14-D actions (EVA-compatible, batched).
+
+    from eva_core.idm import IDM, IDMConfig, build_idm, load_idm, save_idm
+    idm = build_idm(IDMConfig(variant="tiny"))
+    actions = idm.predict(video)   # (T, 3, H, W) in [0, 1] -> (T, 14)
+"""
+
+from eva_core.idm.checkpoint import (
+    IDMCheckpointError,
+    export_eva_pt,
+    load_eva_pt,
+    load_idm,
+    load_state_dict_strict,
+    save_idm,
+)
+from eva_core.idm.config import VARIANTS, IDMConfig
+from eva_core.idm.model import IDM, build_idm
+from eva_core.idm.spatial_softmax import SpatialSoftmax
+
+__all__ = [
+    "IDM", "IDMConfig", "VARIANTS", "SpatialSoftmax", "IDMCheckpointError", "build_idm", "load_idm",
+    "save_idm", "export_eva_pt", "load_eva_pt", "load_state_dict_strict",
+]

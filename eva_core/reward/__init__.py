@@ -1,0 +1,21 @@
+"""Executability reward (EVA, FACTS.md §3) and its video wrapper and plots.
+
+    from eva_core.reward import executability_reward, RewardConfig, video_reward
+    res = executability_reward(actions, fps=16.0)   # (T, 14) or (B, T, 14)
+    res.score, res.components
+"""
+
+from eva_core.reward.executability import (
+    RewardConfig,
+    RewardResult,
+    default_reward_config,
+    executability_reward,
+    huber,
+)
+from eva_core.reward.plots import plot_action_curves
+from eva_core.reward.video import to_unit_range, video_reward
+
+__all__ = [
+    "RewardConfig", "RewardResult", "default_reward_config", "executability_reward", "huber",
+    "plot_action_curves", "to_unit_range", "video_reward",
+]

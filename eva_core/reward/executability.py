@@ -1,0 +1,168 @@
+"""EVA's executability reward: smooth, within-limits action sequences score close to 10.
+
+For actions A (T, D) at dt = 1/fps (FACTS.md §3):
+    v = dA/dt, a = dv/dt, j = da/dt                      (finite differences: T-1, T-2, T-3 rows)
+    P = c_j * mean(huber(j, d_j) w) + c_a * mean(huber(a, d_a) w)
+      + c_v * mean(relu(|v| - v_max)^2 w) + c_al * mean(relu(|a| - a_max)^2 w)
+      [+ c_p * mean((relu(A - upper) + relu(lower - A))^2 w)]   <- our extension, off by default
+    R = scale * (1 + P / P0)^(-gamma);  R = 0 if T < min_frames or A is not finite
+with d_a = huber_acc_frac * a_max, d_j = huber_jerk_frac * a_max / dt and w the dimension weights
+divided by their mean. Limits and weights come from the embodiment; the coefficients from
+RewardConfig (defaults = EVA's released code), optionally overridden by a `reward:` section of the
+embodiment YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+import torch
+import yaml
+
+from eva_core.embodiment import Embodiment, load_embodiment
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    vel_max: np.ndarray  # (D,) per second
+    acc_max: np.ndarray  # (D,) per second^2
+    weights: np.ndarray  # (D,) raw weights; normalised by their mean inside the reward
+    pos_lower: np.ndarray  # (D,) used only by the position-limit extension
+    pos_upper: np.ndarray
+    jerk_coef: float = 0.5
+    acc_coef: float = 0.25
+    vel_limit_coef: float = 2.0
+    acc_limit_coef: float = 1.0
+    huber_acc_frac: float = 0.5  # d_a = frac * a_max
+    huber_jerk_frac: float = 0.5  # d_j = frac * a_max / dt
+    p0: float = 2000.0
+    gamma: float = 0.5
+    scale: float = 10.0
+    min_frames: int = 4
+    position_limit: bool = False  # our extension (EVA's code has no position term)
+    # Scaled to EVA's P0 = 2000: one joint 0.1 rad past its limit for a whole clip -> P ~ 800,
+    # score ~ 8.5; a brief 0.01 rad overshoot costs almost nothing.
+    position_limit_coef: float = 1.0e6
+    names: tuple = field(default=(), compare=False)
+
+    @classmethod
+    def from_embodiment(cls, emb: Embodiment | str | None = None, **overrides) -> "RewardConfig":
+        """Limits and weights from the embodiment; coefficients from the dataclass defaults, the
+        embodiment YAML's optional `embodiment.reward` mapping, then `overrides`."""
+        if emb is None or isinstance(emb, str):
+            emb = load_embodiment(emb or "cobot_magic")
+        yaml_over = _yaml_reward_section(emb)
+        cfg = cls(vel_max=np.array(emb.vel_max), acc_max=np.array(emb.acc_max),
+                  weights=np.array(emb.reward_weights), pos_lower=np.array(emb.pos_lower),
+                  pos_upper=np.array(emb.pos_upper), names=tuple(emb.joint_names))
+        return cfg.with_overrides(**{**yaml_over, **overrides})
+
+    def with_overrides(self, **kw) -> "RewardConfig":
+        known = {f.name for f in fields(self)}
+        bad = sorted(set(kw) - known)
+        if bad:
+            raise ValueError(f"RewardConfig: unknown keys {bad}")
+        arrays = {"vel_max", "acc_max", "weights", "pos_lower", "pos_upper"}
+        kw = {k: (np.asarray(v, dtype=np.float64) if k in arrays else v) for k, v in kw.items()}
+        return replace(self, **kw)
+
+    @property
+    def dof(self) -> int:
+        return int(np.asarray(self.vel_max).shape[0])
+
+
+def _yaml_reward_section(emb: Embodiment) -> dict:
+    try:
+        doc = yaml.safe_load(open(emb.config_file)) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    sec = (doc.get("embodiment") or {}).get("reward") or {}
+    if not isinstance(sec, dict):
+        raise ValueError(f"{emb.config_file}: embodiment.reward must be a mapping")
+    return sec
+
+
+_DEFAULT_CONFIG: RewardConfig | None = None
+
+
+def default_reward_config() -> RewardConfig:
+    global _DEFAULT_CONFIG
+    if _DEFAULT_CONFIG is None:
+        _DEFAULT_CONFIG = RewardConfig.from_embodiment()
+    return _DEFAULT_CONFIG
+
+
+@dataclass
+class RewardResult:
+    score: torch.Tensor  # () or (B,) in [0, scale]
+    penalty: torch.Tensor  # () or (B,) P (inf where the score is forced to 0)
+    components: dict  # name -> () or (B,) tensor: the raw means before the coefficients
+    actions: torch.Tensor | None = None  # set by video_reward
+
+    def as_dict(self) -> dict:
+        """Plain floats (single sample) or lists (batch), for logs and JSON."""
+        conv = lambda t: t.tolist()  # noqa: E731
+        return {"score": conv(self.score), "penalty": conv(self.penalty),
+                **{k: conv(v) for k, v in self.components.items()}}
+
+
+def huber(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """0.5 x^2 if |x| <= delta else delta (|x| - 0.5 delta), elementwise (delta broadcasts)."""
+    ax = x.abs()
+    return torch.where(ax <= delta, 0.5 * x * x, delta * (ax - 0.5 * delta))
+
+
+def executability_reward(actions, fps: float = 16.0, config: RewardConfig | None = None) -> RewardResult:
+    """Score (T, D) or (B, T, D) action sequences; see the module docstring for the formula."""
+    cfg = config or default_reward_config()
+    a = torch.as_tensor(actions)
+    if not a.is_floating_point():
+        a = a.double()
+    elif a.dtype in (torch.float16, torch.bfloat16):
+        a = a.float()
+    single = a.dim() == 2
+    if single:
+        a = a.unsqueeze(0)
+    if a.dim() != 3 or a.shape[-1] != cfg.dof:
+        raise ValueError(f"actions must be (T, {cfg.dof}) or (B, T, {cfg.dof}), got {tuple(a.shape)}")
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    b, t, _ = a.shape
+    opts = dict(dtype=a.dtype, device=a.device)
+    vmax, amax = torch.as_tensor(cfg.vel_max, **opts), torch.as_tensor(cfg.acc_max, **opts)
+    w = torch.as_tensor(cfg.weights, **opts)
+    w = w / w.mean()
+    dt = 1.0 / float(fps)
+
+    names = ["jerk", "acceleration", "velocity_limit", "acceleration_limit"] + (["position_limit"] if cfg.position_limit else [])
+    if t < cfg.min_frames:
+        zeros = torch.zeros(b, **opts)
+        res = RewardResult(score=zeros, penalty=torch.full((b,), float("inf"), **opts),
+                           components={n: zeros.clone() for n in names})
+    else:
+        v = torch.diff(a, dim=1) / dt
+        acc = torch.diff(v, dim=1) / dt
+        jerk = torch.diff(acc, dim=1) / dt
+        wmean = lambda x: (x * w).mean(dim=(1, 2))  # noqa: E731 - mean over time and dims
+        comps = {
+            "jerk": wmean(huber(jerk, cfg.huber_jerk_frac * amax / dt)),
+            "acceleration": wmean(huber(acc, cfg.huber_acc_frac * amax)),
+            "velocity_limit": wmean(torch.relu(v.abs() - vmax) ** 2),
+            "acceleration_limit": wmean(torch.relu(acc.abs() - amax) ** 2),
+        }
+        penalty = (cfg.jerk_coef * comps["jerk"] + cfg.acc_coef * comps["acceleration"]
+                   + cfg.vel_limit_coef * comps["velocity_limit"] + cfg.acc_limit_coef * comps["acceleration_limit"])
+        if cfg.position_limit:
+            lo, hi = torch.as_tensor(cfg.pos_lower, **opts), torch.as_tensor(cfg.pos_upper, **opts)
+            comps["position_limit"] = wmean((torch.relu(a - hi) + torch.relu(lo - a)) ** 2)
+            penalty = penalty + cfg.position_limit_coef * comps["position_limit"]
+        finite = torch.isfinite(a).all(dim=(1, 2))
+        penalty = torch.where(finite, penalty, torch.full_like(penalty, float("inf")))
+        score = cfg.scale * (1.0 + penalty / cfg.p0) ** (-cfg.gamma)
+        score = torch.where(finite, score, torch.zeros_like(score))
+        res = RewardResult(score=score, penalty=penalty, components=comps)
+    if single:
+        res.score, res.penalty = res.score[0], res.penalty[0]
+        res.components = {k: v[0] for k, v in res.components.items()}
+    return res

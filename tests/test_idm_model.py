@@ -1,0 +1,125 @@
+"""IDM network: EVA key layout, spatial softmax, window clamping, batched predict."""
+
+import pytest
+import torch
+import torchvision
+
+from eva_core.idm import IDM, IDMConfig, SpatialSoftmax, build_idm
+
+torch.set_num_threads(1)
+
+
+def test_spatial_softmax_peak_gives_its_grid_position_x_over_h_then_y():
+    ss = SpatialSoftmax()
+    with torch.no_grad():
+        ss.temperature.fill_(0.01)  # sharp
+    f = torch.zeros(1, 2, 5, 7)
+    f[0, 0, 4, 0] = 10.0  # last row (h), first column (w)
+    f[0, 1, 0, 6] = 10.0  # first row, last column
+    out = ss(f)
+    assert out.shape == (1, 4)
+    x, y = out[0, :2], out[0, 2:]  # all x (over H) first, then all y (over W)
+    assert torch.allclose(x, torch.tensor([1.0, -1.0]), atol=1e-3)
+    assert torch.allclose(y, torch.tensor([-1.0, 1.0]), atol=1e-3)
+
+
+def test_spatial_softmax_temperature_is_learnable_and_matters():
+    ss = SpatialSoftmax()
+    f = torch.randn(2, 3, 4, 4)
+    a = ss(f)
+    with torch.no_grad():
+        ss.temperature.fill_(5.0)
+    b = ss(f)
+    assert not torch.allclose(a, b)
+    assert ss.temperature.requires_grad
+    ss(f).sum().backward()
+    assert ss.temperature.grad is not None and ss.temperature.grad.abs() > 0
+
+
+def test_resnet_plus_has_exactly_the_eva_key_layout():
+    m = build_idm(IDMConfig(variant="resnet_plus"))
+    sd = m.state_dict()
+    head = {k for k in sd if not k.startswith("backbone.")}
+    expected_head = {"spatial_softmax.temperature"} | {f"mlp_head.{i}.{p}" for i in (0, 1, 4, 6) for p in ("weight", "bias")}
+    assert head == expected_head
+    ref = torchvision.models.resnet50(weights=None).state_dict()
+    assert {k[len("backbone."):] for k in sd if k.startswith("backbone.")} == set(ref)  # incl. unused fc
+    assert sd["backbone.conv1.weight"].shape == (64, 9, 7, 7)
+    assert sd["mlp_head.0.weight"].shape == (1024, 4096)  # 2 * 2048 keypoint coordinates
+    assert sd["mlp_head.1.weight"].shape == (1024,)  # LayerNorm
+    assert sd["mlp_head.4.weight"].shape == (512, 1024)
+    assert sd["mlp_head.6.weight"].shape == (14, 512)
+    assert m.config.image_size == 512
+    assert not any(k in sd for k in ("action_mean", "action_std", "train_mean"))  # stats live outside
+
+
+def test_variants_defaults():
+    assert IDMConfig(variant="resnet18").image_size < 512
+    tiny = build_idm(IDMConfig(variant="tiny"))
+    assert tiny.config.image_size == 64
+    assert isinstance(tiny.spatial_softmax, SpatialSoftmax)
+    with pytest.raises(ValueError, match="variant"):
+        IDMConfig(variant="vit")
+
+
+def test_window_indices_are_clamped_at_the_ends():
+    m = build_idm(IDMConfig(variant="tiny"))
+    assert m.window_indices(3).tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 2]]
+    assert m.window_indices(1).tolist() == [[0, 0, 0]]
+
+
+def test_predict_batched_equals_per_frame_loop_and_any_batch_size():
+    torch.manual_seed(0)
+    m = build_idm(IDMConfig(variant="tiny"))
+    m.set_normalization(torch.linspace(-1, 1, 14), torch.linspace(0.5, 2, 14))
+    video = torch.rand(9, 3, 40, 56)  # any H, W: resized inside
+    a = m.predict(video, batch_size=4)
+    b = m.predict(video, batch_size=1)
+    c = m.predict_per_frame(video)
+    assert a.shape == (9, 14) and a.dtype == torch.float32
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(a, c, atol=1e-5)
+
+
+def test_predict_denormalises_with_the_stored_stats():
+    torch.manual_seed(0)
+    m = build_idm(IDMConfig(variant="tiny"))
+    video = torch.rand(4, 3, 64, 64)
+    raw = m.predict(video)
+    m.set_normalization(torch.full((14,), 3.0), torch.full((14,), 2.0))
+    assert torch.allclose(m.predict(video), raw * 2.0 + 3.0, atol=1e-5)
+
+
+def test_predict_window_uses_the_neighbour_frames():
+    torch.manual_seed(0)
+    m = build_idm(IDMConfig(variant="tiny"))
+    video = torch.rand(5, 3, 64, 64)
+    base = m.predict(video)
+    changed = video.clone()
+    changed[4] = torch.rand(3, 64, 64)  # only windows of t=3 and t=4 see frame 4
+    out = m.predict(changed)
+    assert torch.allclose(out[:3], base[:3], atol=1e-6)
+    assert not torch.allclose(out[3], base[3])
+
+
+def test_predict_rejects_bad_shapes_and_keeps_train_mode():
+    m = build_idm(IDMConfig(variant="tiny"))
+    m.train()
+    with pytest.raises(ValueError, match=r"\(T, 3, H, W\)"):
+        m.predict(torch.rand(4, 64, 64, 3))
+    m.predict(torch.rand(2, 3, 64, 64))
+    assert m.training
+
+
+def test_local_backbone_weights_and_eva_conv1_init(tmp_path):
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    m = IDM(IDMConfig(variant="resnet18", backbone_weights=str(path)))
+    w = m.backbone.conv1.weight
+    assert w.shape == (64, 9, 7, 7)
+    assert torch.allclose(w, ref.conv1.weight.repeat(1, 3, 1, 1) / 3)
+    assert torch.equal(m.backbone.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="bad.pth"):
+        IDM(IDMConfig(variant="resnet18", backbone_weights=str(tmp_path / "bad.pth")))

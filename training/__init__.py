@@ -1,0 +1,1 @@
+"""Training scripts (installed package): `eva-train-idm` = training.train_idm:main."""
