@@ -9,6 +9,7 @@ section says which nodes to compose and how to set up DDS:
       ros__parameters:
         nodes: [camera, planner, idm_action, controller]   # "kind" or "kind:node_name"
         fastdds_transport: LARGE_DATA                       # FASTDDS_BUILTIN_TRANSPORTS
+        fastdds_shm_profile: true                           # + config/fastdds_shm.xml (16 MB SHM)
         discovery_range: LOCALHOST                          # ROS_AUTOMATIC_DISCOVERY_RANGE ("" = leave)
         num_threads: 6                                      # MultiThreadedExecutor threads
 
@@ -51,7 +52,7 @@ def load_bringup_section(path: Path) -> dict:
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML: {exc}") from exc
     section = (data.get("eva_bringup") or {}).get("ros__parameters") or {}
-    out = {"nodes": list(NODE_KINDS), "fastdds_transport": "LARGE_DATA", "discovery_range": "", "num_threads": 6}
+    out = {"nodes": list(NODE_KINDS), "fastdds_transport": "LARGE_DATA", "fastdds_shm_profile": True, "discovery_range": "", "num_threads": 6}
     out.update(section)
     for spec in out["nodes"]:
         kind = spec.split(":")[0]
@@ -108,7 +109,8 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
 
     section = load_bringup_section(config)
     specs = node_specs(nodes_override or section["nodes"])
-    env = configure_transport(section["fastdds_transport"] or None, section["discovery_range"] or None)
+    env = configure_transport(section["fastdds_transport"] or None, section["discovery_range"] or None,
+                              bool(section["fastdds_shm_profile"]))
 
     sys.setswitchinterval(0.0005)  # the 200 Hz control thread should not wait 5 ms for the GIL
     rclpy.init(args=["--ros-args", "--params-file", str(config)])  # every node reads its section

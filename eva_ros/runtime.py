@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import os
 
-# Fast DDS builtin transports: LARGE_DATA = UDP discovery + TCP/shared memory for big payloads
-# (a 640x480 rgb8 image: ~13 ms default -> ~2.5 ms; FACTS §8). All eva processes use the same.
+# Fast DDS transports for big images, the same in every eva process:
+# - FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA: UDP discovery, TCP for samples between machines;
+# - FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml: adds a 16 MB shared-memory segment
+#   (the builtin 512 kB one is too small for a 640x480 rgb8 image, which then takes ~13 ms on a
+#   RELIABLE topic instead of ~2.5 ms; see bench/ros_latency.py).
 DEFAULT_TRANSPORT = "LARGE_DATA"
+SHM_PROFILE = "fastdds_shm.xml"
 
 
-def configure_transport(transport: str | None = DEFAULT_TRANSPORT, discovery_range: str | None = None) -> dict:
+def shm_profile_path() -> str:
+    from eva_core.paths import share_dir
+
+    return str(share_dir() / "config" / SHM_PROFILE)
+
+
+def configure_transport(transport: str | None = DEFAULT_TRANSPORT, discovery_range: str | None = None,
+                        shm_profile: bool = True) -> dict:
     """Set the DDS environment before rclpy.init(); values already in the environment win.
 
     Returns the effective settings (for reports)."""
     if transport:
         os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", transport)
+    if shm_profile and not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = shm_profile_path()
     if discovery_range:
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", discovery_range)
     return {k: os.environ.get(k, "") for k in
-            ("FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")}
+            ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+             "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")}
 
 
 def run_node(node_cls, args=None, num_threads: int = 4) -> None:

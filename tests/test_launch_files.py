@@ -45,10 +45,14 @@ def launch_nodes(path: Path):
     return sorted(set(found))
 
 
-def yaml_files(path: Path) -> list[str]:
+def config_files(path: Path, suffix: str) -> list[str]:
     tree = ast.parse(path.read_text())
     return sorted({n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
-                   and isinstance(n.value, str) and n.value.endswith(".yaml")})
+                   and isinstance(n.value, str) and n.value.endswith(suffix)})
+
+
+def yaml_files(path: Path) -> list[str]:
+    return config_files(path, ".yaml")
 
 
 def test_the_three_launch_files_exist():
@@ -87,6 +91,9 @@ def test_params_files_exist_and_cover_the_nodes(path):
 def test_launch_sets_fastdds_transport(path):
     src = path.read_text()
     assert "FASTDDS_BUILTIN_TRANSPORTS" in src and "LARGE_DATA" in src
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" in src
+    profiles = config_files(path, ".xml")
+    assert profiles and all((REPO / "config" / f).exists() for f in profiles)
 
 
 def test_config_backends_are_registered():
