@@ -13,8 +13,8 @@ COMMON = ["--variant", "tiny", "--threads", "1", "--no-progress", "--synthetic-s
 
 
 def test_learns_below_the_predict_the_mean_baseline(tmp_path):
-    """Trains ~300 steps on 96 short synthetic episodes; can fail if the model/pipeline is broken."""
-    m = run(["--synthetic", "96", "--synthetic-frames", "8", "--max-steps", "300", "--eval-every", "300",
+    """Trains 400 steps on 128 short synthetic episodes; can fail if the model/pipeline is broken."""
+    m = run(["--synthetic", "128", "--synthetic-frames", "8", "--max-steps", "400", "--eval-every", "400",
              "--flip", "0.5", "--out", str(tmp_path / "run"), *COMMON])
     assert m["mae"] < m["baseline_mae"]
     # Joint 1 sets the whole arm's direction in the picture: it must be learned clearly.
