@@ -74,6 +74,13 @@ def test_read_aloha_raw_images(tmp_path):
     assert set(only.cameras) == {"cam_left_wrist"} and only.fps == 50
 
 
+def test_aloha_gripper_strokes_in_metres_are_normalised(tmp_path):
+    qpos = _aloha_file(tmp_path / "m.hdf5")
+    ep = read_aloha_hdf5(tmp_path / "m.hdf5", gripper_stroke_m=0.07)
+    assert np.allclose(ep.qpos[:, [6, 13]], qpos[:, [6, 13]] / 0.07)
+    assert np.allclose(ep.qpos[:, :6], qpos[:, :6]) and np.allclose(ep.action[:, 13], (qpos[:, 13] + 0.01) / 0.07)
+
+
 def test_read_aloha_compressed_jpeg_rows(tmp_path):
     _aloha_file(tmp_path / "c.hdf5", compress=True)
     ep = read_aloha_hdf5(tmp_path / "c.hdf5")

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from eva_core.atomic_io import atomic_dir, write_json
-from eva_core.data import find_episode_files, make_synthetic_dataset, read_episode
+from eva_core.data import detect_layout, find_episode_files, make_synthetic_dataset, read_episode
 from eva_core.embodiment import load_embodiment
 from eva_core.idm import IDM, IDMConfig, VARIANTS, build_idm, export_eva_pt, load_idm, save_idm
 
@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--synthetic-size", type=int, default=64)
     d.add_argument("--camera", default=None, help="camera to train on (default: the file's primary camera)")
     d.add_argument("--fps", type=float, default=None, help="override the episodes' frame rate (RoboTwin has none)")
+    d.add_argument("--gripper-stroke-m", type=float, default=None,
+                   help="ALOHA files with gripper strokes in metres (Cobot Magic: 0.07): normalise them to [0, 1]")
     d.add_argument("--val-frac", type=float, default=0.2, help="fraction of EPISODES held out for validation")
     m = p.add_argument_group("model")
     m.add_argument("--variant", choices=VARIANTS, default="resnet18")
@@ -89,6 +91,16 @@ def split_by_episode(n: int, val_frac: float, seed: int) -> tuple[list[int], lis
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
+def read_kwargs(path, args) -> dict:
+    """Reader options: only the training camera is decoded (saves memory on 3-camera files)."""
+    kw = {"camera": args.camera, "cameras": []}
+    if args.fps:
+        kw["fps"] = args.fps
+    if args.gripper_stroke_m and detect_layout(path) == "aloha":
+        kw["gripper_stroke_m"] = args.gripper_stroke_m
+    return kw
+
+
 def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, S, S) uint8, resized like IDM.preprocess (bilinear, antialias)."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
@@ -100,11 +112,14 @@ def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
 
 
 class WindowDataset(Dataset):
-    """Every frame t of every episode: the uint8 window frames[t+offsets] (clamped) and action[t]."""
+    """Every frame t of every clip: the uint8 window frames[t+offsets] (clamped) and action[t].
 
-    def __init__(self, episodes, size: int, offsets, camera=None):
-        self.frames = [resize_frames(ep.cameras[camera] if camera else ep.frames, size) for ep in episodes]
-        self.actions = [torch.as_tensor(ep.action, dtype=torch.float32) for ep in episodes]
+    clips: list of (frames (N, 3, S, S) uint8 tensor, actions (N, D) array), already resized.
+    """
+
+    def __init__(self, clips, offsets):
+        self.frames = [f for f, _ in clips]
+        self.actions = [torch.as_tensor(a, dtype=torch.float32) for _, a in clips]
         self.offsets = torch.tensor(offsets)
         self.index = [(e, t) for e, a in enumerate(self.actions) for t in range(len(a))]
 
@@ -115,6 +130,17 @@ class WindowDataset(Dataset):
         e, t = self.index[i]
         idx = (t + self.offsets).clamp(0, len(self.actions[e]) - 1)
         return self.frames[e][idx], self.actions[e][t]
+
+
+def load_clips(files, size: int, args, dof: int) -> list:
+    """Read each episode and keep only its frames resized to the model input (memory stays small)."""
+    clips = []
+    for f in tqdm(files, desc="reading episodes", disable=args.no_progress):
+        ep = read_episode(f, **read_kwargs(f, args))
+        if ep.action.shape[1] != dof:
+            raise SystemExit(f"{f}: action has {ep.action.shape[1]} dims, the embodiment has {dof}")
+        clips.append((resize_frames(ep.frames, size), ep.action))
+    return clips
 
 
 def augment(x: torch.Tensor, actions: torch.Tensor, jitter: float, flip_p: float, gen: torch.Generator):
@@ -265,7 +291,7 @@ def run(argv=None) -> dict:
     set_seed(args.seed)
     names = list(load_embodiment().joint_names)
 
-    # Episodes -> split by episode.
+    # Episode files -> split by episode.
     if args.synthetic:
         if acc.is_main_process:
             make_synthetic_dataset(out / "synthetic_data", args.synthetic, args.synthetic_frames,
@@ -275,11 +301,7 @@ def run(argv=None) -> dict:
     files = find_episode_files(*args.data)
     if not files:
         raise SystemExit("no episodes: pass --data DIR/FILES or --synthetic N")
-    episodes = [read_episode(f, **({"fps": args.fps} if args.fps else {})) for f in tqdm(files, desc="reading episodes", disable=args.no_progress)]
-    for f, ep in zip(files, episodes):
-        if ep.action.shape[1] != len(names):
-            raise SystemExit(f"{f}: action has {ep.action.shape[1]} dims, the embodiment has {len(names)}")
-    train_ids, val_ids = split_by_episode(len(episodes), args.val_frac, args.seed)
+    train_ids, val_ids = split_by_episode(len(files), args.val_frac, args.seed)
 
     # Model: fresh, from --init, or from a resumable checkpoint.
     resume = latest_checkpoint(out) if args.resume == "auto" else (Path(args.resume) if args.resume else None)
@@ -292,16 +314,17 @@ def run(argv=None) -> dict:
     elif args.init:
         model = load_idm(args.init)
     else:
-        cfg = IDMConfig(variant=args.variant, image_size=args.image_size, backbone_weights=args.backbone_weights,
-                        extra={"train_files": len(files)})
-        model = build_idm(cfg)
-        train_actions = np.concatenate([episodes[i].action for i in train_ids])
-        std = np.maximum(train_actions.std(0), 1e-3)  # a constant dim must not blow up
-        model.set_normalization(train_actions.mean(0), std)
+        model = build_idm(IDMConfig(variant=args.variant, image_size=args.image_size,
+                                    backbone_weights=args.backbone_weights, extra={"train_files": len(files)}))
     cfg = model.config
-    train_ds = WindowDataset([episodes[i] for i in train_ids], cfg.image_size, cfg.frame_offsets, args.camera)
-    val_ds = WindowDataset([episodes[i] for i in val_ids], cfg.image_size, cfg.frame_offsets, args.camera)
-    train_mean = torch.as_tensor(np.concatenate([episodes[i].action for i in train_ids]).mean(0), dtype=torch.float32)
+    clips = load_clips(files, cfg.image_size, args, len(names))
+    train_actions = np.concatenate([clips[i][1] for i in train_ids])
+    train_mean = torch.as_tensor(train_actions.mean(0), dtype=torch.float32)
+    unset = bool(torch.all(model.action_mean == 0) and torch.all(model.action_std == 1))  # e.g. an EVA .pt without stats
+    if not (args.eval_only or resume is not None) and (not args.init or unset):  # stats of the train split
+        model.set_normalization(train_actions.mean(0), np.maximum(train_actions.std(0), 1e-3))  # floor: constant dims
+    train_ds = WindowDataset([clips[i] for i in train_ids], cfg.frame_offsets)
+    val_ds = WindowDataset([clips[i] for i in val_ids], cfg.frame_offsets)
     gen = torch.Generator().manual_seed(args.seed)
     train_dl = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size,
                           num_workers=args.num_workers, generator=gen)

@@ -89,12 +89,23 @@ def _attr_str(f, name, default=""):
 
 
 # ---- ALOHA / Cobot Magic (and ours) ---------------------------------------------------------
+def _scale_grippers(arr: np.ndarray, stroke_m: float | None, dims=(6, 13)) -> np.ndarray:
+    """Gripper stroke in metres -> normalised [0, 1] (Cobot Magic's puppet topics record metres)."""
+    if stroke_m is None:
+        return arr
+    out = arr.copy()
+    out[:, list(dims)] /= float(stroke_m)
+    return out
+
+
 def read_aloha_hdf5(path, camera: str | None = None, cameras="all", fps: float | None = None,
-                    instruction: str | None = None) -> Episode:
+                    instruction: str | None = None, gripper_stroke_m: float | None = None) -> Episode:
     """Read an ALOHA / Cobot Magic episode (our own files are this layout plus attributes).
 
     camera: the primary camera (default: attr `camera`, else cam_high, else the first one).
     cameras: "all", or a list of names to load (the primary is always loaded).
+    gripper_stroke_m: if the file stores gripper strokes in metres (Cobot Magic: 0..0.07), divide
+        gripper dims 6 and 13 of qpos/action by it to get the normalised [0, 1] action layout.
     """
     path = str(path)
     try:
@@ -116,8 +127,8 @@ def read_aloha_hdf5(path, camera: str | None = None, cameras="all", fps: float |
             key = f"/observations/images/{cam}"
             imgs[cam] = _images(_need(f, key, path), path, key)
         n = len(imgs[primary])
-        qpos = _matrix(f, "/observations/qpos", path, n)
-        action = _matrix(f, "/action", path, n, qpos.shape[1])
+        qpos = _scale_grippers(_matrix(f, "/observations/qpos", path, n), gripper_stroke_m)
+        action = _scale_grippers(_matrix(f, "/action", path, n, qpos.shape[1]), gripper_stroke_m)
         qvel = _matrix(f, "/observations/qvel", path, n) if "observations/qvel" in f else None
         effort = _matrix(f, "/observations/effort", path, n) if "observations/effort" in f else None
         meta = {"sim": bool(f.attrs.get("sim", False)), "compress": bool(f.attrs.get("compress", False)),
@@ -165,11 +176,14 @@ def write_episode(episode: Episode, path, compress: bool = False, jpeg_quality: 
 
 
 # ---- RoboTwin ----------------------------------------------------------------------------------
-def read_robotwin_hdf5(path, camera: str = "head_camera", cameras=(), fps: float | None = None,
-                       instruction: str = "") -> Episode:
+def read_robotwin_hdf5(path, camera: str | None = "head_camera", cameras=(), fps: float | None = None,
+                       instruction: str | None = "") -> Episode:
     """Read a RoboTwin episode: actions from /joint_action/vector, JPEG frames from
-    /observation/<camera>/rgb. `qpos` equals the recorded joint vector (RoboTwin stores one)."""
+    /observation/<camera>/rgb. `qpos` equals the recorded joint vector (RoboTwin stores one).
+    Grippers are already normalised [0, 1] in RoboTwin."""
     path = str(path)
+    camera = camera or "head_camera"
+    instruction = instruction or ""
     try:
         f = h5py.File(path, "r")
     except OSError as e:
