@@ -40,9 +40,9 @@ NODE_KINDS = {
     "idm_action": "eva_ros.nodes.idm_action_node:IDMActionNode",
     "controller": "eva_ros.nodes.controller_node:ControllerNode",
 }
-# construction order: consumers first is not required by DDS, but the controller must publish
-# /joint_states before the IDM needs it, so it comes first.
-ORDER = ["controller", "camera", "idm_action", "planner"]
+# construction order: the model nodes first (imports and model builds hold the GIL for seconds),
+# the controller last, so its 200 Hz thread does not start into those stalls.
+ORDER = ["idm_action", "planner", "camera", "controller"]
 
 
 def load_bringup_section(path: Path) -> dict:
@@ -112,7 +112,7 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     env = configure_transport(section["fastdds_transport"] or None, section["discovery_range"] or None,
                               bool(section["fastdds_shm_profile"]))
 
-    sys.setswitchinterval(0.0005)  # the 200 Hz control thread should not wait 5 ms for the GIL
+    sys.setswitchinterval(0.001)  # the 200 Hz control thread should not wait 5 ms for the GIL
     rclpy.init(args=["--ros-args", "--params-file", str(config)])  # every node reads its section
     reports, built, t_start = {}, [], time.time()
     stop = threading.Event()

@@ -35,15 +35,34 @@ def configure_transport(transport: str | None = DEFAULT_TRANSPORT, discovery_ran
              "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")}
 
 
+def parse_cli(prog: str, description: str, args=None) -> list[str]:
+    """argparse for a node main: `--help` shows the node's docstring (its parameters); all ROS
+    arguments (`--ros-args ...`) pass through to rclpy."""
+    import argparse
+    import sys
+
+    from rclpy.utilities import remove_ros_args
+
+    argv = list(sys.argv if args is None else args)
+    ap = argparse.ArgumentParser(prog=prog, description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="ROS arguments: --ros-args --params-file config/loopback.yaml "
+                                        "[-r __node:=NAME] [-p name:=value]")
+    ap.parse_args(remove_ros_args(argv)[1:])
+    return argv
+
+
 def run_node(node_cls, args=None, num_threads: int = 4) -> None:
-    """Standard main(): init, spin one node on a MultiThreadedExecutor, clean shutdown."""
+    """Standard main(): --help, init, spin one node on a MultiThreadedExecutor, clean shutdown."""
+    import sys
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
-    import sys
-
+    module = sys.modules[node_cls.__module__]
+    args = parse_cli("eva-" + module.__name__.rsplit(".", 1)[-1].replace("_", "-"), module.__doc__, args)
     configure_transport()
-    sys.setswitchinterval(0.0005)  # threads that wake often (200 Hz control) get the GIL promptly
+    sys.setswitchinterval(0.001)  # threads that wake often (200 Hz control) get the GIL promptly
     rclpy.init(args=args)
     node = None
     try:

@@ -1,7 +1,6 @@
 """controller_node: executes JointTrajectory at the control rate on an `ArmBackend`.
 
-Every tick (200 Hz default)
-(a dedicated thread with absolute deadlines, not an executor timer):
+Every tick (200 Hz default; a dedicated thread with absolute deadlines, not an executor timer):
 1. read the backend; publish /joint_states (14 names, SI: emb.action_to_joint_positions);
 2. watchdog: feedback older than `feedback_timeout` -> e-stop the backend, stop commanding,
    report (ERROR) until /eva/enable; no trajectory for `trajectory_timeout` -> keep holding the
