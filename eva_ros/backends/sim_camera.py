@@ -11,7 +11,8 @@ from eva_ros.backends.camera import CameraFrame, CameraSource
 
 
 class SimCameraSource(CameraSource):
-    """Frames of the twin `twin` as seen by `camera` (a camera of the embodiment YAML).
+    """Frames of the twin `twin` as seen by `camera` (a camera of the embodiment YAML); the
+    camera node's timer sets the rate.
 
     In one process (eva-bringup) the twin is posed by `SimArm`; a camera node in its own process
     poses it from /joint_states through `set_joint_positions`.
@@ -23,14 +24,12 @@ class SimCameraSource(CameraSource):
         self._twin_name, self._embodiment = twin, embodiment
         self.twin = None
         self._count = 0
-        self._next = 0.0
         self._connected = False
 
     def connect(self) -> None:
         self.twin = get_twin(self._twin_name, self._embodiment)
         if self.camera not in self.twin.cameras:
             raise ValueError(f"sim camera {self.camera!r} not in the twin; cameras: {self.twin.cameras}")
-        self._next = time.monotonic()
         self._connected = True
 
     def set_joint_positions(self, action: np.ndarray) -> None:
@@ -40,10 +39,6 @@ class SimCameraSource(CameraSource):
     def read(self) -> CameraFrame | None:
         if not self._connected:
             raise RuntimeError("SimCameraSource.read() before connect()")
-        delay = self._next - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        self._next = max(self._next + 1.0 / self.fps, time.monotonic())
         img = self.twin.render(self.camera, self.height, self.width)
         frame = CameraFrame(image=img, stamp=time.time(), index=self._count)
         self._count += 1
