@@ -48,6 +48,21 @@ def test_resume_export_and_eval_only(tmp_path):
     assert again["mae"] == pytest.approx(m["mae"], rel=1e-4)  # same val split, same weights
 
 
+def test_init_from_an_eva_pt_without_stats_takes_the_train_stats(tmp_path):
+    from eva_core.idm import IDMConfig, build_idm, export_eva_pt
+
+    src = build_idm(IDMConfig(variant="tiny"))
+    path = export_eva_pt(src, tmp_path / "init.pt")
+    raw = torch.load(path, weights_only=True)
+    del raw["train_mean"], raw["train_std"]
+    torch.save(raw, path)
+    run(["--synthetic", "4", "--synthetic-frames", "6", "--max-steps", "2", "--init", str(path),
+         "--out", str(tmp_path / "ft"), *COMMON])
+    tuned = load_idm(tmp_path / "ft" / "idm")
+    assert not torch.allclose(tuned.action_std, torch.ones(14))  # stats from the synthetic episodes
+    assert torch.all(tuned.action_mean[[1, 8]] > 1.0)  # joint 2 lives around 1.57 rad
+
+
 def test_flip_swaps_the_arms_and_jitter_keeps_range():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(4, 3, 3, 8, 8)

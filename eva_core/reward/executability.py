@@ -23,7 +23,7 @@ import yaml
 from eva_core.embodiment import Embodiment, load_embodiment
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly if needed
 class RewardConfig:
     vel_max: np.ndarray  # (D,) per second
     acc_max: np.ndarray  # (D,) per second^2
