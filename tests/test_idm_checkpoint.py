@@ -97,6 +97,17 @@ def test_a_key_outside_the_wrapper_prefix_is_an_error(tmp_path):
         load_idm(tmp_path / "p.pt")
 
 
+def test_numpy_stats_load_as_data(tmp_path):
+    import numpy as np
+
+    m = build_idm(IDMConfig(variant="tiny"))
+    ckpt = {"model_state_dict": m.state_dict(), "optimizer_state_dict": {}, "step": np.int64(3),
+            "train_mean": MEAN.numpy().astype(np.float64), "train_std": STD.numpy()}
+    torch.save(ckpt, tmp_path / "np.pt")
+    back = load_idm(tmp_path / "np.pt")
+    assert torch.allclose(back.action_mean, MEAN) and torch.allclose(back.action_std, STD)
+
+
 class _Arbitrary:
     """Any non-tensor class: a weights_only load must refuse to unpickle it."""
 

@@ -164,6 +164,16 @@ def _infer_config(state: dict) -> IDMConfig:
     return IDMConfig(variant=variant, frame_offsets=offsets, **kw)
 
 
+def _numpy_data_globals() -> list:
+    """NumPy arrays/scalars as plain data for weights_only loading (train_mean/train_std are
+    sometimes saved as ndarrays). Only array reconstruction and dtypes: no code runs."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
 def load_eva_pt(path, config: IDMConfig | None = None, map_location="cpu", require_norm: bool = False) -> IDM:
     """Load an EVA-layout .pt (weights_only=True), strictly. Without train_mean/train_std the
     outputs stay normalised (mean 0, std 1) and a warning is logged (an error if require_norm)."""
@@ -171,7 +181,8 @@ def load_eva_pt(path, config: IDMConfig | None = None, map_location="cpu", requi
     if not path.is_file():
         raise FileNotFoundError(f"IDM checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle errors come in many types
         raise IDMCheckpointError(f"{path}: cannot be read with torch.load(weights_only=True): {e}") from e
     if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
