@@ -121,3 +121,12 @@ def test_launch_description_builds(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert isinstance(module.generate_launch_description(), LaunchDescription)
+
+
+@pytest.mark.parametrize("exe", ["eva-camera-node", "eva-planner-node", "eva-idm-action-node", "eva-controller-node"])
+def test_node_mains_have_help(exe):
+    import subprocess
+    import sys
+
+    out = subprocess.run([str(Path(sys.executable).parent / exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and exe in out.stdout and "Parameters" in out.stdout

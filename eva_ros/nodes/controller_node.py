@@ -50,6 +50,10 @@ class ControllerNode(Node):
         self.emb = load_embodiment(p["embodiment"])
         self.dt = 1.0 / p["control_rate_hz"]
         follower_cfg = {k: float(v) for k, v in options_with_prefix(self, "follower").items()}
+        unknown = set(follower_cfg) - set(FollowerConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"controller: unknown follower.* parameters {sorted(unknown)}; "
+                             f"valid: {sorted(FollowerConfig.__dataclass_fields__)}")
         self.follower = TrajectoryFollower(self.emb, self.dt, FollowerConfig(**follower_cfg))
         self.final = SafetyFilter(self.emb, self.dt, SafetyConfig.from_dict(options_with_prefix(self, "safety")))
         arm_options = options_with_prefix(self, "arm")
