@@ -395,7 +395,7 @@ def run(argv=None) -> dict:
             metrics = evaluate(raw, val_dl, acc.device, train_mean, names)
         save_idm(raw, out / "idm", extra={"step": step, "val_mae": metrics["mae"]})
         if args.export_eva:
-            export_eva_pt(raw, args.export_eva, step=step)
+            export_eva_pt(raw, args.export_eva, optimizer_state=optimizer.state_dict(), step=step)
         summary = {"step": step, "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                    "train_frames": len(train_ds), "variant": cfg.variant, "image_size": cfg.image_size, **metrics}
         write_json(out / "eval.json", summary)
