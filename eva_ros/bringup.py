@@ -131,13 +131,13 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
         stop.set()
         signal.signal(signal.SIGINT, old_handler)
         elapsed = time.time() - t_start
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
-        for kind, node in built:
+        for kind, node in built:   # stop the producers (worker/control threads, timers) first
             try:
                 node.close()
             except Exception as exc:  # noqa: BLE001
                 print(f"eva-bringup: closing {node.get_name()}: {exc}", file=sys.stderr)
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
         for kind, node in built:
             reports[node.get_name()] = {"kind": kind, **node.report()}
         for _, node in built:

@@ -302,7 +302,7 @@ def test_planner_rejects_stale_frames_and_never_blocks_the_executor(harness):
 
     wm = GatedWorldModel()
     harness.add(PlannerNode, world_model=wm, params={"instruction": "stack the cups", "max_obs_age": 0.5,
-                                                      "policy": "on_demand", "camera_topic": "/cam"})
+                                                      "policy": "on_demand", "camera_topic": "/cam", "warmup": False})
     harness.subscribe("/eva/plan/frames", Image, qos.PLAN)
     cam = harness.probe.create_publisher(Image, "/cam", qos.IMAGE)
     img = np.zeros((48, 64, 3), np.uint8)

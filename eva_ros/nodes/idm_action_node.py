@@ -11,7 +11,8 @@ For each chunk on /eva/plan/frames:
    i * control dt, positions in /joint_states units (emb.action_to_joint_positions).
 
 Parameters (YAML section `idm_action`): embodiment, control_rate_hz, reward_threshold,
-reject_below_threshold, torch_threads, idm.variant | idm.checkpoint, safety.* (SafetyConfig).
+reject_below_threshold, torch_threads, state_history_s, warmup, idm.variant | idm.checkpoint,
+safety.* (SafetyConfig).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
 from eva_ros.runtime import run_node
 
 DEFAULTS = {"embodiment": "cobot_magic", "control_rate_hz": 200.0, "reward_threshold": 0.0,
-            "reject_below_threshold": False, "torch_threads": 1, "state_history_s": 5.0}
+            "reject_below_threshold": False, "torch_threads": 1, "state_history_s": 5.0, "warmup": True}
 
 
 def build_idm(options: dict):
@@ -69,6 +70,11 @@ class IDMActionNode(Node):
         self.emb = load_embodiment(p["embodiment"])
         self.dt = 1.0 / p["control_rate_hz"]
         self.idm = idm or build_idm(options_with_prefix(self, "idm"))
+        from eva_core.reward import executability_reward  # imported here: heavy, holds the GIL
+
+        self._reward = executability_reward
+        if p["warmup"]:  # first-call costs here, not in the first chunk
+            self.score(self.predict(np.zeros((4, 64, 64, 3), np.uint8)), 16.0)
         self.filter = SafetyFilter(self.emb, self.dt, SafetyConfig.from_dict(options_with_prefix(self, "safety")))
         self._states = deque()  # (stamp, positions, velocities) in action units
         self._lock = threading.Lock()
@@ -158,9 +164,7 @@ class IDMActionNode(Node):
             return self.idm.predict(video).detach().cpu().numpy().astype(np.float64)
 
     def score(self, actions: np.ndarray, fps: float) -> float:
-        from eva_core.reward import executability_reward
-
-        return float(executability_reward(actions, fps=fps).score)
+        return float(self._reward(actions, fps=fps).score)
 
     def diagnostic_values(self) -> dict:
         out = dict(self.counts)

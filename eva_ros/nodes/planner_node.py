@@ -7,7 +7,7 @@ replanning decision (when to start chunk k+1, stale-observation rejection) is
 eva_core.planner.RecedingHorizonPlanner. Service /eva/replan (std_srvs/Trigger) forces a replan.
 
 Parameters (YAML section `planner`): camera_topic, instruction (default if none is published),
-n_exec, max_obs_age, policy, lead_margin, initial_latency, check_period, torch_threads,
+n_exec, max_obs_age, policy, lead_margin, initial_latency, check_period, torch_threads, warmup,
 world_model.* (WorldModelConfig keys; kind "tiny" starts from WorldModelConfig.tiny_default).
 """
 
@@ -32,7 +32,7 @@ from eva_ros.runtime import run_node
 
 DEFAULTS = {"camera_topic": "/cam_high/color/image_raw", "instruction": "", "n_exec": 8,
             "max_obs_age": 0.5, "policy": "lead", "lead_margin": 0.1, "initial_latency": 0.5,
-            "check_period": 0.01, "torch_threads": 1, "seed": -1}
+            "check_period": 0.01, "torch_threads": 1, "seed": -1, "warmup": True}
 
 
 def build_world_model(options: dict):
@@ -55,6 +55,10 @@ class PlannerNode(Node):
 
             torch.set_num_threads(p["torch_threads"])
         self.wm = world_model or build_world_model(unflatten(options_with_prefix(self, "world_model")))
+        if p["warmup"]:  # first-call costs (lazy init, allocator) here, not in the first chunk
+            t0 = time.time()
+            self.wm.generate(np.zeros((self.wm.height, self.wm.width, 3), np.uint8), "warm up", seed=0)
+            self.get_logger().info(f"world model warm-up: {time.time() - t0:.2f} s")
         self.core = RecedingHorizonPlanner(
             PlannerConfig(n_exec=p["n_exec"], max_obs_age=p["max_obs_age"], policy=p["policy"],
                           lead_margin=p["lead_margin"], initial_latency=p["initial_latency"]),
