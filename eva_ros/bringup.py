@@ -112,7 +112,10 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     env = configure_transport(section["fastdds_transport"] or None, section["discovery_range"] or None,
                               bool(section["fastdds_shm_profile"]))
 
-    sys.setswitchinterval(0.001)  # the 200 Hz control thread should not wait 5 ms for the GIL
+    # GIL convoy: the generation thread releases the GIL at every small torch op and must win it
+    # back from the busy executor threads; with the default 5 ms switch interval a tiny chunk took
+    # ~4 s instead of ~0.25 s here, and the 200 Hz control thread waited up to 0.5 s.
+    sys.setswitchinterval(0.0002)
     rclpy.init(args=["--ros-args", "--params-file", str(config)])  # every node reads its section
     reports, built, t_start = {}, [], time.time()
     stop = threading.Event()

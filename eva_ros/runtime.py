@@ -62,7 +62,7 @@ def run_node(node_cls, args=None, num_threads: int = 4) -> None:
     module = sys.modules[node_cls.__module__]
     args = parse_cli("eva-" + module.__name__.rsplit(".", 1)[-1].replace("_", "-"), module.__doc__, args)
     configure_transport()
-    sys.setswitchinterval(0.001)  # threads that wake often (200 Hz control) get the GIL promptly
+    sys.setswitchinterval(0.0002)  # GIL convoy with the executor threads: see eva_ros/bringup.py
     rclpy.init(args=args)
     node = None
     try:
