@@ -6,10 +6,12 @@
    callback, for three transport setups (both sides alike): Fast DDS DEFAULT builtin transports,
    LARGE_DATA, and eva's setup = LARGE_DATA + config/fastdds_shm.xml (a 16 MB shared-memory
    segment). Variants are interleaved, `--repeats` times; prints medians and ratios to DEFAULT.
-2. Controller period jitter at 200 Hz (eva-controller-node on the loopback arm): alone, and with
-   the planner busy (tiny world model generating back to back, policy "continuous", fed by the
-   camera node) pinned to the other core. Periods come from the stamps of consecutive ticks on
-   /eva/controller/command; prints p50/p99 and the busy/idle p99 ratio.
+2. Controller period jitter at 200 Hz (eva-controller-node on the loopback arm): alone
+   ("idle"); with the planner busy (tiny world model generating back to back, policy
+   "continuous", fed by the camera node) pinned to the other core ("planner_busy"); and the whole
+   loop composed in one process by eva-bringup ("composed", planner busy in the same process).
+   Periods come from the stamps of consecutive ticks on /eva/controller/command; prints p50/p99
+   and the p99 ratios to idle.
 
 Every process uses ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a private ROS_DOMAIN_ID.
 """
@@ -154,13 +156,16 @@ def image_latency(transport, domain, args):
     return np.asarray(json.loads(out.strip().splitlines()[-1])["latency_s"]) * 1e3
 
 
-def controller_jitter(busy: bool, domain: int, params: Path, args):
+def controller_jitter(scenario: str, domain: int, params: Path, args):
     env = env_for(domain, "LARGE_DATA+SHM16MB")
     cpus = sorted(os.sched_getaffinity(0))
     ctl_cpu, other_cpu = cpus[0], cpus[-1]
     ros = ["--ros-args", "--params-file", str(params)]
-    procs = [spawn([str(BIN / "eva-controller-node"), *ros], env, cpu=ctl_cpu)]
-    if busy:
+    if scenario == "composed":
+        procs = [spawn([str(BIN / "eva-bringup"), "--config", str(params), "--quiet"], env)]
+    else:
+        procs = [spawn([str(BIN / "eva-controller-node"), *ros], env, cpu=ctl_cpu)]
+    if scenario == "planner_busy":
         procs += [spawn([str(BIN / "eva-camera-node"), *ros], env, cpu=other_cpu),
                   spawn([str(BIN / "eva-planner-node"), *ros], env, cpu=other_cpu)]
     sub = spawn(self_cmd("cmdsub", "--seconds", str(args.seconds), "--warmup-s", "3"), env,
@@ -213,10 +218,10 @@ def main():
             data["camera"]["ros__parameters"]["source_options"]["path"] = str(REPO / "config" / "playback" / "loopback_scene.mp4")
             params = Path(tmp) / "bench.yaml"
             params.write_text(yaml.safe_dump(data))
-            per = {"idle": [], "planner_busy": []}
+            per = {"idle": [], "planner_busy": [], "composed": []}
             for _ in tqdm(range(args.repeats), desc="controller jitter"):
                 for scenario in per:
-                    per[scenario].append(controller_jitter(scenario == "planner_busy", domain, params, args))
+                    per[scenario].append(controller_jitter(scenario, domain, params, args))
         stats = {}
         for scenario, runs in per.items():
             x = np.concatenate(runs)
@@ -225,9 +230,10 @@ def main():
             print(f"controller period at 200 Hz, {scenario:12s}: p50 {stats[scenario]['p50_ms']:.3f} ms, "
                   f"p99 {stats[scenario]['p99_ms']:.3f} ms, max {stats[scenario]['max_ms']:.2f} ms "
                   f"({x.size} ticks)")
-        ratio = stats["planner_busy"]["p99_ms"] / stats["idle"]["p99_ms"]
-        stats["ratio_p99_busy_over_idle"] = ratio
-        print(f"p99 period ratio busy/idle = {ratio:.2f}  (nominal period 5.000 ms)")
+        for scenario in ("planner_busy", "composed"):
+            ratio = stats[scenario]["p99_ms"] / stats["idle"]["p99_ms"]
+            stats[f"ratio_p99_{scenario}_over_idle"] = ratio
+            print(f"p99 period ratio {scenario}/idle = {ratio:.2f}  (nominal period 5.000 ms)")
         results["controller_period"] = stats
     if args.json:
         from eva_core.atomic_io import write_json

@@ -195,21 +195,28 @@ def test_playback_of_video_and_episode_files(tmp_path):
     with PlaybackSource(str(video), loop=False) as src:
         frames = [src.read() for _ in range(7)]
     assert frames[-1] is None and frames[0].image.shape == (48, 64, 3)
-    raw = np.random.default_rng(0).integers(0, 255, (4, 24, 32, 3), dtype=np.uint8)
-    ep = tmp_path / "episode_0.hdf5"
-    with h5py.File(ep, "w") as f:
-        f.create_dataset("/observations/images/cam_high", data=raw)
-        import cv2
-        enc = [cv2.imencode(".png", cv2.cvtColor(x, cv2.COLOR_RGB2BGR))[1].tobytes() for x in raw]
-        f.create_dataset("/observation/head_camera/rgb", data=np.array(enc))  # RoboTwin: fixed-length bytes
-    with PlaybackSource(str(ep), camera="cam_high") as src:
+    from eva_core.data import Episode, write_episode, write_robotwin_hdf5
+
+    scene = make_camera("synthetic", height=48, width=64)
+    scene.connect()
+    raw = np.stack([scene.render(10 * i) for i in range(4)])     # smooth frames (JPEG-friendly)
+    ep = Episode(frames=raw, qpos=np.zeros((4, 14)), action=np.zeros((4, 14)), fps=30.0, camera="cam_high")
+    aloha = write_episode(ep, tmp_path / "episode_0.hdf5")
+    with PlaybackSource(str(aloha), camera="cam_high") as src:
         got = [src.read().image for _ in range(5)]
     np.testing.assert_array_equal(got[0], raw[0])
     np.testing.assert_array_equal(got[4], raw[0])              # loops
-    with PlaybackSource(str(ep), dataset="/observation/head_camera/rgb") as src:
+    with pytest.raises(Exception, match="cam_left_wrist"):
+        PlaybackSource(str(aloha), camera="cam_left_wrist").connect()
+    twin = write_robotwin_hdf5(ep, tmp_path / "robotwin_0.hdf5")   # JPEG frames
+    with PlaybackSource(str(twin)) as src:                     # cam_high -> head_camera
+        assert np.abs(src.read().image.astype(int) - raw[0]).mean() < 5    # lossy JPEG
+    with h5py.File(tmp_path / "raw.hdf5", "w") as f:               # a raw dataset of PNG bytes
+        import cv2
+        enc = [cv2.imencode(".png", cv2.cvtColor(x, cv2.COLOR_RGB2BGR))[1].tobytes() for x in raw]
+        f.create_dataset("/frames", data=np.array(enc))
+    with PlaybackSource(str(tmp_path / "raw.hdf5"), dataset="/frames") as src:
         np.testing.assert_array_equal(src.read().image, raw[0])  # decoded (lossless PNG)
-    with pytest.raises(KeyError, match="cam_left_wrist"):
-        PlaybackSource(str(ep), camera="cam_left_wrist").connect()
     with pytest.raises(FileNotFoundError):
         PlaybackSource(str(tmp_path / "missing.mp4")).connect()
 

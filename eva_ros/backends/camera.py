@@ -1,8 +1,9 @@
 """Camera sources: where camera_node gets its RGB frames.
 
 `CameraSource` is the interface (connect / read / close). Concrete sources here:
-- `PlaybackSource`: frames of a video file (imageio) or of an episode HDF5
-  (`/observations/images/<cam>`, ALOHA/Cobot Magic layout; JPEG byte strings are decoded too).
+- `PlaybackSource`: frames of a video file (imageio) or of an episode HDF5 read with
+  eva_core.data (ALOHA/Cobot Magic `/observations/images/<cam>`, RoboTwin JPEG frames), or of
+  one raw HDF5 dataset (`dataset=`).
 - `SyntheticSource`: a generated moving scene, for tests and benchmarks without files.
 RealSense and the MuJoCo twin implement the same interface in later issues.
 """
@@ -73,7 +74,7 @@ class PlaybackSource(CameraSource):
         self.camera = camera
         self.fps = float(fps)
         self.loop = bool(loop)
-        self.dataset = dataset  # HDF5 dataset path; default /observations/images/<camera>
+        self.dataset = dataset  # a raw HDF5 dataset instead of an episode's camera
         self._frames: np.ndarray | list | None = None
         self._pos = 0
         self._count = 0
@@ -98,14 +99,25 @@ class PlaybackSource(CameraSource):
         self._connected = True
 
     def _read_hdf5(self):
+        if self.dataset:
+            return self._read_dataset(self.dataset)
+        # episode files (ALOHA / Cobot Magic, our own, RoboTwin) through eva_core.data
+        from eva_core.data import detect_layout, read_episode
+
+        camera = self.camera
+        if detect_layout(self.path) == "robotwin" and camera.startswith("cam_"):
+            camera = "head_camera"  # RoboTwin's name for the head camera
+        return list(read_episode(self.path, camera=camera, cameras=[]).frames)
+
+    def _read_dataset(self, key: str):
+        """Frames of one raw dataset: (N, H, W, 3) uint8, or encoded (JPEG/PNG) byte strings."""
         import h5py
 
-        key = self.dataset or f"/observations/images/{self.camera}"
         with h5py.File(self.path, "r") as f:
             if key not in f:
                 raise KeyError(f"{self.path}: dataset {key!r} not found")
             data = f[key][()]
-        if data.dtype.kind in "OSV" or data.ndim == 1:   # compressed (JPEG/PNG) byte strings
+        if data.dtype.kind in "OSV" or data.ndim == 1:
             import cv2
 
             frames = []

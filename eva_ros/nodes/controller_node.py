@@ -4,7 +4,7 @@ Every tick (200 Hz default; a dedicated thread with absolute deadlines, not an e
 1. read the backend; publish /joint_states (14 names, SI: emb.action_to_joint_positions);
 2. watchdog: feedback older than `feedback_timeout` -> e-stop the backend, stop commanding,
    report (ERROR) until /eva/enable; no trajectory for `trajectory_timeout` -> keep holding the
-   last safe target and report a `trajectory_timeout` event;
+   last safe target and report a `watchdog_trajectory_timeout` event;
 3. sample the active trajectory (eva_core.trajectory.TrajectoryFollower: smooth replacement from
    the current time, hold when none), then the final SafetyFilter - the last line of defence;
    any command it had to change counts as a limit violation; a rejected one is never sent;
