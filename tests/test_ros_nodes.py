@@ -352,3 +352,32 @@ def test_score_is_published(harness):
     wait_for(lambda: pub.publish(chunk_to_msg(frames, time.time(), 1, 16.0, 4, time.time())) or
              harness.got("/eva/plan/score"), 60, period=0.3, what="a score")
     assert 0.0 <= harness.got("/eva/plan/score")[0].data <= 10.0
+
+
+class PosedScene(make_camera("synthetic").__class__):
+    """A synthetic camera that draws the pose it is given (as a rendered twin camera would)."""
+
+    def set_joint_positions(self, action):
+        self.pose = np.asarray(action, dtype=float)
+
+    def render(self, i):
+        img = super().render(i)
+        if getattr(self, "pose", None) is not None:
+            img[0, 0, 0] = int(np.clip(self.pose[0] * 40 + 128, 0, 255))   # joint 1 -> a pixel
+        return img
+
+
+def test_camera_node_poses_a_rendered_source_from_joint_states(harness):
+    from eva_ros.conversions import joint_state_msg
+    from eva_ros.nodes.camera_node import CameraNode
+
+    harness.subscribe("/cam_high/color/image_raw", Image, qos.IMAGE)
+    harness.add(CameraNode, source=PosedScene(height=32, width=48), params={"fps": 30.0})
+    pub = harness.probe.create_publisher(JointState, "/joint_states", qos.STATE)
+    pose = HOME.copy()
+    pose[0] = 1.0
+
+    def posed():
+        pub.publish(joint_state_msg(EMB.joint_names, EMB.action_to_joint_positions(pose), np.zeros(14), time.time()))
+        return any(msg_to_image(m)[0, 0, 0] == 168 for m in harness.got("/cam_high/color/image_raw"))
+    wait_for(posed, 30, period=0.1, what="a frame rendered at the published pose")

@@ -2,7 +2,8 @@
 
 Parameters (YAML section `camera`): camera_name, topic (default from the embodiment's camera
 table), frame_id, source (registry name: playback | synthetic | realsense | sim), fps,
-source_options.* (passed to the source, e.g. path, loop), embodiment.
+source_options.* (passed to the source, e.g. path, loop), embodiment, pose_from_joint_states
+(sources with `set_joint_positions`, e.g. the sim twin, follow /joint_states).
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ import time
 from pathlib import Path
 
 from rclpy.node import Node
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 
 from eva_core.embodiment import load_embodiment
 from eva_core.paths import share_dir
 from eva_ros import qos
 from eva_ros.backends import make_camera
-from eva_ros.conversions import image_is_finite, image_to_msg
+from eva_ros.conversions import image_is_finite, image_to_msg, ordered
 from eva_ros.diagnostics import ERROR, OK, DiagnosticsReporter, RateCounter
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
 from eva_ros.runtime import run_node
 
 DEFAULTS = {"embodiment": "cobot_magic", "camera_name": "cam_high", "topic": "", "frame_id": "",
-            "source": "playback", "fps": 30.0}
+            "source": "playback", "fps": 30.0, "pose_from_joint_states": True}
 
 
 def resolve_data_path(path: str) -> Path:
@@ -55,6 +56,10 @@ class CameraNode(Node):
         self.source = source
         self.source.connect()
         self.pub = self.create_publisher(Image, self.topic, qos.IMAGE)
+        # a rendered camera (the sim twin) shows the arm where /joint_states says it is
+        if p["pose_from_joint_states"] and hasattr(self.source, "set_joint_positions"):
+            self.emb = emb
+            self.sub_joints = self.create_subscription(JointState, "/joint_states", self._on_joints, qos.STATE)
         self.published = 0
         self.rejected = 0
         self.ended = False
@@ -63,6 +68,14 @@ class CameraNode(Node):
         self.diag = DiagnosticsReporter(self, f"eva/camera/{p['camera_name']}", self.diagnostic_values)
         self.timer = self.create_timer(1.0 / p["fps"], self._tick)
         self.get_logger().info(f"publishing {p['source']} frames on {self.topic} at {p['fps']} Hz")
+
+    def _on_joints(self, msg: JointState) -> None:
+        try:
+            q = ordered(msg.name, msg.position, self.emb.joint_names, "/joint_states")
+        except ValueError as exc:
+            self.diag.event("bad_joint_state", str(exc))
+            return
+        self.source.set_joint_positions(self.emb.joint_positions_to_action(q))
 
     def _tick(self) -> None:
         if self.ended:
