@@ -16,7 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_msgs.msg import Float32  # noqa: E402
+from std_msgs.msg import Float32, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
@@ -296,9 +296,11 @@ class GatedWorldModel:
         self.gate = threading.Event()
         self.inside = threading.Event()
         self.calls = 0
+        self.instructions = []
 
     def generate(self, image, instruction, history=None, seed=None):
         self.calls += 1
+        self.instructions.append(instruction)
         self.inside.set()
         self.gate.wait(60)
         return self.wm.generate(image, instruction, history=history, seed=seed)
@@ -381,3 +383,28 @@ def test_camera_node_poses_a_rendered_source_from_joint_states(harness):
         pub.publish(joint_state_msg(EMB.joint_names, EMB.action_to_joint_positions(pose), np.zeros(14), time.time()))
         return any(msg_to_image(m)[0, 0, 0] == 168 for m in harness.got("/cam_high/color/image_raw"))
     wait_for(posed, 30, period=0.1, what="a frame rendered at the published pose")
+
+
+def test_planner_takes_the_latched_instruction_and_replans_on_a_new_one(harness):
+    from eva_ros.nodes.planner_node import PlannerNode
+
+    instr = harness.probe.create_publisher(String, "/eva/instruction", qos.LATCHED)
+    instr.publish(String(data="open the drawer"))          # before the planner exists: latched
+    wm = GatedWorldModel()
+    wm.gate.set()
+    harness.add(PlannerNode, world_model=wm, params={"instruction": "", "policy": "on_demand",
+                                                      "camera_topic": "/cam", "warmup": False})
+    cam = harness.probe.create_publisher(Image, "/cam", qos.IMAGE)
+    img = np.zeros((48, 64, 3), np.uint8)
+    wait_for(lambda: cam.publish(image_to_msg(img, time.time())) or wm.calls >= 1, 30, period=0.1,
+             what="a chunk for the latched instruction")
+    assert wm.instructions == ["open the drawer"]
+    instr.publish(String(data="open the drawer"))          # the same text again: no replan
+    for _ in range(10):
+        cam.publish(image_to_msg(img, time.time()))
+        time.sleep(0.1)
+    assert wm.calls == 1
+    instr.publish(String(data="close the drawer"))
+    wait_for(lambda: cam.publish(image_to_msg(img, time.time())) or wm.calls >= 2, 30, period=0.1,
+             what="a replan for the new instruction")
+    assert wm.instructions[-1] == "close the drawer"

@@ -110,9 +110,11 @@ class PlannerNode(Node):
 
     def _on_instruction(self, msg: String) -> None:
         with self._lock:
+            changed = msg.data != self._instruction
             self._instruction = msg.data
-        self.get_logger().info(f"instruction: {msg.data!r}")
-        self.core.request_replan()
+        if changed:  # a republished (same) instruction does not restart planning
+            self.get_logger().info(f"instruction: {msg.data!r}")
+            self.core.request_replan()
 
     def _on_replan(self, request, response):
         self.core.request_replan()
