@@ -156,3 +156,33 @@ class RecedingHorizonPlanner:
     def _check_current(self, chunk: Chunk) -> None:
         if self.current is not chunk:
             raise RuntimeError(f"chunk {chunk.chunk_id} is not the one generating")
+
+
+class FrameHistory:
+    """Recent camera frames, to give the world model its history at the chunk's frame rate.
+
+    `select(stamp, n, fps)` returns up to n frames, oldest first, the ones captured nearest to
+    stamp - k/fps for k = n..1 (only frames older than `stamp`; none -> []).
+    """
+
+    def __init__(self, horizon: float = 2.0):
+        self.horizon = horizon
+        self._items: list[tuple[float, object]] = []
+        self._lock = threading.Lock()
+
+    def add(self, stamp: float, frame) -> None:
+        with self._lock:
+            self._items.append((stamp, frame))
+            newest = max(s for s, _ in self._items)
+            self._items = [(s, f) for s, f in self._items if s >= newest - self.horizon]
+
+    def select(self, stamp: float, n: int, fps: float) -> list:
+        with self._lock:
+            older = [(s, f) for s, f in self._items if s < stamp]
+        if n <= 0 or not older:
+            return []
+        picked = []
+        for k in range(n, 0, -1):
+            target = stamp - k / fps
+            picked.append(min(older, key=lambda sf: abs(sf[0] - target))[1])
+        return picked

@@ -88,3 +88,16 @@ def test_begin_is_exclusive_across_threads():
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert len(started) == 1 and len(errors) == 7
+
+
+def test_frame_history_picks_frames_at_the_chunk_rate():
+    from eva_core.planner import FrameHistory
+
+    h = FrameHistory(horizon=1.0)
+    for i in range(60):                       # a 30 Hz camera, frames named by their index
+        h.add(i / 30.0, i)
+    # observation at frame 59 (t=1.9667), 4 history frames at 16 fps: t - 4/16 .. t - 1/16
+    assert h.select(59 / 30.0, 4, 16.0) == [51, 53, 55, 57]   # targets 51.5 (tie: older), 53.4, 55.3, 57.1
+    assert h.select(59 / 30.0, 0, 16.0) == []
+    assert h.select(0.0, 2, 16.0) == []       # nothing older than the observation
+    assert min(h._items)[0] >= 59 / 30.0 - 1.0  # pruned to the horizon

@@ -297,10 +297,12 @@ class GatedWorldModel:
         self.inside = threading.Event()
         self.calls = 0
         self.instructions = []
+        self.histories = []
 
     def generate(self, image, instruction, history=None, seed=None):
         self.calls += 1
         self.instructions.append(instruction)
+        self.histories.append(history)
         self.inside.set()
         self.gate.wait(60)
         return self.wm.generate(image, instruction, history=history, seed=seed)
@@ -393,7 +395,8 @@ def test_planner_takes_the_latched_instruction_and_replans_on_a_new_one(harness)
     wm = GatedWorldModel()
     wm.gate.set()
     harness.add(PlannerNode, world_model=wm, params={"instruction": "", "policy": "on_demand",
-                                                      "camera_topic": "/cam", "warmup": False})
+                                                      "camera_topic": "/cam", "warmup": False,
+                                                      "history_frames": 2})
     cam = harness.probe.create_publisher(Image, "/cam", qos.IMAGE)
     img = np.zeros((48, 64, 3), np.uint8)
     wait_for(lambda: cam.publish(image_to_msg(img, time.time())) or wm.calls >= 1, 30, period=0.1,
@@ -408,3 +411,5 @@ def test_planner_takes_the_latched_instruction_and_replans_on_a_new_one(harness)
     wait_for(lambda: cam.publish(image_to_msg(img, time.time())) or wm.calls >= 2, 30, period=0.1,
              what="a replan for the new instruction")
     assert wm.instructions[-1] == "close the drawer"
+    # by now frames before the observation exist: they are passed as the world model's history
+    assert len(wm.histories[-1]) == 2 and wm.histories[-1][0].shape == (48, 64, 3)

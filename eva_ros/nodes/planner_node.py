@@ -8,6 +8,7 @@ eva_core.planner.RecedingHorizonPlanner. Service /eva/replan (std_srvs/Trigger) 
 
 Parameters (YAML section `planner`): camera_topic, instruction (default if none is published),
 n_exec, max_obs_age, policy, lead_margin, initial_latency, check_period, torch_threads, warmup,
+history_frames (camera frames before the observation, at the chunk fps, given as history),
 world_model.* (WorldModelConfig keys; kind "tiny" starts from WorldModelConfig.tiny_default).
 """
 
@@ -23,7 +24,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from eva_core.planner import PlannerConfig, RecedingHorizonPlanner
+from eva_core.planner import FrameHistory, PlannerConfig, RecedingHorizonPlanner
 from eva_ros import qos
 from eva_ros.conversions import chunk_to_msg, from_time_msg, image_is_finite, msg_to_image
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, LatencyStats
@@ -32,7 +33,7 @@ from eva_ros.runtime import run_node
 
 DEFAULTS = {"camera_topic": "/cam_high/color/image_raw", "instruction": "", "n_exec": 8,
             "max_obs_age": 0.5, "policy": "lead", "lead_margin": 0.1, "initial_latency": 0.5,
-            "check_period": 0.01, "torch_threads": 1, "seed": -1, "warmup": True}
+            "check_period": 0.01, "torch_threads": 1, "seed": -1, "warmup": True, "history_frames": 0}
 
 
 def build_world_model(options: dict):
@@ -65,6 +66,7 @@ class PlannerNode(Node):
             fps=self.wm.fps, num_frames=self.wm.num_frames)
         self._lock = threading.Lock()
         self._frame: tuple[np.ndarray, float] | None = None   # newest (image, capture stamp)
+        self.history = FrameHistory(horizon=(p["history_frames"] + 2) / self.wm.fps)
         self._instruction = p["instruction"]
         self._joint_stamp = None
         self._last_stale_stamp = None
@@ -101,9 +103,12 @@ class PlannerNode(Node):
             return
         if img.dtype != np.uint8:
             img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        stamp = from_time_msg(msg.header.stamp)
         with self._lock:
-            self._frame = (img, from_time_msg(msg.header.stamp))
+            self._frame = (img, stamp)
             self.frames_received += 1
+        if self.p["history_frames"] > 0:
+            self.history.add(stamp, img)
 
     def _on_joints(self, msg: JointState) -> None:
         self._joint_stamp = from_time_msg(msg.header.stamp)
@@ -152,7 +157,8 @@ class PlannerNode(Node):
         chunk = self.core.begin(stamp, instruction, now)
         seed = None if self.p["seed"] < 0 else self.p["seed"] + chunk.chunk_id
         try:
-            frames = self.wm.generate(image, instruction, history=None, seed=seed)
+            history = self.history.select(stamp, self.p["history_frames"], self.wm.fps) or None
+            frames = self.wm.generate(image, instruction, history=history, seed=seed)
         except Exception as exc:
             self.core.fail(chunk, time.time(), repr(exc))
             raise
