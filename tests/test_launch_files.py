@@ -130,3 +130,37 @@ def test_node_mains_have_help(exe):
 
     out = subprocess.run([str(Path(sys.executable).parent / exe), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and exe in out.stdout and "Parameters" in out.stdout
+
+
+def test_sim_launch_runs_for_real():
+    """Real launch_ros only (a colcon-installed eva_ros): eva_sim.launch.py starts the four nodes,
+    none exits during 15 s, and the launch shuts down cleanly."""
+    pytest.importorskip("launch_ros")
+    import os
+
+    from launch import LaunchDescription, LaunchService
+    from launch.actions import (IncludeLaunchDescription, OpaqueFunction, RegisterEventHandler, Shutdown,
+                                TimerAction)
+    from launch.event_handlers import OnProcessExit
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    os.environ.update(ROS_DOMAIN_ID=str(1 + os.getpid() % 99), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    state = {"stopping": False, "early_exits": []}
+
+    def on_exit(event, context):
+        if not state["stopping"]:
+            state["early_exits"].append((event.action.name, event.returncode))
+
+    def stop(context):
+        state["stopping"] = True
+        return [Shutdown(reason="test done")]
+
+    ld = LaunchDescription([
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(REPO / "launch" / "eva_sim.launch.py"))),
+        RegisterEventHandler(OnProcessExit(on_exit=on_exit)),
+        TimerAction(period=15.0, actions=[OpaqueFunction(function=stop)]),
+    ])
+    service = LaunchService()
+    service.include_launch_description(ld)
+    assert service.run() == 0
+    assert state["early_exits"] == [], f"nodes exited before the shutdown: {state['early_exits']}"
