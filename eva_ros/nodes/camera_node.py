@@ -54,7 +54,7 @@ class CameraNode(Node):
                 options.setdefault("camera", p["camera_name"])
             source = make_camera(p["source"], **options)
         self.source = source
-        self.source.connect()
+        self.period = 1.0 / p["fps"]
         self.pub = self.create_publisher(Image, self.topic, qos.IMAGE)
         # a rendered camera (the sim twin) shows the arm where /joint_states says it is
         if p["pose_from_joint_states"] and hasattr(self.source, "set_joint_positions"):
@@ -64,10 +64,41 @@ class CameraNode(Node):
         self.rejected = 0
         self.ended = False
         self.rate = RateCounter()
-        self._lock = threading.Lock()
         self.diag = DiagnosticsReporter(self, f"eva/camera/{p['camera_name']}", self.diagnostic_values)
-        self.timer = self.create_timer(1.0 / p["fps"], self._tick)
+        # One capture thread owns the source from connect() to close(): some backends are bound
+        # to the thread that opened them (an EGL context of the rendered sim camera, device
+        # handles). Connection errors are raised here, at start-up.
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._connect_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._capture_loop, name="eva-camera-capture", daemon=True)
+        self._thread.start()
+        self._connected.wait()
+        if self._connect_error is not None:
+            raise self._connect_error
         self.get_logger().info(f"publishing {p['source']} frames on {self.topic} at {p['fps']} Hz")
+
+    def _capture_loop(self) -> None:
+        try:
+            self.source.connect()
+        except BaseException as exc:  # noqa: BLE001 - handed to the constructor
+            self._connect_error = exc
+            self._connected.set()
+            return
+        self._connected.set()
+        next_t = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                next_t += self.period
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                elif delay < -self.period:  # fell behind: skip frames rather than burst
+                    next_t = time.monotonic()
+                if not self._stop.is_set():
+                    self._tick()
+        finally:
+            self.source.close()
 
     def _on_joints(self, msg: JointState) -> None:
         try:
@@ -107,9 +138,10 @@ class CameraNode(Node):
         return {"frames_published": self.published, "frames_rejected": self.rejected}
 
     def close(self) -> None:
-        self.timer.cancel()
         self.ended = True
-        self.source.close()
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10.0)
 
 
 def main(args=None):
