@@ -53,3 +53,13 @@ def test_config_errors_name_the_problem(tmp_path):
     assert out.returncode == 2 and "teleporter" in out.stderr and "bad.yaml" in out.stderr
     out = bringup("--config", str(tmp_path / "missing.yaml"), "--duration", "1")
     assert out.returncode == 2 and "missing.yaml" in out.stderr
+
+
+def test_gpu_host_config_starts(tmp_path):
+    """config/planner.yaml (GPU host: planner + idm_action) has valid, typed parameters; with no
+    instruction and no camera it starts and waits."""
+    report = tmp_path / "p.json"
+    out = bringup("--config", "planner", "--duration", "1", "--report", str(report))
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(report.read_text())
+    assert set(r["nodes_report"]) == {"planner", "idm_action"} and r["summary"]["chunks_planned"] == 0
