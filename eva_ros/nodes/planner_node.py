@@ -144,6 +144,7 @@ class PlannerNode(Node):
         with self._lock:
             frame, instruction = self._frame, self._instruction
         if frame is None or not instruction:
+            self.diag.set_level(WARN, "waiting for " + ("a camera frame" if frame is None else "/eva/instruction"))
             return
         image, stamp = frame
         ok, reason = self.core.check_observation(stamp, now)
@@ -179,7 +180,8 @@ class PlannerNode(Node):
     def diagnostic_values(self) -> dict:
         c = self.core.counts
         g = self.generation.summary()
-        return {"chunks_planned": c["planned"], "chunks_failed": c["failed"],
+        age = "" if self._joint_stamp is None else round(time.time() - self._joint_stamp, 3)
+        return {"chunks_planned": c["planned"], "chunks_failed": c["failed"], "joint_state_age_s": age,
                 "stale_rejected": c["stale_rejected"], "frames_received": self.frames_received,
                 "frames_rejected": self.frames_rejected, "expected_latency_s": round(self.core.expected_latency, 4),
                 "generation_p50_ms": g.get("p50_ms", ""), "generation_p99_ms": g.get("p99_ms", "")}
