@@ -1,0 +1,135 @@
+"""RecorderNode: listens to a running loop and keeps what a rollout video and plots need.
+
+It subscribes to the camera, the generated chunks, the controller's commands and the chunk scores,
+keeps a bounded, downsampled copy of each, and writes `rollout.mp4`, `actions.png` and
+`scores.png` (atomically) when asked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32
+
+from eva_core.atomic_io import atomic_path
+from eva_core.embodiment import load_embodiment
+from eva_ros import qos
+from eva_ros.conversions import from_time_msg, msg_to_chunk, msg_to_image, ordered
+
+
+class RecorderNode(Node):
+    def __init__(self, camera_topic: str = "/cam_high/color/image_raw", embodiment: str = "cobot_magic",
+                 video_fps: float = 10.0, max_seconds: float = 600.0, node_name: str = "eva_recorder"):
+        super().__init__(node_name)
+        self.emb = load_embodiment(embodiment)
+        self.video_fps = float(video_fps)
+        n = int(max_seconds * video_fps)
+        self.camera = deque(maxlen=n)            # (stamp, image)
+        self.chunks = deque(maxlen=n)            # (stamp, chunk id, frames)
+        self.commands = deque(maxlen=int(max_seconds * 200))  # (stamp, action)
+        self.scores = deque(maxlen=n)            # (receive time, score)
+        self._lock = threading.Lock()
+        self._last_cam = 0.0
+        self.create_subscription(Image, camera_topic, self._on_camera, qos.IMAGE)
+        self.create_subscription(Image, "/eva/plan/frames", self._on_chunk, qos.PLAN)
+        self.create_subscription(JointState, "/eva/controller/command", self._on_command, qos.STATE)
+        self.create_subscription(Float32, "/eva/plan/score", self._on_score, 50)
+
+    # -- callbacks: copy and return --------------------------------------------------------
+    def _on_camera(self, msg: Image) -> None:
+        stamp = from_time_msg(msg.header.stamp)
+        if stamp - self._last_cam < 1.0 / self.video_fps:
+            return
+        self._last_cam = stamp
+        with self._lock:
+            self.camera.append((stamp, msg_to_image(msg)))
+
+    def _on_chunk(self, msg: Image) -> None:
+        frames, meta = msg_to_chunk(msg)
+        if frames.dtype != np.uint8:
+            frames = (np.clip(frames, 0, 1) * 255).astype(np.uint8)
+        with self._lock:
+            self.chunks.append((from_time_msg(msg.header.stamp), int(meta.get("id", -1)), frames))
+
+    def _on_command(self, msg: JointState) -> None:
+        q = ordered(msg.name, msg.position, self.emb.joint_names, "/eva/controller/command")
+        with self._lock:
+            self.commands.append((from_time_msg(msg.header.stamp), self.emb.joint_positions_to_action(q)))
+
+    def _on_score(self, msg: Float32) -> None:
+        with self._lock:
+            self.scores.append((time.time(), float(msg.data)))
+
+    # -- outputs ---------------------------------------------------------------------------
+    def counts(self) -> dict:
+        with self._lock:
+            return {"camera_frames": len(self.camera), "chunks": len(self.chunks),
+                    "commands": len(self.commands), "scores": len(self.scores)}
+
+    def write_video(self, path: Path, height: int = 240) -> Path | None:
+        """Camera view (left) beside the newest generated chunk at that time, played back (right)."""
+        import cv2
+        import imageio.v3 as iio
+
+        with self._lock:
+            cams, chunks = list(self.camera), list(self.chunks)
+        if not cams:
+            return None
+        out, k = [], -1
+        for i, (stamp, img) in enumerate(cams):
+            while k + 1 < len(chunks) and chunks[k + 1][0] <= stamp:
+                k += 1
+            left = cv2.resize(img, (int(img.shape[1] * height / img.shape[0]), height))
+            if k >= 0:
+                frames = chunks[k][2]
+                f = frames[i % len(frames)]
+                right = cv2.resize(f, (int(f.shape[1] * height / f.shape[0]), height),
+                                   interpolation=cv2.INTER_NEAREST)
+                cv2.putText(right, f"plan {chunks[k][1]}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+            else:
+                right = np.zeros((height, height, 3), np.uint8)
+            frame = np.concatenate([left, right], axis=1)
+            out.append(frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2])  # even size for H.264
+        with atomic_path(path, suffix=".mp4") as tmp:
+            iio.imwrite(tmp, np.stack(out), fps=self.video_fps, codec="libx264")
+        return path
+
+    def write_plots(self, actions_path: Path, scores_path: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from eva_core.reward.plots import plot_action_curves
+
+        written = []
+        with self._lock:
+            cmds, scores = list(self.commands), list(self.scores)
+        if cmds:
+            t = np.array([c[0] for c in cmds])
+            a = np.stack([c[1] for c in cmds])
+            rate = (len(t) - 1) / max(t[-1] - t[0], 1e-9)
+            fig = plot_action_curves(a, actions_path, fps=rate, names=self.emb.joint_names,
+                                     lower=self.emb.pos_lower, upper=self.emb.pos_upper,
+                                     title="commanded actions (after the safety filter)")
+            plt.close(fig)
+            written.append(actions_path)
+        if scores:
+            fig, ax = plt.subplots(figsize=(6, 2.5))
+            t0 = scores[0][0]
+            ax.plot([s[0] - t0 for s in scores], [s[1] for s in scores], "o-", ms=3)
+            ax.set_xlabel("time [s]")
+            ax.set_ylabel("executability reward")
+            ax.set_ylim(0, 10.5)
+            fig.tight_layout()
+            with atomic_path(scores_path) as tmp:
+                fig.savefig(tmp, dpi=100, format="png")
+            plt.close(fig)
+            written.append(scores_path)
+        return written
