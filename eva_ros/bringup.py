@@ -119,6 +119,9 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     rclpy.init(args=["--ros-args", "--params-file", str(config)])  # every node reads its section
     reports, built, t_start = {}, [], time.time()
     stop = threading.Event()
+    spinning = threading.Event()
+    spinning.set()
+    spinner = None
     old_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
     executor = None
     try:
@@ -126,7 +129,7 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
         executor = MultiThreadedExecutor(num_threads=int(section["num_threads"]))
         for _, node in built:
             executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner = threading.Thread(target=_spin, args=(executor, spinning), daemon=True)
         spinner.start()
         t_start = time.time()
         _wait(duration, stop, progress)
@@ -140,7 +143,7 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
             except Exception as exc:  # noqa: BLE001
                 print(f"eva-bringup: closing {node.get_name()}: {exc}", file=sys.stderr)
         if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
+            _drain(executor, spinner, spinning)
         for kind, node in built:
             reports[node.get_name()] = {"kind": kind, **node.report()}
         for _, node in built:
@@ -152,6 +155,24 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     if report_path is not None:
         write_json(report_path, result)
     return result
+
+
+def _spin(executor, spinning: threading.Event) -> None:
+    while spinning.is_set():
+        executor.spin_once(timeout_sec=0.05)
+
+
+def _drain(executor, spinner, spinning: threading.Event) -> None:
+    """Stop taking work, let running callbacks finish, then shut the executor down. (rclpy 9's
+    Executor.shutdown does not wait for running callbacks: they then trip over its destroyed
+    guard condition - "exception was never retrieved" at exit.)"""
+    spinning.clear()
+    if spinner is not None:
+        spinner.join(timeout=5.0)
+    tracker = getattr(executor, "_work_tracker", None)   # private; absent in other rclpy versions
+    if tracker is not None:
+        tracker.wait(5.0)
+    executor.shutdown(timeout_sec=5.0)
 
 
 def _wait(duration, stop, progress) -> None:

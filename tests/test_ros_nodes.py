@@ -23,6 +23,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.backends import LoopbackArm, make_arm, make_camera  # noqa: E402
+from eva_ros.bringup import _drain, _spin  # noqa: E402
 from eva_ros.backends.camera import PlaybackSource, write_demo_video  # noqa: E402
 from eva_ros.conversions import (chunk_to_msg, image_to_msg, msg_to_chunk, msg_to_image, msg_to_trajectory,  # noqa: E402
                                  trajectory_to_msg)
@@ -46,15 +47,10 @@ class Harness:
         self.msgs = {}
         self.lock = threading.Lock()
         self.subscribe("/diagnostics", DiagnosticArray, qos.DIAGNOSTICS)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.spinning = threading.Event()
+        self.spinning.set()
+        self.thread = threading.Thread(target=_spin, args=(self.executor, self.spinning), daemon=True)
         self.thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                break
 
     def add(self, cls, params=None, **kw):
         overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
@@ -89,11 +85,10 @@ class Harness:
     def close(self):
         for n in self.nodes:
             n.close()
-        self.executor.shutdown(timeout_sec=2)
+        _drain(self.executor, self.thread, self.spinning)
         for n in self.nodes + [self.probe]:
             n.destroy_node()
         rclpy.shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
