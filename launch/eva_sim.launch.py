@@ -1,11 +1,11 @@
-"""Simulation on one machine: all four nodes on the loopback arm and the playback camera
-(config/loopback.yaml). The MuJoCo twin plugs in through the same params file
-(`arm_backend: sim`, camera `source: sim`) once it exists.
+"""Simulation on one machine: all four nodes on the MuJoCo twin (config/sim.yaml: the sim arm
+poses the twin, the sim camera renders it). `config:=.../loopback.yaml` runs the ideal loopback
+arm with a playback camera instead.
 
     ros2 launch eva_ros eva_sim.launch.py [config:=/path/params.yaml]
 
 Discovery stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST). The same file runs
-without launch_ros: `eva-bringup --config config/loopback.yaml`.
+without launch_ros: `eva-bringup --config config/sim.yaml`.
 """
 
 import os
@@ -25,7 +25,7 @@ def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     config = LaunchConfiguration("config")
     return LaunchDescription([
-        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "loopback.yaml"),
+        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "sim.yaml"),
                               description="params file of all four nodes"),
         DeclareLaunchArgument("transport", default_value="LARGE_DATA",
                               description="FASTDDS_BUILTIN_TRANSPORTS (LARGE_DATA, SHM, UDPv4, DEFAULT)"),

@@ -28,6 +28,7 @@ def test_pose_round_trip_and_mimic_finger(twin):
     import mujoco
 
     fid = mujoco.mj_name2id(twin.model, mujoco.mjtObj.mjOBJ_JOINT, "left_gripper_finger2")
+    twin.render("cam_high", 8, 8)  # poses the render data
     assert twin.data.qpos[twin.model.jnt_qposadr[fid]] == pytest.approx(-0.8 * 0.035)
 
 

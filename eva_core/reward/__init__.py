@@ -12,8 +12,16 @@ from eva_core.reward.executability import (
     executability_reward,
     huber,
 )
-from eva_core.reward.plots import plot_action_curves
 from eva_core.reward.video import to_unit_range, video_reward
+
+
+def __getattr__(name):
+    # matplotlib costs ~0.3 s of import (holding the GIL): load the plot helper only when used
+    if name == "plot_action_curves":
+        from eva_core.reward.plots import plot_action_curves
+
+        return plot_action_curves
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "RewardConfig", "RewardResult", "default_reward_config", "executability_reward", "huber",
