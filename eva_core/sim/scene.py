@@ -31,8 +31,8 @@ def build_spec(emb: Embodiment, fovy: float = 70.0, blocks=DEFAULT_BLOCKS) -> mu
     except Exception as e:  # noqa: BLE001 - MuJoCo raises a bare ValueError without the file
         raise ValueError(f"{emb.urdf_file}: MuJoCo cannot load the URDF: {e}") from e
     world = spec.worldbody
-    world.add_light(pos=[0.3, 0.0, 2.0], dir=[0.0, 0.0, -1.0], diffuse=[0.7, 0.7, 0.7])
-    world.add_light(pos=[-0.5, 0.5, 1.5], dir=[0.5, -0.3, -1.0], diffuse=[0.3, 0.3, 0.3])
+    world.add_light(pos=[0.3, 0.0, 2.0], dir=[0.0, 0.0, -1.0], diffuse=[0.7, 0.7, 0.7], castshadow=False)
+    world.add_light(pos=[-0.5, 0.5, 1.5], dir=[0.5, -0.3, -1.0], diffuse=[0.3, 0.3, 0.3], castshadow=False)
     world.add_geom(type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.1], pos=[0, 0, -0.75],
                    rgba=[0.35, 0.35, 0.38, 1])
     world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.45, 0.6, 0.02],
