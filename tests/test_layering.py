@@ -30,3 +30,32 @@ def test_eva_core_never_imports_ros():
 def test_training_does_not_import_eva_ros():
     for p in (ROOT / "training").rglob("*.py"):
         assert "eva_ros" not in imported_modules(p), p
+
+
+def _calls(func: ast.AST, attr: str) -> list[ast.Call]:
+    return [n for n in ast.walk(func) if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute) and n.func.attr == attr]
+
+
+def test_only_the_controller_sends_arm_commands_and_only_after_its_safety_filter():
+    """No path may bypass the safety filter: the one caller of send_positions outside the
+    backends is the controller's command tick, which filters the same value first."""
+    callers = []
+    for p in list((ROOT / "eva_ros").rglob("*.py")) + list((ROOT / "eva_core").rglob("*.py")):
+        if "backends" in p.parts:
+            continue
+        tree = ast.parse(p.read_text(), filename=str(p))
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and _calls(fn, "send_positions"):
+                callers.append((p.relative_to(ROOT).as_posix(), fn))
+    assert [(path, fn.name) for path, fn in callers] == [("eva_ros/nodes/controller_node.py", "_command")]
+    fn = callers[0][1]
+    (send,) = _calls(fn, "send_positions")
+    sent = send.args[0].id  # the variable that is sent ...
+    filtered = [a for a in ast.walk(fn) if isinstance(a, ast.Assign) and _calls(a.value, "step")
+                and isinstance(a.value.func.value, ast.Attribute) and a.value.func.value.attr == "final"]
+    assert filtered, "the controller must run its final SafetyFilter (self.final.step) before sending"
+    targets = {e.id for a in filtered for t in a.targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])
+               if isinstance(e, ast.Name)}
+    assert sent in targets  # ... is the output of the final safety filter
+    assert all(a.lineno < send.lineno for a in filtered)

@@ -22,7 +22,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
-from eva_ros.backends import LoopbackArm, make_arm, make_camera  # noqa: E402
+from eva_ros.backends import LoopbackArm, UnsafeCommandError, make_arm, make_camera  # noqa: E402
 from eva_ros.bringup import _drain, _spin  # noqa: E402
 from eva_ros.backends.camera import PlaybackSource, write_demo_video  # noqa: E402
 from eva_ros.conversions import (chunk_to_msg, image_to_msg, msg_to_chunk, msg_to_image, msg_to_trajectory,  # noqa: E402
@@ -147,15 +147,17 @@ def test_loopback_arm_integrates_with_the_embodiment_limits():
     arm = LoopbackArm(EMB, clock=clock)
     arm.connect()
     np.testing.assert_allclose(arm.read_state().positions, HOME)
-    target = EMB.pos_upper + 1.0                       # beyond every limit
-    arm.send_positions(target)
+    with pytest.raises(UnsafeCommandError, match="left_joint1"):  # the base class's last guard
+        arm.send_positions(EMB.pos_upper + 1.0)
+    with pytest.raises(UnsafeCommandError, match="finite"):
+        arm.send_positions(np.full(14, np.nan))
+    assert arm.commands_received == 0
+    arm.send_positions(EMB.pos_upper)                  # at the limits: accepted
     clock.t += 0.01
     s = arm.read_state()
     np.testing.assert_allclose(s.positions - HOME, np.minimum(EMB.vel_max * 0.01, EMB.pos_upper - HOME))
     clock.t += 100.0
-    np.testing.assert_allclose(arm.read_state().positions, EMB.pos_upper)  # clipped to the limits
-    with pytest.raises(ValueError):
-        arm.send_positions(np.full(14, np.nan))
+    np.testing.assert_allclose(arm.read_state().positions, EMB.pos_upper)  # at most vel_max, never past
     arm.estop()
     before = arm.read_state().positions
     arm.send_positions(HOME)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from eva_ros.backends.arm import ArmBackend, ArmState, LoopbackArm
+from eva_ros.backends.arm import ArmBackend, ArmState, LoopbackArm, UnsafeCommandError
 from eva_ros.backends.camera import CameraFrame, CameraSource, PlaybackSource, SyntheticSource
 
 # name -> "module:Class"; imported lazily so optional hardware SDKs load only when used.
@@ -50,6 +50,6 @@ def make_arm(kind: str, embodiment, **options) -> ArmBackend:
 
 
 __all__ = [
-    "ArmBackend", "ArmState", "LoopbackArm", "CameraFrame", "CameraSource", "PlaybackSource",
+    "ArmBackend", "ArmState", "LoopbackArm", "UnsafeCommandError", "CameraFrame", "CameraSource", "PlaybackSource",
     "SyntheticSource", "CAMERA_SOURCES", "ARM_BACKENDS", "make_camera", "make_arm",
 ]

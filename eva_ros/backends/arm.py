@@ -25,6 +25,13 @@ class ArmState:
     enabled: bool = True     # motors enabled and not e-stopped
 
 
+LIMIT_TOL = 1e-9  # float slack on the position limits
+
+
+class UnsafeCommandError(ValueError):
+    """A command that must not reach an arm (non-finite or outside the position limits)."""
+
+
 class ArmBackend(abc.ABC):
     """A bimanual arm (or its stand-in). Thread-safe: read_state may race send_positions."""
 
@@ -39,9 +46,25 @@ class ArmBackend(abc.ABC):
     def read_state(self) -> ArmState | None:
         """The newest feedback, or None if none has arrived yet. A stale `stamp` = lost feedback."""
 
-    @abc.abstractmethod
     def send_positions(self, positions: np.ndarray) -> None:
-        """Command absolute positions (dof,), already safety-filtered by the caller."""
+        """Command absolute positions (dof,), already safety-filtered by the caller.
+
+        A last guard every backend inherits: a non-finite command, or one outside the
+        embodiment's position limits, raises `UnsafeCommandError` and never reaches the arm.
+        """
+        q = np.asarray(positions, dtype=float)
+        if q.shape != (self.emb.dof,) or not np.all(np.isfinite(q)):
+            raise UnsafeCommandError(f"{type(self).__name__}: need {self.emb.dof} finite positions, got {q}")
+        bad = np.flatnonzero((q < self.emb.pos_lower - LIMIT_TOL) | (q > self.emb.pos_upper + LIMIT_TOL))
+        if bad.size:
+            names = [self.emb.joint_names[i] for i in bad]
+            raise UnsafeCommandError(f"{type(self).__name__}: command outside the position limits for {names}: "
+                                     f"{q[bad]} not in [{self.emb.pos_lower[bad]}, {self.emb.pos_upper[bad]}]")
+        self._send_positions(q)
+
+    @abc.abstractmethod
+    def _send_positions(self, positions: np.ndarray) -> None:
+        """Backend-specific send of a checked (dof,) command."""
 
     @abc.abstractmethod
     def estop(self) -> None:
@@ -119,10 +142,7 @@ class LoopbackArm(ArmBackend):
             self._frozen_state = state
             return state
 
-    def send_positions(self, positions) -> None:
-        q = np.asarray(positions, dtype=float)
-        if q.shape != (self.emb.dof,) or not np.all(np.isfinite(q)):
-            raise ValueError(f"LoopbackArm.send_positions: need {self.emb.dof} finite values, got {q}")
+    def _send_positions(self, q: np.ndarray) -> None:
         with self._lock:
             if not self._connected:
                 raise RuntimeError("LoopbackArm.send_positions before connect()")
