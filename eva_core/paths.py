@@ -42,24 +42,23 @@ def share_dir() -> Path:
     )
 
 
-def config_path(name: str) -> Path:
-    """A file under config/; `name` may omit the .yaml suffix."""
+def _share_file(folder: str, name: str, default_suffix: str = "") -> Path:
+    """`name` as given if it exists, else share/<folder>/<name> (with `default_suffix` added)."""
     p = Path(name)
-    if p.suffix == "" and not p.exists():
-        p = p.with_suffix(".yaml")
+    if default_suffix and p.suffix == "" and not p.exists():
+        p = p.with_suffix(default_suffix)
     if p.exists():
         return p
-    q = share_dir() / "config" / p.name
+    q = share_dir() / folder / p.name
     if not q.exists():
-        raise FileNotFoundError(f"config file {name!r} not found (looked at {p} and {q})")
+        raise FileNotFoundError(f"{folder} file {name!r} not found (looked at {p} and {q})")
     return q
+
+
+def config_path(name: str) -> Path:
+    """A file under config/; `name` may omit the .yaml suffix."""
+    return _share_file("config", name, ".yaml")
 
 
 def urdf_path(name: str) -> Path:
-    p = Path(name)
-    if p.exists():
-        return p
-    q = share_dir() / "urdf" / p.name
-    if not q.exists():
-        raise FileNotFoundError(f"URDF {name!r} not found (looked at {p} and {q})")
-    return q
+    return _share_file("urdf", name)

@@ -16,37 +16,36 @@ M_TO_UM = 1_000_000.0  # SDK gripper unit is 0.001 mm = 1 micrometre
 GRIPPER_STROKE_MAX_M = 0.07  # SDK gripper range 0..0.07 m
 
 
+def _scalar_or_array(v: np.ndarray):
+    """0-d results come back as Python scalars, arrays stay arrays."""
+    return v.item() if v.ndim == 0 else v
+
+
 def rad_to_sdk_joint(rad):
     """Radians -> SDK int (0.001 deg). Scalars give int, arrays give int64 arrays."""
-    v = np.rint(np.asarray(rad, dtype=np.float64) * RAD_TO_MDEG).astype(np.int64)
-    return int(v) if v.ndim == 0 else v
+    return _scalar_or_array(np.rint(np.asarray(rad, dtype=np.float64) * RAD_TO_MDEG).astype(np.int64))
 
 
 def sdk_joint_to_rad(mdeg):
-    v = np.asarray(mdeg, dtype=np.float64) / RAD_TO_MDEG
-    return float(v) if v.ndim == 0 else v
+    return _scalar_or_array(np.asarray(mdeg, dtype=np.float64) / RAD_TO_MDEG)
 
 
 def gripper_norm_to_m(g, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
     """Normalised gripper opening [0, 1] -> stroke in metres."""
-    v = np.asarray(g, dtype=np.float64) * stroke_max_m
-    return float(v) if v.ndim == 0 else v
+    return _scalar_or_array(np.asarray(g, dtype=np.float64) * stroke_max_m)
 
 
 def gripper_m_to_norm(m, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
-    v = np.asarray(m, dtype=np.float64) / stroke_max_m
-    return float(v) if v.ndim == 0 else v
+    return _scalar_or_array(np.asarray(m, dtype=np.float64) / stroke_max_m)
 
 
 def gripper_m_to_sdk(m):
     """Stroke in metres -> SDK int (0.001 mm)."""
-    v = np.rint(np.asarray(m, dtype=np.float64) * M_TO_UM).astype(np.int64)
-    return int(v) if v.ndim == 0 else v
+    return _scalar_or_array(np.rint(np.asarray(m, dtype=np.float64) * M_TO_UM).astype(np.int64))
 
 
 def gripper_sdk_to_m(um):
-    v = np.asarray(um, dtype=np.float64) / M_TO_UM
-    return float(v) if v.ndim == 0 else v
+    return _scalar_or_array(np.asarray(um, dtype=np.float64) / M_TO_UM)
 
 
 def gripper_norm_to_sdk(g, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
@@ -59,5 +58,4 @@ def gripper_sdk_to_norm(um, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
 
 def gripper_stroke_to_finger_m(stroke_m):
     """Total stroke -> travel of each of the two URDF prismatic fingers."""
-    v = np.asarray(stroke_m, dtype=np.float64) / 2.0
-    return float(v) if v.ndim == 0 else v
+    return _scalar_or_array(np.asarray(stroke_m, dtype=np.float64) / 2.0)
