@@ -305,8 +305,7 @@ def run(argv=None) -> dict:
 
     # Model: fresh, from --init, or from a resumable checkpoint.
     resume = latest_checkpoint(out) if args.resume == "auto" else (Path(args.resume) if args.resume else None)
-    if resume is not None:
-        load_checkpoint(resume)  # validates the directory before any work
+    resumed = load_checkpoint(resume) if resume is not None else None  # validates it before any work
     if args.eval_only:
         model = load_idm(args.eval_only)
     elif resume is not None:
@@ -344,8 +343,8 @@ def run(argv=None) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_frac * total), total)
     step, epoch, history = 0, 0, {"train": [], "val": []}
-    if resume is not None:
-        state, opt_sd, sched_sd = load_checkpoint(resume)
+    if resumed is not None:
+        state, opt_sd, sched_sd = resumed
         optimizer.load_state_dict(opt_sd)
         scheduler.load_state_dict(sched_sd)
         step, epoch, history = state["step"], state["epoch"], state["history"]
