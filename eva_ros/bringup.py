@@ -67,8 +67,10 @@ def node_specs(nodes: list[str]) -> list[tuple[str, str]]:
     return sorted(specs, key=lambda kn: ORDER.index(kn[0]))
 
 
-def build_nodes(specs):
-    nodes = []
+def build_nodes(specs, nodes: list | None = None) -> list:
+    """Construct the nodes into `nodes` one by one, so a caller's list holds the ones already
+    built (and running their threads) when a later constructor raises."""
+    nodes = [] if nodes is None else nodes
     for kind, name in specs:
         module, _, cls = NODE_KINDS[kind].partition(":")
         nodes.append((kind, getattr(importlib.import_module(module), cls)(node_name=name)))
@@ -125,7 +127,7 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     old_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
     executor = None
     try:
-        built = build_nodes(specs)
+        build_nodes(specs, built)   # a failing constructor leaves the earlier nodes in `built` to close
         executor = MultiThreadedExecutor(num_threads=int(section["num_threads"]))
         for _, node in built:
             executor.add_node(node)
