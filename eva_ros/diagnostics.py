@@ -89,9 +89,10 @@ class DiagnosticsReporter:
 
     def event(self, kind: str, message: str, level=WARN) -> None:
         with self._lock:
-            self.events[kind] = self.events.get(kind, 0) + 1
-        self.node.get_logger().warning(f"{kind}: {message}") if level >= WARN else None
-        self._publish(level, f"{kind}: {message}", {"event": kind, f"events.{kind}": self.events[kind]})
+            count = self.events[kind] = self.events.get(kind, 0) + 1
+        if level >= WARN:
+            self.node.get_logger().warning(f"{kind}: {message}")
+        self._publish(level, f"{kind}: {message}", {"event": kind, f"events.{kind}": count})
 
     def publish(self) -> None:
         with self._lock:
