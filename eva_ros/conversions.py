@@ -34,22 +34,26 @@ _ENCODINGS = {  # encoding -> (dtype, channels, RGB channel order?)
 
 
 # ---- time -----------------------------------------------------------------------------------
-def to_time_msg(t: float) -> Time:
+def _sec_nanosec(t: float) -> dict:
+    """Seconds -> the sec/nanosec fields shared by Time and Duration."""
     sec = math.floor(t)
-    return Time(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
+    return {"sec": int(sec), "nanosec": min(int(round((t - sec) * 1e9)), 999_999_999)}
 
 
-def from_time_msg(msg: Time) -> float:
-    return msg.sec + msg.nanosec * 1e-9
+def to_time_msg(t: float) -> Time:
+    return Time(**_sec_nanosec(t))
 
 
 def to_duration_msg(t: float) -> Duration:
-    sec = math.floor(t)
-    return Duration(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
+    return Duration(**_sec_nanosec(t))
 
 
-def from_duration_msg(msg: Duration) -> float:
+def from_time_msg(msg: Time | Duration) -> float:
+    """Seconds of a Time or a Duration message."""
     return msg.sec + msg.nanosec * 1e-9
+
+
+from_duration_msg = from_time_msg
 
 
 # ---- images ---------------------------------------------------------------------------------
