@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from eva_core.atomic_io import atomic_dir, atomic_path
 from eva_core.idm.config import IDMConfig
 from eva_core.idm.model import IDM
+from eva_core.state_dict import compare_state_dicts, describe_keys
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +39,13 @@ class IDMCheckpointError(ValueError):
 
 
 def _fmt_keys(keys, limit: int = 20) -> str:
-    keys = sorted(keys)
-    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return "[" + ", ".join(keys[:limit]) + "]" + more
+    return "[" + describe_keys(keys, limit) + "]"
 
 
 def load_state_dict_strict(model: IDM, state: dict, source: str) -> None:
     """Load `state` into `model`; any missing/unexpected/mis-shaped key is an error that lists them."""
-    expected = model.state_dict()
-    missing = set(expected) - set(state)
-    unexpected = set(state) - set(expected)
-    shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-             for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k].shape)]
+    missing, unexpected, shapes = compare_state_dicts(model.state_dict(), state)
+    shape = [f"{k}: file {got} vs model {want}" for k, got, want in shapes]
     if missing or unexpected or shape:
         parts = []
         if missing:

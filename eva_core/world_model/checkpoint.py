@@ -14,9 +14,10 @@ import logging
 import os
 import pickle
 from pathlib import Path
-from typing import Iterable
 
 import torch
+
+from eva_core.state_dict import compare_state_dicts, describe_keys
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,6 @@ def convert_original_to_diffusers(sd: dict[str, torch.Tensor]) -> tuple[dict[str
     return converted, origin
 
 
-def _describe(keys: Iterable[str], limit: int = 8) -> str:
-    keys = sorted(keys)
-    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
 def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint",
                      origin: dict[str, str] | None = None) -> None:
     """Strict key and shape check of `sd` against `model` (which may live on the meta device).
@@ -114,17 +109,14 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
     `origin` maps a converted key to its name in the checkpoint, quoted for unexpected keys.
     """
     origin = origin or {}
-    expected = model.state_dict()
-    missing = set(expected) - set(sd)
-    unexpected = set(sd) - set(expected)
+    missing, unexpected, shapes = compare_state_dicts(model.state_dict(), sd)
     msgs = []
     if missing:
-        msgs.append(f"missing {len(missing)} key(s) (diffusers names): {_describe(missing)}")
+        msgs.append(f"missing {len(missing)} key(s) (diffusers names): {describe_keys(missing, 8)}")
     if unexpected:
         named = [f"{k} (from {LIGHTNING_PREFIX}{origin[k]})" if k in origin else k for k in unexpected]
-        msgs.append(f"unexpected {len(unexpected)} key(s) (diffusers names): {_describe(named)}")
-    shape_bad = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-                 for k in sorted(set(sd) & set(expected)) if sd[k].shape != expected[k].shape]
+        msgs.append(f"unexpected {len(unexpected)} key(s) (diffusers names): {describe_keys(named, 8)}")
+    shape_bad = [f"{k}: checkpoint {got} vs model {want}" for k, got, want in shapes]
     if shape_bad:
         msgs.append(f"{len(shape_bad)} shape mismatch(es): " + "; ".join(shape_bad[:5]))
     if msgs:
