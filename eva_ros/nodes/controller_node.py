@@ -71,7 +71,7 @@ class ControllerNode(Node):
         self._starving_reported = False
         self._had_trajectory = False
         self.counts = {"commands_sent": 0, "limit_violations": 0, "rejected_commands": 0,
-                       "trajectories_received": 0, "trajectories_rejected": 0, "trajectories_expired": 0,
+                       "trajectories_received": 0, "trajectories_rejected": 0,
                        "watchdog_trajectory_timeout": 0, "watchdog_feedback_timeout": 0, "estops": 0}
         self.violation_dims = np.zeros(self.emb.dof, dtype=np.int64)
         self.traj_to_cmd = LatencyStats()
@@ -214,8 +214,7 @@ class ControllerNode(Node):
                 self._had_trajectory = True
                 if self._pending_t_traj is not None:
                     self._first_cmd_wait = (traj.chunk_id, self._pending_t_traj)
-            else:
-                self.counts["trajectories_expired"] += 1
+            else:  # counted by the follower (counts["expired"])
                 self.diag.event("trajectory_expired", f"chunk {traj.chunk_id} ended before it arrived")
         target, _ = self.follower.step(now)
         cmd, rep = self.final.step(target)
@@ -254,11 +253,15 @@ class ControllerNode(Node):
                             f"no trajectory for {now - self._hold_since:.2f} s; holding the last safe target")
 
     # -- reporting ----------------------------------------------------------------------------
+    def _counts(self) -> dict:
+        """The node's counts plus the trajectory counts the follower keeps (call under the lock)."""
+        return {**self.counts, "trajectories_executed": self.follower.counts["accepted"],
+                "trajectories_expired": self.follower.counts["expired"]}
+
     def diagnostic_values(self) -> dict:
         with self._lock:
-            out = dict(self.counts)
+            out = self._counts()
             out.update(enabled=self.enabled, fault=self.fault, holding=not self.follower.active,
-                       trajectories_executed=self.follower.counts["accepted"],
                        command_rate_hz=round(self.rate.rate(time.time()), 1))
         per = self.period.summary()
         out["period_p50_ms"], out["period_p99_ms"] = per.get("p50_ms", ""), per.get("p99_ms", "")
@@ -266,8 +269,7 @@ class ControllerNode(Node):
 
     def report(self) -> dict:
         with self._lock:
-            out = dict(self.counts)
-            out["trajectories_executed"] = self.follower.counts["accepted"]
+            out = self._counts()
             out["limit_violation_dims"] = self.violation_dims.tolist()
         out["watchdog_events"] = out["watchdog_trajectory_timeout"] + out["watchdog_feedback_timeout"]
         out["latency_trajectory_to_first_command"] = self.traj_to_cmd.summary()
