@@ -47,6 +47,7 @@ class Embodiment:
     urdf_joints: dict[str, UrdfJoint] = field(repr=False)
     arms: dict = field(default_factory=dict, repr=False)
     cameras: dict = field(default_factory=dict, repr=False)
+    reward: dict = field(default_factory=dict, repr=False)  # optional RewardConfig overrides (YAML `reward:`)
 
     @property
     def dof(self) -> int:
@@ -164,13 +165,17 @@ def load_embodiment(name_or_path: str | Path = "cobot_magic") -> Embodiment:
             raise EmbodimentError(f"{dwhere}: type must be 'joint' or 'gripper', got {kind!r}")
         names.append(name)
 
+    reward = cfg.get("reward") or {}
+    if not isinstance(reward, dict):
+        raise EmbodimentError(f"{where}.reward: must be a mapping")
+
     arr = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
     emb = Embodiment(
         name=str(_require(cfg, "name", where)), joint_names=tuple(names),
         is_gripper=np.asarray(grip, dtype=bool), pos_lower=arr(lo), pos_upper=arr(hi),
         vel_max=arr(vmax), acc_max=arr(amax), reward_weights=arr(w), gripper_stroke_max_m=arr(stroke),
         urdf_file=Path(urdf_file), config_file=Path(cfg_file), urdf_joints=joints,
-        arms=dict(cfg.get("arms") or {}), cameras=dict(cfg.get("cameras") or {}),
+        arms=dict(cfg.get("arms") or {}), cameras=dict(cfg.get("cameras") or {}), reward=dict(reward),
     )
     for a in (emb.pos_lower, emb.pos_upper, emb.vel_max, emb.acc_max, emb.reward_weights):
         a.setflags(write=False)

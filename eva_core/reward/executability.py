@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
-import yaml
 
 from eva_core.embodiment import Embodiment, load_embodiment
 
@@ -52,11 +51,10 @@ class RewardConfig:
         embodiment YAML's optional `embodiment.reward` mapping, then `overrides`."""
         if emb is None or isinstance(emb, str):
             emb = load_embodiment(emb or "cobot_magic")
-        yaml_over = _yaml_reward_section(emb)
         cfg = cls(vel_max=np.array(emb.vel_max), acc_max=np.array(emb.acc_max),
                   weights=np.array(emb.reward_weights), pos_lower=np.array(emb.pos_lower),
                   pos_upper=np.array(emb.pos_upper), names=tuple(emb.joint_names))
-        return cfg.with_overrides(**{**yaml_over, **overrides})
+        return cfg.with_overrides(**{**emb.reward, **overrides})
 
     def with_overrides(self, **kw) -> "RewardConfig":
         known = {f.name for f in fields(self)}
@@ -70,17 +68,6 @@ class RewardConfig:
     @property
     def dof(self) -> int:
         return int(np.asarray(self.vel_max).shape[0])
-
-
-def _yaml_reward_section(emb: Embodiment) -> dict:
-    try:
-        doc = yaml.safe_load(open(emb.config_file)) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    sec = (doc.get("embodiment") or {}).get("reward") or {}
-    if not isinstance(sec, dict):
-        raise ValueError(f"{emb.config_file}: embodiment.reward must be a mapping")
-    return sec
 
 
 _DEFAULT_CONFIG: RewardConfig | None = None
