@@ -17,6 +17,16 @@ import numpy as np
 from eva_core.embodiment import Embodiment
 
 
+def float_config_from_dict(cls, d: dict | None, what: str):
+    """A dataclass of float fields from a dict (e.g. node parameters); unknown keys are an error."""
+    d = dict(d or {})
+    fields = set(cls.__dataclass_fields__)
+    unknown = set(d) - fields
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {sorted(unknown)}; valid: {sorted(fields)}")
+    return cls(**{k: float(v) for k, v in d.items()})
+
+
 @dataclass
 class SafetyConfig:
     position_margin: float = 0.01  # rad (joints) kept away from the hard limits
@@ -26,11 +36,7 @@ class SafetyConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SafetyConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"safety config: unknown keys {sorted(unknown)}")
-        cfg = cls(**{k: float(v) for k, v in d.items()})
+        cfg = float_config_from_dict(cls, d, "safety config")
         if not (0 < cfg.velocity_scale <= 1 and 0 < cfg.acceleration_scale <= 1):
             raise ValueError("safety config: velocity_scale and acceleration_scale must be in (0, 1]")
         if cfg.position_margin < 0 or cfg.gripper_margin < 0:

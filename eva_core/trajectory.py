@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport
+from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, float_config_from_dict
 
 
 @dataclass
@@ -79,6 +79,10 @@ class FollowerConfig:
     velocity_scale: float = 0.9       # tracking-filter limits, fractions of the embodiment's
     acceleration_scale: float = 0.5
     position_margin: float = 0.02     # rad, kept by the tracking filter (final filter: 0.01)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "FollowerConfig":
+        return float_config_from_dict(cls, d, "follower config")
 
 
 class TrajectoryFollower:

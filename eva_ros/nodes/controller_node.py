@@ -49,12 +49,7 @@ class ControllerNode(Node):
         p = self.p = declare_defaults(self, DEFAULTS)
         self.emb = load_embodiment(p["embodiment"])
         self.dt = 1.0 / p["control_rate_hz"]
-        follower_cfg = {k: float(v) for k, v in options_with_prefix(self, "follower").items()}
-        unknown = set(follower_cfg) - set(FollowerConfig.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"controller: unknown follower.* parameters {sorted(unknown)}; "
-                             f"valid: {sorted(FollowerConfig.__dataclass_fields__)}")
-        self.follower = TrajectoryFollower(self.emb, self.dt, FollowerConfig(**follower_cfg))
+        self.follower = TrajectoryFollower(self.emb, self.dt, FollowerConfig.from_dict(options_with_prefix(self, "follower")))
         self.final = SafetyFilter(self.emb, self.dt, SafetyConfig.from_dict(options_with_prefix(self, "safety")))
         arm_options = options_with_prefix(self, "arm")
         self.backend = backend or make_arm(p["arm_backend"], self.emb, **arm_options)
