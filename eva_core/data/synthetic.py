@@ -12,6 +12,7 @@ training flip relies on that). Joint trajectories are smooth sums of sines withi
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import cv2
@@ -28,6 +29,12 @@ JAW_COLOR = (240, 240, 240)
 BASES = ((0.30, 0.80), (0.70, 0.80))  # (x, y) of the left and right arm base, fraction of the side
 
 
+@functools.lru_cache(maxsize=1)
+def _embodiment():
+    """The default embodiment, parsed once (YAML + URDF cost ~20x the drawing of a frame)."""
+    return load_embodiment()
+
+
 def _centre(emb) -> np.ndarray:
     return (np.asarray(emb.pos_lower) + np.asarray(emb.pos_upper)) / 2.0
 
@@ -35,14 +42,13 @@ def _centre(emb) -> np.ndarray:
 def render_frame(action, size: int = 64, supersample: int = 4, centre=None) -> np.ndarray:
     """(14,) action -> (size, size, 3) uint8 RGB; a deterministic function of the action."""
     a = np.asarray(action, dtype=np.float64)
-    centre = _centre(load_embodiment()) if centre is None else centre
+    centre = _centre(_embodiment()) if centre is None else centre
     s = size * supersample
     img = np.full((s, s, 3), 28, np.uint8)
     cv2.line(img, (0, int(0.8 * s)), (s, int(0.8 * s)), (70, 70, 70), max(1, s // 64))
     width = max(1, int(0.03 * s))
-    left = _draw_arm(img, a[:7] - np.append(centre[:6], 0.0), a[6], BASES[0], s, width, mirror=False)
-    right = _draw_arm(img, a[7:] - np.append(centre[7:13], 0.0), a[13], BASES[1], s, width, mirror=True)
-    del left, right
+    _draw_arm(img, a[:7] - np.append(centre[:6], 0.0), a[6], BASES[0], s, width, mirror=False)
+    _draw_arm(img, a[7:] - np.append(centre[7:13], 0.0), a[13], BASES[1], s, width, mirror=True)
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
@@ -65,12 +71,11 @@ def _draw_arm(img, q, grip, base, s, width, mirror: bool):
         bx, by = x + side * half * px, y + side * half * py
         cv2.line(img, (int(bx), int(by)), (int(bx + jaw * ux), int(by + jaw * uy)), JAW_COLOR, width, cv2.LINE_AA)
     cv2.line(img, (int(x - half * px), int(y - half * py)), (int(x + half * px), int(y + half * py)), JAW_COLOR, width, cv2.LINE_AA)
-    return x, y
 
 
 def synthetic_trajectory(n_frames: int, fps: float, rng: np.random.Generator, amplitude: float = 0.6) -> np.ndarray:
     """(n_frames, 14) smooth joint trajectories inside the embodiment limits (grippers in [0, 1])."""
-    emb = load_embodiment()
+    emb = _embodiment()
     lo, hi, centre = np.asarray(emb.pos_lower), np.asarray(emb.pos_upper), _centre(emb)
     t = np.arange(n_frames) / fps
     out = np.empty((n_frames, emb.dof))
@@ -90,8 +95,7 @@ def synthetic_trajectory(n_frames: int, fps: float, rng: np.random.Generator, am
 def synthetic_episode(n_frames: int = 64, size: int = 64, fps: float = 16.0, seed: int = 0) -> Episode:
     rng = np.random.default_rng(seed)
     q = synthetic_trajectory(n_frames, fps, rng)
-    centre = _centre(load_embodiment())
-    frames = np.stack([render_frame(a, size=size, centre=centre) for a in q])
+    frames = np.stack([render_frame(a, size=size) for a in q])
     return Episode(frames=frames, qpos=q, action=q.copy(), fps=fps, instruction="synthetic stick-figure arms",
                    camera="cam_high", source=f"synthetic:{seed}", meta={"sim": True, "seed": seed})
 
