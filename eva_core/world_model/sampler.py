@@ -120,6 +120,15 @@ def guided_velocity(transformer, latents, t, t_min, t_max, inp: GuidanceInputs, 
     return (v, preds) if return_branches else v
 
 
+def _history_noise(inp: GuidanceInputs, hist_guidance: float, generator: torch.Generator | None, device):
+    """Fresh noise for the no-history branch (None when that branch does not run), drawn on the
+    generator's device (CPU without one), then moved to `device`."""
+    if not (inp.hist_len and hist_guidance):
+        return None
+    return torch.randn(inp.hist_latents.shape, generator=generator, dtype=torch.float32,
+                       device=generator.device if generator is not None else "cpu").to(device)
+
+
 @torch.no_grad()
 def sample(transformer, scheduler, noise: torch.Tensor, inp: GuidanceInputs, num_steps: int,
            hist_guidance: float = 1.5, lang_guidance: float = 2.5, generator: torch.Generator | None = None,
@@ -137,10 +146,7 @@ def sample(transformer, scheduler, noise: torch.Tensor, inp: GuidanceInputs, num
     for t in timesteps:
         if hist_len:
             latents[:, :, :hist_len] = inp.hist_latents
-        hist_noise = None
-        if hist_len and hist_guidance:
-            hist_noise = torch.randn(inp.hist_latents.shape, generator=generator, dtype=torch.float32,
-                                     device=generator.device if generator is not None else "cpu").to(latents.device)
+        hist_noise = _history_noise(inp, hist_guidance, generator, latents.device)
         v = guided_velocity(transformer, latents, t, t_min, t_max, inp, hist_noise, hist_guidance, lang_guidance,
                             batched=batched)
         latents = scheduler.step(v, t, latents, return_dict=False)[0]
@@ -184,10 +190,7 @@ def sample_sde(transformer, scheduler, noise: torch.Tensor, inp: GuidanceInputs,
         if hist_len:
             latents[:, :, :hist_len] = inp.hist_latents
         states.append(latents.clone())
-        hist_noise = None
-        if hist_len and hist_guidance:
-            hist_noise = torch.randn(inp.hist_latents.shape, generator=generator,
-                                     device=generator.device if generator is not None else "cpu").to(latents.device)
+        hist_noise = _history_noise(inp, hist_guidance, generator, latents.device)
         v = guided_velocity(transformer, latents, t, t_min, t_max, inp, hist_noise, hist_guidance, lang_guidance)
         std = sde.std_dev_t(sigmas[i], std_schedule, eta, sigmas)
         step = sde.sde_step_with_logprob(v[:, :, hist_len:], latents[:, :, hist_len:], sigmas[i], sigmas[i + 1],
