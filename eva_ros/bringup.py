@@ -45,13 +45,18 @@ NODE_KINDS = {
 ORDER = ["idm_action", "planner", "camera", "controller"]
 
 
-def load_bringup_section(path: Path) -> dict:
-    """The `eva_bringup.ros__parameters` map of a params file (with defaults)."""
+def params_section(path: Path, node: str) -> dict:
+    """The `<node>.ros__parameters` map of a ROS params file ({} if absent)."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML: {exc}") from exc
-    section = (data.get("eva_bringup") or {}).get("ros__parameters") or {}
+    return (data.get(node) or {}).get("ros__parameters") or {}
+
+
+def load_bringup_section(path: Path) -> dict:
+    """The `eva_bringup.ros__parameters` map of a params file (with defaults)."""
+    section = params_section(path, "eva_bringup")
     out = {"nodes": list(NODE_KINDS), "fastdds_transport": "LARGE_DATA", "fastdds_shm_profile": True, "discovery_range": "", "num_threads": 6}
     out.update(section)
     for spec in out["nodes"]:

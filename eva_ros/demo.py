@@ -89,14 +89,13 @@ def main(argv=None) -> int:
 
 
 def _camera_topic(cfg: Path) -> str:
-    import yaml
-
+    """The topic the config's camera node publishes on (resolved as the node does)."""
     from eva_core.embodiment import load_embodiment
+    from eva_ros.bringup import params_section
+    from eva_ros.nodes.camera_node import DEFAULTS, camera_topic
 
-    doc = yaml.safe_load(cfg.read_text()) or {}
-    cam = ((doc.get("camera") or {}).get("ros__parameters") or {})
-    name = cam.get("camera_name", "cam_high")
-    return cam.get("topic") or load_embodiment().cameras.get(name, {}).get("topic", f"/{name}/color/image_raw")
+    cam = params_section(cfg, "camera")
+    return camera_topic(load_embodiment(), cam.get("camera_name", DEFAULTS["camera_name"]), cam.get("topic", ""))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ DEFAULTS = {"embodiment": "cobot_magic", "camera_name": "cam_high", "topic": "",
             "source": "playback", "fps": 30.0, "pose_from_joint_states": True}
 
 
+def camera_topic(emb, camera_name: str, topic: str = "") -> str:
+    """The image topic: `topic` if set, else the embodiment's camera table, else the ROS default."""
+    return topic or emb.cameras.get(camera_name, {}).get("topic") or f"/{camera_name}/color/image_raw"
+
+
 def resolve_data_path(path: str) -> Path:
     """A file path from a config: as given (absolute or cwd-relative), else under share/config/."""
     p = Path(path).expanduser()
@@ -42,9 +47,8 @@ class CameraNode(Node):
         super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = declare_defaults(self, DEFAULTS)
         emb = load_embodiment(p["embodiment"])
-        cam = emb.cameras.get(p["camera_name"], {})
-        self.topic = p["topic"] or cam.get("topic") or f"/{p['camera_name']}/color/image_raw"
-        self.frame_id = p["frame_id"] or cam.get("link", p["camera_name"])
+        self.topic = camera_topic(emb, p["camera_name"], p["topic"])
+        self.frame_id = p["frame_id"] or emb.cameras.get(p["camera_name"], {}).get("link", p["camera_name"])
         if source is None:
             options = options_with_prefix(self, "source_options")
             options.setdefault("fps", p["fps"])
