@@ -36,6 +36,13 @@ class EpisodeFormatError(ValueError):
     """An episode file that does not have the expected layout (names file and key)."""
 
 
+def _open(path) -> h5py.File:
+    try:
+        return h5py.File(str(path), "r")
+    except OSError as e:
+        raise EpisodeFormatError(f"{path}: not a readable HDF5 file: {e}") from e
+
+
 def _need(f: h5py.File, key: str, path) -> h5py.Dataset:
     if key not in f:
         raise EpisodeFormatError(f"{path}: missing key {key!r}")
@@ -108,11 +115,7 @@ def read_aloha_hdf5(path, camera: str | None = None, cameras="all", fps: float |
         gripper dims 6 and 13 of qpos/action by it to get the normalised [0, 1] action layout.
     """
     path = str(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise EpisodeFormatError(f"{path}: not a readable HDF5 file: {e}") from e
-    with f:
+    with _open(path) as f:
         if "observations/images" not in f:
             raise EpisodeFormatError(f"{path}: missing key '/observations/images'")
         names = list(f["observations/images"].keys())
@@ -184,11 +187,7 @@ def read_robotwin_hdf5(path, camera: str | None = "head_camera", cameras=(), fps
     path = str(path)
     camera = camera or "head_camera"
     instruction = instruction or ""
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise EpisodeFormatError(f"{path}: not a readable HDF5 file: {e}") from e
-    with f:
+    with _open(path) as f:
         vec = _matrix(f, "/joint_action/vector", path)
         imgs = {}
         for cam in dict.fromkeys([camera, *cameras]):
@@ -220,15 +219,12 @@ def find_robotwin_episodes(root, task: str = "*", task_config: str = "*") -> lis
 # ---- any layout ------------------------------------------------------------------------------
 def detect_layout(path) -> str:
     """"aloha" (incl. ours) or "robotwin", from the keys present."""
-    try:
-        with h5py.File(str(path), "r") as f:
-            if "observations" in f:
-                return "aloha"
-            if "joint_action" in f:
-                return "robotwin"
-            keys = list(f.keys())
-    except OSError as e:
-        raise EpisodeFormatError(f"{path}: not a readable HDF5 file: {e}") from e
+    with _open(path) as f:
+        if "observations" in f:
+            return "aloha"
+        if "joint_action" in f:
+            return "robotwin"
+        keys = list(f.keys())
     raise EpisodeFormatError(f"{path}: neither '/observations' (ALOHA) nor '/joint_action' (RoboTwin); keys: {keys}")
 
 
