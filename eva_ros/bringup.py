@@ -32,7 +32,7 @@ import yaml
 
 from eva_core.atomic_io import write_json
 from eva_core.paths import config_path
-from eva_ros.runtime import configure_transport
+from eva_ros.runtime import GIL_SWITCH_INTERVAL, configure_transport
 
 NODE_KINDS = {
     "camera": "eva_ros.nodes.camera_node:CameraNode",
@@ -119,10 +119,7 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     env = configure_transport(section["fastdds_transport"] or None, section["discovery_range"] or None,
                               bool(section["fastdds_shm_profile"]))
 
-    # GIL convoy: the generation thread releases the GIL at every small torch op and must win it
-    # back from the busy executor threads; with the default 5 ms switch interval a tiny chunk took
-    # ~4 s instead of ~0.25 s here, and the 200 Hz control thread waited up to 0.5 s.
-    sys.setswitchinterval(0.0002)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     rclpy.init(args=["--ros-args", "--params-file", str(config)])  # every node reads its section
     reports, built, t_start = {}, [], time.time()
     stop = threading.Event()

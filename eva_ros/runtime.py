@@ -11,6 +11,11 @@ import os
 #   RELIABLE topic instead of ~2.5 ms; see bench/ros_latency.py).
 DEFAULT_TRANSPORT = "LARGE_DATA"
 SHM_PROFILE = "fastdds_shm.xml"
+# GIL convoy: the generation thread releases the GIL at every small torch op and must win it
+# back from the busy executor threads; with the default 5 ms switch interval a tiny chunk took
+# ~4 s instead of ~0.25 s, and the 200 Hz control thread waited up to 0.5 s. Every eva process
+# that runs nodes sets this (sys.setswitchinterval).
+GIL_SWITCH_INTERVAL = 0.0002
 
 
 def shm_profile_path() -> str:
@@ -62,7 +67,7 @@ def run_node(node_cls, args=None, num_threads: int = 4) -> None:
     module = sys.modules[node_cls.__module__]
     args = parse_cli("eva-" + module.__name__.rsplit(".", 1)[-1].replace("_", "-"), module.__doc__, args)
     configure_transport()
-    sys.setswitchinterval(0.0002)  # GIL convoy with the executor threads: see eva_ros/bringup.py
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     rclpy.init(args=args)
     node = None
     try:
