@@ -79,6 +79,7 @@ def test_predict_batched_equals_per_frame_loop_and_any_batch_size():
     assert a.shape == (9, 14) and a.dtype == torch.float32
     assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(a, c, atol=1e-5)
+    assert torch.allclose(a, m.predict(video, batch_size=0), atol=1e-5)  # a batch size below 1 means 1
 
 
 def test_predict_denormalises_with_the_stored_stats():

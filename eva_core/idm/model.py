@@ -147,9 +147,10 @@ class IDM(nn.Module):
         try:
             frames = self.preprocess(video)
             idx = self.window_indices(frames.shape[0]).to(frames.device)
+            step = max(1, int(batch_size))
             outs = []
-            for start in range(0, idx.shape[0], max(1, int(batch_size))):
-                chunk = idx[start:start + batch_size]  # (b, k)
+            for start in range(0, idx.shape[0], step):
+                chunk = idx[start:start + step]  # (b, k)
                 x = frames[chunk.reshape(-1)].reshape(chunk.shape[0], -1, *frames.shape[-2:])
                 # NHWC lets oneDNN/cuDNN use their faster batched conv kernels; same maths.
                 outs.append(self(x.contiguous(memory_format=torch.channels_last)))
