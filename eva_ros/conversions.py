@@ -160,6 +160,11 @@ def ordered(names_in, values, names_out, topic: str) -> np.ndarray:
     return values[..., [index[n] for n in names_out]]
 
 
+def joint_values_to_action(emb, names, values, topic: str) -> np.ndarray:
+    """JointState-style values (any name order, /joint_states units) -> `emb`'s action vector."""
+    return emb.joint_positions_to_action(ordered(names, values, emb.joint_names, topic))
+
+
 def trajectory_to_msg(names, positions: np.ndarray, dt: float, stamp: float, frame_id: str,
                       velocities: np.ndarray | None = None) -> JointTrajectory:
     """(N, dof) positions at spacing dt (point i at i*dt after `stamp`) -> JointTrajectory."""

@@ -20,7 +20,7 @@ from std_msgs.msg import Float32
 from eva_core.atomic_io import atomic_path
 from eva_core.embodiment import load_embodiment
 from eva_ros import qos
-from eva_ros.conversions import from_time_msg, msg_to_chunk, msg_to_image, ordered
+from eva_ros.conversions import from_time_msg, joint_values_to_action, msg_to_chunk, msg_to_image
 
 
 class RecorderNode(Node):
@@ -58,9 +58,9 @@ class RecorderNode(Node):
             self.chunks.append((from_time_msg(msg.header.stamp), int(meta.get("id", -1)), frames))
 
     def _on_command(self, msg: JointState) -> None:
-        q = ordered(msg.name, msg.position, self.emb.joint_names, "/eva/controller/command")
+        a = joint_values_to_action(self.emb, msg.name, msg.position, "/eva/controller/command")
         with self._lock:
-            self.commands.append((from_time_msg(msg.header.stamp), self.emb.joint_positions_to_action(q)))
+            self.commands.append((from_time_msg(msg.header.stamp), a))
 
     def _on_score(self, msg: Float32) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ from eva_core.embodiment import load_embodiment
 from eva_core.paths import share_dir
 from eva_ros import qos
 from eva_ros.backends import make_camera
-from eva_ros.conversions import image_is_finite, image_to_msg, ordered
+from eva_ros.conversions import image_is_finite, image_to_msg, joint_values_to_action
 from eva_ros.diagnostics import ERROR, OK, DiagnosticsReporter, RateCounter
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
 from eva_ros.runtime import run_node
@@ -106,11 +106,11 @@ class CameraNode(Node):
 
     def _on_joints(self, msg: JointState) -> None:
         try:
-            q = ordered(msg.name, msg.position, self.emb.joint_names, "/joint_states")
+            action = joint_values_to_action(self.emb, msg.name, msg.position, "/joint_states")
         except ValueError as exc:
             self.diag.event("bad_joint_state", str(exc))
             return
-        self.source.set_joint_positions(self.emb.joint_positions_to_action(q))
+        self.source.set_joint_positions(action)
 
     def _tick(self) -> None:
         if self.ended:

@@ -33,7 +33,7 @@ from eva_core.embodiment import load_embodiment
 from eva_core.safety import SafetyConfig, SafetyFilter
 from eva_ros import qos
 from eva_ros.conversions import (TRAJ_PREFIX, encode_meta, from_time_msg, image_is_finite, msg_to_chunk,
-                                 ordered, trajectory_to_msg)
+                                 joint_values_to_action, trajectory_to_msg)
 from eva_ros.diagnostics import OK, DiagnosticsReporter, LatencyStats
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
 from eva_ros.runtime import run_node
@@ -95,14 +95,14 @@ class IDMActionNode(Node):
 
     def _on_joints(self, msg: JointState) -> None:
         try:
-            q = ordered(msg.name, msg.position, self.emb.joint_names, "/joint_states")
-            v = ordered(msg.name, msg.velocity, self.emb.joint_names, "/joint_states") if len(msg.velocity) else np.zeros(self.emb.dof)
+            q = joint_values_to_action(self.emb, msg.name, msg.position, "/joint_states")
+            v = joint_values_to_action(self.emb, msg.name, msg.velocity, "/joint_states") if len(msg.velocity) else np.zeros(self.emb.dof)
         except ValueError as exc:
             self.diag.event("bad_joint_state", str(exc))
             return
         stamp = from_time_msg(msg.header.stamp)
         with self._lock:
-            self._states.append((stamp, self.emb.joint_positions_to_action(q), self.emb.joint_positions_to_action(v)))
+            self._states.append((stamp, q, v))
             while self._states and self._states[0][0] < stamp - self.p["state_history_s"]:
                 self._states.popleft()
 
