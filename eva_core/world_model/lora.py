@@ -78,11 +78,12 @@ def _read_peft_dir(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def load_lora(transformer, path: str | os.PathLike, adapter_name: str = "default") -> None:
     """Load an adapter saved by `save_lora` (diffusers) or peft `save_pretrained`; strict keys."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     path = Path(path)
     if (path / DIFFUSERS_LORA_FILE).is_file():
-        file_keys = set(load_file(str(path / DIFFUSERS_LORA_FILE)))
+        with safe_open(str(path / DIFFUSERS_LORA_FILE), framework="pt") as f:  # the header only
+            file_keys = set(f.keys())
         transformer.load_lora_adapter(str(path), prefix=None, adapter_name=adapter_name,
                                       weight_name=DIFFUSERS_LORA_FILE)
     elif (path / PEFT_LORA_FILE).is_file() and (path / PEFT_CONFIG_FILE).is_file():
