@@ -17,6 +17,11 @@ import numpy as np
 from eva_core.embodiment import Embodiment
 
 
+def nonfinite_dims(a: np.ndarray) -> list[int]:
+    """Dimensions (columns) of a (T, D) array holding any NaN/inf."""
+    return np.flatnonzero(~np.isfinite(a).all(axis=0)).tolist()
+
+
 def float_config_from_dict(cls, d: dict | None, what: str):
     """A dataclass of float fields from a dict (e.g. node parameters); unknown keys are an error."""
     d = dict(d or {})
@@ -208,8 +213,7 @@ class SafetyFilter:
             return np.empty((0, self.dof)), SafetyReport(self.dof, rejected=True, reason="empty chunk")
         total = SafetyReport(self.dof)
         if not np.all(np.isfinite(t)):
-            bad = sorted({int(j) for j in np.argwhere(~np.isfinite(t))[:, 1]})
-            total.rejected, total.reason = True, f"non-finite values in dims {bad}"
+            total.rejected, total.reason = True, f"non-finite values in dims {nonfinite_dims(t)}"
             out = [self.hold() for _ in range(t.shape[0])]
             total.ticks = t.shape[0]
             return np.stack(out), total

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, float_config_from_dict
+from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, float_config_from_dict, nonfinite_dims
 
 
 @dataclass
@@ -37,8 +37,7 @@ class Trajectory:
         if self.positions.ndim != 2 or self.positions.shape[0] != self.times.shape[0] or self.times.size == 0:
             raise ValueError(f"trajectory: {self.times.shape[0]} times for positions of shape {self.positions.shape}")
         if not (np.all(np.isfinite(self.positions)) and np.all(np.isfinite(self.times)) and np.isfinite(self.stamp)):
-            bad = sorted({int(j) for j in np.argwhere(~np.isfinite(self.positions))[:, 1]})
-            raise ValueError(f"trajectory: non-finite values (dims {bad})")
+            raise ValueError(f"trajectory: non-finite values (dims {nonfinite_dims(self.positions)})")
         if np.any(np.diff(self.times) <= 0) or self.times[0] < 0:
             raise ValueError("trajectory: times must start >= 0 and increase strictly")
 
