@@ -32,6 +32,7 @@ from eva_core.atomic_io import atomic_dir, write_json
 from eva_core.data import detect_layout, find_episode_files, make_synthetic_dataset, read_episode
 from eva_core.embodiment import load_embodiment
 from eva_core.idm import IDM, IDMConfig, VARIANTS, build_idm, export_eva_pt, load_idm, save_idm
+from eva_core.idm.model import resize_square
 
 JOINT_TOL, GRIPPER_TOL = 0.05, 0.5  # EVA's accuracy thresholds (rad; normalised gripper)
 
@@ -102,12 +103,11 @@ def read_kwargs(path, args) -> dict:
 
 
 def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, S, S) uint8, resized like IDM.preprocess (bilinear, antialias)."""
+    """(N, H, W, 3) uint8 -> (N, 3, S, S) uint8, resized as IDM.preprocess does."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
     if x.shape[-2:] == (size, size):
         return x.contiguous()
-    out = [F.interpolate(c.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-           for c in x.split(64)]
+    out = [resize_square(c.float(), size) for c in x.split(64)]
     return torch.cat(out).round_().clamp_(0, 255).to(torch.uint8)
 
 

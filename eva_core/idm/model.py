@@ -124,10 +124,7 @@ class IDM(nn.Module):
         dev = self.action_mean.device
         v = video.to(dev)
         v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
-        s = self.config.image_size
-        if v.shape[-2:] != (s, s):
-            v = F.interpolate(v, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return (v - self.pixel_mean) / self.pixel_std
+        return (resize_square(v, self.config.image_size) - self.pixel_mean) / self.pixel_std
 
     def window_indices(self, num_frames: int) -> torch.Tensor:
         """(T, k) frame indices of each window, clamped at the ends."""
@@ -171,6 +168,15 @@ class IDM(nn.Module):
             return self.denormalize(torch.cat(outs)).float().cpu()
         finally:
             self.train(was_training)
+
+
+def resize_square(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, H, W) float -> (N, 3, size, size): the IDM's input resize (bilinear, antialiased).
+
+    Training resizes its frames with this too, so train and predict see the same pixels."""
+    if frames.shape[-2:] == (size, size):
+        return frames
+    return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def _check_video(video) -> torch.Tensor:
