@@ -114,12 +114,13 @@ class PlannerNode(Node):
         self._joint_stamp = from_time_msg(msg.header.stamp)
 
     def _on_instruction(self, msg: String) -> None:
-        with self._lock:
+        with self._lock:  # the new text and its replan request together (see _maybe_plan)
             changed = msg.data != self._instruction
             self._instruction = msg.data
-        if changed:  # a republished (same) instruction does not restart planning
+            if changed:  # a republished (same) instruction does not restart planning
+                self.core.request_replan()
+        if changed:
             self.get_logger().info(f"instruction: {msg.data!r}")
-            self.core.request_replan()
 
     def _on_replan(self, request, response):
         self.core.request_replan()
@@ -155,7 +156,10 @@ class PlannerNode(Node):
                 self.diag.set_level(WARN, reason)
                 self.diag.event("stale_observation", reason)
             return
-        chunk = self.core.begin(stamp, instruction, now)
+        with self._lock:
+            if instruction != self._instruction:  # changed since read: plan the new one next check
+                return
+            chunk = self.core.begin(stamp, instruction, now)  # consumes a replan request made before
         seed = None if self.p["seed"] < 0 else self.p["seed"] + chunk.chunk_id
         try:
             history = self.history.select(stamp, self.p["history_frames"], self.wm.fps) or None
