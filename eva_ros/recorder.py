@@ -39,7 +39,7 @@ class RecorderNode(Node):
         self.create_subscription(Image, camera_topic, self._on_camera, qos.IMAGE)
         self.create_subscription(Image, "/eva/plan/frames", self._on_chunk, qos.PLAN)
         self.create_subscription(JointState, "/eva/controller/command", self._on_command, qos.STATE)
-        self.create_subscription(Float32, "/eva/plan/score", self._on_score, 50)
+        self.create_subscription(Float32, "/eva/plan/score", self._on_score, qos.DIAGNOSTICS)
 
     # -- callbacks: copy and return --------------------------------------------------------
     def _on_camera(self, msg: Image) -> None:
