@@ -177,9 +177,9 @@ def normalise_pixels(model: IDM, x: torch.Tensor) -> torch.Tensor:
 
 # ---- evaluation --------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: IDM, loader, device, train_mean: torch.Tensor, names) -> dict:
+def evaluate(model: IDM, loader, device, train_mean: torch.Tensor, emb) -> dict:
     """Per-joint MAE, EVA accuracy (joints within 0.05 rad, grippers within 0.5), and the
-    predict-the-train-mean baseline on the same frames."""
+    predict-the-train-mean baseline on the same frames. `emb` names the dims and marks the grippers."""
     model.eval()
     preds, targets = [], []
     for x, a in loader:
@@ -190,15 +190,14 @@ def evaluate(model: IDM, loader, device, train_mean: torch.Tensor, names) -> dic
     pred, tgt = torch.cat(preds), torch.cat(targets)
     err = (pred - tgt).abs()
     base_err = (train_mean.cpu().float() - tgt).abs()
-    tol = torch.full((tgt.shape[1],), JOINT_TOL)
-    grippers = [i for i, n in enumerate(names) if "gripper" in n]
-    tol[grippers] = GRIPPER_TOL
+    names, joints = emb.joint_names, torch.from_numpy(~emb.is_gripper)
+    tol = torch.where(joints, JOINT_TOL, GRIPPER_TOL)
     ok = err <= tol
     return {
         "frames": int(len(tgt)),
         "mae": float(err.mean()), "baseline_mae": float(base_err.mean()),
-        "mae_joints": float(err[:, [i for i in range(len(names)) if i not in grippers]].mean()),
-        "baseline_mae_joints": float(base_err[:, [i for i in range(len(names)) if i not in grippers]].mean()),
+        "mae_joints": float(err[:, joints].mean()),
+        "baseline_mae_joints": float(base_err[:, joints].mean()),
         "accuracy_per_dim": float(ok.float().mean()),  # fraction of (frame, dim) within tolerance
         "accuracy_all_dims": float(ok.all(dim=1).float().mean()),  # frames with all 14 within tolerance
         "per_joint_mae": {n: float(v) for n, v in zip(names, err.mean(0))},
@@ -289,7 +288,7 @@ def run(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     acc = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision, log_with="tensorboard", project_dir=str(out))
     set_seed(args.seed)
-    names = list(load_embodiment().joint_names)
+    emb = load_embodiment()
 
     # Episode files -> split by episode.
     if args.synthetic:
@@ -316,7 +315,7 @@ def run(argv=None) -> dict:
         model = build_idm(IDMConfig(variant=args.variant, image_size=args.image_size,
                                     backbone_weights=args.backbone_weights, extra={"train_files": len(files)}))
     cfg = model.config
-    clips = load_clips(files, cfg.image_size, args, len(names))
+    clips = load_clips(files, cfg.image_size, args, emb.dof)
     train_actions = np.concatenate([clips[i][1] for i in train_ids])
     train_mean = torch.as_tensor(train_actions.mean(0), dtype=torch.float32)
     unset = bool(torch.all(model.action_mean == 0) and torch.all(model.action_std == 1))  # e.g. an EVA .pt without stats
@@ -331,7 +330,7 @@ def run(argv=None) -> dict:
 
     if args.eval_only:
         model = model.to(acc.device)
-        metrics = evaluate(model, val_dl, acc.device, train_mean, names)
+        metrics = evaluate(model, val_dl, acc.device, train_mean, emb)
         write_json(out / "eval.json", {"checkpoint": args.eval_only, **metrics})
         if args.export_eva:
             export_eva_pt(model, args.export_eva)
@@ -377,7 +376,7 @@ def run(argv=None) -> dict:
                 acc.log({"train/loss": lv, "train/lr": scheduler.get_last_lr()[0], "train/jitter": jitter}, step=step)
                 bar.set_postfix(loss=f"{lv:.4f}")
             if acc.is_main_process and (step % args.eval_every == 0 or step == total):
-                metrics = evaluate(raw, val_dl, acc.device, train_mean, names)
+                metrics = evaluate(raw, val_dl, acc.device, train_mean, emb)
                 history["val"].append((step, metrics["mae"], metrics["baseline_mae"]))
                 acc.log({"val/mae": metrics["mae"], "val/baseline_mae": metrics["baseline_mae"],
                          "val/accuracy_per_dim": metrics["accuracy_per_dim"]}, step=step)
@@ -391,7 +390,7 @@ def run(argv=None) -> dict:
 
     if acc.is_main_process:
         if metrics is None:  # resumed at the end: evaluate once
-            metrics = evaluate(raw, val_dl, acc.device, train_mean, names)
+            metrics = evaluate(raw, val_dl, acc.device, train_mean, emb)
         save_idm(raw, out / "idm", extra={"step": step, "val_mae": metrics["mae"]})
         if args.export_eva:
             export_eva_pt(raw, args.export_eva, optimizer_state=optimizer.state_dict(), step=step)
