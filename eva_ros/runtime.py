@@ -40,6 +40,14 @@ def configure_transport(transport: str | None = DEFAULT_TRANSPORT, discovery_ran
              "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")}
 
 
+def set_torch_threads(n: int) -> None:
+    """torch.set_num_threads(n) for n > 0 (a node's `torch_threads`); 0 leaves torch's default."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def parse_cli(prog: str, description: str, args=None) -> list[str]:
     """argparse for a node main: `--help` shows the node's docstring (its parameters); all ROS
     arguments (`--ros-args ...`) pass through to rclpy."""

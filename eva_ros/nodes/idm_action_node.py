@@ -36,7 +36,7 @@ from eva_ros.conversions import (TRAJ_PREFIX, encode_meta, from_time_msg, image_
                                  joint_values_to_action, trajectory_to_msg)
 from eva_ros.diagnostics import OK, DiagnosticsReporter, LatencyStats
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
-from eva_ros.runtime import run_node
+from eva_ros.runtime import run_node, set_torch_threads
 
 DEFAULTS = {"embodiment": "cobot_magic", "control_rate_hz": 200.0, "reward_threshold": 0.0,
             "reject_below_threshold": False, "torch_threads": 1, "state_history_s": 5.0, "warmup": True}
@@ -63,10 +63,7 @@ class IDMActionNode(Node):
     def __init__(self, node_name: str = "idm_action", idm=None, **node_kwargs):
         super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = self.p = declare_defaults(self, DEFAULTS)
-        if p["torch_threads"] > 0:
-            import torch
-
-            torch.set_num_threads(p["torch_threads"])
+        set_torch_threads(p["torch_threads"])
         self.emb = load_embodiment(p["embodiment"])
         self.dt = 1.0 / p["control_rate_hz"]
         self.idm = idm or build_idm(options_with_prefix(self, "idm"))

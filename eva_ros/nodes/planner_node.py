@@ -29,7 +29,7 @@ from eva_ros import qos
 from eva_ros.conversions import chunk_to_msg, from_time_msg, image_is_finite, msg_to_image
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, LatencyStats
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix, unflatten
-from eva_ros.runtime import run_node
+from eva_ros.runtime import run_node, set_torch_threads
 
 DEFAULTS = {"camera_topic": "/cam_high/color/image_raw", "instruction": "", "n_exec": 8,
             "max_obs_age": 0.5, "policy": "lead", "lead_margin": 0.1, "initial_latency": 0.5,
@@ -51,10 +51,7 @@ class PlannerNode(Node):
     def __init__(self, node_name: str = "planner", world_model=None, **node_kwargs):
         super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = self.p = declare_defaults(self, DEFAULTS)
-        if p["torch_threads"] > 0:
-            import torch
-
-            torch.set_num_threads(p["torch_threads"])
+        set_torch_threads(p["torch_threads"])
         self.wm = world_model or build_world_model(unflatten(options_with_prefix(self, "world_model")))
         if p["warmup"]:  # first-call costs (lazy init, allocator) here, not in the first chunk
             t0 = time.time()
