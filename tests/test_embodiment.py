@@ -99,6 +99,7 @@ def test_new_embodiment_needs_no_code(tmp_path):
         (lambda e: e["action"][6].__setitem__("stroke_max_m", 0.5), "stroke_max_m"),
         (lambda e: e["action"][1].__setitem__("type", "wheel"), "action[1]"),
         (lambda e: e["action"].append(dict(e["action"][0])), "duplicate"),
+        (lambda e: e.__setitem__("reward", [1, 2]), "reward"),
     ],
 )
 def test_bad_config_names_key(tmp_path, mutate, needle):
@@ -106,6 +107,20 @@ def test_bad_config_names_key(tmp_path, mutate, needle):
     with pytest.raises(EmbodimentError) as ei:
         load_embodiment(path)
     assert needle in str(ei.value) and str(path) in str(ei.value)
+
+
+def test_yaml_reward_section_overrides_the_reward_defaults(tmp_path):
+    from eva_core.reward import RewardConfig
+
+    reward = {"p0": 1000.0, "position_limit": True}
+    emb = load_embodiment(_write_variant(tmp_path, lambda e: e.__setitem__("reward", reward)))
+    cfg = RewardConfig.from_embodiment(emb)
+    assert cfg.p0 == 1000.0 and cfg.position_limit
+    assert RewardConfig.from_embodiment(emb, p0=5.0).p0 == 5.0  # keyword overrides beat the YAML
+    assert RewardConfig.from_embodiment(load_embodiment()).p0 == 2000.0
+    typo = load_embodiment(_write_variant(tmp_path, lambda e: e.__setitem__("reward", {"not_a_field": 1})))
+    with pytest.raises(ValueError, match="unknown keys"):
+        RewardConfig.from_embodiment(typo)
 
 
 def test_missing_config_names_path(tmp_path):

@@ -138,30 +138,6 @@ def test_constants_come_from_the_embodiment_and_config():
         executability_reward(np.zeros((10, 7)))
 
 
-def test_embodiment_yaml_reward_section_overrides_the_defaults(tmp_path):
-    import yaml
-
-    from eva_core.embodiment import EmbodimentError
-
-    def variant(reward):
-        doc = yaml.safe_load(open(EMB.config_file))
-        doc["embodiment"]["reward"] = reward
-        (tmp_path / EMB.urdf_file.name).write_text(EMB.urdf_file.read_text())
-        out = tmp_path / "robot.yaml"
-        out.write_text(yaml.safe_dump(doc))
-        return out
-
-    emb = load_embodiment(variant({"p0": 1000.0, "position_limit": True}))
-    cfg = RewardConfig.from_embodiment(emb)
-    assert cfg.p0 == 1000.0 and cfg.position_limit
-    assert RewardConfig.from_embodiment(emb, p0=5.0).p0 == 5.0  # keyword overrides beat the YAML
-    assert RewardConfig.from_embodiment(EMB).p0 == 2000.0
-    with pytest.raises(ValueError, match="unknown keys"):
-        RewardConfig.from_embodiment(load_embodiment(variant({"not_a_field": 1})))
-    with pytest.raises(EmbodimentError, match="reward"):
-        load_embodiment(variant([1, 2]))
-
-
 def test_position_limit_extension_is_off_by_default():
     mid = (EMB.pos_lower + EMB.pos_upper) / 2
     A = np.tile(mid, (12, 1))
