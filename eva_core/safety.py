@@ -93,6 +93,12 @@ class SafetyReport:
         }
 
 
+def _changed(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Which dims a limit changed: |new - old| > 1e-12 (finite values; the same test as
+    ~np.isclose(new, old, rtol=0, atol=1e-12) at a tenth of its cost, twice per control tick)."""
+    return np.abs(new - old) > 1e-12
+
+
 def braking_speed(distance: np.ndarray, acc: np.ndarray, dt: float) -> np.ndarray:
     """Largest speed v from which a discrete stop stays within `distance`.
 
@@ -184,14 +190,14 @@ class SafetyFilter:
 
         a_lo, a_hi = self._vel - self.acc_max * self.dt, self._vel + self.acc_max * self.dt
         v_acc = np.clip(v, a_lo, a_hi)
-        rep.acceleration_limited += ~np.isclose(v_acc, v, rtol=0, atol=1e-12)
+        rep.acceleration_limited += _changed(v_acc, v)
         v_lim = np.clip(v_acc, -self.vel_max, self.vel_max)
-        rep.velocity_limited += ~np.isclose(v_lim, v_acc, rtol=0, atol=1e-12)
+        rep.velocity_limited += _changed(v_lim, v_acc)
         # position limits: never command a speed from which the limit cannot be held
         up = braking_speed(self.upper - self._pos, self.acc_max, self.dt)
         dn = braking_speed(self._pos - self.lower, self.acc_max, self.dt)
         v_pos = np.clip(v_lim, -dn, up)
-        rep.position_clipped += ~np.isclose(v_pos, v_lim, rtol=0, atol=1e-12)
+        rep.position_clipped += _changed(v_pos, v_lim)
 
         return self._advance(v_pos), rep
 
