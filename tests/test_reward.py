@@ -163,3 +163,5 @@ def test_plot_action_curves_writes_a_png(tmp_path):
                              lower=EMB.pos_lower, upper=EMB.pos_upper, title="decoded")
     assert (tmp_path / "idm_plot.png").stat().st_size > 1000
     assert len([ax for ax in fig.axes if ax.lines]) == 14
+    plot_action_curves(A, tmp_path / "run.v2" / "curves")  # no suffix: PNG, whatever the directory is called
+    assert (tmp_path / "run.v2" / "curves").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

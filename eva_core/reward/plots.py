@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -45,5 +47,5 @@ def plot_action_curves(actions, path=None, fps: float = 16.0, names=None, refere
     fig.tight_layout()
     if path is not None:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
+            fig.savefig(tmp, dpi=100, format=Path(path).suffix.lstrip(".") or "png")
     return fig
