@@ -121,6 +121,10 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_idm(tmp_path / "pickle.pt")
     with pytest.raises(FileNotFoundError):
         load_idm(tmp_path / "nope.pt")
+    good = torch.load(export_eva_pt(build_idm(IDMConfig(variant="tiny")), tmp_path / "good.pt"), weights_only=True)
+    torch.save({**good, "idm_config": {"variant": "resnet9000"}}, tmp_path / "badcfg.pt")
+    with pytest.raises(IDMCheckpointError, match=r"badcfg\.pt: key 'idm_config'"):  # as config.json errors
+        load_idm(tmp_path / "badcfg.pt")
 
 
 @pytest.mark.parametrize("variant", ["tiny", "resnet18"])

@@ -192,7 +192,13 @@ def load_eva_pt(path, config: IDMConfig | None = None, map_location="cpu", requi
     norm.update({k: ckpt[k] for k in NORM_KEYS if k in ckpt})
     if config is None:
         cfg_dict = ckpt.get("idm_config")
-        config = IDMConfig.from_dict(cfg_dict) if isinstance(cfg_dict, dict) else _infer_config(state)
+        if not isinstance(cfg_dict, dict):
+            config = _infer_config(state)
+        else:
+            try:
+                config = IDMConfig.from_dict(cfg_dict)
+            except (TypeError, ValueError) as e:
+                raise IDMCheckpointError(f"{path}: key 'idm_config': {e}") from e
     model = IDM(config)
     load_state_dict_strict(model, state, str(path))
     if len(norm) == 2:
