@@ -1,10 +1,11 @@
 """Hardware backends, chosen by name from the node YAML.
 
 Two interfaces, LeRobot-style (an abstract base next to small concrete classes):
-- `CameraSource` (camera.py): connect / read / close. Kinds: playback, synthetic; realsense and
-  sim plug in later by adding a line to `CAMERA_SOURCES` (or naming "package.module:Class").
+- `CameraSource` (camera.py): connect / read / close. Kinds: playback, synthetic, sim;
+  realsense is registered for a later issue. A new source is a line in `CAMERA_SOURCES` (or
+  a "package.module:Class" name).
 - `ArmBackend` (arm.py): connect / read_state / send_positions / estop / enable / close.
-  Kinds: loopback; piper and sim plug in later through `ARM_BACKENDS`.
+  Kinds: loopback, sim; piper is registered for a later issue (`ARM_BACKENDS`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ CAMERA_SOURCES = {
     "playback": "eva_ros.backends.camera:PlaybackSource",
     "synthetic": "eva_ros.backends.camera:SyntheticSource",
     "realsense": "eva_ros.backends.realsense:RealSenseSource",   # later issue
-    "sim": "eva_ros.backends.sim_camera:SimCameraSource",        # later issue
+    "sim": "eva_ros.backends.sim_camera:SimCameraSource",
 }
 ARM_BACKENDS = {
     "loopback": "eva_ros.backends.arm:LoopbackArm",
     "piper": "eva_ros.backends.piper:PiperArm",                  # later issue
-    "sim": "eva_ros.backends.sim_arm:SimArm",                    # later issue
+    "sim": "eva_ros.backends.sim_arm:SimArm",
 }
 
 

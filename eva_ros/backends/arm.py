@@ -4,7 +4,8 @@
 in eva_core units: the 14-D action layout, joints in rad, grippers normalised [0, 1].
 `LoopbackArm` is the ideal arm: every command is integrated with the embodiment's position and
 velocity limits, so the joint state behaves like a perfect servo. It is the reference backend
-for the closed loop without hardware; Piper (CAN) and the MuJoCo twin come in later issues.
+for the closed loop without hardware; `SimArm` (sim_arm.py) also poses the MuJoCo twin. Piper
+(CAN) comes in a later issue.
 """
 
 from __future__ import annotations

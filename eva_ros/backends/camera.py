@@ -5,7 +5,7 @@
   eva_core.data (ALOHA/Cobot Magic `/observations/images/<cam>`, RoboTwin JPEG frames), or of
   one raw HDF5 dataset (`dataset=`).
 - `SyntheticSource`: a generated moving scene, for tests and benchmarks without files.
-RealSense and the MuJoCo twin implement the same interface in later issues.
+`SimCameraSource` (sim_camera.py) renders the MuJoCo twin; RealSense comes in a later issue.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from eva_ros.backends.camera import CameraFrame, CameraSource
 
 class SimCameraSource(CameraSource):
     """Frames of the twin `twin` as seen by `camera` (a camera of the embodiment YAML); the
-    camera node's timer sets the rate.
+    camera node's capture thread sets the rate.
 
     In one process (eva-bringup) the twin is posed by `SimArm`; a camera node in its own process
     poses it from /joint_states through `set_joint_positions`.
