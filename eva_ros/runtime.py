@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 # Fast DDS transports for big images, the same in every eva process:
 # - FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA: UDP discovery, TCP for samples between machines;
@@ -38,6 +40,22 @@ def configure_transport(transport: str | None = DEFAULT_TRANSPORT, discovery_ran
     return {k: os.environ.get(k, "") for k in
             ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE",
              "ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")}
+
+
+def run_periodic(period: float, stop: threading.Event, tick, max_lag: float) -> None:
+    """Call `tick()` every `period` s on absolute deadlines (no drift) until `stop` is set.
+    Fallen more than `max_lag` behind (a stall, a suspend), restart the schedule from now
+    instead of bursting through the missed ticks. The loop of the camera and control threads."""
+    next_t = time.monotonic()
+    while not stop.is_set():
+        next_t += period
+        delay = next_t - time.monotonic()
+        if delay > 0:
+            stop.wait(delay)
+        elif delay < -max_lag:
+            next_t = time.monotonic()
+        if not stop.is_set():
+            tick()
 
 
 def set_torch_threads(n: int) -> None:

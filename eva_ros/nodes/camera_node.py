@@ -22,7 +22,7 @@ from eva_ros.backends import make_camera
 from eva_ros.conversions import image_is_finite, image_to_msg, joint_values_to_action
 from eva_ros.diagnostics import ERROR, OK, DiagnosticsReporter, RateCounter
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
-from eva_ros.runtime import run_node
+from eva_ros.runtime import run_node, run_periodic
 
 DEFAULTS = {"embodiment": "cobot_magic", "camera_name": "cam_high", "topic": "", "frame_id": "",
             "source": "playback", "fps": 30.0, "pose_from_joint_states": True}
@@ -90,17 +90,8 @@ class CameraNode(Node):
             self._connected.set()
             return
         self._connected.set()
-        next_t = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                next_t += self.period
-                delay = next_t - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
-                elif delay < -self.period:  # fell behind: skip frames rather than burst
-                    next_t = time.monotonic()
-                if not self._stop.is_set():
-                    self._tick()
+        try:  # fallen a frame behind: skip frames rather than burst
+            run_periodic(self.period, self._stop, self._tick, max_lag=self.period)
         finally:
             self.source.close()
 

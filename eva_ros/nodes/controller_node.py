@@ -37,7 +37,7 @@ from eva_ros.backends import make_arm
 from eva_ros.conversions import TRAJ_PREFIX, decode_meta, joint_state_msg, msg_to_trajectory
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, LatencyStats, RateCounter
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
-from eva_ros.runtime import run_node
+from eva_ros.runtime import run_node, run_periodic
 
 DEFAULTS = {"embodiment": "cobot_magic", "control_rate_hz": 200.0, "arm_backend": "loopback",
             "feedback_timeout": 0.1, "trajectory_timeout": 0.5, "auto_enable": True}
@@ -135,22 +135,17 @@ class ControllerNode(Node):
 
     # -- the control tick ---------------------------------------------------------------------
     def _control_loop(self) -> None:
-        next_t = time.monotonic()
-        while not self._stop.is_set():
-            next_t += self.dt
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -5 * self.dt:  # fell far behind (suspended?): restart the schedule
-                next_t = time.monotonic()
-            try:
-                self._tick()
-            except Exception as exc:  # noqa: BLE001 - never die silently; stop commanding
-                with self._lock:
-                    self.enabled, self._want_enable = False, False
-                    self.fault = f"control tick failed: {exc!r}"
-                self.diag.set_level(ERROR, self.fault)
-                self.diag.event("control_error", self.fault, ERROR)
+        run_periodic(self.dt, self._stop, self._guarded_tick, max_lag=5 * self.dt)
+
+    def _guarded_tick(self) -> None:
+        try:
+            self._tick()
+        except Exception as exc:  # noqa: BLE001 - never die silently; stop commanding
+            with self._lock:
+                self.enabled, self._want_enable = False, False
+                self.fault = f"control tick failed: {exc!r}"
+            self.diag.set_level(ERROR, self.fault)
+            self.diag.event("control_error", self.fault, ERROR)
 
     def _tick(self) -> None:
         now, mono = time.time(), time.monotonic()
