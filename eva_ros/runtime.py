@@ -58,6 +58,13 @@ def run_periodic(period: float, stop: threading.Event, tick, max_lag: float) -> 
             tick()
 
 
+def stop_thread(stop: threading.Event, thread: threading.Thread, timeout: float) -> None:
+    """Set `stop` and join `thread` for at most `timeout` s (not from the thread itself)."""
+    stop.set()
+    if thread.is_alive() and threading.current_thread() is not thread:
+        thread.join(timeout=timeout)
+
+
 def set_torch_threads(n: int) -> None:
     """torch.set_num_threads(n) for n > 0 (a node's `torch_threads`); 0 leaves torch's default."""
     if n > 0:

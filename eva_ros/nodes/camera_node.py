@@ -22,7 +22,7 @@ from eva_ros.backends import make_camera
 from eva_ros.conversions import image_is_finite, image_to_msg, joint_values_to_action
 from eva_ros.diagnostics import ERROR, OK, DiagnosticsReporter, RateCounter
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
-from eva_ros.runtime import run_node, run_periodic
+from eva_ros.runtime import run_node, run_periodic, stop_thread
 
 DEFAULTS = {"embodiment": "cobot_magic", "camera_name": "cam_high", "topic": "", "frame_id": "",
             "source": "playback", "fps": 30.0, "pose_from_joint_states": True}
@@ -134,9 +134,7 @@ class CameraNode(Node):
 
     def close(self) -> None:
         self.ended = True
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10.0)
+        stop_thread(self._stop, self._thread, 10.0)
 
 
 def main(args=None):

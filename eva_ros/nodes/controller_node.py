@@ -37,7 +37,7 @@ from eva_ros.backends import make_arm
 from eva_ros.conversions import TRAJ_PREFIX, decode_meta, joint_state_msg, msg_to_trajectory
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, LatencyStats, RateCounter
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
-from eva_ros.runtime import run_node, run_periodic
+from eva_ros.runtime import run_node, run_periodic, stop_thread
 
 DEFAULTS = {"embodiment": "cobot_magic", "control_rate_hz": 200.0, "arm_backend": "loopback",
             "feedback_timeout": 0.1, "trajectory_timeout": 0.5, "auto_enable": True}
@@ -267,9 +267,7 @@ class ControllerNode(Node):
         return out
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
+        stop_thread(self._stop, self._thread, 5.0)
         self.backend.close()
 
 

@@ -29,7 +29,7 @@ from eva_ros import qos
 from eva_ros.conversions import chunk_to_msg, from_time_msg, image_is_finite, msg_to_image
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, LatencyStats
 from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix, unflatten
-from eva_ros.runtime import run_node, set_torch_threads
+from eva_ros.runtime import run_node, set_torch_threads, stop_thread
 
 DEFAULTS = {"camera_topic": "/cam_high/color/image_raw", "instruction": "", "n_exec": 8,
             "max_obs_age": 0.5, "policy": "lead", "lead_margin": 0.1, "initial_latency": 0.5,
@@ -196,9 +196,7 @@ class PlannerNode(Node):
                 "generation_latency": self.generation.summary()}
 
     def close(self) -> None:
-        self._stop.set()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=30.0)
+        stop_thread(self._stop, self._worker, 30.0)
 
 
 def main(args=None):
