@@ -105,6 +105,21 @@ def wait_for(predicate, timeout: float = 60.0, period: float = 0.05, what: str =
         time.sleep(period)
 
 
+def call_service(node, srv_type, name: str, request, timeout: float = 30.0):
+    """Call a service from `node` (spun elsewhere) and wait for the response."""
+    client = node.create_client(srv_type, name)
+    wait_for(client.service_is_ready, timeout, what=f"service {name}")
+    future = client.call_async(request)
+    wait_for(future.done, timeout, what=f"response of {name}")
+    return future.result()
+
+
+def diagnostic_events(arrays, name: str, kind: str) -> list:
+    """The statuses of `name` in DiagnosticArrays that report an event of `kind`."""
+    return [s for a in arrays for s in a.status
+            if s.name == name and any(kv.key == "event" and kv.value == kind for kv in s.values)]
+
+
 class Probe:
     """A test-side rclpy node in its own context, spinning in a background thread."""
 
@@ -153,11 +168,7 @@ class Probe:
         return self.node.create_publisher(msg_type, topic, qos)
 
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
-        client = self.node.create_client(srv_type, name)
-        wait_for(lambda: client.service_is_ready(), timeout, what=f"service {name}")
-        future = client.call_async(request)
-        wait_for(future.done, timeout, what=f"response of {name}")
-        return future.result()
+        return call_service(self.node, srv_type, name, request, timeout)
 
     # /diagnostics helpers --------------------------------------------------------------------
     def statuses(self, name: str) -> list:
@@ -167,7 +178,7 @@ class Probe:
         return out
 
     def events(self, name: str, kind: str) -> list:
-        return [s for s in self.statuses(name) if any(kv.key == "event" and kv.value == kind for kv in s.values)]
+        return diagnostic_events(self.received("/diagnostics"), name, kind)
 
     def latest_values(self, name: str) -> dict:
         """Key/values of the newest periodic status of `name` (event statuses skipped)."""

@@ -27,7 +27,7 @@ from eva_ros.bringup import _drain, _spin  # noqa: E402
 from eva_ros.backends.camera import PlaybackSource, write_demo_video  # noqa: E402
 from eva_ros.conversions import (chunk_to_msg, image_to_msg, msg_to_chunk, msg_to_image, msg_to_trajectory,  # noqa: E402
                                  trajectory_to_msg)
-from ros_fixtures import unique_domain_id, wait_for  # noqa: E402
+from ros_fixtures import call_service, diagnostic_events, unique_domain_id, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 EMB = load_embodiment()
@@ -72,15 +72,10 @@ class Harness:
             return list(self.msgs[topic])
 
     def events(self, name, kind):
-        return [s for a in self.got("/diagnostics") for s in a.status
-                if s.name == name and any(kv.key == "event" and kv.value == kind for kv in s.values)]
+        return diagnostic_events(self.got("/diagnostics"), name, kind)
 
     def call(self, srv, name, req):
-        client = self.probe.create_client(srv, name)
-        wait_for(client.service_is_ready, 30, what=name)
-        fut = client.call_async(req)
-        wait_for(fut.done, 30, what=f"{name} response")
-        return fut.result()
+        return call_service(self.probe, srv, name, req)
 
     def close(self):
         for n in self.nodes:
