@@ -168,13 +168,15 @@ class FrameHistory:
     def __init__(self, horizon: float = 2.0):
         self.horizon = horizon
         self._items: list[tuple[float, object]] = []
+        self._newest = float("-inf")
         self._lock = threading.Lock()
 
     def add(self, stamp: float, frame) -> None:
         with self._lock:
             self._items.append((stamp, frame))
-            newest = max(s for s, _ in self._items)
-            self._items = [(s, f) for s, f in self._items if s >= newest - self.horizon]
+            self._newest = max(self._newest, stamp)
+            if self._items[0][0] < self._newest - self.horizon:
+                self._items = [(s, f) for s, f in self._items if s >= self._newest - self.horizon]
 
     def select(self, stamp: float, n: int, fps: float) -> list:
         with self._lock:

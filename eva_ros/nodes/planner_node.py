@@ -63,7 +63,9 @@ class PlannerNode(Node):
             fps=self.wm.fps, num_frames=self.wm.num_frames)
         self._lock = threading.Lock()
         self._frame: tuple[np.ndarray, float] | None = None   # newest (image, capture stamp)
-        self.history = FrameHistory(horizon=(p["history_frames"] + 2) / self.wm.fps)
+        # keep a second more than the history spans, so a slow or jittery camera still leaves
+        # frames older than the observation (select() picks the nearest ones)
+        self.history = FrameHistory(horizon=(p["history_frames"] + 2) / self.wm.fps + 1.0)
         self._instruction = p["instruction"]
         self._joint_stamp = None
         self._last_stale_stamp = None
