@@ -277,6 +277,35 @@ def test_controller_feedback_loss_stops_and_reports(harness):
     assert node.fault == ""
 
 
+class FailingSendArm(LoopbackArm):
+    """A real loopback arm whose bus starts failing on command (e.g. a CAN write error)."""
+
+    fail = False
+
+    def _send_positions(self, q):
+        if self.fail:
+            raise OSError("CAN write failed")
+        super()._send_positions(q)
+
+
+def test_controller_tick_failure_estops_the_arm(harness):
+    from eva_ros.nodes.controller_node import ControllerNode
+
+    arm = FailingSendArm(EMB)
+    node = harness.add(ControllerNode, backend=arm)
+    wait_for(lambda: node.counts["commands_sent"] > 20, 30, what="commands")
+    arm.fail = True
+    wait_for(lambda: harness.events("eva/controller", "control_error"), 30, what="control_error diagnostic")
+    assert not node.enabled and "CAN write failed" in node.fault and node.counts["estops"] == 1
+    assert not arm.read_state().enabled  # the backend itself was e-stopped, not just left servoing
+    arm.fail = False
+    n = node.counts["commands_sent"]
+    time.sleep(0.3)
+    assert node.counts["commands_sent"] == n  # nothing until an explicit enable
+    assert harness.call(SetBool, "/eva/enable", SetBool.Request(data=True)).success
+    wait_for(lambda: node.counts["commands_sent"] > n, 30, what="commands after re-enable")
+
+
 class GatedWorldModel:
     """The real tiny world model behind a gate the test opens (to hold a generation in flight)."""
 

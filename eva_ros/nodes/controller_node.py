@@ -140,11 +140,17 @@ class ControllerNode(Node):
     def _guarded_tick(self) -> None:
         try:
             self._tick()
-        except Exception as exc:  # noqa: BLE001 - never die silently; stop commanding
+        except Exception as exc:  # noqa: BLE001 - never die silently: stop the arm and report
             with self._lock:
                 self.enabled, self._want_enable = False, False
+                self.follower.clear()
                 self.fault = f"control tick failed: {exc!r}"
-            self.diag.set_level(ERROR, self.fault)
+                try:
+                    self.backend.estop()  # the arm must not keep servoing to a stale target
+                    self.counts["estops"] += 1
+                except Exception as estop_exc:  # noqa: BLE001
+                    self.fault += f"; backend e-stop failed too: {estop_exc!r}"
+            self.diag.set_level(ERROR, self.fault + "; e-stopped, call /eva/enable to resume")
             self.diag.event("control_error", self.fault, ERROR)
 
     def _tick(self) -> None:
