@@ -255,6 +255,32 @@ def test_idm_node_rejects_nan_actions_and_low_reward(harness):
     assert harness.events("eva/idm_action", "low_reward")
 
 
+def test_idm_node_rejects_chunks_without_a_fresh_joint_state(harness):
+    from eva_core.idm import IDMConfig, build_idm
+    from eva_ros.nodes.idm_action_node import IDMActionNode
+
+    node = harness.add(IDMActionNode, idm=build_idm(IDMConfig(variant="tiny")))
+    harness.subscribe("/eva/plan/trajectory", JointTrajectory, qos.PLAN)
+    js_pub = harness.probe.create_publisher(JointState, "/joint_states", qos.STATE)
+    chunk_pub = harness.probe.create_publisher(Image, "/eva/plan/frames", qos.PLAN)
+    frames = np.random.default_rng(1).integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
+    t_state = time.time()
+
+    def send_late_chunk():  # the controller went quiet 2 s before this observation
+        js_pub.publish(joint_state(HOME, t_state))
+        chunk_pub.publish(chunk_to_msg(frames, t_state + 2.0, 1, 16.0, 8, time.time()))
+        return harness.events("eva/idm_action", "stale_joint_state")
+    wait_for(send_late_chunk, 60, period=0.3, what="stale_joint_state diagnostic")
+    assert harness.got("/eva/plan/trajectory") == [] and node.counts["trajectories"] == 0
+
+    def send_fresh():
+        now = time.time()
+        js_pub.publish(joint_state(HOME, now))
+        chunk_pub.publish(chunk_to_msg(frames, now, 2, 16.0, 8, now))
+        return harness.got("/eva/plan/trajectory")
+    wait_for(send_fresh, 60, period=0.3, what="a trajectory from a fresh state")
+
+
 def test_controller_feedback_loss_stops_and_reports(harness):
     from eva_ros.nodes.controller_node import ControllerNode
 

@@ -11,7 +11,8 @@ For each chunk on /eva/plan/frames:
    i * control dt, positions in /joint_states units (emb.action_to_joint_positions).
 
 Parameters (YAML section `idm_action`): embodiment, control_rate_hz, reward_threshold,
-reject_below_threshold, torch_threads, state_history_s, warmup, idm.variant | idm.checkpoint,
+reject_below_threshold, torch_threads, state_history_s, max_state_age (s between the chunk's
+observation and the nearest /joint_states, else the chunk is rejected), warmup, idm.variant | idm.checkpoint,
 safety.* (SafetyConfig).
 """
 
@@ -39,7 +40,7 @@ from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
 from eva_ros.runtime import run_node, set_torch_threads
 
 DEFAULTS = {"embodiment": "cobot_magic", "control_rate_hz": 200.0, "reward_threshold": 0.0,
-            "reject_below_threshold": False, "torch_threads": 1, "state_history_s": 5.0, "warmup": True}
+            "reject_below_threshold": False, "torch_threads": 1, "state_history_s": 5.0, "max_state_age": 0.25, "warmup": True}
 
 
 def build_idm(options: dict):
@@ -139,6 +140,10 @@ class IDMActionNode(Node):
         state = self.state_at(meta["stamp"])
         if state is None:
             return self._reject("no_joint_state", "no_state", f"chunk {cid}: no /joint_states yet; no trajectory")
+        if abs(state[0] - meta["stamp"]) > self.p["max_state_age"]:  # e.g. the controller died
+            return self._reject("stale_joint_state", "no_state",
+                                f"chunk {cid}: nearest /joint_states is {abs(state[0] - meta['stamp']):.2f} s from "
+                                f"the observation (> max_state_age {self.p['max_state_age']} s); no trajectory")
         targets = resample(actions, meta["fps"], meta["n_exec"], self.dt)
         positions, rep = self.filter.filter_chunk(targets, state[1], state[2])
         if rep.rejected:
