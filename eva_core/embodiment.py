@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -61,16 +62,17 @@ class Embodiment:
     def arm_indices(self) -> tuple[int, ...]:
         return tuple(int(i) for i in np.flatnonzero(~self.is_gripper))
 
+    @cached_property
+    def _joint_state_scale(self) -> np.ndarray:
+        """Per-dim factor action -> /joint_states: 1 for joints, finger travel (stroke / 2) for grippers."""
+        return np.where(self.is_gripper, self.gripper_stroke_max_m / 2.0, 1.0)
+
     def action_to_joint_positions(self, action) -> np.ndarray:
         """Action vector(s) -> /joint_states positions (rad; gripper = finger travel in m)."""
-        a = np.asarray(action, dtype=np.float64)
-        scale = np.where(self.is_gripper, self.gripper_stroke_max_m / 2.0, 1.0)
-        return a * scale
+        return np.asarray(action, dtype=np.float64) * self._joint_state_scale
 
     def joint_positions_to_action(self, q) -> np.ndarray:
-        q = np.asarray(q, dtype=np.float64)
-        scale = np.where(self.is_gripper, self.gripper_stroke_max_m / 2.0, 1.0)
-        return q / scale
+        return np.asarray(q, dtype=np.float64) / self._joint_state_scale
 
     def within_limits(self, action, tol: float = 1e-9) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64)

@@ -2,6 +2,7 @@
 
 Parameters (YAML section `camera`): camera_name, topic (default from the embodiment's camera
 table), frame_id, source (registry name: playback | synthetic | realsense | sim), fps,
+connect_timeout (s; a source that does not connect in time fails start-up),
 source_options.* (passed to the source, e.g. path, loop), embodiment, pose_from_joint_states
 (sources with `set_joint_positions`, e.g. the sim twin, follow /joint_states).
 """
@@ -25,7 +26,7 @@ from eva_ros.params import NODE_KWARGS, declare_defaults, options_with_prefix
 from eva_ros.runtime import run_node, run_periodic, stop_thread
 
 DEFAULTS = {"embodiment": "cobot_magic", "camera_name": "cam_high", "topic": "", "frame_id": "",
-            "source": "playback", "fps": 30.0, "pose_from_joint_states": True}
+            "source": "playback", "fps": 30.0, "connect_timeout": 30.0, "pose_from_joint_states": True}
 
 
 def camera_topic(emb, camera_name: str, topic: str = "") -> str:
@@ -77,7 +78,10 @@ class CameraNode(Node):
         self._connect_error: BaseException | None = None
         self._thread = threading.Thread(target=self._capture_loop, name="eva-camera-capture", daemon=True)
         self._thread.start()
-        self._connected.wait()
+        if not self._connected.wait(p["connect_timeout"]):
+            self._stop.set()
+            raise TimeoutError(f"camera {p['camera_name']!r}: source {p['source']!r} did not connect within "
+                               f"connect_timeout = {p['connect_timeout']} s")
         if self._connect_error is not None:
             raise self._connect_error
         self.get_logger().info(f"publishing {p['source']} frames on {self.topic} at {p['fps']} Hz")
