@@ -127,10 +127,10 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_idm(tmp_path / "badcfg.pt")
 
 
-@pytest.mark.parametrize("variant", ["tiny", "resnet18"])
-def test_export_eva_round_trip(tmp_path, variant):
+@pytest.mark.parametrize("variant,fusion", [("tiny", "early"), ("tiny", "late"), ("resnet18", "late"), ("resnet18", "early")])
+def test_export_eva_round_trip(tmp_path, variant, fusion):
     torch.manual_seed(1)
-    m = build_idm(IDMConfig(variant=variant, image_size=64 if variant == "resnet18" else None))
+    m = build_idm(IDMConfig(variant=variant, fusion=fusion, image_size=64 if variant == "resnet18" else None))
     m.set_normalization(MEAN, STD)
     path = export_eva_pt(m, tmp_path / "exported.pt", step=77)
     raw = torch.load(path, weights_only=True)  # plain EVA layout, loadable without our code
@@ -143,7 +143,8 @@ def test_export_eva_round_trip(tmp_path, variant):
     # Without the idm_config hint the variant is inferred from the weights.
     del raw["idm_config"]
     torch.save(raw, tmp_path / "bare.pt")
-    assert load_idm(tmp_path / "bare.pt", config=None).config.variant == variant
+    inferred = load_idm(tmp_path / "bare.pt", config=None).config
+    assert (inferred.variant, inferred.fusion, inferred.frame_offsets) == (variant, fusion, (-1, 0, 1))
 
 
 def test_safetensors_dir_round_trip_and_strictness(tmp_path):

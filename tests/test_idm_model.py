@@ -1,10 +1,10 @@
-"""IDM network: EVA key layout, spatial softmax, window clamping, batched predict."""
+"""IDM network: EVA key layout, spatial softmax, window clamping, early/late fusion, batched predict."""
 
 import pytest
 import torch
 import torchvision
 
-from eva_core.idm import IDM, IDMConfig, SpatialSoftmax, build_idm
+from eva_core.idm import IDM, IDMConfig, SpatialSoftmax, build_idm, native_bf16, resolve_precision
 
 torch.set_num_threads(1)
 
@@ -60,6 +60,11 @@ def test_variants_defaults():
     assert isinstance(tiny.spatial_softmax, SpatialSoftmax)
     with pytest.raises(ValueError, match="variant"):
         IDMConfig(variant="vit")
+    assert IDMConfig(variant="resnet_plus").fusion == "early"  # EVA's layout
+    with pytest.raises(ValueError, match="fusion"):
+        IDMConfig(variant="tiny", fusion="middle")
+    # Config files written before `fusion` existed held early-fusion models.
+    assert IDMConfig.from_dict({"variant": "resnet18"}).fusion == "early"
 
 
 def test_window_indices_are_clamped_at_the_ends():
@@ -68,9 +73,10 @@ def test_window_indices_are_clamped_at_the_ends():
     assert m.window_indices(1).tolist() == [[0, 0, 0]]
 
 
-def test_predict_batched_equals_per_frame_loop_and_any_batch_size():
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_predict_batched_equals_per_frame_loop_and_any_batch_size(fusion):
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(variant="tiny", fusion=fusion))
     m.set_normalization(torch.linspace(-1, 1, 14), torch.linspace(0.5, 2, 14))
     video = torch.rand(9, 3, 40, 56)  # any H, W: resized inside
     a = m.predict(video, batch_size=4)
@@ -91,9 +97,10 @@ def test_predict_denormalises_with_the_stored_stats():
     assert torch.allclose(m.predict(video), raw * 2.0 + 3.0, atol=1e-5)
 
 
-def test_predict_window_uses_the_neighbour_frames():
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_predict_window_uses_the_neighbour_frames(fusion):
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(variant="tiny", fusion=fusion))
     video = torch.rand(5, 3, 64, 64)
     base = m.predict(video)
     changed = video.clone()
@@ -116,7 +123,10 @@ def test_local_backbone_weights_and_eva_conv1_init(tmp_path):
     ref = torchvision.models.resnet18(weights=None)
     path = tmp_path / "r18.pth"
     torch.save(ref.state_dict(), path)
-    m = IDM(IDMConfig(variant="resnet18", backbone_weights=str(path)))
+    late = IDM(IDMConfig(variant="resnet18", backbone_weights=str(path)))  # the light default: late fusion
+    assert late.config.fusion == "late"
+    assert torch.equal(late.backbone.conv1.weight, ref.conv1.weight)  # one frame in: ImageNet conv1 as is
+    m = IDM(IDMConfig(variant="resnet18", fusion="early", backbone_weights=str(path)))
     w = m.backbone.conv1.weight
     assert w.shape == (64, 9, 7, 7)
     assert torch.allclose(w, ref.conv1.weight.repeat(1, 3, 1, 1) / 3)
@@ -124,3 +134,57 @@ def test_local_backbone_weights_and_eva_conv1_init(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="bad.pth"):
         IDM(IDMConfig(variant="resnet18", backbone_weights=str(tmp_path / "bad.pth")))
+
+
+def test_late_fusion_encodes_each_frame_once_and_orders_the_window():
+    torch.manual_seed(0)
+    m = build_idm(IDMConfig(variant="tiny", fusion="late"))
+    assert m.backbone[0].in_channels == 3 and m.mlp_head[0].in_features == 3 * 2 * 64
+    calls = []
+    m.backbone.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    video = torch.rand(7, 3, 64, 64)
+    m.predict(video, batch_size=4)
+    assert sum(calls) == 7  # T encoder passes, not 3T
+    calls.clear()
+    m.predict_per_frame(video)
+    assert sum(calls) == 21  # EVA's loop re-encodes every neighbour
+    # Swapping the outer frames of a window changes the action: the head sees the order.
+    frames = torch.rand(3, 3, 64, 64)
+    x = (frames - m.pixel_mean) / m.pixel_std
+    with torch.no_grad():
+        a = m(x.unsqueeze(0))
+        b = m(x[[2, 1, 0]].unsqueeze(0))
+    assert not torch.allclose(a, b)
+    with pytest.raises(RuntimeError, match="late-fusion"):
+        build_idm(IDMConfig(variant="tiny")).encode(x)
+
+
+def test_bfloat16_predict_is_close_to_float32_and_checked():
+    torch.manual_seed(0)
+    m = build_idm(IDMConfig(variant="tiny", fusion="late"))
+    m.set_normalization(torch.zeros(14), torch.full((14,), 0.5))
+    video = torch.rand(6, 3, 64, 64)
+    ref = m.predict(video)
+    low = m.predict(video, precision="bfloat16")
+    assert low.dtype == torch.float32
+    err = (low - ref).abs().max().item()
+    assert 0 < err < 0.05  # it did run in bf16, and stayed close
+    with pytest.raises(ValueError, match="precision"):
+        m.predict(video, precision="float16")
+    auto = m.predict(video, precision="auto")  # bf16 exactly where the CPU has it natively
+    assert torch.equal(auto, low if native_bf16("cpu") else ref)
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if native_bf16("cpu") else "float32")
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_a_batch_of_clips_equals_clip_by_clip(fusion):
+    torch.manual_seed(0)
+    m = build_idm(IDMConfig(variant="tiny", fusion=fusion))
+    m.set_normalization(torch.linspace(-1, 1, 14), torch.linspace(0.5, 2, 14))
+    clips = torch.rand(3, 5, 3, 48, 48)
+    out = m.predict(clips, batch_size=4)
+    assert out.shape == (3, 5, 14)
+    for b in range(3):  # windows are clamped inside each clip, never borrowing a neighbour clip's frame
+        assert torch.allclose(out[b], m.predict(clips[b]), atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
+        m.predict(torch.rand(2, 5, 48, 48, 3))

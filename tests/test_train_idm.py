@@ -12,16 +12,18 @@ from training.train_idm import augment, run, split_by_episode
 COMMON = ["--variant", "tiny", "--threads", "1", "--no-progress", "--synthetic-size", "64"]
 
 
-def test_learns_below_the_predict_the_mean_baseline(tmp_path):
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_learns_below_the_predict_the_mean_baseline(tmp_path, fusion):
     """Trains 400 steps on 128 short synthetic episodes; can fail if the model/pipeline is broken."""
     m = run(["--synthetic", "128", "--synthetic-frames", "8", "--max-steps", "400", "--eval-every", "400",
-             "--flip", "0.5", "--out", str(tmp_path / "run"), *COMMON])
+             "--flip", "0.5", "--fusion", fusion, "--out", str(tmp_path / "run"), *COMMON])
     assert m["mae"] < m["baseline_mae"]
     # Joint 1 sets the whole arm's direction in the picture: it must be learned clearly.
     for j in ("left_joint1", "right_joint1"):
         assert m["per_joint_mae"][j] < 0.6 * m["per_joint_baseline_mae"][j]
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["mae"] == pytest.approx(m["mae"]) and saved["val_episodes"] >= 1
+    assert saved["fusion"] == fusion and load_idm(tmp_path / "run" / "idm").config.fusion == fusion
     assert (tmp_path / "run" / "loss.png").exists()
     assert list((tmp_path / "run").glob("tb/**/events.out.tfevents*"))
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from eva_core.atomic_io import atomic_dir, write_json
 from eva_core.data import detect_layout, find_episode_files, make_synthetic_dataset, read_episode
 from eva_core.embodiment import load_embodiment
-from eva_core.idm import IDM, IDMConfig, VARIANTS, build_idm, export_eva_pt, load_idm, save_idm
+from eva_core.idm import FUSIONS, IDM, IDMConfig, VARIANTS, build_idm, export_eva_pt, load_idm, save_idm
 from eva_core.idm.model import resize_square
 
 JOINT_TOL, GRIPPER_TOL = 0.05, 0.5  # EVA's accuracy thresholds (rad; normalised gripper)
@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     m = p.add_argument_group("model")
     m.add_argument("--variant", choices=VARIANTS, default="resnet18")
     m.add_argument("--image-size", type=int, default=None, help="input side (default: the variant's)")
+    m.add_argument("--fusion", choices=FUSIONS, default=None,
+                   help="early: frames stacked on channels (EVA); late: shared per-frame encoder (default: the variant's)")
     m.add_argument("--backbone-weights", default=None, help="local torchvision ResNet .pth for the backbone (never downloaded)")
     m.add_argument("--init", default=None, help="start from an IDM checkpoint (our dir or EVA .pt)")
     o = p.add_argument_group("optimisation")
@@ -312,7 +314,7 @@ def run(argv=None) -> dict:
     elif args.init:
         model = load_idm(args.init)
     else:
-        model = build_idm(IDMConfig(variant=args.variant, image_size=args.image_size,
+        model = build_idm(IDMConfig(variant=args.variant, image_size=args.image_size, fusion=args.fusion,
                                     backbone_weights=args.backbone_weights, extra={"train_files": len(files)}))
     cfg = model.config
     clips = load_clips(files, cfg.image_size, args, emb.dof)
@@ -395,7 +397,7 @@ def run(argv=None) -> dict:
         if args.export_eva:
             export_eva_pt(raw, args.export_eva, optimizer_state=optimizer.state_dict(), step=step)
         summary = {"step": step, "train_episodes": len(train_ids), "val_episodes": len(val_ids),
-                   "train_frames": len(train_ds), "variant": cfg.variant, "image_size": cfg.image_size, **metrics}
+                   "train_frames": len(train_ds), "variant": cfg.variant, "fusion": cfg.fusion, "image_size": cfg.image_size, **metrics}
         write_json(out / "eval.json", summary)
         plot_history(history, out / "loss.png")
         acc.print(f"val MAE {metrics['mae']:.4f} vs predict-the-mean {metrics['baseline_mae']:.4f} "

@@ -13,11 +13,11 @@ from eva_core.idm.checkpoint import (
     load_state_dict_strict,
     save_idm,
 )
-from eva_core.idm.config import VARIANTS, IDMConfig
-from eva_core.idm.model import IDM, build_idm
+from eva_core.idm.config import FUSIONS, VARIANTS, IDMConfig
+from eva_core.idm.model import IDM, PRECISIONS, build_idm, native_bf16, resolve_precision
 from eva_core.idm.spatial_softmax import SpatialSoftmax
 
 __all__ = [
-    "IDM", "IDMConfig", "VARIANTS", "SpatialSoftmax", "IDMCheckpointError", "build_idm", "load_idm",
+    "IDM", "IDMConfig", "VARIANTS", "FUSIONS", "PRECISIONS", "native_bf16", "resolve_precision", "SpatialSoftmax", "IDMCheckpointError", "build_idm", "load_idm",
     "save_idm", "export_eva_pt", "load_eva_pt", "load_state_dict_strict",
 ]

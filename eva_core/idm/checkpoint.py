@@ -139,25 +139,29 @@ def _strip_prefix(state: dict, source: str) -> dict:
 
 
 def _infer_config(state: dict) -> IDMConfig:
-    """Variant from the weights: a ResNet-50 bottleneck -> resnet_plus, ResNet-18 -> resnet18, else tiny."""
+    """Config from the weights: a ResNet-50 bottleneck -> resnet_plus, ResNet-18 -> resnet18, else
+    tiny; a 3-channel conv1 feeding a head k times wider than one frame's keypoints -> late fusion."""
     conv1 = state["backbone.conv1.weight"] if "backbone.conv1.weight" in state else state["backbone.0.weight"]
-    k = conv1.shape[1] // 3
-    offsets = tuple(range(-(k // 2), k - k // 2))
     if "backbone.layer1.0.conv3.weight" in state:
-        variant = "resnet_plus"
+        variant, feat = "resnet_plus", 2048
     elif "backbone.layer1.0.conv1.weight" in state:
-        variant = "resnet18"
+        variant, feat = "resnet18", 512
     else:
         variant = "tiny"
-    kw = {}  # widths read from the weights when present; a missing key is reported by the strict load
+        convs = [key for key in state if key.startswith("backbone.") and key.endswith(".weight") and state[key].dim() == 4]
+        channels = tuple(state[key].shape[0] for key in sorted(convs, key=lambda s: int(s.split(".")[1])))
+        feat = channels[-1]
+    kw = {"tiny_channels": channels} if variant == "tiny" else {}
+    # widths read from the weights when present; a missing key is reported by the strict load
+    head_in = state["mlp_head.0.weight"].shape[1] if "mlp_head.0.weight" in state else 2 * feat
     if "mlp_head.0.weight" in state and "mlp_head.4.weight" in state:
         kw["hidden"] = (state["mlp_head.0.weight"].shape[0], state["mlp_head.4.weight"].shape[0])
     if "mlp_head.6.weight" in state:
         kw["action_dim"] = state["mlp_head.6.weight"].shape[0]
-    if variant == "tiny":
-        convs = [key for key in state if key.startswith("backbone.") and key.endswith(".weight") and state[key].dim() == 4]
-        kw["tiny_channels"] = tuple(state[key].shape[0] for key in sorted(convs, key=lambda s: int(s.split(".")[1])))
-    return IDMConfig(variant=variant, frame_offsets=offsets, **kw)
+    late = conv1.shape[1] == 3 and head_in > 2 * feat and head_in % (2 * feat) == 0
+    k = head_in // (2 * feat) if late else conv1.shape[1] // 3
+    offsets = tuple(range(-(k // 2), k - k // 2))
+    return IDMConfig(variant=variant, frame_offsets=offsets, fusion="late" if late else "early", **kw)
 
 
 def _numpy_data_globals() -> list:

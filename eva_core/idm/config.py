@@ -3,8 +3,14 @@
 Variants (all: conv backbone -> spatial softmax (learnable temperature) -> MLP):
 - ``resnet_plus``: EVA's released IDM (Vidar "Resnet_plus"): ResNet-50, 9-channel conv1, 512x512.
   Its state-dict keys match ``IDM_singleview.pt`` exactly (FACTS.md §2).
-- ``resnet18``: the light default for a robot PC: ResNet-18 at 224x224, same head layout.
+- ``resnet18``: the light default for a robot PC: ResNet-18 at 224x224, same head layout, late fusion.
 - ``tiny``: a four-layer conv stack at 64x64 for CPU tests and the closed-loop demo.
+
+Fusion (how the k frames of a window meet):
+- ``early`` (EVA): the frames are stacked on channels into conv1 (3k channels).
+- ``late``: one shared encoder (3-channel conv1 -> spatial softmax) per frame; the k keypoint
+  vectors are concatenated into the MLP. A video's frames are then encoded once each, not k
+  times, which is what makes batched decoding cheap on a CPU (docs/idm_and_reward.md).
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 VARIANTS = ("resnet_plus", "resnet18", "tiny")
+FUSIONS = ("early", "late")
 
 # Per-variant defaults: input size, backbone feature channels, MLP hidden widths.
 _DEFAULTS = {
-    "resnet_plus": dict(image_size=512, hidden=(1024, 512)),
-    "resnet18": dict(image_size=224, hidden=(1024, 512)),
-    "tiny": dict(image_size=64, hidden=(128, 64)),
+    "resnet_plus": dict(image_size=512, hidden=(1024, 512), fusion="early"),
+    "resnet18": dict(image_size=224, hidden=(1024, 512), fusion="late"),
+    "tiny": dict(image_size=64, hidden=(128, 64), fusion="early"),
 }
 
 
@@ -28,6 +35,7 @@ class IDMConfig:
     frame_offsets: tuple[int, ...] = (-1, 0, 1)  # window around t, clamped at the ends (EVA)
     action_dim: int = 14
     hidden: tuple[int, ...] | None = None  # MLP widths; None -> variant default
+    fusion: str | None = None  # "early" | "late"; None -> variant default
     dropout: float = 0.1
     tiny_channels: tuple[int, ...] = (16, 32, 64, 64)  # only for variant "tiny"
     backbone_weights: str | None = None  # optional local torchvision ResNet .pth (never downloaded)
@@ -41,6 +49,10 @@ class IDMConfig:
             self.image_size = d["image_size"]
         if self.hidden is None:
             self.hidden = d["hidden"]
+        if self.fusion is None:
+            self.fusion = d["fusion"]
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"IDMConfig.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         self.frame_offsets = tuple(int(o) for o in self.frame_offsets)
         self.hidden = tuple(int(h) for h in self.hidden)
         self.tiny_channels = tuple(int(c) for c in self.tiny_channels)
@@ -65,4 +77,5 @@ class IDMConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"IDMConfig: unknown keys {unknown}")
-        return cls(**d)
+        # Files written before `fusion` existed all held early-fusion models.
+        return cls(**{"fusion": "early", **d})

@@ -1,6 +1,7 @@
-"""The inverse dynamics model: frames [t-1, t, t+1] stacked on channels -> the 14-D action at t.
+"""The inverse dynamics model: frames [t-1, t, t+1] -> the 14-D action at t.
 
-    backbone (conv) -> SpatialSoftmax (learnable temperature) -> MLP head -> normalised action
+    early fusion (EVA): frames stacked on channels -> backbone -> SpatialSoftmax -> MLP head
+    late fusion:        each frame -> backbone -> SpatialSoftmax; k keypoint sets concatenated -> MLP
     predict(): action = out * action_std + action_mean
 
 Normalisation stats are non-persistent buffers, so `state_dict()` of variant "resnet_plus" has
@@ -30,6 +31,8 @@ def _resnet_backbone(cfg: IDMConfig) -> tuple[nn.Module, int]:
         net, feat = torchvision.models.resnet18(weights=None), 512
     if cfg.backbone_weights:
         _load_backbone_weights(net, cfg.backbone_weights)
+    if cfg.fusion == "late":  # one frame in: the RGB conv1 as it is
+        return net, feat
     old = net.conv1
     net.conv1 = nn.Conv2d(3 * cfg.num_frames, old.out_channels, kernel_size=old.kernel_size,
                           stride=old.stride, padding=old.padding, bias=False)
@@ -65,15 +68,18 @@ class IDM(nn.Module):
     def __init__(self, config: IDMConfig | None = None):
         super().__init__()
         self.config = cfg = config or IDMConfig()
+        self.late = cfg.fusion == "late"
         if cfg.variant == "tiny":
-            self.backbone, feat = _TinyBackbone(3 * cfg.num_frames, cfg.tiny_channels), cfg.tiny_channels[-1]
+            in_ch = 3 if self.late else 3 * cfg.num_frames
+            self.backbone, feat = _TinyBackbone(in_ch, cfg.tiny_channels), cfg.tiny_channels[-1]
         else:
             self.backbone, feat = _resnet_backbone(cfg)
         self.spatial_softmax = SpatialSoftmax()
         h1, h2 = cfg.hidden
+        head_in = 2 * feat * (cfg.num_frames if self.late else 1)
         # Indices 0/1/4/6 hold the weights: the keys of EVA's checkpoint.
         self.mlp_head = nn.Sequential(
-            nn.Linear(2 * feat, h1), nn.LayerNorm(h1), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(head_in, h1), nn.LayerNorm(h1), nn.GELU(), nn.Dropout(cfg.dropout),
             nn.Linear(h1, h2), nn.GELU(), nn.Linear(h2, cfg.action_dim),
         )
         for m in self.mlp_head:
@@ -93,10 +99,19 @@ class IDM(nn.Module):
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
         return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Late fusion: (N, 3, S, S) normalised frames -> (N, 2C) keypoints, one frame each."""
+        if not self.late:
+            raise RuntimeError("encode() is per frame: only late-fusion IDMs have a frame encoder")
+        return self.spatial_softmax(self.features(frames))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3k, S, S) or (B, k, 3, S, S), ImageNet-normalised -> (B, action_dim) normalised."""
         if x.dim() == 5:
             x = x.flatten(1, 2)
+        if self.late:
+            b = x.shape[0]
+            return self.mlp_head(self.encode(x.reshape(b * self.config.num_frames, 3, *x.shape[-2:])).reshape(b, -1))
         return self.mlp_head(self.spatial_softmax(self.features(x)))
 
     # ---- normalisation -------------------------------------------------------------------
@@ -133,27 +148,49 @@ class IDM(nn.Module):
         return (t + off).clamp_(0, num_frames - 1)
 
     @torch.inference_mode()
-    def predict(self, video: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    def predict(self, video: torch.Tensor, batch_size: int = 32, precision: str = "float32") -> torch.Tensor:
         """(T, 3, H, W) video in [0, 1] -> (T, action_dim) de-normalised actions, float32, on CPU.
 
-        Each frame is resized and normalised once; the T windows then go through the network in
-        chunks of `batch_size` (gathered by index, no per-frame Python work).
+        A batch of clips (B, T, 3, H, W) -> (B, T, action_dim) goes through as one stream (windows
+        stay inside their clip). Each frame is resized and normalised once. Early fusion: the
+        windows go through the network in chunks of `batch_size`, gathered by index. Late fusion:
+        each frame is encoded once (chunks of `batch_size` frames) and the windows gather
+        keypoints, so a video costs T encoder passes instead of k*T. `precision="bfloat16"` runs
+        convs and linears under autocast (faster on CPUs with AVX512-BF16/AMX and on GPUs; about
+        1e-2 relative error, see bench/idm_precision.py); "auto" picks it where it is native.
         """
+        video = torch.as_tensor(video)
+        clips = None
+        if video.dim() == 5:
+            clips = video.shape[:2]
+            video = video.reshape(clips[0] * clips[1], *video.shape[2:])
+        frames_per_clip = clips[1] if clips else None
         was_training = self.training
         self.eval()
         try:
-            frames = self.preprocess(video)
-            idx = self.window_indices(frames.shape[0]).to(frames.device)
-            step = max(1, int(batch_size))
-            outs = []
-            for start in range(0, idx.shape[0], step):
-                chunk = idx[start:start + step]  # (b, k)
-                x = frames[chunk.reshape(-1)].reshape(chunk.shape[0], -1, *frames.shape[-2:])
-                # NHWC lets oneDNN/cuDNN use their faster batched conv kernels; same maths.
-                outs.append(self(x.contiguous(memory_format=torch.channels_last)))
-            return self.denormalize(torch.cat(outs)).float().cpu()
+            with _autocast(precision, self.action_mean.device):
+                out = self._predict_batched(video, max(1, int(batch_size)), frames_per_clip)
+            out = self.denormalize(out.float()).cpu()
+            return out.reshape(*clips, -1) if clips else out
         finally:
             self.train(was_training)
+
+    def _predict_batched(self, video: torch.Tensor, step: int, frames_per_clip: int | None) -> torch.Tensor:
+        frames = self.preprocess(video)
+        n = frames_per_clip or frames.shape[0]
+        idx = self.window_indices(n)  # clip b's windows: the same indices shifted by b*n
+        idx = (idx.unsqueeze(0) + torch.arange(0, frames.shape[0], n).view(-1, 1, 1)).flatten(0, 1).to(frames.device)
+        nhwc = torch.channels_last  # lets oneDNN/cuDNN use their faster batched conv kernels
+        if self.late:
+            keys = torch.cat([self.encode(frames[s:s + step].contiguous(memory_format=nhwc)).float()
+                              for s in range(0, frames.shape[0], step)])
+            return self.mlp_head(keys[idx].flatten(1))
+        outs = []
+        for start in range(0, idx.shape[0], step):
+            chunk = idx[start:start + step]  # (b, k)
+            x = frames[chunk.reshape(-1)].reshape(chunk.shape[0], -1, *frames.shape[-2:])
+            outs.append(self(x.contiguous(memory_format=nhwc)))
+        return torch.cat(outs)
 
     @torch.inference_mode()
     def predict_per_frame(self, video: torch.Tensor) -> torch.Tensor:
@@ -179,11 +216,35 @@ def resize_square(frames: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
+PRECISIONS = ("float32", "bfloat16", "auto")  # auto: bfloat16 where the device has native bf16
+
+
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """True if `device` computes bf16 natively (CPU: AVX512-BF16/AMX via oneDNN; CUDA: Ampere+)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"IDM precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if native_bf16(device) else "float32"
+    return precision
+
+
+def _autocast(precision: str, device: torch.device):
+    on = resolve_precision(precision, device) == "bfloat16"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+
+
 def _check_video(video) -> torch.Tensor:
     if not isinstance(video, torch.Tensor):
         video = torch.as_tensor(video)
     if video.dim() != 4 or video.shape[1] != 3:
-        raise ValueError(f"IDM video must be (T, 3, H, W), got shape {tuple(video.shape)}")
+        raise ValueError(f"IDM video must be (T, 3, H, W) or clips (B, T, 3, H, W), got shape {tuple(video.shape)}")
     if video.shape[0] < 1:
         raise ValueError("IDM video has no frames")
     return video

@@ -25,15 +25,13 @@ def video_reward(video, idm, value_range: str = "0_1", fps: float = 16.0,
                  config: RewardConfig | None = None, batch_size: int = 32) -> RewardResult:
     """(T, 3, H, W) or (B, T, 3, H, W) float video -> RewardResult with `.actions` (T|B,T, 14).
 
-    `value_range` must say how the video is scaled ("0_1" or "-1_1"); no guessing.
+    `value_range` must say how the video is scaled ("0_1" or "-1_1"); no guessing. The IDM runs
+    in float32: bf16 rounding would show up as jerk in the score.
     """
     v = to_unit_range(video, value_range)
-    if v.dim() == 4:
-        actions = idm.predict(v, batch_size=batch_size)
-    elif v.dim() == 5:
-        actions = torch.stack([idm.predict(clip, batch_size=batch_size) for clip in v])
-    else:
+    if v.dim() not in (4, 5):
         raise ValueError(f"video must be (T, 3, H, W) or (B, T, 3, H, W), got {tuple(v.shape)}")
+    actions = idm.predict(v, batch_size=batch_size)  # a (B, T) batch goes through as one stream
     res = executability_reward(actions, fps=fps, config=config)
     res.actions = actions
     return res
