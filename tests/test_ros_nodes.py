@@ -460,3 +460,18 @@ def test_planner_takes_the_latched_instruction_and_replans_on_a_new_one(harness)
     assert wm.instructions[-1] == "close the drawer"
     # by now frames before the observation exist: they are passed as the world model's history
     assert len(wm.histories[-1]) == 2 and wm.histories[-1][0].shape == (48, 64, 3)
+
+
+def test_idm_node_precision_parameter_is_checked_by_name(harness):
+    from eva_core.idm import IDMConfig, build_idm
+    from eva_ros.nodes.idm_action_node import IDMActionNode
+
+    with pytest.raises(ValueError, match=r"idm\.precision"):
+        IDMActionNode(context=harness.context, parameter_overrides=[Parameter("idm.precision", value="fp8")])
+    node = harness.add(IDMActionNode, params={"idm.precision": "bfloat16"},
+                       idm=build_idm(IDMConfig(variant="tiny", fusion="late")))
+    frames = np.random.default_rng(4).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    low = node.predict(frames)
+    node.idm_precision = "float32"
+    ref = node.predict(frames)
+    assert low.shape == (6, 14) and 0 < np.abs(low - ref).max() < 0.05

@@ -12,8 +12,9 @@ For each chunk on /eva/plan/frames:
 
 Parameters (YAML section `idm_action`): embodiment, control_rate_hz, reward_threshold,
 reject_below_threshold, torch_threads, state_history_s, max_state_age (s between the chunk's
-observation and the nearest /joint_states, else the chunk is rejected), warmup, idm.variant | idm.checkpoint,
-safety.* (SafetyConfig).
+observation and the nearest /joint_states, else the chunk is rejected), warmup, idm.variant (+ idm.fusion)
+| idm.checkpoint, idm.precision (float32 | bfloat16 | auto = bf16 where native; bench/idm_precision.py has its cost),
+idm.batch_size, safety.* (SafetyConfig).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def build_idm(options: dict):
 
     if options.get("checkpoint"):
         return load_idm(options["checkpoint"])
-    return _build(IDMConfig(variant=options.get("variant", "tiny")))
+    return _build(IDMConfig(variant=options.get("variant", "tiny"), fusion=options.get("fusion")))
 
 
 def resample(actions: np.ndarray, fps: float, n_exec: int, dt: float) -> np.ndarray:
@@ -67,8 +68,18 @@ class IDMActionNode(Node):
         set_torch_threads(p["torch_threads"])
         self.emb = load_embodiment(p["embodiment"])
         self.dt = 1.0 / p["control_rate_hz"]
-        self.idm = idm or build_idm(options_with_prefix(self, "idm"))
+        from eva_core.idm import resolve_precision
         from eva_core.reward import executability_reward  # imported here: heavy, holds the GIL
+
+        idm_options = options_with_prefix(self, "idm")
+        self.idm = idm or build_idm(idm_options)
+        try:
+            self.idm_precision = resolve_precision(idm_options.get("precision", "float32"), self.idm.action_mean.device)
+        except ValueError as e:
+            raise ValueError(f"{node_name}: parameter idm.precision: {e}") from e
+        self.idm_batch_size = int(idm_options.get("batch_size", 16))
+        cfg = self.idm.config
+        self.get_logger().info(f"IDM {cfg.variant} ({cfg.fusion} fusion, {cfg.image_size}px) in {self.idm_precision}")
 
         self._reward = executability_reward
         if p["warmup"]:  # first-call costs here, not in the first chunk
@@ -163,7 +174,8 @@ class IDMActionNode(Node):
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         video = video.float() / 255.0 if frames.dtype == np.uint8 else video.float()
         with torch.inference_mode():
-            return self.idm.predict(video).detach().cpu().numpy().astype(np.float64)
+            actions = self.idm.predict(video, batch_size=self.idm_batch_size, precision=self.idm_precision)
+        return actions.numpy().astype(np.float64)
 
     def score(self, actions: np.ndarray, fps: float) -> float:
         return float(self._reward(actions, fps=fps).score)
