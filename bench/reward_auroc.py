@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
     clean = [decode(t) for t in clean_traj]
     configs = {"EVA": RewardConfig.from_embodiment(emb),
                "EVA+pos": RewardConfig.from_embodiment(emb, position_limit=True)}
-    score = lambda seqs, cfg: np.array([float(executability_reward(x, fps=FPS, config=cfg).score) for x in seqs])  # noqa: E731
+    score = lambda seqs, cfg: np.asarray(executability_reward(np.stack(seqs), fps=FPS, config=cfg).score, dtype=float)  # noqa: E731
     clean_scores = {n: score(clean, cfg) for n, cfg in configs.items()}
     src = f"IDM-decoded ({a.idm})" if idm is not None else "synthetic actions"
     print(f"{src}: {a.n} clean sequences of {a.frames} frames at {FPS:g} fps; "
