@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 VARIANTS = ("resnet_plus", "resnet18", "tiny")
 FUSIONS = ("early", "late")
 
-# Per-variant defaults: input size, backbone feature channels, MLP hidden widths.
+# Per-variant defaults: input size, MLP hidden widths, fusion.
 _DEFAULTS = {
     "resnet_plus": dict(image_size=512, hidden=(1024, 512), fusion="early"),
     "resnet18": dict(image_size=224, hidden=(1024, 512), fusion="late"),
