@@ -10,7 +10,7 @@ import time
 # - FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA: UDP discovery, TCP for samples between machines;
 # - FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_shm.xml: adds a 16 MB shared-memory segment
 #   (the builtin 512 kB one is too small for a 640x480 rgb8 image, which then takes ~13 ms on a
-#   RELIABLE topic instead of ~2.5 ms; see bench/ros_latency.py).
+#   RELIABLE topic instead of ~3 ms; see bench/ros_latency.py).
 DEFAULT_TRANSPORT = "LARGE_DATA"
 SHM_PROFILE = "fastdds_shm.xml"
 # GIL convoy: the generation thread releases the GIL at every small torch op and must win it
