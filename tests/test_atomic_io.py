@@ -42,3 +42,20 @@ def test_atomic_dir_replaces_whole(tmp_path):
     with atomic_dir(dest) as d:
         (d / "new.txt").write_text("2")
     assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
+
+
+def test_atomic_dir_without_overwrite_refuses_an_existing_dir_and_a_file(tmp_path):
+    from eva_core.cli import UserError
+
+    dest = tmp_path / "out"
+    with atomic_dir(dest, overwrite=False) as d:
+        (d / "a.txt").write_text("1")
+    with pytest.raises(UserError, match="--overwrite"):
+        with atomic_dir(dest, overwrite=False) as d:
+            pytest.fail("the block must not run")
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(UserError, match="not a directory"):
+        with atomic_dir(f) as d:
+            pytest.fail("the block must not run")
+    assert f.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["file", "out"]
