@@ -20,6 +20,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from eva_core.timeseries import StampedHistory, nearest_index
+
 POLICIES = ("lead", "continuous", "on_demand")
 
 
@@ -71,7 +73,7 @@ class RecedingHorizonPlanner:
     """Chunk bookkeeping and the replanning decision. Thread-safe; no ROS, no model."""
 
     def __init__(self, config: PlannerConfig, fps: float, num_frames: int):
-        if fps <= 0 or num_frames < 2:
+        if not (0 < fps < float("inf")) or num_frames < 2:  # NaN fails too
             raise ValueError(f"planner needs fps > 0 and num_frames >= 2, got {fps}, {num_frames}")
         self.config = config
         self.fps = float(fps)
@@ -166,25 +168,20 @@ class FrameHistory:
     """
 
     def __init__(self, horizon: float = 2.0):
-        self.horizon = horizon
-        self._items: list[tuple[float, object]] = []
-        self._newest = float("-inf")
-        self._lock = threading.Lock()
+        self._history = StampedHistory(horizon)
+
+    @property
+    def horizon(self) -> float:
+        return self._history.horizon
 
     def add(self, stamp: float, frame) -> None:
-        with self._lock:
-            self._items.append((stamp, frame))
-            self._newest = max(self._newest, stamp)
-            if self._items[0][0] < self._newest - self.horizon:
-                self._items = [(s, f) for s, f in self._items if s >= self._newest - self.horizon]
+        self._history.add(stamp, frame)
+
+    def __len__(self) -> int:
+        return len(self._history)
 
     def select(self, stamp: float, n: int, fps: float) -> list:
-        with self._lock:
-            older = [(s, f) for s, f in self._items if s < stamp]
-        if n <= 0 or not older:
+        stamps, frames = self._history.before(stamp)
+        if n <= 0 or not stamps:
             return []
-        picked = []
-        for k in range(n, 0, -1):
-            target = stamp - k / fps
-            picked.append(min(older, key=lambda sf: abs(sf[0] - target))[1])
-        return picked
+        return [frames[nearest_index(stamps, stamp - k / fps)] for k in range(n, 0, -1)]
