@@ -8,20 +8,27 @@ Chunk encoding (one sensor_msgs/Image per generated chunk, standard messages onl
 - `header.stamp` = capture time of the observation the chunk was generated from; frame 0 of the
   chunk (and point 0 of the trajectory decoded from it) belongs to that instant.
 - `header.frame_id` = "eva_chunk:" + ";"-separated key=value metadata:
-  `id` (int chunk id), `frames` (T), `fps` (frame rate of the chunk), `n_exec` (actions the
-  planner asks to execute), `t_plan` (publish time, s since epoch; for latency accounting).
+  `id` (int chunk id), `frames` (T >= 2), `fps` (frame rate of the chunk, (0, 1000]), `n_exec`
+  (actions the planner asks to execute, 1..T-1, with n_exec/fps <= 30 s), `t_plan` (optional:
+  publish time, s since epoch; for latency accounting). Unknown keys are ignored. The values are
+  parsed into a typed `eva_core.chunk_decoding.ChunkMeta`; a bad one is a ValueError naming the
+  topic and the field, e.g. "/eva/plan/frames: header.frame_id: fps: must be in (0, 1000], got 0.0".
 JointTrajectory from idm_action_node: `header.stamp` = the chunk's observation time (time of
-point 0), `header.frame_id` = "eva_traj:id=<chunk id>;t_traj=<publish time>;score=<reward>".
+point 0), `header.frame_id` = "eva_traj:id=<chunk id>;t_traj=<publish time>;score=<reward>"
+(`TrajectoryMeta`; every key optional, a frame_id without the prefix means no metadata).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from eva_core.chunk_decoding import ChunkMeta
 
 CHUNK_PREFIX = "eva_chunk:"
 TRAJ_PREFIX = "eva_traj:"
@@ -85,6 +92,10 @@ def msg_to_image(msg: Image, topic: str = "image") -> np.ndarray:
         raise ValueError(f"{topic}: unsupported encoding {msg.encoding!r} (use {sorted(_ENCODINGS)})")
     dtype, ch, rgb = _ENCODINGS[msg.encoding]
     itemsize = np.dtype(dtype).itemsize
+    if msg.height == 0 or msg.width == 0:
+        raise ValueError(f"{topic}: empty image ({msg.height}x{msg.width})")
+    if msg.is_bigendian and itemsize > 1:
+        raise ValueError(f"{topic}: is_bigendian: big-endian {msg.encoding} data unsupported")
     if msg.step != msg.width * ch * itemsize:
         raise ValueError(f"{topic}: step {msg.step} != width*{ch}*{itemsize} (padded rows unsupported)")
     data = np.frombuffer(msg.data, dtype=np.uint8)
@@ -115,29 +126,65 @@ def decode_meta(prefix: str, text: str) -> dict:
 
 def chunk_to_msg(frames: np.ndarray, stamp: float, chunk_id: int, fps: float, n_exec: int,
                  t_plan: float) -> Image:
-    """(T, H, W, 3) frames -> one Image with the frames stacked along the height."""
+    """(T, H, W, 3) frames -> one Image with the frames stacked along the height.
+    The metadata is checked like a received chunk's (ValueError on a bad value)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"chunk_to_msg: expected (T, H, W, 3), got {frames.shape}")
     t, h, w, _ = frames.shape
-    meta = {"id": int(chunk_id), "frames": t, "fps": float(fps), "n_exec": int(n_exec), "t_plan": f"{t_plan:.6f}"}
-    return image_to_msg(frames.reshape(t * h, w, 3), stamp, encode_meta(CHUNK_PREFIX, meta))
+    meta = ChunkMeta(chunk_id=int(chunk_id), frames=t, fps=float(fps), n_exec=int(n_exec), stamp=float(stamp),
+                     t_plan=float(t_plan))
+    return image_to_msg(frames.reshape(t * h, w, 3), stamp, encode_meta(CHUNK_PREFIX, meta.to_fields()))
 
 
-def msg_to_chunk(msg: Image, topic: str = "/eva/plan/frames") -> tuple[np.ndarray, dict]:
-    """Image -> ((T, H, W, 3) frames, meta dict with typed values)."""
-    raw = decode_meta(CHUNK_PREFIX, msg.header.frame_id)
+def msg_to_chunk(msg: Image, topic: str = "/eva/plan/frames") -> tuple[np.ndarray, ChunkMeta]:
+    """Image -> ((T, H, W, 3) frames, typed ChunkMeta). ValueError naming the topic and field."""
     try:
-        meta = {"id": int(raw["id"]), "frames": int(raw["frames"]), "fps": float(raw["fps"]),
-                "n_exec": int(raw["n_exec"]), "t_plan": float(raw.get("t_plan", "nan")),
-                "stamp": from_time_msg(msg.header.stamp)}
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"{topic}: bad chunk metadata {msg.header.frame_id!r}: {exc}") from exc
+        meta = ChunkMeta.from_fields(decode_meta(CHUNK_PREFIX, msg.header.frame_id), from_time_msg(msg.header.stamp))
+    except ValueError as exc:
+        raise ValueError(f"{topic}: header.frame_id: {exc}") from None
     img = msg_to_image(msg, topic)
-    t = meta["frames"]
-    if t <= 0 or img.shape[0] % t:
+    t = meta.frames
+    if img.shape[0] % t:
         raise ValueError(f"{topic}: height {img.shape[0]} is not a multiple of frames={t}")
     return img.reshape(t, img.shape[0] // t, img.shape[1], 3), meta
+
+
+@dataclass(frozen=True)
+class TrajectoryMeta:
+    """Typed `eva_traj:` metadata of a JointTrajectory (defaults: not given)."""
+    chunk_id: int = -1
+    t_traj: float | None = None   # publish time of the trajectory
+    score: float | None = None    # executability reward of its chunk
+
+    def to_frame_id(self) -> str:
+        fields = {"id": self.chunk_id}
+        if self.t_traj is not None:
+            fields["t_traj"] = f"{self.t_traj:.6f}"
+        if self.score is not None:
+            fields["score"] = f"{self.score:.4f}"
+        return encode_meta(TRAJ_PREFIX, fields)
+
+
+def trajectory_meta(msg: JointTrajectory, topic: str = "/eva/plan/trajectory") -> TrajectoryMeta:
+    """The typed metadata of a trajectory; ValueError naming the topic and field on a bad value."""
+    text = msg.header.frame_id
+    if not text.startswith(TRAJ_PREFIX):
+        return TrajectoryMeta()
+    raw = decode_meta(TRAJ_PREFIX, text)
+    out = {}
+    for key, field, conv in (("id", "chunk_id", int), ("t_traj", "t_traj", float), ("score", "score", float)):
+        if key not in raw:
+            continue
+        try:
+            value = conv(raw[key])
+        except ValueError:
+            raise ValueError(f"{topic}: header.frame_id: {key}: not a{'n integer' if conv is int else ' number'}: "
+                             f"{raw[key]!r}") from None
+        if conv is float and not math.isfinite(value):
+            raise ValueError(f"{topic}: header.frame_id: {key}: must be finite, got {raw[key]!r}")
+        out[field] = value
+    return TrajectoryMeta(**out)
 
 
 # ---- joint states and trajectories ----------------------------------------------------------
@@ -150,19 +197,26 @@ def joint_state_msg(names, positions, velocities, stamp: float) -> JointState:
     return msg
 
 
-def ordered(names_in, values, names_out, topic: str) -> np.ndarray:
+def ordered(names_in, values, names_out, topic: str, field: str = "values") -> np.ndarray:
     """Reorder `values` given for `names_in` into `names_out` order (missing names -> error)."""
     index = {n: i for i, n in enumerate(names_in)}
     missing = [n for n in names_out if n not in index]
     if missing:
         raise ValueError(f"{topic}: missing joints {missing}")
     values = np.asarray(values, dtype=float)
+    if values.ndim == 0 or values.shape[-1] != len(names_in):
+        raise ValueError(f"{topic}: {field}: {values.shape[-1] if values.ndim else 0} values for "
+                         f"{len(names_in)} names")
     return values[..., [index[n] for n in names_out]]
 
 
-def joint_values_to_action(emb, names, values, topic: str) -> np.ndarray:
-    """JointState-style values (any name order, /joint_states units) -> `emb`'s action vector."""
-    return emb.joint_positions_to_action(ordered(names, values, emb.joint_names, topic))
+def joint_values_to_action(emb, names, values, topic: str, field: str = "position") -> np.ndarray:
+    """JointState-style values (any name order, /joint_states units) -> `emb`'s action vector.
+    ValueError naming the topic and field for missing joints, a length mismatch or NaN/inf."""
+    a = ordered(names, values, emb.joint_names, topic, field)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{topic}: {field}: NaN/inf values")
+    return emb.joint_positions_to_action(a)
 
 
 def trajectory_to_msg(names, positions: np.ndarray, dt: float, stamp: float, frame_id: str,
@@ -192,4 +246,7 @@ def msg_to_trajectory(msg: JointTrajectory, names, topic: str = "/eva/plan/traje
         raise ValueError(f"{topic}: each point needs {len(msg.joint_names)} positions")
     if np.any(np.diff(times) <= 0):
         raise ValueError(f"{topic}: time_from_start must increase strictly")
-    return from_time_msg(msg.header.stamp), times, ordered(msg.joint_names, pos, names, topic)
+    bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
+    if bad.size:
+        raise ValueError(f"{topic}: points[{bad[0]}].positions: NaN/inf ({bad.size} points)")
+    return from_time_msg(msg.header.stamp), times, ordered(msg.joint_names, pos, names, topic, "positions")

@@ -55,7 +55,7 @@ class RecorderNode(Node):
         if frames.dtype != np.uint8:
             frames = (np.clip(frames, 0, 1) * 255).astype(np.uint8)
         with self._lock:
-            self.chunks.append((from_time_msg(msg.header.stamp), int(meta.get("id", -1)), frames))
+            self.chunks.append((from_time_msg(msg.header.stamp), meta.chunk_id, frames))
 
     def _on_command(self, msg: JointState) -> None:
         a = joint_values_to_action(self.emb, msg.name, msg.position, "/eva/controller/command")

@@ -106,8 +106,8 @@ def test_image_and_chunk_round_trip():
     assert (cmsg.height, cmsg.width) == (80, 24)
     back, meta = msg_to_chunk(cmsg)
     np.testing.assert_array_equal(back, frames)
-    assert meta["id"] == 7 and meta["n_exec"] == 3 and meta["fps"] == 16.0
-    assert meta["stamp"] == pytest.approx(100.25) and meta["t_plan"] == pytest.approx(101.0)
+    assert meta.chunk_id == 7 and meta.n_exec == 3 and meta.fps == 16.0
+    assert meta.stamp == pytest.approx(100.25) and meta.t_plan == pytest.approx(101.0)
     f32 = image_to_msg(np.zeros((4, 4, 3), np.float32), 0.0)
     assert f32.encoding == "32FC3" and msg_to_image(f32).dtype == np.float32
 
@@ -176,7 +176,7 @@ def test_backend_registry():
         make_arm("teleporter", EMB)
     with pytest.raises(ValueError, match="unknown camera source"):
         make_camera("pinhole")
-    src = make_camera("synthetic", height=32, width=48)
+    src = make_camera("synthetic", EMB, {"height": 32, "width": 48})
     with src:
         f = src.read()
     assert f.image.shape == (32, 48, 3) and f.image.dtype == np.uint8
@@ -184,33 +184,33 @@ def test_backend_registry():
 
 def test_playback_of_video_and_episode_files(tmp_path):
     video = write_demo_video(tmp_path / "v.mp4", num_frames=6, height=48, width=64)
-    with PlaybackSource(str(video), loop=False) as src:
+    with PlaybackSource(EMB, {"path": str(video), "loop": False}) as src:
         frames = [src.read() for _ in range(7)]
     assert frames[-1] is None and frames[0].image.shape == (48, 64, 3)
     from eva_core.data import Episode, write_episode, write_robotwin_hdf5
 
-    scene = make_camera("synthetic", height=48, width=64)
+    scene = make_camera("synthetic", EMB, {"height": 48, "width": 64})
     scene.connect()
     raw = np.stack([scene.render(10 * i) for i in range(4)])     # smooth frames (JPEG-friendly)
     ep = Episode(frames=raw, qpos=np.zeros((4, 14)), action=np.zeros((4, 14)), fps=30.0, camera="cam_high")
     aloha = write_episode(ep, tmp_path / "episode_0.hdf5")
-    with PlaybackSource(str(aloha), camera="cam_high") as src:
+    with PlaybackSource(EMB, {"path": str(aloha), "camera": "cam_high"}) as src:
         got = [src.read().image for _ in range(5)]
     np.testing.assert_array_equal(got[0], raw[0])
     np.testing.assert_array_equal(got[4], raw[0])              # loops
     with pytest.raises(Exception, match="cam_left_wrist"):
-        PlaybackSource(str(aloha), camera="cam_left_wrist").connect()
+        PlaybackSource(EMB, {"path": str(aloha), "camera": "cam_left_wrist"}).connect()
     twin = write_robotwin_hdf5(ep, tmp_path / "robotwin_0.hdf5")   # JPEG frames
-    with PlaybackSource(str(twin)) as src:                     # cam_high -> head_camera
+    with PlaybackSource(EMB, {"path": str(twin)}) as src:                     # cam_high -> head_camera
         assert np.abs(src.read().image.astype(int) - raw[0]).mean() < 5    # lossy JPEG
     with h5py.File(tmp_path / "raw.hdf5", "w") as f:               # a raw dataset of PNG bytes
         import cv2
         enc = [cv2.imencode(".png", cv2.cvtColor(x, cv2.COLOR_RGB2BGR))[1].tobytes() for x in raw]
         f.create_dataset("/frames", data=np.array(enc))
-    with PlaybackSource(str(tmp_path / "raw.hdf5"), dataset="/frames") as src:
+    with PlaybackSource(EMB, {"path": str(tmp_path / "raw.hdf5"), "dataset": "/frames"}) as src:
         np.testing.assert_array_equal(src.read().image, raw[0])  # decoded (lossless PNG)
     with pytest.raises(FileNotFoundError):
-        PlaybackSource(str(tmp_path / "missing.mp4")).connect()
+        PlaybackSource(EMB, {"path": str(tmp_path / "missing.mp4")}).connect()
 
 
 # ---- nodes ----------------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_planner_rejects_stale_frames_and_never_blocks_the_executor(harness):
     wm.gate.set()
     msg = wait_for(lambda: harness.got("/eva/plan/frames"), 30, what="the chunk")[0]
     frames, meta = msg_to_chunk(msg)
-    assert frames.shape == (9, 64, 64, 3) and meta["n_exec"] == 8 and meta["id"] == 0
+    assert frames.shape == (9, 64, 64, 3) and meta.n_exec == 8 and meta.chunk_id == 0
 
 
 def test_camera_node_publishes_playback_frames(harness, tmp_path):
@@ -423,7 +423,7 @@ def test_camera_node_poses_a_rendered_source_from_joint_states(harness):
     from eva_ros.nodes.camera_node import CameraNode
 
     harness.subscribe("/cam_high/color/image_raw", Image, qos.IMAGE)
-    harness.add(CameraNode, source=PosedScene(height=32, width=48), params={"fps": 30.0})
+    harness.add(CameraNode, source=PosedScene(EMB, {"height": 32, "width": 48}), params={"fps": 30.0})
     pub = harness.probe.create_publisher(JointState, "/joint_states", qos.STATE)
     pose = HOME.copy()
     pose[0] = 1.0
