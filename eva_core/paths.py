@@ -1,7 +1,16 @@
-"""Locate the package's share files (config/, urdf/, launch/).
+"""Locate the package's share files (config/, urdf/, launch/): one rule for every caller.
 
-Order: $EVA_ROS_SHARE, the ament index (colcon install), <prefix>/share/eva_ros (pip
-install), then the source tree (editable install / checkout).
+`share_file(folder, name)`:
+1. `name` as given (absolute, or relative to the current directory) if that file exists;
+2. else `<share>/<folder>/<name>`, keeping any sub-path of a relative `name`
+   (`config_path("playback/demo.mp4")` -> `<share>/config/playback/demo.mp4`; a leading
+   `<folder>/` is not doubled: "config/sim.yaml" -> `<share>/config/sim.yaml`);
+3. else FileNotFoundError naming both places.
+A `default_suffix` (".yaml" for config names) is tried when `name` has no suffix.
+
+`<share>` is the first of these that holds config/ and urdf/: $EVA_ROS_SHARE, the source tree
+(a checkout or an editable install), the ament index (colcon install), <sys.prefix>/share/eva_ros
+(pip install).
 """
 
 from __future__ import annotations
@@ -42,23 +51,31 @@ def share_dir() -> Path:
     )
 
 
-def _share_file(folder: str, name: str, default_suffix: str = "") -> Path:
-    """`name` as given if it exists, else share/<folder>/<name> (with `default_suffix` added)."""
-    p = Path(name)
-    if default_suffix and p.suffix == "" and not p.exists():
-        p = p.with_suffix(default_suffix)
-    if p.exists():
-        return p
-    q = share_dir() / folder / p.name
-    if not q.exists():
-        raise FileNotFoundError(f"{folder} file {name!r} not found (looked at {p} and {q})")
-    return q
+def share_file(folder: str, name: str | os.PathLike, default_suffix: str = "") -> Path:
+    """`name` as given if it exists, else share/<folder>/<name> (see the module docstring)."""
+    given = Path(name).expanduser()
+    tries = [given]
+    if default_suffix and given.suffix == "":
+        tries.insert(0, given.with_name(given.name + default_suffix))
+    for p in tries:
+        if p.is_file():
+            return p.absolute()
+    if not given.is_absolute():
+        base = share_dir() / folder
+        if given.parts and given.parts[0] == folder and len(given.parts) > 1:
+            tries = [Path(*p.parts[1:]) for p in tries]
+        for p in tries:
+            q = base / p
+            if q.is_file():
+                return q
+        raise FileNotFoundError(f"{folder} file {str(name)!r} not found (looked at {tries[0]} and {base / tries[0]})")
+    raise FileNotFoundError(f"{folder} file {str(name)!r} not found")
 
 
-def config_path(name: str) -> Path:
+def config_path(name: str | os.PathLike) -> Path:
     """A file under config/; `name` may omit the .yaml suffix."""
-    return _share_file("config", name, ".yaml")
+    return share_file("config", name, ".yaml")
 
 
-def urdf_path(name: str) -> Path:
-    return _share_file("urdf", name)
+def urdf_path(name: str | os.PathLike) -> Path:
+    return share_file("urdf", name)
