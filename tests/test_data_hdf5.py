@@ -18,6 +18,12 @@ from eva_core.data import (
 N, H, W = 6, 24, 32
 
 
+def load_embodiment():
+    from eva_core.embodiment import load_embodiment as load
+
+    return load()
+
+
 def _frames(seed, n=N):
     """Smooth colour gradients (JPEG-friendly), different per camera seed and per frame."""
     y, x = np.mgrid[0:H, 0:W]
@@ -44,7 +50,8 @@ def _aloha_file(path, compress=False, drop=None):
             if compress:
                 import cv2
 
-                bufs = [cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].ravel() for im in data]
+                # a standard JPEG, as OpenCV writes a BGR camera frame
+                bufs = [cv2.imencode(".jpg", im[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].ravel() for im in data]
                 rows = np.zeros((N, max(len(b) for b in bufs)), np.uint8)
                 for r, b in enumerate(bufs):
                     rows[r, : len(b)] = b
@@ -76,7 +83,7 @@ def test_read_aloha_raw_images(tmp_path):
 
 def test_aloha_gripper_strokes_in_metres_are_normalised(tmp_path):
     qpos = _aloha_file(tmp_path / "m.hdf5")
-    ep = read_aloha_hdf5(tmp_path / "m.hdf5", gripper_stroke_m=0.07)
+    ep = read_aloha_hdf5(tmp_path / "m.hdf5", grippers_in_metres=load_embodiment())
     assert np.allclose(ep.qpos[:, [6, 13]], qpos[:, [6, 13]] / 0.07)
     assert np.allclose(ep.qpos[:, :6], qpos[:, :6]) and np.allclose(ep.action[:, 13], (qpos[:, 13] + 0.01) / 0.07)
 
@@ -85,7 +92,7 @@ def test_read_aloha_compressed_jpeg_rows(tmp_path):
     _aloha_file(tmp_path / "c.hdf5", compress=True)
     ep = read_aloha_hdf5(tmp_path / "c.hdf5")
     assert ep.frames.shape == (N, H, W, 3)
-    assert np.abs(ep.frames.astype(int) - _frames(0)).mean() < 8  # JPEG, same channel order
+    assert np.abs(ep.frames.astype(int) - _frames(0)).mean() < 8  # JPEG decoded BGR -> RGB
     assert ep.meta["compress"] is True
 
 
@@ -116,7 +123,7 @@ def _robotwin_file(path, n=N, bad_frame=None):
     import cv2
 
     vec = np.cumsum(np.full((n, 14), 0.01), axis=0)
-    bufs = [cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for im in _frames(5, n)]
+    bufs = [cv2.imencode(".jpg", im[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for im in _frames(5, n)]
     if bad_frame is not None:
         bufs[bad_frame] = b"garbage"
     with h5py.File(path, "w") as f:
@@ -172,7 +179,85 @@ def test_our_writer_round_trip_is_atomic(tmp_path, compress):
 def test_episode_validates_its_arrays():
     with pytest.raises(ValueError, match="qpos"):
         Episode(frames=_frames(0), qpos=np.zeros((N - 1, 14)), action=np.zeros((N, 14)), fps=10)
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
         Episode(frames=_frames(0).astype(np.float32), qpos=np.zeros((N, 14)), action=np.zeros((N, 14)), fps=10)
     with pytest.raises(ValueError, match="fps"):
         Episode(frames=_frames(0), qpos=np.zeros((N, 14)), action=np.zeros((N, 14)), fps=0)
+
+
+def _with_images(path, data):
+    with h5py.File(path, "a") as f:
+        for cam in list(f["observations/images"]):
+            del f[f"observations/images/{cam}"]
+        f.create_dataset("observations/images/cam_high", data=data)
+
+
+def test_jpeg_colours_come_back_rgb(tmp_path):
+    # a pure-red frame stored as a standard JPEG must read back red (R channel), not blue
+    path = tmp_path / "red.hdf5"
+    _aloha_file(path)
+    red = np.zeros((N, H, W, 3), np.uint8)
+    red[..., 0] = 250
+    import cv2
+
+    bufs = [cv2.imencode(".jpg", im[..., ::-1])[1].ravel() for im in red]
+    rows = np.zeros((N, max(len(b) for b in bufs)), np.uint8)
+    for r, b in enumerate(bufs):
+        rows[r, : len(b)] = b
+    _with_images(path, rows)
+    ep = read_aloha_hdf5(path)
+    assert ep.frames[..., 0].mean() > 240 and ep.frames[..., 2].mean() < 10
+
+
+def test_float_unit_images_are_converted_not_zeroed(tmp_path):
+    path = tmp_path / "float.hdf5"
+    _aloha_file(path)
+    _with_images(path, _frames(0).astype(np.float32) / 255.0)
+    ep = read_aloha_hdf5(path)
+    assert ep.frames.dtype == np.uint8 and np.array_equal(ep.frames, _frames(0))  # was all zeros
+
+
+@pytest.mark.parametrize("data, needle", [
+    (_frames(0).astype(np.uint16) * 16, "dtype uint16"),  # would wrap modulo 256
+    (_frames(0).astype(np.float32), r"span \[0, \d+\]; expected \[0, 1\]"),  # a 0..255 float image
+    (np.zeros((N, H, W, 1), np.uint8), r"shape \(6, 24, 32, 1\)"),
+    (np.zeros((0, H, W, 3), np.uint8), "has no frames"),
+])
+def test_bad_image_arrays_are_refused_naming_file_and_key(tmp_path, data, needle):
+    path = tmp_path / "img.hdf5"
+    _aloha_file(path)
+    _with_images(path, data)
+    with pytest.raises(EpisodeFormatError, match=needle) as e:
+        read_aloha_hdf5(path)
+    assert "img.hdf5: key '/observations/images/cam_high'" in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["/action", "/observations/qpos"])
+def test_non_finite_actions_are_refused_at_read(tmp_path, key):
+    path = tmp_path / "nan.hdf5"
+    _aloha_file(path)
+    with h5py.File(path, "a") as f:
+        arr = f[key][()]
+        arr[3, 5] = np.nan
+        del f[key]
+        f.create_dataset(key, data=arr)
+    with pytest.raises(EpisodeFormatError, match=f"nan.hdf5: key '{key}' holds NaN/inf \\(first at frame 3, dim 5"):
+        read_episode(path)
+
+
+def test_zero_frame_episodes_are_refused_at_read(tmp_path):
+    path = tmp_path / "empty.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("observations/images/cam_high", data=np.zeros((0, H, W, 3), np.uint8))
+        f.create_dataset("observations/qpos", data=np.zeros((0, 14)))
+        f.create_dataset("action", data=np.zeros((0, 14)))
+    with pytest.raises(EpisodeFormatError, match="empty.hdf5: key '/observations/images/cam_high' has no frames"):
+        read_episode(path)
+    rt = tmp_path / "rt.hdf5"
+    with h5py.File(rt, "w") as f:
+        f.create_dataset("joint_action/vector", data=np.zeros((0, 14)))
+        f.create_dataset("observation/head_camera/rgb", data=np.zeros((0,), "S10"))
+    with pytest.raises(EpisodeFormatError, match="rt.hdf5: key '/joint_action/vector' has no frames"):
+        read_episode(rt)
+    with pytest.raises(ValueError, match="no frames"):
+        Episode(frames=np.zeros((0, H, W, 3), np.uint8), qpos=np.zeros((0, 14)), action=np.zeros((0, 14)), fps=10)

@@ -1,8 +1,8 @@
 """Episode: one demonstration, the type every reader returns and every consumer takes.
 
-    frames       (N, H, W, 3) uint8 RGB of the primary camera (== cameras[camera])
-    qpos         (N, 14) measured joint positions, action layout (rad; grippers in [0, 1])
-    action       (N, 14) commanded positions (ALOHA: master arms; RoboTwin: joint_action)
+    frames       (N, H, W, 3) uint8 RGB of the primary camera (== cameras[camera]), N >= 1
+    qpos         (N, D) measured joint positions, the embodiment's action layout (rad; grippers in [0, 1])
+    action       (N, D) commanded positions (ALOHA: master arms; RoboTwin: joint_action)
     fps          frames per second
     instruction  the language instruction ("" if unknown)
     cameras      {name: (N, H, W, 3) uint8} every camera, including the primary one
@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 import torch
+
+from eva_core.images import check_image
 
 
 @dataclass
@@ -42,9 +46,15 @@ class Episode:
         else:
             self.cameras[self.camera] = self.frames
         n = len(self.frames)
+        if n == 0:
+            raise ValueError(f"{where}: episode has no frames")
         for name, img in self.cameras.items():
-            if img.ndim != 4 or img.shape[-1] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"{where}: camera {name!r} must be (N, H, W, 3) uint8, got {img.shape} {img.dtype}")
+            img = np.asarray(img)
+            if img.ndim != 4:
+                raise ValueError(f"{where}: camera {name!r} must be (N, H, W, 3), got shape {img.shape}")
+            self.cameras[name] = img = check_image(img, f"{where}: camera {name!r}")
+            if name == self.camera:
+                self.frames = img
             if len(img) != n:
                 raise ValueError(f"{where}: camera {name!r} has {len(img)} frames, primary has {n}")
         for key in ("qpos", "action", "qvel", "effort"):
@@ -55,7 +65,7 @@ class Episode:
                 raise ValueError(f"{where}: {key} must be (N={n}, D), got {arr.shape}")
         if self.qpos.shape != self.action.shape:
             raise ValueError(f"{where}: qpos {self.qpos.shape} and action {self.action.shape} differ")
-        if not self.fps > 0:
+        if not (self.fps > 0 and math.isfinite(self.fps)):
             raise ValueError(f"{where}: fps must be > 0, got {self.fps}")
 
     def __len__(self) -> int:

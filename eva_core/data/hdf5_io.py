@@ -9,9 +9,11 @@ RoboTwin (as EVA's IDM loader reads it):
     /observation/<cam>/rgb          (N,) one JPEG byte string per frame
 Ours = the ALOHA layout plus attrs fps, instruction, camera, format="eva_ros.episode".
 
-JPEG bytes are decoded with OpenCV without a colour swap: the writers encode the RGB array as is,
-so decoding returns it in the same channel order. Any malformed file raises EpisodeFormatError
-naming the file and the key.
+JPEG bytes hold true colours (a standard JPEG, as OpenCV-based writers store a BGR frame and as
+EVA's/Vidar's RoboTwin loader decodes them: imdecode then BGR->RGB); eva_core.images decodes them
+to RGB. Images are checked where they are read (uint8, or float in [0, 1]; uint16 and the like are
+errors), an episode needs at least one frame, and qpos/action must be finite. Any malformed file
+raises EpisodeFormatError naming the file and the key.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import glob
 import os
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 
 from eva_core.atomic_io import atomic_path
 from eva_core.data.episode import Episode
+from eva_core.images import check_image, decode_jpeg, encode_jpeg  # noqa: F401  (encode_jpeg: writers)
 
 OUR_FORMAT = "eva_ros.episode"
 ALOHA_DEFAULT_FPS = 30.0  # Cobot Magic collects at 30 Hz (FACTS.md §1)
@@ -52,38 +54,41 @@ def _need(f: h5py.File, key: str, path) -> h5py.Dataset:
     return obj
 
 
-def _matrix(f, key, path, n: int | None = None, width: int | None = None) -> np.ndarray:
-    arr = np.asarray(_need(f, key, path)[()], dtype=np.float64)
+def _matrix(f, key, path, n: int | None = None, width: int | None = None, finite: bool = True) -> np.ndarray:
+    ds = _need(f, key, path)
+    try:
+        arr = np.asarray(ds[()], dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise EpisodeFormatError(f"{path}: key {key!r} is not numeric ({ds.dtype})") from e
     if arr.ndim != 2 or (width is not None and arr.shape[1] != width) or (n is not None and len(arr) != n):
         want = f"({n if n is not None else 'N'}, {width if width is not None else 'D'})"
         raise EpisodeFormatError(f"{path}: key {key!r} has shape {arr.shape}, expected {want}")
+    if finite and not np.isfinite(arr).all():
+        rows, cols = np.nonzero(~np.isfinite(arr))
+        raise EpisodeFormatError(f"{path}: key {key!r} holds NaN/inf (first at frame {rows[0]}, dim {cols[0]}; "
+                                 f"{len(rows)} values)")
     return arr
 
 
-def decode_jpeg(buf, path, key: str, index: int) -> np.ndarray:
-    """One JPEG (bytes / np.bytes_ / uint8 array, trailing zero padding allowed) -> (H, W, 3) uint8."""
-    raw = np.frombuffer(bytes(buf), dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf.astype(np.uint8).ravel()
-    img = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
-    if img is None:
-        raise EpisodeFormatError(f"{path}: key {key!r} frame {index}: not a decodable JPEG")
-    return img
-
-
-def encode_jpeg(img: np.ndarray, quality: int = 95) -> bytes:
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+def _decode_frame(buf, path, key: str, index: int) -> np.ndarray:
+    try:
+        return decode_jpeg(buf)
+    except ValueError as e:
+        raise EpisodeFormatError(f"{path}: key {key!r} frame {index}: {e}") from None
 
 
 def _images(ds: h5py.Dataset, path, key: str) -> np.ndarray:
-    """Raw (N, H, W, 3) images, or decode (N, L) padded JPEG rows / (N,) byte strings."""
-    if ds.ndim == 4 and ds.shape[-1] == 3:
-        return np.asarray(ds[()], dtype=np.uint8)
+    """Raw (N, H, W, 3) images (checked: uint8 or float [0, 1]), or decoded (N, L) padded JPEG
+    rows / (N,) byte strings. At least one frame."""
+    if ds.shape[:1] == (0,):
+        raise EpisodeFormatError(f"{path}: key {key!r} has no frames")
+    if ds.ndim == 4:
+        try:
+            return check_image(ds[()], f"{path}: key {key!r}")
+        except ValueError as e:
+            raise EpisodeFormatError(str(e)) from None
     if ds.ndim in (1, 2):
-        frames = [decode_jpeg(row, path, key, i) for i, row in enumerate(ds[()])]
-        if not frames:
-            raise EpisodeFormatError(f"{path}: key {key!r} has no frames")
+        frames = [_decode_frame(row, path, key, i) for i, row in enumerate(ds[()])]
         if len({f.shape for f in frames}) != 1:
             raise EpisodeFormatError(f"{path}: key {key!r}: frames have different sizes")
         return np.stack(frames)
@@ -96,23 +101,25 @@ def _attr_str(f, name, default=""):
 
 
 # ---- ALOHA / Cobot Magic (and ours) ---------------------------------------------------------
-def _scale_grippers(arr: np.ndarray, stroke_m: float | None, dims=(6, 13)) -> np.ndarray:
-    """Gripper stroke in metres -> normalised [0, 1] (Cobot Magic's puppet topics record metres)."""
-    if stroke_m is None:
-        return arr
+def _grippers_to_norm(arr: np.ndarray, embodiment, path, key: str) -> np.ndarray:
+    """Gripper strokes in metres -> normalised [0, 1], with the embodiment's gripper dims and strokes."""
+    if arr.shape[1] != embodiment.dof:
+        raise EpisodeFormatError(f"{path}: key {key!r} has {arr.shape[1]} dims, embodiment "
+                                 f"{embodiment.name!r} has {embodiment.dof}")
     out = arr.copy()
-    out[:, list(dims)] /= float(stroke_m)
+    g = list(embodiment.gripper_dims)
+    out[:, g] /= embodiment.gripper_stroke_max_m[g]
     return out
 
 
 def read_aloha_hdf5(path, camera: str | None = None, cameras="all", fps: float | None = None,
-                    instruction: str | None = None, gripper_stroke_m: float | None = None) -> Episode:
+                    instruction: str | None = None, grippers_in_metres=None) -> Episode:
     """Read an ALOHA / Cobot Magic episode (our own files are this layout plus attributes).
 
     camera: the primary camera (default: attr `camera`, else cam_high, else the first one).
     cameras: "all", or a list of names to load (the primary is always loaded).
-    gripper_stroke_m: if the file stores gripper strokes in metres (Cobot Magic: 0..0.07), divide
-        gripper dims 6 and 13 of qpos/action by it to get the normalised [0, 1] action layout.
+    grippers_in_metres: an Embodiment, if the file stores gripper strokes in metres (Cobot Magic's
+        puppet topics): its gripper dims of qpos/action are divided by its strokes to get [0, 1].
     """
     path = str(path)
     with _open(path) as f:
@@ -130,14 +137,17 @@ def read_aloha_hdf5(path, camera: str | None = None, cameras="all", fps: float |
             key = f"/observations/images/{cam}"
             imgs[cam] = _images(_need(f, key, path), path, key)
         n = len(imgs[primary])
-        qpos = _scale_grippers(_matrix(f, "/observations/qpos", path, n), gripper_stroke_m)
-        action = _scale_grippers(_matrix(f, "/action", path, n, qpos.shape[1]), gripper_stroke_m)
-        qvel = _matrix(f, "/observations/qvel", path, n) if "observations/qvel" in f else None
-        effort = _matrix(f, "/observations/effort", path, n) if "observations/effort" in f else None
+        qpos = _matrix(f, "/observations/qpos", path, n)
+        action = _matrix(f, "/action", path, n, qpos.shape[1])
+        if grippers_in_metres is not None:
+            qpos = _grippers_to_norm(qpos, grippers_in_metres, path, "/observations/qpos")
+            action = _grippers_to_norm(action, grippers_in_metres, path, "/action")
+        qvel = _matrix(f, "/observations/qvel", path, n, finite=False) if "observations/qvel" in f else None
+        effort = _matrix(f, "/observations/effort", path, n, finite=False) if "observations/effort" in f else None
         meta = {"sim": bool(f.attrs.get("sim", False)), "compress": bool(f.attrs.get("compress", False)),
                 "format": _attr_str(f, "format", "aloha")}
         if "base_action" in f:
-            meta["base_action"] = _matrix(f, "/base_action", path, n)
+            meta["base_action"] = _matrix(f, "/base_action", path, n, finite=False)
         ep_fps = float(fps if fps is not None else f.attrs.get("fps", ALOHA_DEFAULT_FPS))
         text = instruction if instruction is not None else _attr_str(f, "instruction", "")
     return Episode(frames=imgs[primary], qpos=qpos, action=action, fps=ep_fps, instruction=text,
@@ -189,6 +199,8 @@ def read_robotwin_hdf5(path, camera: str | None = "head_camera", cameras=(), fps
     instruction = instruction or ""
     with _open(path) as f:
         vec = _matrix(f, "/joint_action/vector", path)
+        if len(vec) == 0:
+            raise EpisodeFormatError(f"{path}: key '/joint_action/vector' has no frames")
         imgs = {}
         for cam in dict.fromkeys([camera, *cameras]):
             key = f"/observation/{cam}/rgb"
