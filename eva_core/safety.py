@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eva_core.config import Section, param
 from eva_core.embodiment import Embodiment
 
 
@@ -22,31 +23,14 @@ def nonfinite_dims(a: np.ndarray) -> list[int]:
     return np.flatnonzero(~np.isfinite(a).all(axis=0)).tolist()
 
 
-def float_config_from_dict(cls, d: dict | None, what: str):
-    """A dataclass of float fields from a dict (e.g. node parameters); unknown keys are an error."""
-    d = dict(d or {})
-    fields = set(cls.__dataclass_fields__)
-    unknown = set(d) - fields
-    if unknown:
-        raise ValueError(f"{what}: unknown keys {sorted(unknown)}; valid: {sorted(fields)}")
-    return cls(**{k: float(v) for k, v in d.items()})
-
-
 @dataclass
-class SafetyConfig:
-    position_margin: float = 0.01  # rad (joints) kept away from the hard limits
-    gripper_margin: float = 0.0  # normalised units
-    velocity_scale: float = 1.0  # fraction of the embodiment's vel_max
-    acceleration_scale: float = 1.0  # fraction of the embodiment's acc_max
+class SafetyConfig(Section):
+    """Safety filter options (checked by eva_core.config: typed, finite, ranged)."""
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "SafetyConfig":
-        cfg = float_config_from_dict(cls, d, "safety config")
-        if not (0 < cfg.velocity_scale <= 1 and 0 < cfg.acceleration_scale <= 1):
-            raise ValueError("safety config: velocity_scale and acceleration_scale must be in (0, 1]")
-        if cfg.position_margin < 0 or cfg.gripper_margin < 0:
-            raise ValueError("safety config: margins must be >= 0")
-        return cfg
+    position_margin: float = param(0.01, "kept away from the hard joint limits", unit="rad", ge=0)
+    gripper_margin: float = param(0.0, "kept away from the gripper range ends", unit="normalised", ge=0)
+    velocity_scale: float = param(1.0, "fraction of the embodiment's vel_max", gt=0, le=1)
+    acceleration_scale: float = param(1.0, "fraction of the embodiment's acc_max", gt=0, le=1)
 
 
 def _zeros(n: int) -> np.ndarray:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, float_config_from_dict, nonfinite_dims
+from eva_core.config import Section, param
+from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, nonfinite_dims
 
 
 @dataclass
@@ -73,15 +74,15 @@ def hermite_decay(e0: np.ndarray, ev0: np.ndarray, tau: float, duration: float) 
 
 
 @dataclass
-class FollowerConfig:
-    blend_time: float = 0.2           # s over which a replaced trajectory's gap decays
-    velocity_scale: float = 0.9       # tracking-filter limits, fractions of the embodiment's
-    acceleration_scale: float = 0.5
-    position_margin: float = 0.02     # rad, kept by the tracking filter (final filter: 0.01)
+class FollowerConfig(Section):
+    """Trajectory follower options (checked by eva_core.config: typed, finite, ranged)."""
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "FollowerConfig":
-        return float_config_from_dict(cls, d, "follower config")
+    blend_time: float = param(0.2, "time over which a replaced trajectory's gap decays", unit="s", ge=0)
+    velocity_scale: float = param(0.9, "tracking-filter velocity limit, fraction of the embodiment's", gt=0, le=1)
+    acceleration_scale: float = param(0.5, "tracking-filter acceleration limit, fraction of the embodiment's",
+                                      gt=0, le=1)
+    position_margin: float = param(0.02, "kept by the tracking filter from the limits (final filter: 0.01)",
+                                   unit="rad", ge=0)
 
 
 class TrajectoryFollower:

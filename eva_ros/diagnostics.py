@@ -1,18 +1,88 @@
-"""Diagnostics helpers: latency statistics and a /diagnostics publisher per node."""
+"""Diagnostics helpers: latency statistics, the event kinds, and a /diagnostics publisher per node."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from enum import Enum
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from eva_ros import qos
+from eva_ros import names, qos
 from eva_ros.conversions import to_time_msg
 
 OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
                           DiagnosticStatus.STALE)
+
+
+class Event(str, Enum):
+    """Every diagnostic event kind (the `event` key of an event's status on /diagnostics).
+
+    A new kind is one line here plus one in EVENT_DOCS; docs/ros_interface.md lists them all."""
+
+    # camera
+    READ_ERROR = "read_error"
+    # camera, planner
+    NONFINITE_FRAME = "nonfinite_frame"
+    # planner
+    BAD_FRAME = "bad_frame"
+    STALE_OBSERVATION = "stale_observation"
+    PLANNING_ERROR = "planning_error"
+    NONFINITE_PLAN = "nonfinite_plan"
+    # idm_action (eva_core.chunk_decoding.Reject)
+    BAD_CHUNK = "bad_chunk"
+    NONFINITE_FRAMES = "nonfinite_frames"
+    NONFINITE_ACTIONS = "nonfinite_actions"
+    LOW_REWARD = "low_reward"
+    NO_JOINT_STATE = "no_joint_state"
+    STALE_JOINT_STATE = "stale_joint_state"
+    SAFETY_REJECTED = "safety_rejected"
+    # controller (eva_core.control.EventKind)
+    ESTOP = "estop"
+    ENABLE_FAILED = "enable_failed"
+    WATCHDOG_FEEDBACK_TIMEOUT = "watchdog_feedback_timeout"
+    WATCHDOG_TRAJECTORY_TIMEOUT = "watchdog_trajectory_timeout"
+    BACKEND_FAULT = "backend_fault"
+    BACKEND_ERROR = "backend_error"
+    CONTROL_ERROR = "control_error"
+    EXECUTOR_STOPPED = "executor_stopped"
+    REJECTED_TRAJECTORY = "rejected_trajectory"
+    TRAJECTORY_EXPIRED = "trajectory_expired"
+    REJECTED_COMMAND = "rejected_command"
+    # any node
+    BAD_JOINT_STATE = "bad_joint_state"
+    CALLBACK_ERROR = "callback_error"
+
+
+EVENT_DOCS = {
+    Event.READ_ERROR: "the camera source raised while reading a frame",
+    Event.NONFINITE_FRAME: "a frame with NaN/inf pixels was dropped",
+    Event.BAD_FRAME: "an image message that cannot be decoded was dropped",
+    Event.STALE_OBSERVATION: "the newest camera frame is older than max_obs_age; no chunk planned",
+    Event.PLANNING_ERROR: "world-model generation failed; the planner retries",
+    Event.NONFINITE_PLAN: "the generated frames hold NaN/inf; the chunk was dropped",
+    Event.BAD_CHUNK: "a chunk message with bad frames or metadata was rejected",
+    Event.NONFINITE_FRAMES: "a chunk with NaN/inf frames was rejected",
+    Event.NONFINITE_ACTIONS: "the IDM produced NaN/inf actions; no trajectory",
+    Event.LOW_REWARD: "the chunk's executability reward is below reward_threshold; replanning",
+    Event.NO_JOINT_STATE: "no joint state yet; no trajectory",
+    Event.STALE_JOINT_STATE: "no joint state within max_state_age of the observation; no trajectory",
+    Event.SAFETY_REJECTED: "the safety filter rejected the chunk; no trajectory",
+    Event.ESTOP: "e-stop requested; commands stopped until eva/enable",
+    Event.ENABLE_FAILED: "the backend did not confirm enable",
+    Event.WATCHDOG_FEEDBACK_TIMEOUT: "backend feedback older than feedback_timeout; stopped (latched)",
+    Event.WATCHDOG_TRAJECTORY_TIMEOUT: "no trajectory for trajectory_timeout; holding the last safe target",
+    Event.BACKEND_FAULT: "the backend reports a fault or disabled itself; latched until eva/enable",
+    Event.BACKEND_ERROR: "reading the backend raised",
+    Event.CONTROL_ERROR: "a control tick failed; e-stopped (latched)",
+    Event.EXECUTOR_STOPPED: "an executor thread died; the controller e-stopped the backend",
+    Event.REJECTED_TRAJECTORY: "a malformed trajectory message was not executed",
+    Event.TRAJECTORY_EXPIRED: "a trajectory ended before it arrived",
+    Event.REJECTED_COMMAND: "the final safety filter rejected a command; not sent",
+    Event.BAD_JOINT_STATE: "a malformed joint_states message was ignored",
+    Event.CALLBACK_ERROR: "a callback raised on a message; the message was dropped, the node lives on",
+}
 
 
 class LatencyStats:
@@ -76,10 +146,10 @@ class DiagnosticsReporter:
         self.name = name
         self.values_fn = values_fn
         self._clock = clock or time.time
-        self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+        self.pub = node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, qos.DIAGNOSTICS)
         self.level = OK
         self.message = "ok"
-        self.events: dict[str, int] = {}
+        self.events: dict[str, int] = {}   # Event value -> count
         self._lock = threading.Lock()
         self.timer = node.create_timer(period, self.publish) if period > 0 else None
 
@@ -87,7 +157,9 @@ class DiagnosticsReporter:
         with self._lock:
             self.level, self.message = level, message
 
-    def event(self, kind: str, message: str, level=WARN) -> None:
+    def event(self, kind: Event, message: str, level=WARN) -> None:
+        """Publish one event status at once and count it (`kind` is an Event)."""
+        kind = kind.value if isinstance(kind, Event) else str(kind)
         with self._lock:
             count = self.events[kind] = self.events.get(kind, 0) + 1
         if level >= WARN:

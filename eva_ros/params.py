@@ -1,17 +1,243 @@
-"""Node parameters: defaults in code, values from the YAML (ROS params-file format).
+"""Node parameters through the typed config (eva_core.config, eva_ros/node_config.py).
 
-Nodes are created with `automatically_declare_parameters_from_overrides=True`, so every key of
-the node's YAML section is declared (backend options included); `declare_defaults` then fills
-in the rest and coerces ints given for float defaults.
+A node is created with `NODE_KWARGS` (`automatically_declare_parameters_from_overrides=True`),
+so every parameter it was given (params files, `/**` wildcards, `-p name:=value`) is declared;
+`load_node_config(node, Cls)` collects them all, unflattens the dotted names into nested maps and
+validates them with `Cls.from_dict`: an unknown key, a wrong type or an out-of-range value is a
+one-line `ConfigError` naming the params file, the section (the node name) and the key.
+
+Params files are layered, as ROS does with several `--params-file`: a later file overrides an
+earlier one key by key (config/base.yaml, then an overlay such as config/sim.yaml).
+`load_params_files` / `check_params_files` do the same without ROS (eva-bringup checks its
+files before rclpy starts; tests use them directly).
 """
 
 from __future__ import annotations
 
-from rclpy.parameter import Parameter
+import array
+import difflib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 
-NODE_KWARGS = dict(allow_undeclared_parameters=True, automatically_declare_parameters_from_overrides=True)
+import yaml
+
+from eva_core.config import ConfigError, Section
+
+NODE_KWARGS = dict(automatically_declare_parameters_from_overrides=True)
+WILDCARD = "/**"
+# parameters rclpy declares on every node: not part of any eva section
+ROS_RESERVED = ("use_sim_time", "start_type_description_service", "qos_overrides")
+_FILES_BY_CONTEXT: dict[int, list[str]] = {}
 
 
+# -- params files, without ROS ---------------------------------------------------------------
+def load_params_yaml(path: str | Path) -> dict:
+    """One ROS params file as {section: {params}}; a malformed file is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), "", "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(str(path), "", "", f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        raise ConfigError(str(path), "", "", "empty params file; expected sections like 'controller: {ros__parameters: {...}}'")
+    if not isinstance(data, Mapping):
+        raise ConfigError(str(path), "", "", f"expected a mapping of node sections, got a {type(data).__name__}")
+    out = {}
+    for section, body in data.items():
+        if not isinstance(body, Mapping) or set(body) != {"ros__parameters"}:
+            raise ConfigError(str(path), str(section), "", "expected exactly one key 'ros__parameters'")
+        params = body["ros__parameters"]
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise ConfigError(str(path), str(section), "ros__parameters",
+                              f"expected a mapping, got a {type(params).__name__}")
+        out[str(section)] = dict(params)
+    return out
+
+
+def merge(dst: dict, src: Mapping) -> dict:
+    """Deep-merge `src` into `dst` (nested maps merge key by key; anything else replaces)."""
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            merge(dst[k], v)
+        else:
+            dst[k] = unflatten(dict(v)) if isinstance(v, Mapping) else v
+    return dst
+
+
+def _section_names(node_name: str, namespace: str = "/") -> list[str]:
+    """The params-file section names that address node `node_name` (wildcard first)."""
+    fq = namespace.rstrip("/") + "/" + node_name
+    return [WILDCARD, f"{WILDCARD}/{node_name}", node_name, fq, fq.lstrip("/")]
+
+
+def node_params(layers: list[tuple[str, dict]], node_name: str, namespace: str = "/") -> dict:
+    """The merged parameters of one node from (path, sections) layers, in order."""
+    out: dict = {}
+    for _path, sections in layers:
+        for name in dict.fromkeys(_section_names(node_name, namespace)):
+            if name in sections:
+                merge(out, unflatten(sections[name]))
+    return out
+
+
+def load_params_files(paths) -> list[tuple[str, dict]]:
+    """[(path, sections)] of the given params files, each checked by `load_params_yaml`."""
+    return [(str(p), load_params_yaml(p)) for p in paths]
+
+
+def source_of(paths) -> str:
+    return " + ".join(str(p) for p in paths) or "parameters"
+
+
+def locate(layers: list[tuple[str, dict]], node_name: str, dotted_key: str) -> str | None:
+    """The last params file that sets `dotted_key` for `node_name` (for error messages)."""
+    for path, sections in reversed(layers):
+        for name in _section_names(node_name):
+            node = unflatten(sections.get(name, {}))
+            for part in dotted_key.split("."):
+                if not isinstance(node, Mapping) or part not in node:
+                    break
+                node = node[part]
+            else:
+                return path
+    return None
+
+
+def _attribute(exc: ConfigError, layers, node_name: str) -> ConfigError:
+    """Name the file that set the offending key (section "controller.safety" + key -> "safety.x")."""
+    inner = exc.section.split(".", 1)[1] if "." in exc.section else ""
+    dotted = ".".join(p for p in (inner, exc.key) if p)
+    where = locate(layers, node_name, dotted) if dotted else None
+    return exc.with_source(where) if where else exc
+
+
+def validate_section(cls: type[Section], params: Mapping, *, layers=(), node_name: str, source: str | None = None):
+    """`cls.from_dict(params)` with the error attributed to the file that set the bad key."""
+    src = source if source is not None else source_of([p for p, _ in layers])
+    try:
+        return cls.from_dict(params, source=src, section=node_name)
+    except ConfigError as exc:
+        raise _attribute(exc, list(layers), node_name) from None
+
+
+def check_params_files(paths, nodes: Mapping[str, type[Section]] | None = None) -> dict[str, Section]:
+    """Validate params files without ROS: each node's merged section with its class.
+
+    `nodes` maps node name -> config class (default: every known section present in the
+    files). A section that names no node and is close to a known name is reported as a typo.
+    Returns node name -> validated config.
+    """
+    from eva_ros.node_config import SECTIONS, BringupConfig
+
+    layers = load_params_files(paths)
+    present = {s for _, sections in layers for s in sections}
+    if nodes is None:
+        nodes = {name: cls for name, cls in SECTIONS.items() if name in present}
+    known = set(nodes) | set(SECTIONS) | {WILDCARD}
+    for path, sections in layers:
+        for s in sections:
+            bare = s.rsplit("/", 1)[-1]
+            if s not in known and bare not in known:
+                near = difflib.get_close_matches(bare, sorted(set(nodes) | set(SECTIONS)), n=1, cutoff=0.75)
+                if near:
+                    raise ConfigError(path, s, "", f"no node has this name; did you mean {near[0]!r}?")
+    out = {}
+    for name, cls in nodes.items():
+        params = node_params(layers, name)
+        if issubclass(cls, BringupConfig):  # not a node: wildcards do not apply
+            params = {}
+            for _, sections in layers:
+                merge(params, unflatten(sections.get(name, {})))
+        out[name] = validate_section(cls, params, layers=layers, node_name=name)
+    return out
+
+
+# -- ROS side ---------------------------------------------------------------------------------
+def params_files_from_args(args) -> list[str]:
+    """The `--params-file` paths in a ROS argument list (after `--ros-args`)."""
+    args = list(args or [])
+    files, in_ros = [], False
+    for i, a in enumerate(args):
+        if a == "--ros-args":
+            in_ros = True
+        elif a == "--":
+            in_ros = False
+        elif in_ros and a == "--params-file" and i + 1 < len(args):
+            files.append(args[i + 1])
+    return files
+
+
+def remember_params_files(args, context=None) -> list[str]:
+    """Record the params files of `rclpy.init(args=...)` for error messages (call beside it)."""
+    files = params_files_from_args(args)
+    _FILES_BY_CONTEXT[id(context)] = files
+    return files
+
+
+def _context_files(node) -> list[str]:
+    ctx = getattr(node, "context", None)
+    for key in (id(ctx), id(None)):
+        if key in _FILES_BY_CONTEXT:
+            return _FILES_BY_CONTEXT[key]
+    return params_files_from_args(sys.argv)
+
+
+def unflatten(flat: Mapping) -> dict:
+    """{"a.b": 1, "c": 2} -> {"a": {"b": 1}, "c": 2} (nested YAML maps come in dotted)."""
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = str(key).split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError("", "", key, f"{part!r} is both a value and a section")
+            node = child
+        if isinstance(value, Mapping):
+            value = unflatten(value)
+            if isinstance(node.get(leaf), dict):
+                merge(node[leaf], value)
+                continue
+        elif isinstance(node.get(leaf), dict):
+            raise ConfigError("", "", key, "is both a value and a section")
+        node[leaf] = value
+    return out
+
+
+def node_overrides(node) -> dict:
+    """Every parameter the node was given (not rclpy's own), unflattened."""
+    flat = {}
+    for name, p in node.get_parameters_by_prefix("").items():
+        if name.split(".")[0] in ROS_RESERVED:
+            continue
+        value = p.value
+        flat[name] = value.tolist() if isinstance(value, array.array) else value
+    return unflatten(flat)
+
+
+def load_node_config(node, cls: type[Section]):
+    """The node's typed config: every override it received, validated by `cls` (ConfigError)."""
+    files = _context_files(node)
+    layers = []
+    for f in files:
+        try:
+            layers.append((f, load_params_yaml(f)))
+        except ConfigError:
+            pass  # rcl parsed it already; only used to name the file in errors
+    return validate_section(cls, node_overrides(node), layers=layers, node_name=node.get_name(),
+                            source=source_of(files))
+
+
+# -- transitional helpers (nodes not yet on load_node_config) -------------------------------
 def declare_defaults(node, defaults: dict) -> dict:
     """Declare missing parameters with their defaults; return name -> value (typed like the default)."""
     out = {}
@@ -22,27 +248,10 @@ def declare_defaults(node, defaults: dict) -> dict:
             value = node.declare_parameter(name, default).value
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if value is not None and default is not None and type(value) is not type(default) \
-                and not (isinstance(default, list)):
-            raise ValueError(f"node {node.get_name()!r}: parameter {name!r} should be "
-                             f"{type(default).__name__}, got {value!r}")
         out[name] = value
     return out
 
 
 def options_with_prefix(node, prefix: str) -> dict:
     """All parameters `prefix.xxx` as {xxx: value} (backend options)."""
-    params = node.get_parameters_by_prefix(prefix)
-    return {k: p.value for k, p in params.items() if p.type_ != Parameter.Type.NOT_SET}
-
-
-def unflatten(flat: dict) -> dict:
-    """{"a.b": 1, "c": 2} -> {"a": {"b": 1}, "c": 2} (nested YAML maps come in dotted)."""
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
+    return {k: p.value for k, p in node.get_parameters_by_prefix(prefix).items() if p.value is not None}

@@ -144,7 +144,7 @@ def test_margin_and_scales_are_applied():
     np.testing.assert_allclose(filt.vel_max, EMB.vel_max * 0.5)
     out, _ = filt.filter_chunk(np.tile(EMB.pos_upper, (3000, 1)), (EMB.pos_lower + EMB.pos_upper) / 2)
     assert np.all(out[:, :6] <= EMB.pos_upper[:6] - 0.1 + 1e-9)
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown key"):
         SafetyConfig.from_dict({"velocity_scael": 0.5})
     with pytest.raises(ValueError, match="velocity_scale"):
         SafetyConfig.from_dict({"velocity_scale": 2.0})

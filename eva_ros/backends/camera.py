@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from eva_core.config import Section, param
 
 
 @dataclass
@@ -68,13 +70,21 @@ class PlaybackSource(CameraSource):
     VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif"}
     HDF5_SUFFIXES = {".hdf5", ".h5"}
 
-    def __init__(self, path: str, camera: str = "cam_high", fps: float = 30.0, loop: bool = True,
-                 dataset: str | None = None):
-        self.path = Path(path)
-        self.camera = camera
-        self.fps = float(fps)
-        self.loop = bool(loop)
-        self.dataset = dataset  # a raw HDF5 dataset instead of an episode's camera
+    @dataclass
+    class Options(Section):
+        path: str = param(MISSING, "video file or episode HDF5 (relative: working directory, then share/config)")
+        camera: str = param("cam_high", "camera of an episode file (default: the node's camera_name)")
+        fps: float = param(30.0, "nominal frame rate (the node's fps paces the stream)", unit="Hz", gt=0)
+        loop: bool = param(True, "start again at the end (false: the stream ends)")
+        dataset: str | None = param(None, "a raw HDF5 dataset of frames instead of an episode's camera")
+
+    def __init__(self, embodiment=None, options: "PlaybackSource.Options | dict | None" = None):
+        o = self.options = options if isinstance(options, Section) else self.Options.from_dict(options)
+        self.path = Path(o.path)
+        self.camera = o.camera
+        self.fps = o.fps
+        self.loop = o.loop
+        self.dataset = o.dataset  # a raw HDF5 dataset instead of an episode's camera
         self._frames: np.ndarray | list | None = None
         self._pos = 0
         self._count = 0
@@ -154,9 +164,17 @@ class PlaybackSource(CameraSource):
 class SyntheticSource(CameraSource):
     """A moving coloured square on a gradient: deterministic frames without a file."""
 
-    def __init__(self, height: int = 480, width: int = 640, fps: float = 30.0, seed: int = 0):
-        self.height, self.width, self.fps = int(height), int(width), float(fps)
-        self.seed = seed
+    @dataclass
+    class Options(Section):
+        height: int = param(480, "image height", unit="px", ge=1, le=8192)
+        width: int = param(640, "image width", unit="px", ge=1, le=8192)
+        fps: float = param(30.0, "nominal frame rate (the node's fps paces the stream)", unit="Hz", gt=0)
+        seed: int = param(0, "varies the background colour")
+
+    def __init__(self, embodiment=None, options: "SyntheticSource.Options | dict | None" = None):
+        o = self.options = options if isinstance(options, Section) else self.Options.from_dict(options)
+        self.height, self.width, self.fps = o.height, o.width, o.fps
+        self.seed = o.seed
         self._count = 0
         self._connected = False
         self._background = None
@@ -194,7 +212,7 @@ def write_demo_video(path: str | Path, num_frames: int = 48, height: int = 480, 
 
     from eva_core.atomic_io import atomic_path
 
-    src = SyntheticSource(height=height, width=width, fps=fps)
+    src = SyntheticSource(None, {"height": height, "width": width, "fps": float(fps)})
     src.connect()
     frames = np.stack([src.render(i * 2) for i in range(num_frames)])
     with atomic_path(path, suffix=Path(path).suffix) as tmp:  # ffmpeg picks the format from the suffix

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+from eva_core.config import param
 from eva_core.sim import get_twin
 from eva_ros.backends.arm import LoopbackArm
 
@@ -11,9 +13,13 @@ from eva_ros.backends.arm import LoopbackArm
 class SimArm(LoopbackArm):
     """Ideal servo (as LoopbackArm) that mirrors every state update into the twin `twin`."""
 
-    def __init__(self, embodiment, initial_positions=None, twin: str = "default", clock=time.time):
-        super().__init__(embodiment, initial_positions=initial_positions, clock=clock)
-        self.twin = get_twin(twin, embodiment)
+    @dataclass
+    class Options(LoopbackArm.Options):
+        twin: str = param("default", "name of the process-wide twin this arm poses")
+
+    def __init__(self, embodiment, options: "SimArm.Options | dict | None" = None, *, clock=time.time):
+        super().__init__(embodiment, options, clock=clock)
+        self.twin = get_twin(self.options.twin, embodiment)
         self.twin.set_action(self._pos)
 
     def _advance(self, now: float) -> None:

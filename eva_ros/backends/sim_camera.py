@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from eva_core.config import Section, param
 from eva_core.sim import get_twin
 from eva_ros.backends.camera import CameraFrame, CameraSource
 
@@ -18,10 +20,18 @@ class SimCameraSource(CameraSource):
     poses it from /joint_states through `set_joint_positions`.
     """
 
-    def __init__(self, camera: str = "cam_high", height: int = 240, width: int = 320, fps: float = 15.0,
-                 twin: str = "default", embodiment: str = "cobot_magic"):
-        self.camera, self.height, self.width, self.fps = camera, int(height), int(width), float(fps)
-        self._twin_name, self._embodiment = twin, embodiment
+    @dataclass
+    class Options(Section):
+        camera: str = param("cam_high", "camera of the embodiment (default: the node's camera_name)")
+        height: int = param(240, "image height", unit="px", ge=1, le=4096)
+        width: int = param(320, "image width", unit="px", ge=1, le=4096)
+        fps: float = param(15.0, "nominal frame rate (the node's fps paces the stream)", unit="Hz", gt=0)
+        twin: str = param("default", "name of the process-wide twin to render")
+
+    def __init__(self, embodiment, options: "SimCameraSource.Options | dict | None" = None):
+        o = self.options = options if isinstance(options, Section) else self.Options.from_dict(options)
+        self.camera, self.height, self.width, self.fps = o.camera, o.height, o.width, o.fps
+        self._twin_name, self._embodiment = o.twin, embodiment
         self.twin = None
         self._count = 0
         self._connected = False

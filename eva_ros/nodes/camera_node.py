@@ -57,7 +57,7 @@ class CameraNode(Node):
                 options["path"] = str(resolve_data_path(options["path"]))
             if p["source"] == "playback":
                 options.setdefault("camera", p["camera_name"])
-            source = make_camera(p["source"], **options)
+            source = make_camera(p["source"], emb, options)
         self.source = source
         self.period = 1.0 / p["fps"]
         self.pub = self.create_publisher(Image, self.topic, qos.IMAGE)

@@ -1,0 +1,136 @@
+"""One typed config class per section of the ROS params files (`config/*.yaml`).
+
+Each node reads its section with `cfg = load_node_config(self, <Class>)` (eva_ros/params.py);
+eva-bringup checks every section of its files with the same classes before rclpy starts. The
+parameter tables of docs/ros_interface.md are generated from these classes
+(tools/gen_param_docs.py). Backend options stay a dict here (`source_options`, `arm`): the
+backend named by `source` / `arm_backend` validates them with its own `Options` class.
+No rclpy here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eva_core.config import Section, param
+from eva_core.embodiment import DEFAULT_EMBODIMENT
+from eva_core.safety import SafetyConfig
+from eva_core.trajectory import FollowerConfig
+
+NODE_KINDS = ("camera", "planner", "idm_action", "controller")
+POLICIES = ("lead", "continuous", "on_demand")          # eva_core.planner.POLICIES (tested equal)
+IDM_VARIANTS = ("resnet_plus", "resnet18", "tiny")      # eva_core.idm.VARIANTS (tested equal)
+IDM_FUSIONS = ("early", "late")                         # eva_core.idm.FUSIONS
+IDM_PRECISIONS = ("float32", "bfloat16", "auto")        # eva_core.idm.PRECISIONS
+DISCOVERY_RANGES = ("", "SUBNET", "LOCALHOST", "OFF", "SYSTEM_DEFAULT")
+
+
+@dataclass
+class NodeSection(Section):
+    """Keys every node accepts (they usually come from the params file's `/**` section)."""
+
+    embodiment: str = param(DEFAULT_EMBODIMENT, "embodiment config name under config/ (or a YAML path)")
+
+
+@dataclass
+class CameraConfig(NodeSection):
+    camera_name: str = param("cam_high", "camera of the embodiment's camera table (topic, frame)")
+    topic: str = param("", "image topic; empty: the embodiment's camera table, else <camera_name>/color/image_raw")
+    frame_id: str = param("", "header.frame_id; empty: the camera's link in the embodiment")
+    source: str = param("playback", "camera source: playback | synthetic | realsense | sim (or package.module:Class)")
+    fps: float = param(30.0, "capture and publish rate", unit="Hz", gt=0, le=1000)
+    connect_timeout: float = param(30.0, "a source that does not connect in time fails start-up", unit="s", gt=0)
+    pose_from_joint_states: bool = param(True, "sources that render the twin follow /joint_states")
+    source_options: dict = param({}, "options of the source (its Options class), e.g. path, loop")
+
+    def validate(self) -> None:
+        if not self.source:
+            self.error("source", "must name a camera source")
+
+
+@dataclass
+class PlannerConfig(NodeSection):
+    camera_topic: str = param("cam_high/color/image_raw", "image topic the planner observes")
+    instruction: str = param("", "instruction used until /eva/instruction says otherwise")
+    n_exec: int = param(8, "frames of each chunk executed before the next one", ge=1)
+    max_obs_age: float = param(0.5, "an observation older than this is rejected", unit="s", gt=0)
+    policy: str = param("lead", "when to start the next chunk", choices=POLICIES)
+    lead_margin: float = param(0.1, "policy lead: start this much before the running chunk's end", unit="s", ge=0)
+    initial_latency: float = param(0.5, "generation latency assumed before the first measurement", unit="s", ge=0)
+    check_period: float = param(0.01, "period of the planning worker's decision check", unit="s", gt=0)
+    torch_threads: int = param(1, "torch.set_num_threads; 0 leaves torch's default", ge=0)
+    seed: int = param(-1, "sampling seed (+ chunk id); -1: random", ge=-1)
+    warmup: bool = param(True, "one generation at start-up, so the first chunk is not slow")
+    history_frames: int = param(0, "camera frames before the observation given as history", ge=0)
+    world_model: dict = param({}, "WorldModelConfig keys; kind tiny starts from WorldModelConfig.tiny_default")
+
+
+@dataclass
+class IDMOptions(Section):
+    variant: str = param("tiny", "a fresh IDM of this variant (when no checkpoint)", choices=IDM_VARIANTS)
+    fusion: str | None = param(None, "early | late; empty: the variant's default", choices=IDM_FUSIONS)
+    checkpoint: str = param("", "our safetensors IDM directory or an EVA .pt; empty: a fresh `variant`")
+    precision: str = param("float32", "auto: bfloat16 where the device has it natively", choices=IDM_PRECISIONS)
+    batch_size: int = param(16, "frames per IDM forward pass", ge=1)
+
+
+@dataclass
+class IDMActionConfig(NodeSection):
+    control_rate_hz: float = param(200.0, "trajectory point spacing; must match the controller's", unit="Hz",
+                                   gt=0, le=10000)
+    reward_threshold: float = param(0.0, "executability reward below which a chunk is rejected (if enabled)")
+    reject_below_threshold: bool = param(False, "reject (and replan) chunks below reward_threshold")
+    torch_threads: int = param(1, "torch.set_num_threads; 0 leaves torch's default", ge=0)
+    state_history_s: float = param(5.0, "joint-state history kept to find the state at observation time",
+                                   unit="s", gt=0)
+    max_state_age: float = param(0.25, "max gap between a chunk's observation and the nearest /joint_states",
+                                 unit="s", gt=0)
+    warmup: bool = param(True, "one IDM pass at start-up, so the first chunk is not slow")
+    idm: IDMOptions = param(IDMOptions, "the inverse dynamics model")
+    safety: SafetyConfig = param(SafetyConfig, "safety filter of each chunk")
+
+
+@dataclass
+class ControllerConfig(NodeSection):
+    control_rate_hz: float = param(200.0, "control loop rate", unit="Hz", gt=0, le=10000)
+    arm_backend: str = param("loopback", "arm backend: loopback | piper | sim (or package.module:Class)")
+    arm: dict = param({}, "options of the arm backend (its Options class)")
+    feedback_timeout: float = param(0.1, "backend feedback older than this: stop and report", unit="s", gt=0)
+    trajectory_timeout: float = param(0.5, "no trajectory for this long: a watchdog event (holding)", unit="s", gt=0)
+    auto_enable: bool = param(True, "enable at start-up; false: wait for /eva/enable")
+    max_stamp_offset: float = param(10.0, "a trajectory starting further than this from now is rejected", unit="s", gt=0)
+    max_trajectory_duration: float = param(60.0, "a longer trajectory is rejected", unit="s", gt=0)
+    executor_timeout: float = param(2.0, "no executor heartbeat for this long: fault and e-stop", unit="s", gt=0)
+    follower: FollowerConfig = param(FollowerConfig, "trajectory follower (tracking filter, blending)")
+    safety: SafetyConfig = param(SafetyConfig, "the final safety filter before the arm")
+
+    def validate(self) -> None:
+        if not self.arm_backend:
+            self.error("arm_backend", "must name an arm backend")
+
+
+@dataclass
+class BringupConfig(Section):
+    nodes: list[str] = param(list(NODE_KINDS), 'nodes to compose: "kind" or "kind:node_name"')
+    fastdds_transport: str = param("LARGE_DATA", "FASTDDS_BUILTIN_TRANSPORTS (a value already in the environment wins)")
+    fastdds_shm_profile: bool = param(True, "add config/fastdds_shm.xml (16 MB shared-memory segment)")
+    discovery_range: str = param("", "ROS_AUTOMATIC_DISCOVERY_RANGE; empty: leave as is", choices=DISCOVERY_RANGES)
+    num_threads: int = param(6, "MultiThreadedExecutor threads", ge=1)
+
+    def validate(self) -> None:
+        if not self.nodes:
+            self.error("nodes", "needs at least one node")
+        names = []
+        for spec in self.nodes:
+            kind, _, name = spec.partition(":")
+            if kind not in NODE_KINDS:
+                self.error("nodes", f"unknown node kind {kind!r}; known: {', '.join(NODE_KINDS)}")
+            names.append(name or kind)
+        if len(set(names)) != len(names):
+            self.error("nodes", f"node names must be unique, got {names}")
+
+
+# params-file section (= default node name) -> config class
+SECTIONS: dict[str, type[Section]] = {"camera": CameraConfig, "planner": PlannerConfig,
+                                      "idm_action": IDMActionConfig, "controller": ControllerConfig,
+                                      "eva_bringup": BringupConfig}
