@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eva_core.config import Section, param
+
 
 @dataclass
 class ArmState:
@@ -94,14 +96,20 @@ class LoopbackArm(ArmBackend):
     (a pulled cable), which the controller's watchdog must detect.
     """
 
-    def __init__(self, embodiment, initial_positions=None, clock=time.time):
+    @dataclass
+    class Options(Section):
+        initial_positions: list[float] | None = param(
+            None, "start pose (action units, one per dim); none: the middle of every range")
+
+    def __init__(self, embodiment, options: "LoopbackArm.Options | dict | None" = None, *, clock=time.time):
         super().__init__(embodiment)
+        self.options = opts = options if isinstance(options, Section) else type(self).Options.from_dict(options)
         dof = embodiment.dof
         lo, hi = np.asarray(embodiment.pos_lower, float), np.asarray(embodiment.pos_upper, float)
         # default home: the middle of every range (inside all safety margins)
-        init = (lo + hi) / 2.0 if initial_positions is None else np.asarray(initial_positions, float)
-        if init.shape != (dof,) or not np.all(np.isfinite(init)):
-            raise ValueError(f"LoopbackArm initial_positions must be {dof} finite values, got {init}")
+        init = (lo + hi) / 2.0 if opts.initial_positions is None else np.asarray(opts.initial_positions, float)
+        if init.shape != (dof,):
+            opts.error("initial_positions", f"needs {dof} values (the embodiment's dims), got {init.size}")
         self._lo, self._hi = lo, hi
         self._vmax = np.asarray(embodiment.vel_max, float)
         self._pos = np.clip(init, lo, hi)
