@@ -169,6 +169,15 @@ def frames_problem(frames: np.ndarray, meta: ChunkMeta) -> tuple[Reject, str] | 
     return None
 
 
+def load_or_build_idm(checkpoint: str, variant: str, fusion: str | None, action_dim: int):
+    """The IDM of `checkpoint` (our safetensors dir or an EVA .pt), else a fresh `variant`."""
+    from eva_core.idm import IDMConfig, build_idm, load_idm
+
+    if checkpoint:
+        return load_idm(checkpoint)
+    return build_idm(IDMConfig(variant=variant, fusion=fusion, action_dim=action_dim))
+
+
 class ChunkDecoder:
     """Frames -> trajectory, ROS-free. One caller at a time (the node's work callback group)."""
 
@@ -194,6 +203,7 @@ class ChunkDecoder:
         self.reward_config = reward_config or RewardConfig.from_embodiment(embodiment)
         self.counts = {"chunks": 0, "trajectories": 0, "rejected_frames": 0, "rejected_actions": 0,
                        "rejected_reward": 0, "rejected_safety": 0, "no_state": 0, "safety_modified": 0}
+        self.scores: list[float] = []   # the reward of every chunk that got that far
 
     # -- the stages -----------------------------------------------------------------------
     def predict(self, frames: np.ndarray) -> np.ndarray:
@@ -220,6 +230,11 @@ class ChunkDecoder:
         self.counts[COUNTERS[kind]] += 1
         return Rejection(kind, message, score, replan)
 
+    def bad_chunk(self, message: str) -> Rejection:
+        """A chunk whose message could not be parsed: counted, rejected."""
+        self.counts["chunks"] += 1
+        return self.reject(Reject.BAD_CHUNK, message)
+
     def decode(self, frames: np.ndarray, meta: ChunkMeta, states: JointStateHistory) -> DecodedChunk | Rejection:
         self.counts["chunks"] += 1
         cid = meta.chunk_id
@@ -230,6 +245,7 @@ class ChunkDecoder:
         if not np.all(np.isfinite(actions)):
             return self.reject(Reject.NONFINITE_ACTIONS, f"chunk {cid}: IDM produced NaN/inf actions; no trajectory")
         score = self.score(actions, meta.fps)
+        self.scores.append(score)
         if self.reward_threshold is not None and score < self.reward_threshold:
             return self.reject(Reject.LOW_REWARD, f"chunk {cid}: reward {score:.3f} < {self.reward_threshold}; "
                                "replanning", score, replan=True)

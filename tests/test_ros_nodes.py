@@ -243,14 +243,14 @@ def test_idm_node_rejects_nan_actions_and_low_reward(harness):
     assert harness.got("/eva/plan/trajectory") == [] and node.counts["trajectories"] == 0
 
     # the same node with a sane model publishes; with an impossible threshold it asks for a replan
-    node.idm = build_idm(IDMConfig(variant="tiny"))
+    node.decoder.idm = build_idm(IDMConfig(variant="tiny"))
     wait_for(lambda: send() and harness.got("/eva/plan/trajectory"), 60, period=0.3, what="a trajectory")
     traj = harness.got("/eva/plan/trajectory")[0]
     _, times, pos = msg_to_trajectory(traj, EMB.joint_names)
     assert times[-1] == pytest.approx(8 / 16.0) and np.all(np.isfinite(pos))
     replans = []
     harness.probe.create_service(Trigger, "/eva/replan", lambda req, resp: replans.append(1) or resp)
-    node.p["reject_below_threshold"], node.p["reward_threshold"] = True, 10.5   # score is in [0, 10]
+    node.decoder.reward_threshold = 10.5   # score is in [0, 10]
     wait_for(lambda: send() is not None and replans, 60, period=0.3, what="a replan request after a low reward")
     assert harness.events("eva/idm_action", "low_reward")
 
@@ -466,12 +466,12 @@ def test_idm_node_precision_parameter_is_checked_by_name(harness):
     from eva_core.idm import IDMConfig, build_idm
     from eva_ros.nodes.idm_action_node import IDMActionNode
 
-    with pytest.raises(ValueError, match=r"idm\.precision"):
+    with pytest.raises(ValueError, match=r"idm: precision"):
         IDMActionNode(context=harness.context, parameter_overrides=[Parameter("idm.precision", value="fp8")])
     node = harness.add(IDMActionNode, params={"idm.precision": "bfloat16"},
                        idm=build_idm(IDMConfig(variant="tiny", fusion="late")))
     frames = np.random.default_rng(4).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
-    low = node.predict(frames)
-    node.idm_precision = "float32"
-    ref = node.predict(frames)
+    low = node.decoder.predict(frames)
+    node.decoder.precision = "float32"
+    ref = node.decoder.predict(frames)
     assert low.shape == (6, 14) and 0 < np.abs(low - ref).max() < 0.05
