@@ -24,15 +24,17 @@ import argparse
 import importlib
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import yaml
 
 from eva_core.atomic_io import write_json
+from eva_core.cli import add_debug_arg, check_writable, cli_main
 from eva_core.paths import config_path
-from eva_ros.runtime import GIL_SWITCH_INTERVAL, configure_transport
+from eva_ros.runtime import (GIL_SWITCH_INTERVAL, SpinThread, StopSignals, configure_transport, halt_nodes,
+                             wait_until_stopped)
+from eva_ros.runtime import drain as _drain, spin as _spin  # noqa: F401 - test harnesses use these
 
 NODE_KINDS = {
     "camera": "eva_ros.nodes.camera_node:CameraNode",
@@ -111,8 +113,11 @@ def summarize(reports: dict, duration: float) -> dict:
 
 def run(config: Path, duration: float | None, report_path: Path | None, nodes_override=None,
         progress: bool = True) -> dict:
+    """Compose, spin until `duration`, SIGINT/SIGTERM or a dead executor thread, close, report.
+    The result's `error` is the cause of an abnormal end ("" otherwise)."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     section = load_bringup_section(config)
     specs = node_specs(nodes_override or section["nodes"])
@@ -120,103 +125,88 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
                               bool(section["fastdds_shm_profile"]))
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    rclpy.init(args=["--ros-args", "--params-file", str(config)])  # every node reads its section
-    reports, built, t_start = {}, [], time.time()
-    stop = threading.Event()
-    spinning = threading.Event()
-    spinning.set()
+    rclpy.init(args=["--ros-args", "--params-file", str(config)],  # every node reads its section
+               signal_handler_options=SignalHandlerOptions.NO)   # ours: stop cleanly, then shut down
+    reports, built, t_start, cause = {}, [], time.time(), ""
     spinner = None
-    old_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    executor = None
-    try:
-        build_nodes(specs, built)   # a failing constructor leaves the earlier nodes in `built` to close
-        executor = MultiThreadedExecutor(num_threads=int(section["num_threads"]))
-        for _, node in built:
-            executor.add_node(node)
-        spinner = threading.Thread(target=_spin, args=(executor, spinning), daemon=True)
-        spinner.start()
-        t_start = time.time()
-        _wait(duration, stop, progress)
-    finally:
-        stop.set()
-        signal.signal(signal.SIGINT, old_handler)
-        elapsed = time.time() - t_start
-        for kind, node in built:   # stop the producers (worker/control threads, timers) first
-            try:
-                node.close()
-            except Exception as exc:  # noqa: BLE001
-                print(f"eva-bringup: closing {node.get_name()}: {exc}", file=sys.stderr)
-        if executor is not None:
-            _drain(executor, spinner, spinning)
-        for kind, node in built:
-            reports[node.get_name()] = {"kind": kind, **node.report()}
-        for _, node in built:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    result = {"config": str(config), "nodes": [n for _, n in specs], "environment": env,
+    with StopSignals("eva-bringup") as signals:
+        try:
+            build_nodes(specs, built)   # a failing constructor leaves the earlier nodes in `built` to close
+            executor = MultiThreadedExecutor(num_threads=int(section["num_threads"]))
+            for _, node in built:
+                executor.add_node(node)
+            spinner = SpinThread(executor).start()
+            t_start = time.time()
+            cause = _wait(duration, signals.event, spinner, progress)
+            if cause:   # the executor died: stop the arms from here, not from the dead thread
+                print(f"eva-bringup: {cause}; halting", file=sys.stderr)
+                halt_nodes([n for _, n in built], cause)
+        finally:
+            elapsed = time.time() - t_start
+            for kind, node in built:   # stop the producers (worker/control threads, timers) first
+                try:
+                    node.close()
+                except Exception as exc:  # noqa: BLE001
+                    print(f"eva-bringup: closing {node.get_name()}: {exc}", file=sys.stderr)
+            if spinner is not None:
+                spinner.stop()
+            for kind, node in built:
+                reports[node.get_name()] = {"kind": kind, **node.report()}
+            for _, node in built:
+                node.destroy_node()
+            if rclpy.ok():
+                rclpy.shutdown()
+    result = {"config": str(config), "nodes": [n for _, n in specs], "environment": env, "error": cause,
+              "stopped_by": signal.Signals(signals.signum).name if signals.signum else "",
               "summary": summarize(reports, elapsed), "nodes_report": reports}
     if report_path is not None:
         write_json(report_path, result)
     return result
 
 
-def _spin(executor, spinning: threading.Event) -> None:
-    while spinning.is_set():
-        executor.spin_once(timeout_sec=0.05)
-
-
-def _drain(executor, spinner, spinning: threading.Event) -> None:
-    """Stop taking work, let running callbacks finish, then shut the executor down. (rclpy 9's
-    Executor.shutdown does not wait for running callbacks: they then trip over its destroyed
-    guard condition - "exception was never retrieved" at exit.)"""
-    spinning.clear()
-    if spinner is not None:
-        spinner.join(timeout=5.0)
-    tracker = getattr(executor, "_work_tracker", None)   # private; absent in other rclpy versions
-    if tracker is not None:
-        tracker.wait(5.0)
-    executor.shutdown(timeout_sec=5.0)
-
-
-def _wait(duration, stop, progress) -> None:
+def _wait(duration, stop, spinner, progress) -> str:
+    """Until `duration` s, `stop` or a dead executor; returns the cause of an abnormal end."""
     if duration is None:
-        while not stop.wait(0.5):
-            pass
-        return
+        return wait_until_stopped(stop, spinner)
     from tqdm import tqdm
 
     with tqdm(total=round(duration), unit="s", disable=not progress, desc="eva-bringup") as bar:
-        t_end = time.time() + duration
-        while not stop.wait(min(1.0, max(0.0, t_end - time.time()))):
-            bar.n = round(duration - max(0.0, t_end - time.time()))
+        t0 = time.monotonic()
+
+        def show():
+            bar.n = min(round(time.monotonic() - t0), round(duration))
             bar.refresh()
-            if time.time() >= t_end:
-                break
+        return wait_until_stopped(stop, spinner, t0 + duration, on_poll=show)
 
 
-def main(argv=None) -> int:
+def _main(argv) -> int:
     ap = argparse.ArgumentParser(prog="eva-bringup", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="The YAML is a ROS params file; see docs/ros_interface.md.")
+                                 epilog="The YAML is a ROS params file; see docs/ros_interface.md. SIGINT/SIGTERM "
+                                        "stop cleanly (exit 0, report written); a second signal exits at once.")
     ap.add_argument("--config", required=True, help="params YAML (a path, or a name under config/)")
     ap.add_argument("--duration", type=float, default=None, help="run this many seconds (default: until Ctrl-C)")
     ap.add_argument("--report", type=Path, default=None, help="write the JSON report here (atomic)")
     ap.add_argument("--nodes", default=None, help="comma-separated node kinds to compose instead of the YAML's list")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug_arg(ap)
     args = ap.parse_args(argv)
-    try:
-        config = config_path(args.config)
-        result = run(config, args.duration, args.report,
-                     args.nodes.split(",") if args.nodes else None, progress=not args.quiet)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"eva-bringup: {exc}", file=sys.stderr)
-        return 2
+    if args.report is not None:
+        check_writable(args.report)   # before the run, not after it
+    result = run(config_path(args.config), args.duration, args.report,
+                 args.nodes.split(",") if args.nodes else None, progress=not args.quiet)
     s = result["summary"]
     print(f"eva-bringup: {s['chunks_planned']} chunks planned, {s['trajectories_executed']} trajectories executed, "
           f"{s['commands_sent']} commands sent, {s['limit_violations']} limit violations, "
           f"{s['watchdog_events']} watchdog events")
+    if result["error"]:
+        print(f"eva-bringup: stopped abnormally: {result['error']}", file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv=None) -> int:
+    return cli_main("eva-bringup", _main, argv)
 
 
 if __name__ == "__main__":

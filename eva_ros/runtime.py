@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import threading
 import time
 
@@ -77,7 +79,6 @@ def parse_cli(prog: str, description: str, args=None) -> list[str]:
     """argparse for a node main: `--help` shows the node's docstring (its parameters); all ROS
     arguments (`--ros-args ...`) pass through to rclpy."""
     import argparse
-    import sys
 
     from rclpy.utilities import remove_ros_args
 
@@ -90,29 +91,159 @@ def parse_cli(prog: str, description: str, args=None) -> list[str]:
     return argv
 
 
-def run_node(node_cls, args=None, num_threads: int = 4) -> None:
-    """Standard main(): --help, init, spin one node on a MultiThreadedExecutor, clean shutdown."""
-    import sys
+class SpinThread:
+    """Spins an executor on a daemon thread until `stop()`. A callback that raises ends rclpy's
+    spin: the thread dies, `error` names the exception, and whoever watches (the main thread
+    of eva-bringup and of a node main, the controller's heartbeat check) reacts."""
 
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    def __init__(self, executor, name: str = "eva-executor"):
+        self.executor = executor
+        self.error = ""
+        self._spinning = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "SpinThread":
+        self._spinning.set()
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            spin(self.executor, self._spinning)
+        except BaseException as exc:  # noqa: BLE001 - recorded; the watcher stops the process
+            self.error = f"executor thread died: {type(exc).__name__}: {exc}"
+
+    @property
+    def died(self) -> bool:
+        return self._spinning.is_set() and self.thread.ident is not None and not self.thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        drain(self.executor, self.thread, self._spinning, timeout)
+
+
+def spin(executor, spinning: threading.Event) -> None:
+    while spinning.is_set():
+        executor.spin_once(timeout_sec=0.05)
+
+
+def drain(executor, thread, spinning: threading.Event, timeout: float = 5.0) -> None:
+    """Stop taking work, let running callbacks finish, then shut the executor down. (rclpy 9's
+    Executor.shutdown does not wait for running callbacks: they then trip over its destroyed
+    guard condition - "exception was never retrieved" at exit.)"""
+    spinning.clear()
+    if thread is not None and thread.ident is not None:
+        thread.join(timeout=timeout)
+    tracker = getattr(executor, "_work_tracker", None)   # private; absent in other rclpy versions
+    if tracker is not None:
+        tracker.wait(timeout)
+    executor.shutdown(timeout_sec=timeout)
+
+
+class StopSignals:
+    """SIGINT and SIGTERM (main thread): the first sets `event` for a clean stop; a second one,
+    or `grace` s without the process ending, exits at once (os._exit(128 + signal))."""
+
+    def __init__(self, prog: str, grace: float = 30.0):
+        self.prog, self.grace = prog, grace
+        self.event = threading.Event()
+        self.signum = None
+        self._old = {}
+        self._timer = None
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.event.is_set():
+            self._exit(signum, "second signal")
+        self.signum = signum
+        self.event.set()
+        self._timer = threading.Timer(self.grace, self._exit, (signum, f"not stopped {self.grace:.0f} s after"))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _exit(self, signum, why: str) -> None:
+        os.write(2, f"{self.prog}: {why} {signal.Signals(signum).name}; exiting now\n".encode())
+        os._exit(128 + signum)
+
+    def __exit__(self, *exc) -> bool:
+        if self._timer is not None:
+            self._timer.cancel()
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        return False
+
+
+def wait_until_stopped(stop: threading.Event, spinner: SpinThread, deadline: float | None = None,
+                       on_poll=None, poll: float = 0.2) -> str:
+    """Main thread: wait for `stop`, the `deadline` (time.monotonic()) or a dead executor thread.
+    Returns the cause of an abnormal end ("" for a normal one)."""
+    while not stop.wait(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))):
+        if spinner.died:
+            return spinner.error or "executor thread ended"
+        if on_poll is not None:
+            on_poll()
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    return ""
+
+
+def halt_nodes(nodes, cause: str) -> None:
+    """Tell every node that can stop its hardware (`halt(reason)`) to do so now."""
+    for node in nodes:
+        halt = getattr(node, "halt", None)
+        if halt is not None:
+            try:
+                halt(cause)
+            except Exception as exc:  # noqa: BLE001 - keep halting the others
+                print(f"halting {node.get_name()}: {exc!r}", file=sys.stderr)
+
+
+def run_node(node_cls, args=None, num_threads: int = 4) -> None:
+    """Standard main(): --help, init, spin one node on a MultiThreadedExecutor, stop cleanly on
+    SIGINT/SIGTERM (exit 0). A start-up error (ConfigError, ...) is one line and exit 2; a dead
+    executor thread halts the node and exits 1. Exits the process (sys.exit)."""
+    from eva_core.cli import cli_main
 
     module = sys.modules[node_cls.__module__]
-    args = parse_cli("eva-" + module.__name__.rsplit(".", 1)[-1].replace("_", "-"), module.__doc__, args)
+    prog = "eva-" + module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+    argv = list(sys.argv if args is None else args)
+    sys.exit(cli_main(prog, lambda rest: _run_node(prog, module.__doc__, node_cls, argv[:1] + rest, num_threads),
+                      argv[1:]))
+
+
+def _run_node(prog: str, doc: str, node_cls, args: list[str], num_threads: int) -> int:
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    args = parse_cli(prog, doc, args)
     configure_transport()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = node_cls()
-        executor = MultiThreadedExecutor(num_threads=num_threads)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = spinner = None
+    cause = ""
+    with StopSignals(prog) as signals:
+        try:
+            node = node_cls()
+            executor = MultiThreadedExecutor(num_threads=num_threads)
+            executor.add_node(node)
+            spinner = SpinThread(executor).start()
+            cause = wait_until_stopped(signals.event, spinner)
+            if cause:
+                halt_nodes([node], cause)
+        finally:
+            if node is not None:
+                node.close()
+            if spinner is not None:
+                spinner.stop()
+            if node is not None:
+                node.destroy_node()
+            if rclpy.ok():
+                rclpy.shutdown()
+    if cause:
+        print(f"{prog}: {cause}", file=sys.stderr)
+        return 1
+    return 0

@@ -20,6 +20,7 @@ from std_msgs.msg import Float32, String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from eva_core.control import State  # noqa: E402
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.backends import LoopbackArm, UnsafeCommandError, make_arm, make_camera  # noqa: E402
@@ -286,21 +287,21 @@ def test_controller_feedback_loss_stops_and_reports(harness):
 
     arm = LoopbackArm(EMB)
     node = harness.add(ControllerNode, backend=arm)
-    wait_for(lambda: node.counts["commands_sent"] > 20, 30, what="commands")
+    wait_for(lambda: node.loop.counts["commands_sent"] > 20, 30, what="commands")
     arm.simulate_feedback_loss(True)
     wait_for(lambda: harness.events("eva/controller", "watchdog_feedback_timeout"), 30, what="feedback watchdog")
-    n = node.counts["commands_sent"]
+    n = node.loop.counts["commands_sent"]
     received = arm.commands_received
     time.sleep(0.5)
-    assert node.counts["commands_sent"] == n and arm.commands_received == received   # stopped
-    assert not node.enabled and "feedback lost" in node.fault
+    assert node.loop.counts["commands_sent"] == n and arm.commands_received == received   # stopped
+    assert node.loop.state is State.FAULT and "feedback lost" in node.loop.reason
     # feedback back: still stopped until explicitly enabled
     arm.simulate_feedback_loss(False)
     time.sleep(0.3)
-    assert node.counts["commands_sent"] == n
+    assert node.loop.counts["commands_sent"] == n
     assert harness.call(SetBool, "/eva/enable", SetBool.Request(data=True)).success
-    wait_for(lambda: node.counts["commands_sent"] > n, 30, what="commands after re-enable")
-    assert node.fault == ""
+    wait_for(lambda: node.loop.counts["commands_sent"] > n, 30, what="commands after re-enable")
+    assert node.loop.state is State.RUNNING
 
 
 class FailingSendArm(LoopbackArm):
@@ -319,17 +320,17 @@ def test_controller_tick_failure_estops_the_arm(harness):
 
     arm = FailingSendArm(EMB)
     node = harness.add(ControllerNode, backend=arm)
-    wait_for(lambda: node.counts["commands_sent"] > 20, 30, what="commands")
+    wait_for(lambda: node.loop.counts["commands_sent"] > 20, 30, what="commands")
     arm.fail = True
     wait_for(lambda: harness.events("eva/controller", "control_error"), 30, what="control_error diagnostic")
-    assert not node.enabled and "CAN write failed" in node.fault and node.counts["estops"] == 1
+    assert node.loop.state is State.FAULT and "CAN write failed" in node.loop.reason and node.loop.counts["estops"] == 1
     assert not arm.read_state().enabled  # the backend itself was e-stopped, not just left servoing
     arm.fail = False
-    n = node.counts["commands_sent"]
+    n = node.loop.counts["commands_sent"]
     time.sleep(0.3)
-    assert node.counts["commands_sent"] == n  # nothing until an explicit enable
+    assert node.loop.counts["commands_sent"] == n  # nothing until an explicit enable
     assert harness.call(SetBool, "/eva/enable", SetBool.Request(data=True)).success
-    wait_for(lambda: node.counts["commands_sent"] > n, 30, what="commands after re-enable")
+    wait_for(lambda: node.loop.counts["commands_sent"] > n, 30, what="commands after re-enable")
 
 
 class GatedWorldModel:

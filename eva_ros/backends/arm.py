@@ -25,7 +25,8 @@ class ArmState:
     positions: np.ndarray    # (dof,) action units (rad; grippers 0..1)
     velocities: np.ndarray   # (dof,) per second
     stamp: float             # time of the measurement (time.time() clock)
-    enabled: bool = True     # motors enabled and not e-stopped
+    enabled: bool = True     # motors enabled and not e-stopped (False: the backend reports itself disabled)
+    error: str = ""          # non-empty: the hardware reports a fault, named ("left arm: joint 3 over limit")
 
 
 LIMIT_TOL = 1e-9  # float slack on the position limits
@@ -33,6 +34,10 @@ LIMIT_TOL = 1e-9  # float slack on the position limits
 
 class UnsafeCommandError(ValueError):
     """A command that must not reach an arm (non-finite or outside the position limits)."""
+
+
+class ArmFault(RuntimeError):
+    """The arm refused or failed to enable; one line naming the arm and the likely cause."""
 
 
 class ArmBackend(abc.ABC):
@@ -58,9 +63,9 @@ class ArmBackend(abc.ABC):
         q = np.asarray(positions, dtype=float)
         if q.shape != (self.emb.dof,) or not np.all(np.isfinite(q)):
             raise UnsafeCommandError(f"{type(self).__name__}: need {self.emb.dof} finite positions, got {q}")
-        bad = np.flatnonzero((q < self.emb.pos_lower - LIMIT_TOL) | (q > self.emb.pos_upper + LIMIT_TOL))
-        if bad.size:
-            names = [self.emb.joint_names[i] for i in bad]
+        names = self.emb.limit_violations(q, LIMIT_TOL)  # the embodiment's one limit check
+        if names:
+            bad = [self.emb.joint_names.index(n) for n in names]
             raise UnsafeCommandError(f"{type(self).__name__}: command outside the position limits for {names}: "
                                      f"{q[bad]} not in [{self.emb.pos_lower[bad]}, {self.emb.pos_upper[bad]}]")
         self._send_positions(q)
