@@ -24,8 +24,19 @@ class WorldModelConfig:
     model_dir: str | None = None
     ckpt: str | None = None
     trust_pickle: bool = False  # only for `kind="lightning"` with a .ckpt holding non-tensor objects
-    lora: str | None = None  # optional LoRA adapter directory loaded (and optionally merged) at start
+    # optional LoRA adapter directory loaded (and optionally merged) at start; a list of them is
+    # merged in order (an SFT adapter, then the GRPO adapter trained on top of it)
+    lora: str | list | None = None
     merge_lora: bool = True
+    # optional fine-tuned transformer directory (diffusers layout, what `eva-train-sft` writes in
+    # full mode) that replaces the base transformer of any kind
+    transformer_dir: str | None = None
+
+    # Rejection sampling (the baseline EVA argues against): draw `best_of` chunks and keep the one
+    # with the highest executability reward, scored by the IDM at `reward_idm` (a checkpoint
+    # directory or EVA .pt; `"random_tiny"` builds an untrained tiny IDM, for tests only)
+    best_of: int = 1
+    reward_idm: str | None = None
 
     # Output video (EVA: 480x640, 49 frames at 16 fps)
     height: int = 480
@@ -99,6 +110,10 @@ class WorldModelConfig:
         if self.text_len != 512:
             raise ValueError("'text_len' must be 512: diffusers' Wan I2V attention splits image/text tokens at "
                              f"seq_len - 512 (got {self.text_len})")
+        if not isinstance(self.best_of, int) or isinstance(self.best_of, bool) or self.best_of < 1:
+            raise ValueError(f"'best_of' must be an integer >= 1, got {self.best_of!r}")
+        if self.best_of > 1 and not self.reward_idm:
+            raise ValueError("'best_of' > 1 needs 'reward_idm' (the IDM that scores the candidates)")
         if self.max_history_latents not in (1, 2):
             raise ValueError("'max_history_latents' must be 1 or 2")
 

@@ -68,6 +68,18 @@ def _require_dir(path: Path, what: str) -> Path:
 
 
 def load_components(cfg: WorldModelConfig) -> WanComponents:
+    comps = _load_base_components(cfg)
+    if cfg.transformer_dir:
+        from diffusers import WanTransformer3DModel
+
+        path = _require_dir(Path(cfg.transformer_dir), "world-model 'transformer_dir'")
+        dtype = comps.transformer.dtype
+        comps.transformer = WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype,
+                                                                  local_files_only=True).eval()
+    return comps
+
+
+def _load_base_components(cfg: WorldModelConfig) -> WanComponents:
     if cfg.kind == "tiny":
         return build_tiny_components(cfg)
     root = _require_dir(Path(cfg.model_dir), "world-model 'model_dir'")

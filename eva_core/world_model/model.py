@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from eva_core.world_model import encoders, lora, sampler
+from eva_core.world_model.best_of import pick_best as best_of_pick
 from eva_core.world_model.checkpoint import cast_like_diffusers
 from eva_core.world_model.config import WorldModelConfig
 from eva_core.world_model.loading import WanComponents, load_components, resolve_device, resolve_dtype
@@ -33,8 +34,10 @@ def _sync(device: torch.device) -> None:
 
 
 class WorldModel:
-    def __init__(self, cfg: WorldModelConfig, components: WanComponents):
+    def __init__(self, cfg: WorldModelConfig, components: WanComponents, embodiment=None):
         self.cfg = cfg
+        self.embodiment = embodiment  # reward limits for best-of-N (None: the default embodiment)
+        self._scorer = None
         self.c = components
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
@@ -45,11 +48,14 @@ class WorldModel:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | WorldModelConfig) -> "WorldModel":
+    def from_config(cls, cfg: Mapping[str, Any] | WorldModelConfig, embodiment=None) -> "WorldModel":
         cfg = WorldModelConfig.from_dict(cfg)
-        wm = cls(cfg, load_components(cfg))
-        if cfg.lora:
-            lora.load_lora(wm.transformer, cfg.lora)
+        wm = cls(cfg, load_components(cfg), embodiment=embodiment)
+        adapters = [cfg.lora] if isinstance(cfg.lora, str) else list(cfg.lora or [])
+        if len(adapters) > 1 and not cfg.merge_lora:
+            raise ValueError("world model: several 'lora' adapters need 'merge_lora: true' (merged in order)")
+        for path in adapters:  # e.g. [SFT adapter, GRPO adapter]: each merged before the next loads
+            lora.load_lora(wm.transformer, path)
             if cfg.merge_lora:
                 lora.merge_lora(wm.transformer)
         return wm
@@ -154,10 +160,45 @@ class WorldModel:
         )
 
     # ---- generation -----------------------------------------------------------------------
+    @property
+    def scorer(self):
+        """The best-of-N reward scorer (IDM at cfg.reward_idm), loaded on first use."""
+        if self._scorer is None:
+            from eva_core.world_model.best_of import load_scorer
+
+            if not self.cfg.reward_idm:
+                raise ValueError("world model: best-of-N needs 'reward_idm' in its config")
+            self._scorer = load_scorer(self.cfg.reward_idm, self.embodiment, fps=self.fps)
+        return self._scorer
+
     @torch.no_grad()
     def generate(self, image: np.ndarray, instruction: str, history: Sequence[np.ndarray] | None = None,
-                 seed: int | None = None, batched_guidance: bool = True) -> np.ndarray:
-        """Predict a chunk: (num_frames, height, width, 3) uint8 RGB at `fps`."""
+                 seed: int | None = None, batched_guidance: bool = True, best_of: int | None = None) -> np.ndarray:
+        """Predict a chunk: (num_frames, height, width, 3) uint8 RGB at `fps`.
+
+        best_of N > 1 (default: cfg.best_of) draws N chunks with seeds seed, seed+1, ... and keeps
+        the one with the highest executability reward; `last_info["best_of"]` has every score."""
+        n = self.cfg.best_of if best_of is None else int(best_of)
+        if n < 1:
+            raise ValueError(f"best_of must be >= 1, got {n}")
+        if n == 1:
+            return self._generate_one(image, instruction, history, seed, batched_guidance)
+        scorer = self.scorer
+        base = self.cfg.seed if seed is None else seed
+        base = int(torch.randint(0, 2**31 - 1, ()).item()) if base is None else int(base)
+        t0 = time.perf_counter()
+        chunks = [self._generate_one(image, instruction, history, base + i, batched_guidance) for i in range(n)]
+        t1 = time.perf_counter()
+        scores = scorer.score_frames(np.stack(chunks))
+        best = best_of_pick(scores)
+        timing = dict(self.last_timing)
+        self.last_timing = {**timing, "candidates": t1 - t0, "score": time.perf_counter() - t1,
+                            "total": time.perf_counter() - t0}
+        self.last_info = {**self.last_info, "seed": base + best,
+                          "best_of": {"n": n, "scores": [float(s) for s in scores], "chosen": best}}
+        return chunks[best]
+
+    def _generate_one(self, image, instruction, history, seed, batched_guidance) -> np.ndarray:
         if not isinstance(instruction, str):
             raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
         seed = self.cfg.seed if seed is None else seed

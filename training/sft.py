@@ -1,0 +1,354 @@
+"""Supervised fine-tuning of the Wan2.1 I2V world model with diffusion forcing (`eva-train-sft`).
+
+Read top to bottom: config -> accelerator -> world model -> clips -> cached features (VAE
+latents, CLIP features, prompt embeddings) -> LoRA or full -> AdamW + warmup -> loop (diffusion-
+forcing noise, per-frame timesteps, MSE to the flow target on future frames) -> eval loss + sample
+videos -> resumable checkpoints -> final weights + the planner's world_model config.
+The recipe is EVA's public one (RobbinW/large-video-planner, `add_training_noise`, `rand_history`).
+
+    eva-train-sft --config config/training/sft_tiny.yaml --output-dir runs/sft_tiny   # CPU, minutes
+    accelerate launch --config_file config/accelerate/fsdp_8gpu.yaml -m training.sft \\
+        --config config/training/sft.yaml --output-dir runs/sft_14b
+    eva-train-sft --config ... --output-dir runs/sft_14b --resume     # continue from the newest checkpoint
+
+Outputs in --output-dir: final/lora/ (adapter) or final/transformer/ (full), final/world_model.yaml
+(the planner's `world_model:` section), checkpoints/step_*/ (accelerate state), tb/, metrics.jsonl,
+samples/step_*.mp4, config.yaml, cache/ (features; reused across runs when --cache-dir is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from training.common import (append_jsonl, load_emb, config_to_dict, load_sections, prepare_output_dir, resume_from,
+                             run_cli, save_checkpoint, write_mp4)
+
+
+@dataclass
+class DataSection:
+    sources: list = field(default_factory=list)  # episode files/dirs (HDF5) and EVA CSVs
+    synthetic: int = 0  # also write N synthetic episodes (eva_core.data.synthetic) and train on them
+    synthetic_frames: int = 64
+    synthetic_seed: int = 0
+    stride_s: float = 1.0  # seconds between clip starts
+    instruction: str | None = None  # override every caption
+    camera: str | None = None
+    embodiment: str | None = None  # for the synthetic episodes (default: cobot_magic)
+    val_frac: float = 0.2  # fraction of SOURCES (episodes/videos) held out
+    cache_dir: str | None = None  # default: OUTPUT/cache
+
+    def validate(self):
+        if not 0 <= self.val_frac < 1:
+            raise ValueError(f"val_frac: must be in [0, 1), got {self.val_frac}")
+        if self.stride_s <= 0:
+            raise ValueError(f"stride_s: must be > 0, got {self.stride_s}")
+
+
+@dataclass
+class DFSection:
+    history_probs: list = field(default_factory=lambda: [0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
+    clean_hist_prob: float = 0.7
+    shift: float = 3.0
+
+    def validate(self):
+        if not 0 <= self.clean_hist_prob <= 1:
+            raise ValueError(f"clean_hist_prob: must be in [0, 1], got {self.clean_hist_prob}")
+
+
+@dataclass
+class TrainSection:
+    mode: str = "lora"  # "lora" | "full"
+    lora_rank: int = 32
+    lora_alpha: float = 32.0
+    lr: float = 8e-6
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    batch_size: int = 2  # per process
+    grad_accum: int = 4
+    max_steps: int = 10000  # optimiser steps
+    grad_clip: float = 1.0
+    mixed_precision: str = "auto"  # auto: bf16 on GPU, no on CPU
+    gradient_checkpointing: bool = True
+    seed: int = 0
+
+    def validate(self):
+        if self.mode not in ("lora", "full"):
+            raise ValueError(f"mode: must be 'lora' or 'full', got {self.mode!r}")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision: must be auto/no/bf16/fp16, got {self.mixed_precision!r}")
+        if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("max_steps, batch_size and grad_accum must be >= 1")
+
+
+@dataclass
+class LogSection:
+    log_every: int = 10
+    eval_every: int = 500
+    save_every: int = 500
+    keep: int = 2
+    sample_videos: int = 1  # sample videos per evaluation (0: none)
+    progress: bool = True
+
+
+SCHEMA = {"model": dict, "data": DataSection, "diffusion_forcing": DFSection, "train": TrainSection,
+          "log": LogSection}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="eva-train-sft", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="YAML with sections model/data/diffusion_forcing/train/log")
+    p.add_argument("--output-dir", required=True, help="run directory (must be new or empty unless --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its newest checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p.parse_args(argv)
+
+
+# ---- setup --------------------------------------------------------------------------------------
+def make_accelerator(train: TrainSection):
+    from accelerate import Accelerator
+
+    mp = train.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() else "no"
+    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=train.grad_accum)
+
+
+def build_world_model(model_cfg: dict, device):
+    from eva_core.world_model import WorldModel, WorldModelConfig
+
+    cfg = {**model_cfg, "device": str(device)}
+    if cfg.get("kind", "tiny") == "tiny":
+        cfg.pop("kind", None)
+        return WorldModel.from_config(WorldModelConfig.tiny_default(**cfg))
+    return WorldModel.from_config(WorldModelConfig.from_dict(cfg))
+
+
+def split_refs(refs, val_frac: float, seed: int):
+    """Whole sources (episodes/videos) go to train or val."""
+    import numpy as np
+
+    sources = sorted({r.source for r in refs})
+    if len(sources) < 2 or val_frac == 0:
+        return refs, []
+    n_val = min(len(sources) - 1, max(1, round(len(sources) * val_frac)))
+    val = set(np.random.default_rng(seed).permutation(sources)[:n_val].tolist())
+    return [r for r in refs if r.source not in val], [r for r in refs if r.source in val]
+
+
+def gather_clips(data: DataSection, wm, out: Path, accelerator):
+    from eva_core.data import make_synthetic_dataset
+    from eva_core.data.video_clips import ClipSpec, clips_from_sources
+
+    sources = list(data.sources)
+    if data.synthetic:
+        syn = out / "synthetic_data"
+        with accelerator.main_process_first():
+            if accelerator.is_main_process and not syn.is_dir():
+                make_synthetic_dataset(syn, episodes=data.synthetic, frames=data.synthetic_frames,
+                                       size=max(wm.height, wm.width), fps=wm.fps, seed=data.synthetic_seed,
+                                       progress=False, embodiment=load_emb(data.embodiment))
+        sources.append(str(syn))
+    if not sources:
+        raise ValueError("data: sources: empty and synthetic is 0; nothing to train on")
+    spec = ClipSpec(num_frames=wm.num_frames, fps=wm.fps, height=wm.height, width=wm.width, camera=data.camera)
+    refs = clips_from_sources(sources, spec, data.stride_s, data.instruction)
+    if not refs:
+        raise ValueError(f"data: no clip of {spec.num_frames} frames at {spec.fps} fps in {sources}")
+    return spec, refs
+
+
+def features(wm, refs, spec, cache_dir: Path, accelerator, progress: bool):
+    from eva_core.data.video_clips import FeatureCache, VideoClipDataset
+    from eva_core.world_model.training import CachedFeatures, encoder_key
+
+    if not refs:
+        return None
+    cache = FeatureCache(cache_dir, encoder_key(wm))
+    with accelerator.main_process_first():  # rank 0 computes, the others read its files
+        ds = CachedFeatures(wm, VideoClipDataset(refs, spec), cache, progress=progress and accelerator.is_main_process)
+    return ds
+
+
+# ---- loop ---------------------------------------------------------------------------------------
+def df_step_loss(model, batch, df: DFSection, gen, patch, dtype, device):
+    from eva_core.world_model import diffusion_forcing as dfm
+    from eva_core.world_model.training import predict_flow
+
+    dfb = dfm.add_training_noise(batch["latents"].to(device), gen, df.history_probs, df.clean_hist_prob, df.shift)
+    pred = predict_flow(model, dfb.noisy, dfb.timesteps, batch["text"], batch["image"], patch, dtype)
+    return dfm.masked_flow_loss(pred, dfb)
+
+
+@torch.no_grad()
+def evaluate(model, val, df: DFSection, patch, dtype, device, seed: int) -> float:
+    """Mean diffusion-forcing loss on the val clips with fixed noise (comparable across steps)."""
+    from eva_core.world_model.training import collate
+
+    was = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    losses = [float(df_step_loss(model, collate([val[i]]), df, gen, patch, dtype, device)) for i in range(len(val))]
+    model.train(was)
+    return sum(losses) / max(1, len(losses))
+
+
+def save_samples(wm, val, out: Path, step: int, n: int) -> list[str]:
+    paths = []
+    wm.transformer.eval()
+    for i in range(min(n, len(val))):
+        item = val[i]
+        frames = wm.generate(item["first_frame"].numpy(), item["caption"], seed=i)
+        paths.append(str(write_mp4(out / "samples" / f"step_{step:08d}_{i}.mp4", frames, wm.fps)))
+    wm.transformer.train()
+    return paths
+
+
+def export_final(accelerator, model, wm, model_cfg: dict, train: TrainSection, out: Path) -> Path:
+    """final/lora (peft layout: adapter_model.safetensors + adapter_config.json) or final/transformer
+    (diffusers layout), and final/world_model.yaml pointing at it."""
+    from safetensors.torch import save_file
+
+    from eva_core.atomic_io import atomic_dir, write_text
+
+    state = accelerator.get_state_dict(model)  # gathered on rank 0 under FSDP
+    final = out / "final"
+    if not accelerator.is_main_process:
+        return final
+    unwrapped = accelerator.unwrap_model(model)
+    deploy = {k: v for k, v in model_cfg.items() if k != "device"}
+    if train.mode == "lora":
+        sd = {k.replace(".default.", "."): v.detach().cpu().contiguous() for k, v in state.items() if "lora_" in k}
+        with atomic_dir(final / "lora") as tmp:
+            save_file(sd, str(tmp / "adapter_model.safetensors"))
+            unwrapped.peft_config["default"].save_pretrained(str(tmp))
+        deploy.update(lora=str((final / "lora").resolve()), merge_lora=True)
+    else:
+        sd = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        with atomic_dir(final / "transformer") as tmp:
+            save_file(sd, str(tmp / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+            unwrapped.save_config(str(tmp))
+        deploy.update(transformer_dir=str((final / "transformer").resolve()))
+    write_text(final / "world_model.yaml", yaml.safe_dump({"world_model": deploy}, sort_keys=False))
+    return final
+
+
+def train(argv=None) -> Path:
+    args = parse_args(argv)
+    cfg = load_sections(args.config, SCHEMA, args.set)
+    data, df, tr, log = cfg["data"], cfg["diffusion_forcing"], cfg["train"], cfg["log"]
+    out = Path(args.output_dir)
+    prepare_output_dir(out, args.resume)
+    accelerator = make_accelerator(tr)
+    from accelerate.utils import set_seed
+
+    from eva_core.world_model.training import collate, setup_trainable
+
+    set_seed(tr.seed)
+    main = accelerator.is_main_process
+    wm = build_world_model(cfg["model"], accelerator.device)
+    spec, refs = gather_clips(data, wm, out, accelerator)
+    train_refs, val_refs = split_refs(refs, data.val_frac, tr.seed)
+    cache_dir = Path(data.cache_dir) if data.cache_dir else out / "cache"
+    train_ds = features(wm, train_refs, spec, cache_dir, accelerator, log.progress)
+    val_ds = features(wm, val_refs, spec, cache_dir, accelerator, False)
+    if main:
+        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        print(f"eva-train-sft: {len(train_refs)} train / {len(val_refs)} val clips of {spec.num_frames} frames "
+              f"at {spec.fps} fps, {spec.height}x{spec.width}; {accelerator.num_processes} process(es)")
+
+    transformer = wm.transformer
+    params = setup_trainable(transformer, tr.mode, tr.lora_rank, tr.lora_alpha, tr.gradient_checkpointing)
+    patch, dtype = transformer.config.patch_size, transformer.dtype
+    opt = torch.optim.AdamW(params, lr=tr.lr, betas=tuple(tr.betas), weight_decay=tr.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tr.warmup_steps)))
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=tr.batch_size, shuffle=True, collate_fn=collate,
+                                         drop_last=len(train_ds) >= tr.batch_size * accelerator.num_processes)
+    model, opt, loader, sched = accelerator.prepare(transformer, opt, loader, sched)
+    step, _ = resume_from(accelerator, out) if args.resume else (0, {})
+
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+    from tqdm import tqdm
+
+    bar = tqdm(total=tr.max_steps, initial=step, desc="sft", disable=not (main and log.progress))
+    fsdp = accelerator.distributed_type.name == "FSDP"
+    first_eval = last_eval = None
+    if val_ds is not None and step == 0:
+        first_eval = evaluate(model, val_ds, df, patch, dtype, accelerator.device, tr.seed + 1)
+        if main:
+            writer.add_scalar("eval/loss", first_eval, 0)
+            append_jsonl(out / "metrics.jsonl", {"step": 0, "eval_loss": first_eval})
+    model.train()
+    t0, running = time.perf_counter(), []
+    while step < tr.max_steps:
+        for batch in loader:
+            with accelerator.accumulate(model):
+                gen = torch.Generator().manual_seed(tr.seed * 1_000_003 + step * 997 + accelerator.process_index)
+                loss = df_step_loss(model, batch, df, gen, patch, dtype, accelerator.device)
+                accelerator.backward(loss)
+                gnorm = accelerator.clip_grad_norm_(params, tr.grad_clip) if accelerator.sync_gradients else None
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            running.append(float(loss.detach()))
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            if step % log.log_every == 0 or step == tr.max_steps:
+                mean_loss = float(accelerator.reduce(torch.tensor(sum(running) / len(running),
+                                                                  device=accelerator.device), "mean"))
+                running = []
+                if main:
+                    rec = {"step": step, "loss": mean_loss, "lr": sched.get_last_lr()[0],
+                           "grad_norm": float(gnorm) if gnorm is not None else None,
+                           "s_per_step": (time.perf_counter() - t0) / log.log_every}
+                    for k in ("loss", "lr", "grad_norm"):
+                        if rec[k] is not None:
+                            writer.add_scalar(f"train/{k}", rec[k], step)
+                    append_jsonl(out / "metrics.jsonl", rec)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                t0 = time.perf_counter()
+            if val_ds is not None and (step % log.eval_every == 0 or step == tr.max_steps):
+                last_eval = evaluate(model, val_ds, df, patch, dtype, accelerator.device, tr.seed + 1)
+                if main:
+                    writer.add_scalar("eval/loss", last_eval, step)
+                    append_jsonl(out / "metrics.jsonl", {"step": step, "eval_loss": last_eval})
+                    if log.sample_videos and not fsdp:
+                        save_samples(wm, val_ds, out, step, log.sample_videos)
+            if step % log.save_every == 0 or step == tr.max_steps:
+                save_checkpoint(accelerator, out, step, {"eval_loss": last_eval}, log.keep)
+            if step >= tr.max_steps:
+                break
+    bar.close()
+    final = export_final(accelerator, model, wm, cfg["model"], tr, out)
+    if main:
+        from eva_core.atomic_io import write_json
+
+        write_json(out / "summary.json", {"steps": step, "first_eval_loss": first_eval, "last_eval_loss": last_eval,
+                                          "final": str(final), "processes": accelerator.num_processes,
+                                          "trainable_params": sum(p.numel() for p in params)})
+        writer.close()
+        print(f"eva-train-sft: done; eval loss {first_eval} -> {last_eval}; planner config: {final / 'world_model.yaml'}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final
+
+
+def main(argv=None) -> int:
+    return run_cli("eva-train-sft", train, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
