@@ -32,30 +32,81 @@ def test_training_does_not_import_eva_ros():
         assert "eva_ros" not in imported_modules(p), p
 
 
-def _calls(func: ast.AST, attr: str) -> list[ast.Call]:
-    return [n for n in ast.walk(func) if isinstance(n, ast.Call)
+def _calls(tree: ast.AST, attr: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
             and isinstance(n.func, ast.Attribute) and n.func.attr == attr]
 
 
-def test_only_the_controller_sends_arm_commands_and_only_after_its_safety_filter():
-    """No path may bypass the safety filter: the one caller of send_positions outside the
-    backends is the controller's command tick, which filters the same value first."""
+def _self_attrs_built_by(tree: ast.AST, cls_name: str) -> set[str]:
+    """Attributes assigned `self.<a> = cls_name(...)` anywhere in `tree`."""
+    return {t.attr for a in ast.walk(tree) if isinstance(a, ast.Assign) and isinstance(a.value, ast.Call)
+            and isinstance(a.value.func, ast.Name) and a.value.func.id == cls_name
+            for t in a.targets if isinstance(t, ast.Attribute)}
+
+
+def _bound_to(fn: ast.AST, name: str) -> list[ast.AST]:
+    """The values assigned to local `name` in `fn` (plain or tuple-unpacking assignments)."""
+    out = []
+    for a in ast.walk(fn):
+        if isinstance(a, ast.Assign):
+            for t in a.targets:
+                elts = t.elts if isinstance(t, ast.Tuple) else [t]
+                if any(isinstance(e, ast.Name) and e.id == name for e in elts):
+                    out.append(a.value)
+    return out
+
+
+def _is_call_on_self_attr(node: ast.AST, attrs: set[str], method: str) -> bool:
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == method
+            and isinstance(node.func.value, ast.Attribute) and node.func.value.attr in attrs)
+
+
+def _functions(tree):
+    return [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_only_the_controller_adapter_sends_arm_commands_and_only_the_control_loops_output():
+    """No path may bypass the final safety filter. Outside the backends exactly one module calls
+    send_positions: the controller adapter, with `.positions` of a decision its ControlLoop's
+    tick returned, after checking that decision is a COMMAND. Names come from the code."""
     callers = []
     for p in list((ROOT / "eva_ros").rglob("*.py")) + list((ROOT / "eva_core").rglob("*.py")):
         if "backends" in p.parts:
             continue
         tree = ast.parse(p.read_text(), filename=str(p))
-        for fn in ast.walk(tree):
-            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and _calls(fn, "send_positions"):
-                callers.append((p.relative_to(ROOT).as_posix(), fn))
-    assert [(path, fn.name) for path, fn in callers] == [("eva_ros/nodes/controller_node.py", "_command")]
-    fn = callers[0][1]
-    (send,) = _calls(fn, "send_positions")
-    sent = send.args[0].id  # the variable that is sent ...
-    filtered = [a for a in ast.walk(fn) if isinstance(a, ast.Assign) and _calls(a.value, "step")
-                and isinstance(a.value.func.value, ast.Attribute) and a.value.func.value.attr == "final"]
-    assert filtered, "the controller must run its final SafetyFilter (self.final.step) before sending"
-    targets = {e.id for a in filtered for t in a.targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])
-               if isinstance(e, ast.Name)}
-    assert sent in targets  # ... is the output of the final safety filter
-    assert all(a.lineno < send.lineno for a in filtered)
+        callers += [(p.relative_to(ROOT).as_posix(), tree, c) for c in _calls(tree, "send_positions")]
+    assert [path for path, _, _ in callers] == ["eva_ros/nodes/controller_node.py"]
+    _, tree, send = callers[0]
+    loops = _self_attrs_built_by(tree, "ControlLoop")
+    assert loops, "the controller adapter must build an eva_core.control.ControlLoop"
+    (fn,) = [f for f in _functions(tree) if send in list(ast.walk(f))]
+    (arg,) = send.args
+    assert isinstance(arg, ast.Attribute) and arg.attr == "positions" and isinstance(arg.value, ast.Name)
+    decision = arg.value.id
+    sources = _bound_to(fn, decision)
+    assert sources and all(_is_call_on_self_attr(v, loops, "tick") for v in sources), \
+        "send_positions must send the positions of the control loop's tick() decision"
+    checks = [c for c in ast.walk(fn) if isinstance(c, ast.Compare) and isinstance(c.left, ast.Attribute)
+              and c.left.attr == "kind" and isinstance(c.left.value, ast.Name) and c.left.value.id == decision
+              and any(isinstance(x, ast.Attribute) and x.attr == "COMMAND" for x in c.comparators)]
+    assert checks and all(c.lineno < send.lineno for c in checks), "send only a COMMAND decision"
+
+
+def test_the_control_loop_commands_only_the_final_filters_output():
+    """In eva_core/control.py every COMMAND decision carries the output of the final
+    SafetyFilter's step(), and a rejected report returns before it."""
+    tree = ast.parse((ROOT / "eva_core" / "control.py").read_text())
+    filters = _self_attrs_built_by(tree, "SafetyFilter")
+    assert len(filters) == 1
+    commands = [c for c in ast.walk(tree) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+                and c.func.id == "Decision" and c.args and isinstance(c.args[0], ast.Attribute)
+                and c.args[0].attr == "COMMAND"]
+    assert commands
+    for call in commands:
+        (fn,) = [f for f in _functions(tree) if call in list(ast.walk(f))]
+        positions = call.args[1]
+        assert isinstance(positions, ast.Name)
+        sources = _bound_to(fn, positions.id)
+        assert sources and all(_is_call_on_self_attr(v, filters, "step") for v in sources)
+        rejected = [n for n in ast.walk(fn) if isinstance(n, ast.Attribute) and n.attr == "rejected"]
+        assert rejected and all(n.lineno < call.lineno for n in rejected)
