@@ -18,7 +18,7 @@ STD = torch.linspace(0.1, 1.5, 14)
 def eva_model():
     """A resnet_plus with random weights, as if trained by EVA (built by our code)."""
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="resnet_plus")).eval()
+    m = build_idm(IDMConfig(action_dim=14, variant="resnet_plus")).eval()
     with torch.no_grad():
         m.spatial_softmax.temperature.fill_(0.7)
     return m
@@ -75,7 +75,7 @@ def test_strict_loading_rejects_a_missing_key_and_names_it(tmp_path, eva_model):
 
 
 def test_strict_loading_rejects_unexpected_and_misshaped_keys(tmp_path):
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     sd = dict(m.state_dict())
     sd["extra_head.weight"] = torch.zeros(3)
     torch.save({"model_state_dict": sd, "optimizer_state_dict": {}, "step": 0}, tmp_path / "u.pt")
@@ -89,7 +89,7 @@ def test_strict_loading_rejects_unexpected_and_misshaped_keys(tmp_path):
 
 
 def test_a_key_outside_the_wrapper_prefix_is_an_error(tmp_path):
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     sd = {"module." + k: v for k, v in m.state_dict().items()}
     sd["stray.weight"] = torch.zeros(1)
     torch.save({"model_state_dict": sd}, tmp_path / "p.pt")
@@ -100,7 +100,7 @@ def test_a_key_outside_the_wrapper_prefix_is_an_error(tmp_path):
 def test_numpy_stats_load_as_data(tmp_path):
     import numpy as np
 
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     ckpt = {"model_state_dict": m.state_dict(), "optimizer_state_dict": {}, "step": np.int64(3),
             "train_mean": MEAN.numpy().astype(np.float64), "train_std": STD.numpy()}
     torch.save(ckpt, tmp_path / "np.pt")
@@ -121,7 +121,7 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_idm(tmp_path / "pickle.pt")
     with pytest.raises(FileNotFoundError):
         load_idm(tmp_path / "nope.pt")
-    good = torch.load(export_eva_pt(build_idm(IDMConfig(variant="tiny")), tmp_path / "good.pt"), weights_only=True)
+    good = torch.load(export_eva_pt(build_idm(IDMConfig(action_dim=14, variant="tiny")), tmp_path / "good.pt"), weights_only=True)
     torch.save({**good, "idm_config": {"variant": "resnet9000"}}, tmp_path / "badcfg.pt")
     with pytest.raises(IDMCheckpointError, match=r"badcfg\.pt: key 'idm_config'"):  # as config.json errors
         load_idm(tmp_path / "badcfg.pt")
@@ -130,7 +130,7 @@ def test_bad_files_give_clear_errors(tmp_path):
 @pytest.mark.parametrize("variant,fusion", [("tiny", "early"), ("tiny", "late"), ("resnet18", "late"), ("resnet18", "early")])
 def test_export_eva_round_trip(tmp_path, variant, fusion):
     torch.manual_seed(1)
-    m = build_idm(IDMConfig(variant=variant, fusion=fusion, image_size=64 if variant == "resnet18" else None))
+    m = build_idm(IDMConfig(action_dim=14, variant=variant, fusion=fusion, image_size=64 if variant == "resnet18" else None))
     m.set_normalization(MEAN, STD)
     path = export_eva_pt(m, tmp_path / "exported.pt", step=77)
     raw = torch.load(path, weights_only=True)  # plain EVA layout, loadable without our code
@@ -149,7 +149,7 @@ def test_export_eva_round_trip(tmp_path, variant, fusion):
 
 def test_safetensors_dir_round_trip_and_strictness(tmp_path):
     torch.manual_seed(2)
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     m.set_normalization(MEAN, STD)
     out = save_idm(m, tmp_path / "idm")
     meta = json.loads((out / "config.json").read_text())
@@ -163,3 +163,23 @@ def test_safetensors_dir_round_trip_and_strictness(tmp_path):
     save_file(w, str(out / "model.safetensors"))
     with pytest.raises(IDMCheckpointError, match="spatial_softmax.temperature"):
         load_idm(out)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_a_broken_safetensors_file_names_the_file(tmp_path, damage):
+    out = save_idm(build_idm(IDMConfig(action_dim=14, variant="tiny")), tmp_path / "idm")
+    w = out / "model.safetensors"
+    data = w.read_bytes()
+    w.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"\x00" * 64}[damage])
+    with pytest.raises(IDMCheckpointError, match="not a readable safetensors file") as e:
+        load_idm(out)
+    assert str(w) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_eva_file_without_the_action_head_is_a_checkpoint_error(tmp_path):
+    payload = torch.load(export_eva_pt(build_idm(IDMConfig(action_dim=14, variant="tiny")), tmp_path / "a.pt"),
+                         weights_only=True)
+    del payload["model_state_dict"]["mlp_head.6.weight"], payload["idm_config"]
+    torch.save(payload, tmp_path / "b.pt")
+    with pytest.raises(IDMCheckpointError, match="b.pt: missing key 'mlp_head.6.weight'"):
+        load_idm(tmp_path / "b.pt")

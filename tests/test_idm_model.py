@@ -1,10 +1,13 @@
 """IDM network: EVA key layout, spatial softmax, window clamping, early/late fusion, batched predict."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
 
 from eva_core.idm import IDM, IDMConfig, SpatialSoftmax, build_idm, native_bf16, resolve_precision
+from eva_core.images import normalize_imagenet
 
 torch.set_num_threads(1)
 
@@ -37,7 +40,7 @@ def test_spatial_softmax_temperature_is_learnable_and_matters():
 
 
 def test_resnet_plus_has_exactly_the_eva_key_layout():
-    m = build_idm(IDMConfig(variant="resnet_plus"))
+    m = build_idm(IDMConfig(action_dim=14, variant="resnet_plus"))
     sd = m.state_dict()
     head = {k for k in sd if not k.startswith("backbone.")}
     expected_head = {"spatial_softmax.temperature"} | {f"mlp_head.{i}.{p}" for i in (0, 1, 4, 6) for p in ("weight", "bias")}
@@ -54,21 +57,21 @@ def test_resnet_plus_has_exactly_the_eva_key_layout():
 
 
 def test_variants_defaults():
-    assert IDMConfig(variant="resnet18").image_size < 512
-    tiny = build_idm(IDMConfig(variant="tiny"))
+    assert IDMConfig(action_dim=14, variant="resnet18").image_size < 512
+    tiny = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     assert tiny.config.image_size == 64
     assert isinstance(tiny.spatial_softmax, SpatialSoftmax)
     with pytest.raises(ValueError, match="variant"):
-        IDMConfig(variant="vit")
-    assert IDMConfig(variant="resnet_plus").fusion == "early"  # EVA's layout
+        IDMConfig(action_dim=14, variant="vit")
+    assert IDMConfig(action_dim=14, variant="resnet_plus").fusion == "early"  # EVA's layout
     with pytest.raises(ValueError, match="fusion"):
-        IDMConfig(variant="tiny", fusion="middle")
+        IDMConfig(action_dim=14, variant="tiny", fusion="middle")
     # Config files written before `fusion` existed held early-fusion models.
-    assert IDMConfig.from_dict({"variant": "resnet18"}).fusion == "early"
+    assert IDMConfig.from_dict({"variant": "resnet18", "action_dim": 14}).fusion == "early"
 
 
 def test_window_indices_are_clamped_at_the_ends():
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     assert m.window_indices(3).tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 2]]
     assert m.window_indices(1).tolist() == [[0, 0, 0]]
 
@@ -76,7 +79,7 @@ def test_window_indices_are_clamped_at_the_ends():
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_predict_batched_equals_per_frame_loop_and_any_batch_size(fusion):
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="tiny", fusion=fusion))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny", fusion=fusion))
     m.set_normalization(torch.linspace(-1, 1, 14), torch.linspace(0.5, 2, 14))
     video = torch.rand(9, 3, 40, 56)  # any H, W: resized inside
     a = m.predict(video, batch_size=4)
@@ -90,7 +93,7 @@ def test_predict_batched_equals_per_frame_loop_and_any_batch_size(fusion):
 
 def test_predict_denormalises_with_the_stored_stats():
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     video = torch.rand(4, 3, 64, 64)
     raw = m.predict(video)
     m.set_normalization(torch.full((14,), 3.0), torch.full((14,), 2.0))
@@ -100,7 +103,7 @@ def test_predict_denormalises_with_the_stored_stats():
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_predict_window_uses_the_neighbour_frames(fusion):
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="tiny", fusion=fusion))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny", fusion=fusion))
     video = torch.rand(5, 3, 64, 64)
     base = m.predict(video)
     changed = video.clone()
@@ -111,7 +114,7 @@ def test_predict_window_uses_the_neighbour_frames(fusion):
 
 
 def test_predict_rejects_bad_shapes_and_keeps_train_mode():
-    m = build_idm(IDMConfig(variant="tiny"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     m.train()
     with pytest.raises(ValueError, match=r"\(T, 3, H, W\)"):
         m.predict(torch.rand(4, 64, 64, 3))
@@ -123,22 +126,22 @@ def test_local_backbone_weights_and_eva_conv1_init(tmp_path):
     ref = torchvision.models.resnet18(weights=None)
     path = tmp_path / "r18.pth"
     torch.save(ref.state_dict(), path)
-    late = IDM(IDMConfig(variant="resnet18", backbone_weights=str(path)))  # the light default: late fusion
+    late = IDM(IDMConfig(action_dim=14, variant="resnet18", backbone_weights=str(path)))  # the light default: late fusion
     assert late.config.fusion == "late"
     assert torch.equal(late.backbone.conv1.weight, ref.conv1.weight)  # one frame in: ImageNet conv1 as is
-    m = IDM(IDMConfig(variant="resnet18", fusion="early", backbone_weights=str(path)))
+    m = IDM(IDMConfig(action_dim=14, variant="resnet18", fusion="early", backbone_weights=str(path)))
     w = m.backbone.conv1.weight
     assert w.shape == (64, 9, 7, 7)
     assert torch.allclose(w, ref.conv1.weight.repeat(1, 3, 1, 1) / 3)
     assert torch.equal(m.backbone.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="bad.pth"):
-        IDM(IDMConfig(variant="resnet18", backbone_weights=str(tmp_path / "bad.pth")))
+        IDM(IDMConfig(action_dim=14, variant="resnet18", backbone_weights=str(tmp_path / "bad.pth")))
 
 
 def test_late_fusion_encodes_each_frame_once_and_orders_the_window():
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="tiny", fusion="late"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny", fusion="late"))
     assert m.backbone[0].in_channels == 3 and m.mlp_head[0].in_features == 3 * 2 * 64
     calls = []
     m.backbone.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
@@ -150,18 +153,18 @@ def test_late_fusion_encodes_each_frame_once_and_orders_the_window():
     assert sum(calls) == 21  # EVA's loop re-encodes every neighbour
     # Swapping the outer frames of a window changes the action: the head sees the order.
     frames = torch.rand(3, 3, 64, 64)
-    x = (frames - m.pixel_mean) / m.pixel_std
+    x = normalize_imagenet(frames)
     with torch.no_grad():
         a = m(x.unsqueeze(0))
         b = m(x[[2, 1, 0]].unsqueeze(0))
     assert not torch.allclose(a, b)
     with pytest.raises(RuntimeError, match="late-fusion"):
-        build_idm(IDMConfig(variant="tiny")).encode(x)
+        build_idm(IDMConfig(action_dim=14, variant="tiny")).encode(x)
 
 
 def test_bfloat16_predict_is_close_to_float32_and_checked():
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="tiny", fusion="late"))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny", fusion="late"))
     m.set_normalization(torch.zeros(14), torch.full((14,), 0.5))
     video = torch.rand(6, 3, 64, 64)
     ref = m.predict(video)
@@ -179,7 +182,7 @@ def test_bfloat16_predict_is_close_to_float32_and_checked():
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_a_batch_of_clips_equals_clip_by_clip(fusion):
     torch.manual_seed(0)
-    m = build_idm(IDMConfig(variant="tiny", fusion=fusion))
+    m = build_idm(IDMConfig(action_dim=14, variant="tiny", fusion=fusion))
     m.set_normalization(torch.linspace(-1, 1, 14), torch.linspace(0.5, 2, 14))
     clips = torch.rand(3, 5, 3, 48, 48)
     out = m.predict(clips, batch_size=4)
@@ -188,3 +191,15 @@ def test_a_batch_of_clips_equals_clip_by_clip(fusion):
         assert torch.allclose(out[b], m.predict(clips[b]), atol=1e-5)
     with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
         m.predict(torch.rand(2, 5, 48, 48, 3))
+
+
+def test_action_dim_comes_from_the_embodiment_not_a_default():
+    from eva_core.embodiment import load_embodiment
+
+    with pytest.raises(ValueError, match="action_dim must be a positive int"):
+        IDMConfig(variant="tiny")
+    single = load_embodiment(Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml")
+    m = build_idm(IDMConfig.for_embodiment(single, variant="tiny"))
+    assert m.predict(torch.rand(5, 3, 64, 64)).shape == (5, 7)
+    with pytest.raises(TypeError, match="IDMConfig"):
+        build_idm(None)

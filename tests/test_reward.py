@@ -10,6 +10,7 @@ from eva_core.embodiment import load_embodiment
 from eva_core.reward import RewardConfig, executability_reward, huber, plot_action_curves
 
 EMB = load_embodiment()
+CFG = RewardConfig.from_embodiment(EMB)
 FPS = 16.0
 
 
@@ -46,17 +47,17 @@ def test_constant_velocity_scores_10():
     T = 24
     v = np.linspace(-1.0, 1.0, 14)  # within every velocity limit
     A = 0.1 + np.arange(T)[:, None] / FPS * v
-    res = executability_reward(A, fps=FPS)
+    res = executability_reward(A, fps=FPS, config=CFG)
     assert float(res.score) == pytest.approx(10.0, abs=1e-9)
     assert all(float(c) == pytest.approx(0.0, abs=1e-12) for c in res.components.values())
-    assert float(executability_reward(np.zeros((10, 14))).score) == pytest.approx(10.0)
+    assert float(executability_reward(np.zeros((10, 14)), config=CFG).score) == pytest.approx(10.0)
 
 
 def test_single_frame_jump_is_penalised_and_matches_hand_values():
     T = 12
     A = np.zeros((T, 14))
     A[6, 0] = 0.1  # one frame of joint 1 jumps by 0.1 rad
-    res = executability_reward(A, fps=FPS)
+    res = executability_reward(A, fps=FPS, config=CFG)
     assert float(res.score) < 10.0
     # Hand computation: v = +-1.6 (below v_max), a = 25.6, -51.2, 25.6 at 16 fps.
     amax, dt, w0 = 5.0, 1 / FPS, 1.0 / ((12 * 1.0 + 2 * 0.2) / 14)
@@ -71,15 +72,15 @@ def test_single_frame_jump_is_penalised_and_matches_hand_values():
     assert float(res.score) == pytest.approx(reference_reward(A), rel=1e-12)
     bigger = A.copy()
     bigger[6, 0] = 0.5
-    assert float(executability_reward(bigger).score) < float(res.score)
+    assert float(executability_reward(bigger, config=CFG).score) < float(res.score)
 
 
 def test_fewer_than_4_frames_gives_0():
     for T in (0, 1, 2, 3):
-        res = executability_reward(np.zeros((T, 14)))
+        res = executability_reward(np.zeros((T, 14)), config=CFG)
         assert float(res.score) == 0.0
-    assert float(executability_reward(np.zeros((4, 14))).score) == pytest.approx(10.0)
-    batch = executability_reward(torch.zeros(5, 3, 14))
+    assert float(executability_reward(np.zeros((4, 14)), config=CFG).score) == pytest.approx(10.0)
+    batch = executability_reward(torch.zeros(5, 3, 14), config=CFG)
     assert batch.score.shape == (5,) and torch.all(batch.score == 0)
 
 
@@ -88,21 +89,21 @@ def test_matches_plain_numpy_reference(seed):
     rng = np.random.default_rng(seed)
     A = smooth(40, seed) + rng.normal(0, 0.02 * (seed + 1), (40, 14))  # noisy: all terms active
     A[20:, 3] += 0.4 * seed  # a step on some seeds
-    res = executability_reward(A, fps=FPS)
+    res = executability_reward(A, fps=FPS, config=CFG)
     assert float(res.score) == pytest.approx(reference_reward(A, FPS), rel=1e-10)
-    assert float(executability_reward(A, fps=30.0).score) == pytest.approx(reference_reward(A, 30.0), rel=1e-10)
+    assert float(executability_reward(A, fps=30.0, config=CFG).score) == pytest.approx(reference_reward(A, 30.0), rel=1e-10)
 
 
 def test_batch_equals_loop_and_tensor_equals_numpy():
     rng = np.random.default_rng(3)
     batch = np.stack([smooth(30, s) + rng.normal(0, 0.01 * s, (30, 14)) for s in range(6)])
-    res = executability_reward(torch.from_numpy(batch), fps=FPS)
-    loop = [executability_reward(b, fps=FPS) for b in batch]
+    res = executability_reward(torch.from_numpy(batch), fps=FPS, config=CFG)
+    loop = [executability_reward(b, fps=FPS, config=CFG) for b in batch]
     assert res.score.shape == (6,)
     assert torch.allclose(res.score, torch.stack([r.score for r in loop]), rtol=1e-12)
     for name in res.components:
         assert torch.allclose(res.components[name], torch.stack([r.components[name] for r in loop]), rtol=1e-12)
-    f32 = executability_reward(torch.from_numpy(batch).float(), fps=FPS)
+    f32 = executability_reward(torch.from_numpy(batch).float(), fps=FPS, config=CFG)
     assert f32.score.dtype == torch.float32
     assert torch.allclose(f32.score.double(), res.score, rtol=1e-4)
 
@@ -111,12 +112,12 @@ def test_velocity_limit_component_and_nonfinite_actions():
     T = 16
     A = np.zeros((T, 14))
     A[:, 0] = np.arange(T) / FPS * (EMB.vel_max[0] + 1.0)  # 1 rad/s over the limit, constant
-    res = executability_reward(A)
+    res = executability_reward(A, config=CFG)
     assert float(res.components["velocity_limit"]) == pytest.approx(1.0 / ((12 + 0.4) / 14) / 14)
     assert float(res.components["jerk"]) == pytest.approx(0.0, abs=1e-12)
     assert float(res.score) < 10.0
     A[5, 2] = np.nan
-    assert float(executability_reward(A).score) == 0.0
+    assert float(executability_reward(A, config=CFG).score) == 0.0
 
 
 def test_constants_come_from_the_embodiment_and_config():
@@ -135,14 +136,14 @@ def test_constants_come_from_the_embodiment_and_config():
     with pytest.raises(ValueError, match="unknown keys"):
         cfg.with_overrides(not_a_field=1)
     with pytest.raises(ValueError, match=r"\(T, 14\)"):
-        executability_reward(np.zeros((10, 7)))
+        executability_reward(np.zeros((10, 7)), config=CFG)
 
 
 def test_position_limit_extension_is_off_by_default():
     mid = (EMB.pos_lower + EMB.pos_upper) / 2
     A = np.tile(mid, (12, 1))
     A[:, 2] = EMB.pos_upper[2] + 0.3  # joint 3 held 0.3 rad above its limit, not moving
-    assert float(executability_reward(A).score) == pytest.approx(10.0)  # EVA: no position term
+    assert float(executability_reward(A, config=CFG).score) == pytest.approx(10.0)  # EVA: no position term
     cfg = RewardConfig.from_embodiment(EMB, position_limit=True)
     res = executability_reward(A, config=cfg)
     w3 = 1.0 / ((12 + 0.4) / 14)
@@ -165,3 +166,17 @@ def test_plot_action_curves_writes_a_png(tmp_path):
     assert len([ax for ax in fig.axes if ax.lines]) == 14
     plot_action_curves(A, tmp_path / "run.v2" / "curves")  # no suffix: PNG, whatever the directory is called
     assert (tmp_path / "run.v2" / "curves").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_there_is_no_default_robot_and_bad_coefficients_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="config"):
+        executability_reward(np.zeros((10, 14)))
+    with pytest.raises(TypeError, match="needs an Embodiment"):
+        RewardConfig.from_embodiment("cobot_magic")
+    assert float(executability_reward(np.zeros((10, 14)), config=EMB).score) == pytest.approx(10.0)
+    for bad in ({"p0": float("nan")}, {"p0": 0.0}, {"gamma": -1.0}, {"min_frames": 2}, {"position_limit": "yes"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CFG.with_overrides(**bad)
+    for fps in (0.0, -16.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fps"):
+            executability_reward(np.zeros((10, 14)), fps=fps, config=CFG)

@@ -1,8 +1,8 @@
-"""Inverse dynamics model: video frames -> 14-D actions (EVA-compatible, batched).
+"""Inverse dynamics model: video frames -> the embodiment's actions (EVA-compatible, batched).
 
     from eva_core.idm import IDM, IDMConfig, build_idm, load_idm, save_idm
-    idm = build_idm(IDMConfig(variant="tiny"))
-    actions = idm.predict(video)   # (T, 3, H, W) in [0, 1] -> (T, 14)
+    idm = build_idm(IDMConfig.for_embodiment(emb, variant="tiny"))
+    actions = idm.predict(video)   # (T, 3, H, W) in [0, 1] -> (T, emb.action_dim)
 """
 
 from eva_core.idm.checkpoint import (

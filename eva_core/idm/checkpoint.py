@@ -60,6 +60,14 @@ def load_state_dict_strict(model: IDM, state: dict, source: str) -> None:
 
 
 # ---- our safetensors directory ---------------------------------------------------------------
+def read_safetensors(path) -> dict[str, torch.Tensor]:
+    """safetensors.load_file whose errors (truncated, empty, not safetensors) name the file."""
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises SafetensorError, OSError, ...
+        raise IDMCheckpointError(f"{path}: not a readable safetensors file: {' '.join(str(e).split())}") from e
+
+
 def save_idm(idm: IDM, out_dir, extra: dict | None = None) -> Path:
     """Write model.safetensors + config.json (config + normalisation stats) atomically."""
     out_dir = Path(out_dir)
@@ -94,7 +102,7 @@ def _load_dir(path: Path, map_location) -> IDM:
     except (TypeError, ValueError) as e:
         raise IDMCheckpointError(f"{cfg_file}: key 'config': {e}") from e
     model = IDM(cfg)
-    load_state_dict_strict(model, load_file(str(w_file)), str(w_file))
+    load_state_dict_strict(model, read_safetensors(w_file), str(w_file))
     norm = meta["normalization"]
     try:
         model.set_normalization(norm["action_mean"], norm["action_std"])
@@ -138,7 +146,7 @@ def _strip_prefix(state: dict, source: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items()}
 
 
-def _infer_config(state: dict) -> IDMConfig:
+def _infer_config(state: dict, source: str) -> IDMConfig:
     """Config from the weights: a ResNet-50 bottleneck -> resnet_plus, ResNet-18 -> resnet18, else
     tiny; a 3-channel conv1 feeding a head k times wider than one frame's keypoints -> late fusion."""
     conv1 = state["backbone.conv1.weight"] if "backbone.conv1.weight" in state else state["backbone.0.weight"]
@@ -156,8 +164,10 @@ def _infer_config(state: dict) -> IDMConfig:
     head_in = state["mlp_head.0.weight"].shape[1] if "mlp_head.0.weight" in state else 2 * feat
     if "mlp_head.0.weight" in state and "mlp_head.4.weight" in state:
         kw["hidden"] = (state["mlp_head.0.weight"].shape[0], state["mlp_head.4.weight"].shape[0])
-    if "mlp_head.6.weight" in state:
-        kw["action_dim"] = state["mlp_head.6.weight"].shape[0]
+    if "mlp_head.6.weight" not in state:
+        raise IDMCheckpointError(f"{source}: missing key 'mlp_head.6.weight' (the action head); "
+                                 f"keys: {_fmt_keys(state)}")
+    kw["action_dim"] = int(state["mlp_head.6.weight"].shape[0])
     late = conv1.shape[1] == 3 and head_in > 2 * feat and head_in % (2 * feat) == 0
     k = head_in // (2 * feat) if late else conv1.shape[1] // 3
     offsets = tuple(range(-(k // 2), k - k // 2))
@@ -197,7 +207,7 @@ def load_eva_pt(path, config: IDMConfig | None = None, map_location="cpu", requi
     if config is None:
         cfg_dict = ckpt.get("idm_config")
         if not isinstance(cfg_dict, dict):
-            config = _infer_config(state)
+            config = _infer_config(state, str(path))
         else:
             try:
                 config = IDMConfig.from_dict(cfg_dict)

@@ -33,7 +33,7 @@ class IDMConfig:
     variant: str = "resnet18"
     image_size: int | None = None  # square input side; None -> the variant's default
     frame_offsets: tuple[int, ...] = (-1, 0, 1)  # window around t, clamped at the ends (EVA)
-    action_dim: int = 14
+    action_dim: int | None = None  # required: the embodiment's action_dim (IDMConfig.for_embodiment)
     hidden: tuple[int, ...] | None = None  # MLP widths; None -> variant default
     fusion: str | None = None  # "early" | "late"; None -> variant default
     dropout: float = 0.1
@@ -44,6 +44,9 @@ class IDMConfig:
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"IDMConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
+        if isinstance(self.action_dim, bool) or not isinstance(self.action_dim, int) or self.action_dim < 1:
+            raise ValueError(f"IDMConfig.action_dim must be a positive int (the embodiment's action_dim), "
+                             f"got {self.action_dim!r}")
         d = _DEFAULTS[self.variant]
         if self.image_size is None:
             self.image_size = d["image_size"]
@@ -60,6 +63,11 @@ class IDMConfig:
             raise ValueError(f"IDMConfig.hidden must have 2 widths (EVA head layout), got {self.hidden}")
         if self.image_size < 32:
             raise ValueError(f"IDMConfig.image_size must be >= 32, got {self.image_size}")
+
+    @classmethod
+    def for_embodiment(cls, embodiment, **kw) -> "IDMConfig":
+        """A config whose output is the embodiment's action vector."""
+        return cls(action_dim=embodiment.action_dim, **kw)
 
     @property
     def num_frames(self) -> int:

@@ -1,4 +1,4 @@
-"""The inverse dynamics model: frames [t-1, t, t+1] -> the 14-D action at t.
+"""The inverse dynamics model: frames [t-1, t, t+1] -> the action at t (config.action_dim; 14 for EVA).
 
     early fusion (EVA): frames stacked on channels -> backbone -> SpatialSoftmax -> MLP head
     late fusion:        each frame -> backbone -> SpatialSoftmax; k keypoint sets concatenated -> MLP
@@ -18,9 +18,7 @@ from torch import nn
 
 from eva_core.idm.config import IDMConfig
 from eva_core.idm.spatial_softmax import SpatialSoftmax
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from eva_core.images import normalize_imagenet
 
 
 def _resnet_backbone(cfg: IDMConfig) -> tuple[nn.Module, int]:
@@ -65,9 +63,11 @@ class _TinyBackbone(nn.Sequential):
 
 
 class IDM(nn.Module):
-    def __init__(self, config: IDMConfig | None = None):
+    def __init__(self, config: IDMConfig):
         super().__init__()
-        self.config = cfg = config or IDMConfig()
+        if not isinstance(config, IDMConfig):
+            raise TypeError(f"IDM needs an IDMConfig (IDMConfig.for_embodiment(emb, ...)), got {type(config).__name__}")
+        self.config = cfg = config
         self.late = cfg.fusion == "late"
         if cfg.variant == "tiny":
             in_ch = 3 if self.late else 3 * cfg.num_frames
@@ -88,8 +88,6 @@ class IDM(nn.Module):
                 nn.init.zeros_(m.bias)
         self.register_buffer("action_mean", torch.zeros(cfg.action_dim), persistent=False)
         self.register_buffer("action_std", torch.ones(cfg.action_dim), persistent=False)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     # ---- network -------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +137,7 @@ class IDM(nn.Module):
         dev = self.action_mean.device
         v = video.to(dev)
         v = v.float() / 255.0 if v.dtype == torch.uint8 else v.float()
-        return (resize_square(v, self.config.image_size) - self.pixel_mean) / self.pixel_std
+        return normalize_imagenet(resize_square(v, self.config.image_size))
 
     def window_indices(self, num_frames: int) -> torch.Tensor:
         """(T, k) frame indices of each window, clamped at the ends."""
@@ -250,6 +248,6 @@ def _check_video(video) -> torch.Tensor:
     return video
 
 
-def build_idm(config: IDMConfig | None = None) -> IDM:
+def build_idm(config: IDMConfig) -> IDM:
     """A randomly initialised IDM (or with local backbone weights if config.backbone_weights)."""
-    return IDM(config or IDMConfig())
+    return IDM(config)

@@ -1,14 +1,13 @@
 """Executability reward (EVA, FACTS.md §3) and its video wrapper and plots.
 
     from eva_core.reward import executability_reward, RewardConfig, video_reward
-    res = executability_reward(actions, fps=16.0)   # (T, 14) or (B, T, 14)
+    res = executability_reward(actions, fps=16.0, config=RewardConfig.from_embodiment(emb))  # (T, D) | (B, T, D)
     res.score, res.components
 """
 
 from eva_core.reward.executability import (
     RewardConfig,
     RewardResult,
-    default_reward_config,
     executability_reward,
     huber,
 )
@@ -24,6 +23,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "RewardConfig", "RewardResult", "default_reward_config", "executability_reward", "huber",
+    "RewardConfig", "RewardResult", "executability_reward", "huber",
     "plot_action_curves", "to_unit_range", "video_reward",
 ]

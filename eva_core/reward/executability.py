@@ -9,17 +9,22 @@ For actions A (T, D) at dt = 1/fps (FACTS.md §3):
 with d_a = huber_acc_frac * a_max, d_j = huber_jerk_frac * a_max / dt and w the dimension weights
 divided by their mean. Limits and weights come from the embodiment; the coefficients from
 RewardConfig (defaults = EVA's released code), optionally overridden by a `reward:` section of the
-embodiment YAML.
+embodiment YAML. There is no default robot: pass `config=RewardConfig.from_embodiment(emb)` (or the
+Embodiment itself).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
 
-from eva_core.embodiment import Embodiment, load_embodiment
+from eva_core.embodiment import Embodiment
+
+_ARRAYS = ("vel_max", "acc_max", "weights", "pos_lower", "pos_upper")
+_POSITIVE = ("p0", "gamma", "scale", "huber_acc_frac", "huber_jerk_frac")
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly if needed
@@ -45,39 +50,56 @@ class RewardConfig:
     position_limit_coef: float = 1.0e6
     names: tuple = field(default=(), compare=False)
 
+    def __post_init__(self):
+        shapes = {k: np.shape(getattr(self, k)) for k in _ARRAYS}
+        if len(set(shapes.values())) != 1 or len(shapes["vel_max"]) != 1:
+            raise ValueError(f"RewardConfig: limit arrays must be (D,) alike, got {shapes}")
+        for k in _ARRAYS:
+            if not np.all(np.isfinite(getattr(self, k))):
+                raise ValueError(f"RewardConfig: {k}: must be finite")
+        if not (np.all(np.asarray(self.vel_max) > 0) and np.all(np.asarray(self.acc_max) > 0)):
+            raise ValueError("RewardConfig: vel_max and acc_max must be > 0")
+        if np.any(np.asarray(self.weights) < 0) or not np.sum(self.weights) > 0:
+            raise ValueError("RewardConfig: weights must be >= 0 and not all 0")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in _ARRAYS or f.name == "names":
+                continue
+            if f.type in ("bool",):
+                if not isinstance(v, bool):
+                    raise ValueError(f"RewardConfig: {f.name}: needs true/false, got {v!r}")
+            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"RewardConfig: {f.name}: needs a finite number, got {v!r}")
+            elif v < 0 or (f.name in _POSITIVE and v == 0):
+                raise ValueError(f"RewardConfig: {f.name}: must be {'> 0' if f.name in _POSITIVE else '>= 0'}, got {v}")
+        if self.min_frames < 4:
+            raise ValueError(f"RewardConfig: min_frames: must be >= 4 (jerk needs 4 frames), got {self.min_frames}")
+
     @classmethod
-    def from_embodiment(cls, emb: Embodiment | str | None = None, **overrides) -> "RewardConfig":
+    def from_embodiment(cls, emb: Embodiment, **overrides) -> "RewardConfig":
         """Limits and weights from the embodiment; coefficients from the dataclass defaults, the
         embodiment YAML's optional `embodiment.reward` mapping, then `overrides`."""
-        if emb is None or isinstance(emb, str):
-            emb = load_embodiment(emb or "cobot_magic")
+        if not isinstance(emb, Embodiment):
+            raise TypeError(f"RewardConfig.from_embodiment needs an Embodiment, got {type(emb).__name__}")
         cfg = cls(vel_max=np.array(emb.vel_max), acc_max=np.array(emb.acc_max),
                   weights=np.array(emb.reward_weights), pos_lower=np.array(emb.pos_lower),
                   pos_upper=np.array(emb.pos_upper), names=tuple(emb.joint_names))
-        return cfg.with_overrides(**{**emb.reward, **overrides})
+        try:
+            return cfg.with_overrides(**{**emb.reward, **overrides})
+        except ValueError as e:
+            raise ValueError(f"{emb.config_file}: embodiment.reward: {e}") from None
 
     def with_overrides(self, **kw) -> "RewardConfig":
         known = {f.name for f in fields(self)}
         bad = sorted(set(kw) - known)
         if bad:
             raise ValueError(f"RewardConfig: unknown keys {bad}")
-        arrays = {"vel_max", "acc_max", "weights", "pos_lower", "pos_upper"}
-        kw = {k: (np.asarray(v, dtype=np.float64) if k in arrays else v) for k, v in kw.items()}
+        kw = {k: (np.asarray(v, dtype=np.float64) if k in _ARRAYS else v) for k, v in kw.items()}
         return replace(self, **kw)
 
     @property
     def dof(self) -> int:
         return int(np.asarray(self.vel_max).shape[0])
-
-
-_DEFAULT_CONFIG: RewardConfig | None = None
-
-
-def default_reward_config() -> RewardConfig:
-    global _DEFAULT_CONFIG
-    if _DEFAULT_CONFIG is None:
-        _DEFAULT_CONFIG = RewardConfig.from_embodiment()
-    return _DEFAULT_CONFIG
 
 
 @dataclass
@@ -100,9 +122,14 @@ def huber(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return torch.where(ax <= delta, 0.5 * x * x, delta * (ax - 0.5 * delta))
 
 
-def executability_reward(actions, fps: float = 16.0, config: RewardConfig | None = None) -> RewardResult:
-    """Score (T, D) or (B, T, D) action sequences; see the module docstring for the formula."""
-    cfg = config or default_reward_config()
+def executability_reward(actions, fps: float = 16.0, *, config: RewardConfig | Embodiment) -> RewardResult:
+    """Score (T, D) or (B, T, D) action sequences; see the module docstring for the formula.
+
+    `config`: the RewardConfig, or an Embodiment (its limits with the default coefficients).
+    """
+    cfg = RewardConfig.from_embodiment(config) if isinstance(config, Embodiment) else config
+    if not isinstance(cfg, RewardConfig):
+        raise TypeError(f"executability_reward: config must be a RewardConfig or an Embodiment, got {type(config).__name__}")
     a = torch.as_tensor(actions)
     if not a.is_floating_point():
         a = a.double()
@@ -113,8 +140,8 @@ def executability_reward(actions, fps: float = 16.0, config: RewardConfig | None
         a = a.unsqueeze(0)
     if a.dim() != 3 or a.shape[-1] != cfg.dof:
         raise ValueError(f"actions must be (T, {cfg.dof}) or (B, T, {cfg.dof}), got {tuple(a.shape)}")
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
     b, t, _ = a.shape
     opts = dict(dtype=a.dtype, device=a.device)
     vmax, amax = torch.as_tensor(cfg.vel_max, **opts), torch.as_tensor(cfg.acc_max, **opts)

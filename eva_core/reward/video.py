@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from eva_core.embodiment import Embodiment
 from eva_core.reward.executability import RewardConfig, RewardResult, executability_reward
 
 VALUE_RANGES = ("0_1", "-1_1")
@@ -21,9 +22,9 @@ def to_unit_range(video: torch.Tensor, value_range: str) -> torch.Tensor:
     return video.clamp(0.0, 1.0)
 
 
-def video_reward(video, idm, value_range: str = "0_1", fps: float = 16.0,
-                 config: RewardConfig | None = None, batch_size: int = 32) -> RewardResult:
-    """(T, 3, H, W) or (B, T, 3, H, W) float video -> RewardResult with `.actions` (T|B,T, 14).
+def video_reward(video, idm, value_range: str = "0_1", fps: float = 16.0, *,
+                 config: RewardConfig | Embodiment, batch_size: int = 32) -> RewardResult:
+    """(T, 3, H, W) or (B, T, 3, H, W) float video -> RewardResult with `.actions` (T|B,T, D).
 
     `value_range` must say how the video is scaled ("0_1" or "-1_1"); no guessing. The IDM runs
     in float32, so training rewards are reproducible (bf16 moved scores by < 0.03 in
