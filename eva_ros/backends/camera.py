@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from eva_core.config import Section, param
+from eva_core.images import check_image, decode_jpeg
 
 
 @dataclass
@@ -55,13 +56,17 @@ class CameraSource(abc.ABC):
         self.close()
 
 
-def _to_rgb_uint8(frame: np.ndarray) -> np.ndarray:
+def _to_rgb_uint8(frame: np.ndarray, where: str) -> np.ndarray:
+    """(H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA -> (H, W, 3) uint8 RGB, checked like every
+    image that enters (eva_core.images.check_image: uint8 or float in [0, 1]; else ValueError)."""
     frame = np.asarray(frame)
     if frame.ndim == 2:
         frame = np.repeat(frame[..., None], 3, axis=2)
-    if frame.shape[-1] == 4:
+    if frame.ndim == 3 and frame.shape[-1] == 4:
         frame = frame[..., :3]
-    return np.ascontiguousarray(frame)
+    if frame.ndim != 3:
+        raise ValueError(f"{where}: expected one (H, W, 3) image, got shape {frame.shape}")
+    return np.ascontiguousarray(check_image(frame, where))
 
 
 class PlaybackSource(CameraSource):
@@ -99,7 +104,7 @@ class PlaybackSource(CameraSource):
         elif suffix in self.VIDEO_SUFFIXES:
             import imageio.v3 as iio
 
-            self._frames = [_to_rgb_uint8(f) for f in iio.imiter(self.path)]
+            self._frames = [_to_rgb_uint8(f, f"{self.path}[{i}]") for i, f in enumerate(iio.imiter(self.path))]
         else:
             raise ValueError(f"{self.path}: unsupported playback file type {suffix!r} "
                              f"(video: {sorted(self.VIDEO_SUFFIXES)}, episode: {sorted(self.HDF5_SUFFIXES)})")
@@ -128,18 +133,16 @@ class PlaybackSource(CameraSource):
                 raise KeyError(f"{self.path}: dataset {key!r} not found")
             data = f[key][()]
         if data.dtype.kind in "OSV" or data.ndim == 1:
-            import cv2
-
             frames = []
             for i, buf in enumerate(data):
-                img = cv2.imdecode(np.frombuffer(bytes(buf), np.uint8), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise ValueError(f"{self.path}:{key}[{i}]: cannot decode image bytes")
-                frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+                try:
+                    frames.append(decode_jpeg(buf, order="rgb"))
+                except ValueError as exc:
+                    raise ValueError(f"{self.path}:{key}[{i}]: {exc}") from None
             return frames
         if data.ndim != 4 or data.shape[-1] not in (3, 4):
             raise ValueError(f"{self.path}:{key}: expected (N,H,W,3) images, got {data.shape}")
-        return [_to_rgb_uint8(f) for f in data]
+        return [_to_rgb_uint8(f, f"{self.path}:{key}[{i}]") for i, f in enumerate(data)]
 
     def read(self) -> CameraFrame | None:
         if not self._connected:

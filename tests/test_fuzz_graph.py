@@ -1,0 +1,262 @@
+"""Fuzz the running graph: many random malformed trajectories, chunks, images, joint states,
+instructions and service calls (a seeded generator, a bounded count) at (a) every node composed
+in one eva-bringup process and (b) every node in its own process, both on the loopback configs.
+Afterwards every node is alive and still reports, /eva/estop answers, and no command on
+/eva/controller/command left the embodiment's limits."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from builtin_interfaces.msg import Duration, Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
+
+from eva_core.embodiment import load_embodiment  # noqa: E402
+from eva_ros import qos  # noqa: E402
+from eva_ros.conversions import chunk_to_msg, image_to_msg, to_time_msg, trajectory_to_msg  # noqa: E402
+from ros_fixtures import BIN, NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+EMB = load_embodiment()
+CAM = "/cam_high/color/image_raw"
+NODES = {"controller": "eva/controller", "idm_action": "eva/idm_action", "planner": "eva/planner",
+         "camera": "eva/camera/cam_high"}
+SCRIPTS = {"controller": "eva-controller-node", "camera": "eva-camera-node",
+           "idm_action": "eva-idm-action-node", "planner": "eva-planner-node"}
+COUNT = 60          # messages of each kind per graph
+OVERRIDES = {"planner": {"max_obs_age": 3.0}}   # slow shared machines: accept older observations
+
+# values that broke or could break parsing: zero, negative, NaN, tiny, huge, not numbers
+NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e-9", "1e9", "abc", "", "16", "8", "2", "3.5", "99999999999999999999"]
+
+
+# ---- the generator --------------------------------------------------------------------------
+def _time(rng, now: float, cls=Time):
+    kind = rng.integers(5)
+    if kind == 0:
+        return cls(sec=int(rng.integers(-2**31, 2**31 - 1)), nanosec=int(rng.integers(0, 2**32 - 1)))
+    t = [now, now + 3600.0, now - 3600.0, 0.0, now + 1e-3][rng.integers(5)]
+    return to_time_msg(t) if cls is Time else Duration(sec=int(t) % 2**31, nanosec=0)
+
+
+def _names(rng):
+    names = list(EMB.joint_names)
+    kind = rng.integers(5)
+    if kind == 0:
+        rng.shuffle(names)
+    elif kind == 1:
+        names = names[: rng.integers(len(names))]
+    elif kind == 2:
+        names[rng.integers(len(names))] = "not_a_joint"
+    elif kind == 3:
+        names = names + names[:2]
+    return names
+
+
+def _values(rng, n: int):
+    kind = rng.integers(5)
+    lo, hi = EMB.action_to_joint_positions(EMB.pos_lower), EMB.action_to_joint_positions(EMB.pos_upper)
+    if kind == 0:
+        v = rng.uniform(lo, hi)                          # valid
+    elif kind == 1:
+        v = rng.uniform(lo - 10 * (hi - lo), hi + 10 * (hi - lo))   # far outside the limits
+    else:
+        v = rng.uniform(-1e6, 1e6, len(lo))
+        v[rng.integers(len(v))] = [np.nan, np.inf, -np.inf][rng.integers(3)]
+    v = list(v)
+    return v[: n] if rng.integers(4) else v + [0.0] * int(rng.integers(1, 4))  # sometimes too many
+
+
+def bad_trajectory(rng, now):
+    msg = JointTrajectory()
+    msg.header.stamp = _time(rng, now)
+    msg.header.frame_id = rng.choice(["", "eva_traj:id=abc", "eva_traj:t_traj=x", "eva_traj:id=1;t_traj=nan",
+                                      "eva_traj:score=soon", "eva_traj:id=3;t_traj=1e300;score=inf",
+                                      "garbage", f"eva_traj:id=7;t_traj={now:.3f};score=5"])
+    msg.joint_names = _names(rng)
+    t = 0.0
+    for _ in range(int(rng.choice([0, 1, 2, 5, 40]))):
+        p = JointTrajectoryPoint()
+        p.positions = _values(rng, len(msg.joint_names))
+        t += float(rng.choice([0.005, 0.0, -0.01, 0.1]))
+        sec = int(np.floor(t))
+        p.time_from_start = Duration(sec=max(sec, -2**31), nanosec=int((t - sec) * 1e9) % 10**9)
+        msg.points.append(p)
+    return msg
+
+
+def _meta(rng):
+    keys = {"id": rng.choice(["1", "abc", "-5"]), "frames": rng.choice(["0", "1", "2", "3", "-1", "x"]),
+            "fps": rng.choice(NUMBERS), "n_exec": rng.choice(NUMBERS), "t_plan": rng.choice(NUMBERS)}
+    items = [f"{k}={v}" for k, v in keys.items() if rng.integers(6)]   # sometimes a key is missing
+    return "eva_chunk:" + ";".join(items) if rng.integers(8) else rng.choice(["", "eva_chunk", "junk:id=1"])
+
+
+def bad_image_msg(rng, now, t_frames: int = 1):
+    h, w = int(rng.integers(0, 12)), int(rng.integers(0, 12))
+    encoding = rng.choice(["rgb8", "bgr8", "32FC3", "mono8", "16UC1", "", "rgb8"])
+    itemsize = 4 if encoding == "32FC3" else 1
+    msg = Image()
+    msg.header.stamp = _time(rng, now)
+    msg.height, msg.width, msg.encoding = h * t_frames, w, encoding
+    msg.step = w * 3 * itemsize + int(rng.choice([0, 0, 0, 1, -1]))
+    msg.step = max(msg.step, 0)
+    size = msg.height * w * 3 * itemsize + int(rng.choice([0, 0, 0, 3, -1]))
+    if encoding == "32FC3":
+        data = rng.choice([0.5, np.nan, np.inf, -3.0, 300.0], size=max(size // 4, 0)).astype(np.float32)
+        msg.data = data.tobytes()[: max(size, 0)]
+    else:
+        msg.data = rng.integers(0, 256, max(size, 0), dtype=np.uint8).tobytes()
+    msg.is_bigendian = int(rng.integers(4) == 0)
+    return msg
+
+
+def bad_chunk(rng, now):
+    if rng.integers(5) == 0:   # well-formed pixels, bad metadata
+        msg = chunk_to_msg(np.zeros((3, 8, 8, 3), np.uint8), now, 1, 16.0, 2, now)
+    else:
+        msg = bad_image_msg(rng, now, t_frames=int(rng.choice([1, 2, 3])))
+    msg.header.frame_id = _meta(rng)
+    return msg
+
+
+def bad_joint_state(rng, now):
+    msg = JointState()
+    msg.header.stamp = _time(rng, now)
+    msg.name = _names(rng)
+    msg.position = [float(x) for x in _values(rng, len(msg.name))]
+    msg.velocity = [float(x) for x in _values(rng, len(msg.name))] if rng.integers(2) else []
+    return msg
+
+
+def instruction(rng):
+    alphabet = list("abc xyz,.!?\n\t") + ["ß", "中", "🤖", "\u200b"]
+    return "".join(rng.choice(alphabet, size=int(rng.choice([0, 1, 20, 5000]))))
+
+
+# ---- the graphs -----------------------------------------------------------------------------
+class Graph:
+    """Either one eva-bringup process with all nodes, or one process per node."""
+
+    def __init__(self, tmp, composed: bool):
+        self.composed = composed
+        self.domain = unique_domain_id()
+        env = ros_env(self.domain)
+        params = write_params(tmp / "params.yaml", overrides=OVERRIDES)
+        self.report = tmp / "report.json"
+        if composed:
+            self.log = open(tmp / "bringup.log", "wb")
+            self.procs = {"bringup": subprocess.Popen(
+                [str(BIN / "eva-bringup"), "--quiet", "--config", str(params), "--report", str(self.report)],
+                env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)}
+        else:
+            self.procs = {k: NodeProcess(SCRIPTS[k], params, env, tmp, k).proc for k in SCRIPTS}
+        self.logs = tmp
+        self.probe = Probe(self.domain, name=f"fuzz_probe_{int(composed)}")
+        p = self.probe
+        p.subscribe("/diagnostics", DiagnosticArray, qos.DIAGNOSTICS)
+        p.subscribe("/eva/controller/command", JointState, qos.STATE, keep=20000)
+        self.pubs = {"traj": p.publisher("/eva/plan/trajectory", JointTrajectory, qos.PLAN),
+                     "chunk": p.publisher("/eva/plan/frames", Image, qos.PLAN),
+                     "image": p.publisher(CAM, Image, qos.IMAGE),
+                     "joints": p.publisher("/joint_states", JointState, qos.STATE),
+                     "instruction": p.publisher("/eva/instruction", String, qos.LATCHED)}
+        self.clients = {"replan": p.node.create_client(Trigger, "/eva/replan"),
+                        "enable": p.node.create_client(SetBool, "/eva/enable"),
+                        "estop": p.node.create_client(Trigger, "/eva/estop")}
+
+    def alive(self) -> dict:
+        return {k: p.poll() is None for k, p in self.procs.items()}
+
+    def tail(self) -> str:
+        out = []
+        for f in sorted(self.logs.glob("*.log")):
+            out.append(f"--- {f.name} ---\n" + "\n".join(f.read_text(errors="replace").splitlines()[-25:]))
+        return "\n".join(out)
+
+    def reporting_since(self, t: float) -> set:
+        """Node statuses received after t (each node publishes one per second while alive)."""
+        return {s.name for arr in self.probe.received_since("/diagnostics", t) for s in arr.status}
+
+    def stop(self) -> dict:
+        codes = {}
+        self.probe.close()
+        for k, proc in self.procs.items():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+            try:
+                codes[k] = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                codes[k] = proc.wait(timeout=15)
+        return codes
+
+
+def fuzz(graph: Graph, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(COUNT):
+        now = time.time()
+        graph.pubs["traj"].publish(bad_trajectory(rng, now))
+        graph.pubs["chunk"].publish(bad_chunk(rng, now))
+        graph.pubs["image"].publish(bad_image_msg(rng, now))
+        graph.pubs["joints"].publish(bad_joint_state(rng, now))
+        if i % 5 == 0:
+            graph.pubs["instruction"].publish(String(data=instruction(rng)))
+            name = rng.choice(["replan", "enable", "estop"])
+            client = graph.clients[name]
+            if client.service_is_ready():
+                client.call_async(SetBool.Request(data=bool(rng.integers(2))) if name == "enable" else Trigger.Request())
+        time.sleep(0.01)
+
+
+def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(tmp_path):
+    graphs = []
+    for name, composed in (("composed", True), ("separate", False)):
+        (tmp_path / name).mkdir()
+        graphs.append(Graph(tmp_path / name, composed))
+    try:
+        for g in graphs:   # both graphs start together; wait for every node's first status
+            wait_for(lambda: set(NODES.values()) <= g.reporting_since(0.0) or not all(g.alive().values()),
+                     120, what="all nodes reporting")
+            assert all(g.alive().values()), g.tail()
+        for seed, g in enumerate(graphs):
+            fuzz(g, seed)
+        t_end = time.time()
+        for g in graphs:
+            try:
+                wait_for(lambda: set(NODES.values()) <= g.reporting_since(t_end), 30,
+                         what="every node reporting after the fuzz")
+            except AssertionError:
+                raise AssertionError(f"alive: {g.alive()}; reporting: {g.reporting_since(t_end)}\n{g.tail()}")
+            assert all(g.alive().values()), g.tail()
+            resp = g.probe.call(Trigger, "/eva/estop", Trigger.Request(), timeout=30)
+            assert resp.success, g.tail()
+            commands = g.probe.received("/eva/controller/command")
+            assert commands, "the controller sent no command"
+            for m in commands:
+                q = np.array(m.position)
+                assert q.shape == (EMB.dof,) and np.all(np.isfinite(q))
+                assert list(m.name) == list(EMB.joint_names)
+                a = EMB.joint_positions_to_action(q)
+                assert np.all(EMB.within_limits(a)), f"command outside the limits: {a}"
+            # the rejections were reported: each node named what it refused
+            kinds = {kv.value for arr in g.probe.received("/diagnostics") for s in arr.status
+                     for kv in s.values if kv.key == "event"}
+            assert {"bad_chunk", "bad_frame", "rejected_trajectory"} <= kinds, kinds
+    finally:
+        codes = [g.stop() for g in graphs]
+    for g, c in zip(graphs, codes):
+        assert all(v == 0 for v in c.values()), (c, g.tail())
+    report = json.loads(graphs[0].report.read_text())
+    assert report["summary"]["limit_violations"] == 0
