@@ -1,4 +1,5 @@
-"""MuJoCo twin: built from the URDF + embodiment cameras, posed by actions, rendered offscreen."""
+"""MuJoCo twin: built from the URDF + embodiment cameras, posed by actions, rendered offscreen,
+and the sim arm that drives its servos."""
 
 import numpy as np
 import pytest
@@ -69,9 +70,11 @@ def test_sim_arm_poses_the_shared_twin():
         target = arm.read_state().positions.copy()
         target[7] += 0.5
         arm.send_positions(target)
-        t[0] += 1.0  # the ideal servo gets there within its vel_max
-        np.testing.assert_allclose(arm.read_state().positions, target)
-        np.testing.assert_allclose(get_twin("test_shared").action(), target)
+        for _ in range(150):  # 1.5 s of control ticks: the reference gets there within vel_max,
+            t[0] += 0.01      # the physics servo settles behind it
+            arm.read_state()
+        np.testing.assert_allclose(arm.read_state().positions, target, atol=2e-3)
+        np.testing.assert_allclose(get_twin("test_shared").action(), target, atol=2e-3)
         assert np.abs(cam.read().image.astype(int) - before.astype(int)).mean() > 0.1
     finally:
         cam.close()

@@ -258,3 +258,21 @@ def find_episode_files(*roots) -> list[Path]:
         else:
             raise FileNotFoundError(f"episode path not found: {p}")
     return sorted(set(out))
+
+
+# ---- ALOHA layout + provenance (twin demos, converted bags) -----------------------------------
+def write_aloha_episode(episode: Episode, path, seed: int | None = None, compress: bool = False,
+                        **attrs) -> Path:
+    """Our ALOHA-layout file (see `write_episode`) plus provenance attributes, atomically:
+    `seed` (the twin seed, or -1 when none) and any `attrs` (str/int/float/bool: task, success,
+    source bag...). `read_aloha_hdf5` reads it like any ALOHA file."""
+    path = Path(path)
+    with atomic_path(path, suffix=".hdf5.tmp") as tmp:
+        write_episode(episode, tmp, compress=compress)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["seed"] = -1 if seed is None else int(seed)
+            for k, v in attrs.items():
+                if not isinstance(v, (str, int, float, bool, np.integer, np.floating)):
+                    raise ValueError(f"{path}: attribute {k!r} must be a str or a number, got {type(v).__name__}")
+                f.attrs[k] = v
+    return path

@@ -1,4 +1,5 @@
-"""MuJoCo digital twin of the embodiment (kinematic for now): scene building and rendering."""
+"""MuJoCo physics twin of the embodiment: scene building, servos and contacts, tasks with success
+checks, IK-scripted demonstrations (mink), and the Piper CAN emulator's plant."""
 
 from eva_core.sim.twin import Twin, get_twin, reset_twins
 

@@ -1,8 +1,15 @@
-"""A kinematic MuJoCo twin: joint positions in, rendered camera images out.
+"""The MuJoCo physics twin: servo targets in, joint state and rendered camera images out.
 
-The arm backend writes the joint state (`set_action`), camera sources render it (`render`). One
-twin per name and process (`get_twin`), so a composed bringup's sim arm and sim cameras share it.
-Dynamics, contacts and tasks are not modelled yet: the twin shows what the arms do.
+It is a *plant* (the interface of `eva_core.sim.piper_emulator`): `set_targets(action)` sets the
+position servos, `read()` returns (positions, velocities), both in the embodiment's action units
+(rad; grippers normalised [0, 1]). Time advances in fixed physics steps: `step(n)` as fast as
+the CPU goes (scripted demos), or `advance_to(t)` paced by a clock (the ROS graph).
+`set_action(action)` teleports the robot (kinematic pose, zero velocity); a camera node in its own
+process uses it to pose its copy of the twin from /joint_states.
+
+One twin per name and process (`get_twin`), so a composed bringup's sim arm and sim cameras
+share it. Thread-safe: physics holds `_lock` briefly per call; rendering copies the state and
+renders under its own lock, so a slow render never blocks the 200 Hz arm thread.
 """
 
 from __future__ import annotations
@@ -12,67 +19,183 @@ import threading
 
 import numpy as np
 
-from eva_core.embodiment import Embodiment, load_embodiment
+from eva_core.embodiment import DEFAULT_EMBODIMENT, Embodiment, load_embodiment
+
+MAX_CATCH_UP_S = 0.1  # advance_to never simulates more than this per call (a stalled caller)
 
 
 class Twin:
-    def __init__(self, emb: Embodiment):
+    def __init__(self, emb: Embodiment, scene=None):
         os.environ.setdefault("MUJOCO_GL", "egl")
         import mujoco
 
-        from eva_core.sim.scene import build_spec, qpos_indices
+        from eva_core.sim.layout import arm_layout
+        from eva_core.sim.scene import SceneConfig, build_spec, qpos_indices
 
         self._mujoco = mujoco
         self.emb = emb
-        self.model = build_spec(emb).compile()
-        self.data = mujoco.MjData(self.model)  # owned by render(): posed from _qpos there
-        self._adr, self._mimic_adr, self._mimic_dim = qpos_indices(self.model, emb)
-        self._qpos = self.data.qpos.copy()
-        # set_action only swaps a small array under _lock (the 200 Hz arm thread calls it);
-        # rendering (slow) holds its own lock and never blocks the arm.
-        self._lock = threading.Lock()
+        self.scene = scene or SceneConfig()
+        self.model = build_spec(emb, self.scene).compile()
+        self.data = mujoco.MjData(self.model)       # physics state, under _lock
+        self._render_data = mujoco.MjData(self.model)
+        self.arms = arm_layout(emb, self.model)
+        self._qadr, self._vadr = qpos_indices(self.model, emb)
+        self._act = np.array([mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, n)
+                              for n in _actuated(emb)])
+        self._lock = threading.RLock()
         self._render_lock = threading.Lock()
         self._renderers: dict[tuple[int, int], object] = {}
-        self.set_action((emb.pos_lower + emb.pos_upper) / 2.0)
+        self._clock_origin: float | None = None   # wall time of sim time 0 (advance_to)
+        self.home = (emb.pos_lower + emb.pos_upper) / 2.0
+        self.set_action(self.home)
 
+    # -- description --------------------------------------------------------------------------
     @property
     def cameras(self) -> list[str]:
         return [self.model.camera(i).name for i in range(self.model.ncam)]
 
-    def set_action(self, action) -> None:
-        """Pose the robot from a (dof,) action vector (rad; grippers normalised)."""
+    @property
+    def timestep(self) -> float:
+        return float(self.model.opt.timestep)
+
+    @property
+    def time(self) -> float:
+        with self._lock:
+            return float(self.data.time)
+
+    def _check(self, action) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (self.emb.dof,) or not np.all(np.isfinite(a)):
             raise ValueError(f"twin: need {self.emb.dof} finite values, got shape {a.shape}")
-        q = self.emb.action_to_joint_positions(np.clip(a, self.emb.pos_lower, self.emb.pos_upper))
-        qpos = self._qpos.copy()
-        qpos[self._adr] = q
-        qpos[self._mimic_adr] = -q[self._mimic_dim]
+        return np.clip(a, self.emb.pos_lower, self.emb.pos_upper)
+
+    # -- plant interface ----------------------------------------------------------------------
+    def set_targets(self, action) -> None:
+        """Position-servo targets (dof,) in action units, clipped to the limits."""
+        q = self.emb.action_to_joint_positions(self._check(action))
         with self._lock:
-            self._qpos = qpos
+            self.data.ctrl[self._act] = q
+
+    def targets(self) -> np.ndarray:
+        with self._lock:
+            return self.emb.joint_positions_to_action(self.data.ctrl[self._act])
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, velocities) in action units."""
+        with self._lock:
+            q, v = self.data.qpos[self._qadr].copy(), self.data.qvel[self._vadr].copy()
+        return self.emb.joint_positions_to_action(q), self.emb.joint_positions_to_action(v)
+
+    def step(self, n: int = 1) -> None:
+        with self._lock:
+            for _ in range(int(n)):
+                self._mujoco.mj_step(self.model, self.data)
+
+    def advance_to(self, now: float) -> int:
+        """Step until sim time catches up with `now - origin` (origin = first call); returns steps.
+
+        At most MAX_CATCH_UP_S of physics per call, so a caller that stalled does not freeze
+        the twin while it replays the gap (the twin then runs behind the clock, as a real
+        servo loop that missed ticks)."""
+        with self._lock:
+            if self._clock_origin is None:
+                self._clock_origin = now - self.data.time
+            behind = (now - self._clock_origin) - self.data.time
+            n = int(min(behind, MAX_CATCH_UP_S) / self.timestep)
+            if behind > MAX_CATCH_UP_S:
+                self._clock_origin += behind - MAX_CATCH_UP_S
+            for _ in range(max(0, n)):
+                self._mujoco.mj_step(self.model, self.data)
+            return max(0, n)
+
+    # -- kinematic pose (old API) -------------------------------------------------------------
+    def set_action(self, action) -> None:
+        """Teleport the robot to `action` (zero velocity; servo targets follow)."""
+        a = self._check(action)
+        q = self.emb.action_to_joint_positions(a)
+        with self._lock:
+            self.data.qpos[self._qadr] = q
+            self.data.qvel[self._vadr] = 0.0
+            self.data.ctrl[self._act] = q
+            self._pose_mimics()
+            self._mujoco.mj_forward(self.model, self.data)
+
+    def _pose_mimics(self) -> None:
+        """Joint equalities (the URDF's <mimic> fingers): q1 = poly(q2), set exactly."""
+        m = self.model
+        for e in range(m.neq):
+            if m.eq_type[e] == self._mujoco.mjtEq.mjEQ_JOINT and m.eq_obj2id[e] >= 0:
+                a1, a2 = m.jnt_qposadr[m.eq_obj1id[e]], m.jnt_qposadr[m.eq_obj2id[e]]
+                c = m.eq_data[e, :5]
+                x = self.data.qpos[a2]
+                self.data.qpos[a1] = c[0] + c[1] * x + c[2] * x**2 + c[3] * x**3 + c[4] * x**4
+                self.data.qvel[m.jnt_dofadr[m.eq_obj1id[e]]] = 0.0
 
     def action(self) -> np.ndarray:
-        with self._lock:
-            q = self._qpos[self._adr].copy()
-        return self.emb.joint_positions_to_action(q)
+        return self.read()[0]
 
-    def _pose(self) -> None:
-        """Copy the newest joint state into the render data and update link and camera poses."""
+    # -- objects ------------------------------------------------------------------------------
+    def body_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """World (position, quaternion wxyz) of a body."""
         with self._lock:
-            self.data.qpos[:] = self._qpos
-        self._mujoco.mj_kinematics(self.model, self.data)
-        self._mujoco.mj_camlight(self.model, self.data)  # camera poses follow the links
+            b = self.data.body(name)
+            return b.xpos.copy(), b.xquat.copy()
 
+    def set_body_pose(self, name: str, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> None:
+        """Place a free object (zero velocity) or move a fixed marker."""
+        m = self._mujoco
+        with self._lock:
+            bid = m.mj_name2id(self.model, m.mjtObj.mjOBJ_BODY, name)
+            if bid < 0:
+                raise ValueError(f"twin: no body {name!r}")
+            if self.model.body_jntnum[bid] > 0:
+                j = self.model.body_jntadr[bid]
+                adr, dadr = self.model.jnt_qposadr[j], self.model.jnt_dofadr[j]
+                self.data.qpos[adr:adr + 3] = pos
+                self.data.qpos[adr + 3:adr + 7] = quat
+                self.data.qvel[dadr:dadr + 6] = 0.0
+            else:
+                self.model.body_pos[bid] = pos
+                self.model.body_quat[bid] = quat
+            m.mj_forward(self.model, self.data)
+
+    def site_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """World (position, 3x3 rotation) of a site (e.g. `tcp_left`)."""
+        with self._lock:
+            s = self.data.site(name)
+            return s.xpos.copy(), s.xmat.reshape(3, 3).copy()
+
+    def contacts(self, body_a: str, body_b: str) -> int:
+        """Number of active contacts between two bodies."""
+        m = self._mujoco
+        with self._lock:
+            a = m.mj_name2id(self.model, m.mjtObj.mjOBJ_BODY, body_a)
+            b = m.mj_name2id(self.model, m.mjtObj.mjOBJ_BODY, body_b)
+            n = 0
+            for c in self.data.contact[: self.data.ncon]:
+                pair = {self.model.geom_bodyid[c.geom1], self.model.geom_bodyid[c.geom2]}
+                n += pair == {a, b}
+            return n
+
+    def qpos_snapshot(self) -> np.ndarray:
+        with self._lock:
+            return self.data.qpos.copy()
+
+    # -- rendering ----------------------------------------------------------------------------
     def render(self, camera: str, height: int = 240, width: int = 320) -> np.ndarray:
-        """RGB uint8 (height, width, 3) from a named camera."""
+        """RGB uint8 (height, width, 3) from a named camera, of the newest physics state."""
         if camera not in self.cameras:
             raise ValueError(f"twin: unknown camera {camera!r}; cameras: {self.cameras}")
         with self._render_lock:
             r = self._renderers.get((height, width))
             if r is None:
                 r = self._renderers[(height, width)] = self._mujoco.Renderer(self.model, height, width)
-            self._pose()
-            r.update_scene(self.data, camera=camera)
+            with self._lock:
+                self._render_data.qpos[:] = self.data.qpos
+                self._render_data.time = self.data.time
+            self._mujoco.mj_kinematics(self.model, self._render_data)
+            self._mujoco.mj_camlight(self.model, self._render_data)  # camera poses follow the links
+            r.update_scene(self._render_data, camera=camera)
             return r.render().copy()
 
     def close(self) -> None:
@@ -82,17 +205,34 @@ class Twin:
             self._renderers.clear()
 
 
+def _actuated(emb: Embodiment) -> list[str]:
+    from eva_core.sim.layout import actuated_joints
+
+    return actuated_joints(emb)
+
+
 _TWINS: dict[str, Twin] = {}
 _TWINS_LOCK = threading.Lock()
 
 
-def get_twin(name: str = "default", embodiment: str | Embodiment = "cobot_magic") -> Twin:
-    """The process-wide twin called `name`, built on first use."""
+def get_twin(name: str = "default", embodiment: str | Embodiment = DEFAULT_EMBODIMENT, task: str | None = None) -> Twin:
+    """The process-wide twin called `name`, built on first use (with `task`'s objects, if given).
+    Asking an existing twin for another task is an error (the arm and cameras must agree)."""
     with _TWINS_LOCK:
         twin = _TWINS.get(name)
         if twin is None:
             emb = embodiment if isinstance(embodiment, Embodiment) else load_embodiment(embodiment)
-            twin = _TWINS[name] = Twin(emb)
+            if task:
+                from eva_core.sim.tasks import make_task
+
+                twin = make_task(task, emb).make_twin()
+            else:
+                twin = Twin(emb)
+            twin.task_name = task or ""
+            _TWINS[name] = twin
+        elif task and task != twin.task_name:
+            raise ValueError(f"twin {name!r} was built with task {twin.task_name!r}, not {task!r}; "
+                             f"give the sim arm and the sim cameras the same task")
         return twin
 
 

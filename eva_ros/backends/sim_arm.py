@@ -1,27 +1,48 @@
-"""`SimArm`: the loopback arm whose state also poses the MuJoCo twin (so sim cameras see it)."""
+"""`SimArm`: arms of the MuJoCo physics twin (the sim cameras of the same process see them).
+
+With `physics: true` (the default) each command becomes the reference of LoopbackArm's ideal,
+rate-limited servo; the twin's position servos track that reference, the physics steps to the
+arm's clock (`Twin.advance_to`), and the state read back is what the simulated joints did
+(contacts, a held block, servo lag). With `physics: false` the twin is only posed (kinematic).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 from eva_core.config import param
 from eva_core.sim import get_twin
-from eva_ros.backends.arm import LoopbackArm
+from eva_ros.backends.arm import ArmState, LoopbackArm
 
 
 class SimArm(LoopbackArm):
-    """Ideal servo (as LoopbackArm) that mirrors every state update into the twin `twin`."""
+    """Simulated arms of the process-wide twin `twin` (optionally with a task's objects)."""
 
     @dataclass
     class Options(LoopbackArm.Options):
-        twin: str = param("default", "name of the process-wide twin this arm poses")
+        twin: str = param("default", "name of the process-wide twin these arms drive")
+        task: str = param("", "twin task whose objects the twin holds (pick_block, push_block, lift_bar); "
+                              "'' for none. The first user of a twin name builds it")
+        physics: bool = param(True, "step the physics (servos, contacts); false: only pose the twin")
 
     def __init__(self, embodiment, options: "SimArm.Options | dict | None" = None, *, clock=time.time):
         super().__init__(embodiment, options, clock=clock)
-        self.twin = get_twin(self.options.twin, embodiment)
+        self.twin = get_twin(self.options.twin, embodiment, task=self.options.task or None)
         self.twin.set_action(self._pos)
 
     def _advance(self, now: float) -> None:
-        super()._advance(now)
-        self.twin.set_action(self._pos)
+        super()._advance(now)   # self._pos: the rate-limited reference
+        if self.options.physics:
+            self.twin.set_targets(self._pos)
+            self.twin.advance_to(now)
+        else:
+            self.twin.set_action(self._pos)
+
+    def read_state(self) -> ArmState | None:
+        state = super().read_state()
+        if state is None or not self.options.physics or self._feedback_lost:
+            return state
+        q, v = self.twin.read()
+        return dataclasses.replace(state, positions=q, velocities=v)

@@ -27,17 +27,18 @@ class SimCameraSource(CameraSource):
         width: int = param(320, "image width", unit="px", ge=1, le=4096)
         fps: float = param(15.0, "nominal frame rate (the node's fps paces the stream)", unit="Hz", gt=0)
         twin: str = param("default", "name of the process-wide twin to render")
+        task: str = param("", "twin task whose objects the twin holds ('' for none; as the sim arm's)")
 
     def __init__(self, embodiment, options: "SimCameraSource.Options | dict | None" = None):
         o = self.options = options if isinstance(options, Section) else self.Options.from_dict(options)
         self.camera, self.height, self.width, self.fps = o.camera, o.height, o.width, o.fps
-        self._twin_name, self._embodiment = o.twin, embodiment
+        self._twin_name, self._embodiment, self._task = o.twin, embodiment, o.task
         self.twin = None
         self._count = 0
         self._connected = False
 
     def connect(self) -> None:
-        self.twin = get_twin(self._twin_name, self._embodiment)
+        self.twin = get_twin(self._twin_name, self._embodiment, task=self._task or None)
         if self.camera not in self.twin.cameras:
             raise ValueError(f"sim camera {self.camera!r} not in the twin; cameras: {self.twin.cameras}")
         self._connected = True
