@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from eva_core.data import make_synthetic_dataset
+from eva_core.embodiment import load_embodiment
 from eva_core.idm import load_idm
-from training.train_idm import augment, run, split_by_episode
+from training.train_idm import augment, main, run, split_by_episode
+
+EMB = load_embodiment()
 
 COMMON = ["--variant", "tiny", "--threads", "1", "--no-progress", "--synthetic-size", "64"]
 
@@ -53,7 +57,7 @@ def test_resume_export_and_eval_only(tmp_path):
 def test_init_from_an_eva_pt_without_stats_takes_the_train_stats(tmp_path):
     from eva_core.idm import IDMConfig, build_idm, export_eva_pt
 
-    src = build_idm(IDMConfig(variant="tiny"))
+    src = build_idm(IDMConfig(action_dim=14, variant="tiny"))
     path = export_eva_pt(src, tmp_path / "init.pt")
     raw = torch.load(path, weights_only=True)
     del raw["train_mean"], raw["train_std"]
@@ -69,7 +73,7 @@ def test_flip_swaps_the_arms_and_jitter_keeps_range():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(4, 3, 3, 8, 8)
     a = torch.arange(4 * 14, dtype=torch.float32).reshape(4, 14)
-    xf, af = augment(x, a, jitter=0.0, flip_p=1.0, gen=gen)
+    xf, af = augment(x, a, jitter=0.0, flip_p=1.0, gen=gen, mirror=EMB.mirror_permutation)
     assert torch.equal(xf, x.flip(-1))
     assert torch.equal(af[:, :7], a[:, 7:]) and torch.equal(af[:, 7:], a[:, :7])
     xj, aj = augment(x, a, jitter=0.5, flip_p=0.0, gen=gen)
@@ -88,3 +92,76 @@ def test_split_is_by_episode():
     with pytest.raises(ValueError):
         split_by_episode(1, 0.2, 0)
     assert np.all(np.isin(split_by_episode(3, 0.9, 0)[1], range(3))) and len(split_by_episode(3, 0.9, 0)[0]) == 1
+
+
+def _dataset(tmp_path, n=4):
+    """n good synthetic episodes plus three bad files: not HDF5, a NaN action, zero frames."""
+    import h5py
+
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, episodes=n, frames=6, size=64, progress=False, embodiment=EMB)
+    (data / "junk.hdf5").write_text("not an hdf5 file")
+    with h5py.File(data / "episode_0000.hdf5") as src, h5py.File(data / "nan_action.hdf5", "w") as dst:
+        for key in ("observations/images/cam_high", "observations/qpos"):
+            dst.create_dataset(key, data=src[key][()])
+        act = src["action"][()]
+        act[2, 3] = np.nan
+        dst.create_dataset("action", data=act)
+    with h5py.File(data / "zero_frames.hdf5", "w") as f:
+        f.create_dataset("observations/images/cam_high", data=np.zeros((0, 64, 64, 3), np.uint8))
+        f.create_dataset("observations/qpos", data=np.zeros((0, 14)))
+        f.create_dataset("action", data=np.zeros((0, 14)))
+    return data
+
+
+def test_bad_files_are_reported_by_name_and_skipped(tmp_path, capsys):
+    data = _dataset(tmp_path)
+    m = run(["--data", str(data), "--max-steps", "2", "--out", str(tmp_path / "run"), *COMMON])
+    assert np.isfinite(m["mae"])
+    cap = capsys.readouterr()
+    for name, why in (("junk.hdf5", "not a readable HDF5 file"), ("nan_action.hdf5", "'/action' holds NaN"),
+                      ("zero_frames.hdf5", "has no frames")):
+        assert f"skipping {data / name}: " in cap.err and why in cap.err
+    assert "read 4 of 7 episode files; skipped 3" in cap.out
+    saved = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert sorted(saved["skipped_files"]) == sorted(str(data / n) for n in ("junk.hdf5", "nan_action.hdf5", "zero_frames.hdf5"))
+    assert all(np.isfinite(v) for v in saved["per_joint_mae"].values())
+
+
+def test_strict_makes_a_bad_file_fatal_in_one_line(tmp_path, capsys):
+    data = _dataset(tmp_path)
+    rc = main(["--data", str(data), "--max-steps", "2", "--strict", "--out", str(tmp_path / "run"), *COMMON])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("eva-train-idm: ") and "(--strict)" in err[0]
+    assert not (tmp_path / "run" / "idm").exists()
+
+
+@pytest.mark.parametrize("make_args, needle", [
+    (lambda t: ["--data", str(t / "missing")], "episode path not found"),
+    (lambda t: ["--synthetic", "2", "--init", str(t / "nope.pt")], "IDM checkpoint not found"),
+    (lambda t: ["--data", str(t / "data"), "--eval-only", str(t / "broken")], "not a readable safetensors file"),
+    (lambda t: ["--data", str(t / "data"), "--resume", str(t / "data")], "not a resumable checkpoint"),
+    (lambda t: ["--synthetic", "2", "--embodiment", str(t / "nobody.yaml")], "nobody.yaml"),
+    (lambda t: ["--synthetic", "2", "--export-eva", str(t / "a_file" / "IDM.pt")], "a_file is not a directory"),
+    (lambda t: ["--synthetic", "2", "--out", str(t / "a_file")], "exists and is not a directory"),
+])
+def test_data_and_checkpoint_errors_are_one_line_exit_2(tmp_path, capsys, make_args, needle):
+    from eva_core.idm import IDMConfig, build_idm, save_idm
+
+    make_synthetic_dataset(tmp_path / "data", episodes=2, frames=4, size=64, progress=False, embodiment=EMB)
+    broken = save_idm(build_idm(IDMConfig(action_dim=14, variant="tiny")), tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"\x01" * 10)
+    (tmp_path / "a_file").write_text("x")
+    argv = [*COMMON, "--max-steps", "1", "--out", str(tmp_path / "run"), *make_args(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("eva-train-idm: ") and needle in err[0], err
+    with pytest.raises(Exception):
+        main([*argv, "--debug"])  # the traceback instead
+
+
+def test_an_unwritable_output_fails_before_any_work(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "run"
+    assert main(["--synthetic", "4", "--out", str(out), "--export-eva", str(tmp_path / "a_file" / "IDM.pt"), *COMMON]) == 2
+    assert not out.exists()  # no synthetic data, no logs: nothing ran

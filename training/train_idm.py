@@ -1,7 +1,8 @@
 """Train the inverse dynamics model on robot episodes (`eva-train-idm`).
 
-Read top to bottom: arguments -> episodes -> split by episode -> model + normalisation stats ->
-AdamW + cosine/warmup -> loop (augment, SmoothL1 on normalised actions) -> evaluate -> save.
+Read top to bottom: arguments -> setup (output checks, embodiment) -> episode files -> model ->
+episodes (bad files reported and skipped) -> split by episode -> normalisation stats -> AdamW +
+cosine/warmup -> loop (augment, SmoothL1 on normalised actions) -> evaluate -> save.
 accelerate makes the same script run on CPU, one GPU or many (`accelerate launch`).
 
     eva-train-idm --synthetic 24 --variant tiny --out runs/idm_synth --epochs 30   # CPU demo
@@ -11,6 +12,7 @@ accelerate makes the same script run on CPU, one GPU or many (`accelerate launch
 
 Outputs in --out: idm/ (safetensors + config.json + normalisation), checkpoints/step_*/ (resume),
 tb/ (TensorBoard), loss.png, eval.json, and optionally an EVA-layout .pt (--export-eva).
+Errors are one line naming the file (exit 2; --debug shows the traceback).
 """
 
 from __future__ import annotations
@@ -19,36 +21,45 @@ import argparse
 import json
 import math
 import shutil
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from eva_core.atomic_io import atomic_dir, write_json
+from eva_core.atomic_io import atomic_dir, atomic_path, write_json
+from eva_core.cli import UserError, add_debug_arg, check_writable, cli_main
 from eva_core.data import detect_layout, find_episode_files, make_synthetic_dataset, read_episode
-from eva_core.embodiment import load_embodiment
+from eva_core.embodiment import DEFAULT_EMBODIMENT, Embodiment, load_embodiment
 from eva_core.idm import FUSIONS, IDM, IDMConfig, VARIANTS, build_idm, export_eva_pt, load_idm, save_idm
+from eva_core.idm.checkpoint import read_safetensors
 from eva_core.idm.model import resize_square
+from eva_core.images import normalize_imagenet, to_uint8
 
 JOINT_TOL, GRIPPER_TOL = 0.05, 0.5  # EVA's accuracy thresholds (rad; normalised gripper)
+PROG = "eva-train-idm"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train the EVA-style inverse dynamics model (frames -> 14-D actions).")
+    p = argparse.ArgumentParser(prog=PROG, description="Train the EVA-style inverse dynamics model "
+                                "(frames -> the embodiment's action vector).")
     d = p.add_argument_group("data")
     d.add_argument("--data", nargs="*", default=[], help="episode .hdf5 files or directories (ALOHA/Cobot Magic, RoboTwin, ours)")
+    d.add_argument("--embodiment", default=DEFAULT_EMBODIMENT, help="name under config/ or a YAML path (action layout)")
     d.add_argument("--synthetic", type=int, default=0, help="generate N synthetic episodes into OUT/synthetic_data and train on them")
     d.add_argument("--synthetic-frames", type=int, default=64)
     d.add_argument("--synthetic-size", type=int, default=64)
     d.add_argument("--camera", default=None, help="camera to train on (default: the file's primary camera)")
     d.add_argument("--fps", type=float, default=None, help="override the episodes' frame rate (RoboTwin has none)")
-    d.add_argument("--gripper-stroke-m", type=float, default=None,
-                   help="ALOHA files with gripper strokes in metres (Cobot Magic: 0.07): normalise them to [0, 1]")
+    d.add_argument("--grippers-in-metres", action="store_true",
+                   help="ALOHA files store gripper strokes in metres (Cobot Magic): divide by the embodiment's strokes")
     d.add_argument("--val-frac", type=float, default=0.2, help="fraction of EPISODES held out for validation")
+    d.add_argument("--strict", action="store_true", help="a bad episode file is fatal (default: report it and skip it)")
     m = p.add_argument_group("model")
     m.add_argument("--variant", choices=VARIANTS, default="resnet18")
     m.add_argument("--image-size", type=int, default=None, help="input side (default: the variant's)")
@@ -65,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--warmup-frac", type=float, default=0.1)
     o.add_argument("--smooth-l1-beta", type=float, default=1.0)
     o.add_argument("--color-jitter", type=float, default=0.2, help="max brightness/contrast/saturation jitter; widens from 0 over the first half")
-    o.add_argument("--flip", type=float, default=0.0, help="probability of a horizontal flip that swaps the two arms")
+    o.add_argument("--flip", type=float, default=0.0,
+                   help="probability of a horizontal flip that mirrors the arms (the embodiment's mirror_permutation)")
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="output directory")
@@ -81,7 +93,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     r.add_argument("--num-workers", type=int, default=0)
     r.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    add_debug_arg(r)
+    args = p.parse_args(argv)
+    for name in ("batch_size", "epochs", "eval_every", "save_every", "log_every", "synthetic_frames", "synthetic_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("lr", "val_frac", "flip", "color_jitter", "warmup_frac"):
+        v = getattr(args, name)
+        if not math.isfinite(v) or v < 0:
+            p.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
+    if args.max_steps is not None and args.max_steps < 1:
+        p.error("--max-steps must be >= 1")
+    return args
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -94,13 +117,13 @@ def split_by_episode(n: int, val_frac: float, seed: int) -> tuple[list[int], lis
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
-def read_kwargs(path, args) -> dict:
+def read_kwargs(path, args, emb: Embodiment) -> dict:
     """Reader options: only the training camera is decoded (saves memory on 3-camera files)."""
     kw = {"camera": args.camera, "cameras": []}
     if args.fps:
         kw["fps"] = args.fps
-    if args.gripper_stroke_m and detect_layout(path) == "aloha":
-        kw["gripper_stroke_m"] = args.gripper_stroke_m
+    if args.grippers_in_metres and detect_layout(path) == "aloha":
+        kw["grippers_in_metres"] = emb
     return kw
 
 
@@ -109,19 +132,58 @@ def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
     if x.shape[-2:] == (size, size):
         return x.contiguous()
-    out = [resize_square(c.float(), size) for c in x.split(64)]
-    return torch.cat(out).round_().clamp_(0, 255).to(torch.uint8)
+    return torch.cat([to_uint8(resize_square(c.float().div_(255.0), size)) for c in x.split(64)])
+
+
+@dataclass
+class Clips:
+    """The readable episodes, resized to the model input, and the files that were skipped."""
+
+    frames: list = field(default_factory=list)   # (N, 3, S, S) uint8 tensors
+    actions: list = field(default_factory=list)  # (N, D) arrays
+    files: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (file, reason)
+
+    def summary(self) -> str:
+        kept = f"{len(self.files)} of {len(self.files) + len(self.skipped)} episode files"
+        if not self.skipped:
+            return f"read {kept}"
+        return f"read {kept}; skipped {len(self.skipped)}: " + "; ".join(reason for _, reason in self.skipped)
+
+
+def load_clips(files, size: int, args, emb: Embodiment) -> Clips:
+    """Read each episode and keep only its frames resized to the model input (memory stays small).
+
+    A file that cannot be used (unreadable, wrong layout or dims, bad images, NaN actions, no
+    frames) is reported by name and skipped; with --strict it is fatal.
+    """
+    clips = Clips()
+    for f in tqdm(files, desc="reading episodes", disable=args.no_progress):
+        try:
+            ep = read_episode(f, **read_kwargs(f, args, emb))
+            if ep.action.shape[1] != emb.action_dim:
+                raise ValueError(f"{f}: action has {ep.action.shape[1]} dims, embodiment {emb.name!r} "
+                                 f"has {emb.action_dim}")
+        except (ValueError, OSError, KeyError) as e:
+            msg = " ".join(str(e).split()) or type(e).__name__
+            msg = msg if str(f) in msg else f"{f}: {msg}"
+            if args.strict:
+                raise UserError(f"{msg} (--strict)") from e
+            print(f"{PROG}: skipping {msg}", file=sys.stderr)
+            clips.skipped.append((str(f), msg))
+            continue
+        clips.frames.append(resize_frames(ep.frames, size))
+        clips.actions.append(ep.action)
+        clips.files.append(str(f))
+    return clips
 
 
 class WindowDataset(Dataset):
-    """Every frame t of every clip: the uint8 window frames[t+offsets] (clamped) and action[t].
+    """Every frame t of every clip: the uint8 window frames[t+offsets] (clamped) and action[t]."""
 
-    clips: list of (frames (N, 3, S, S) uint8 tensor, actions (N, D) array), already resized.
-    """
-
-    def __init__(self, clips, offsets):
-        self.frames = [f for f, _ in clips]
-        self.actions = [torch.as_tensor(a, dtype=torch.float32) for _, a in clips]
+    def __init__(self, frames, actions, offsets):
+        self.frames = list(frames)
+        self.actions = [torch.as_tensor(a, dtype=torch.float32) for a in actions]
         self.offsets = torch.tensor(offsets)
         self.index = [(e, t) for e, a in enumerate(self.actions) for t in range(len(a))]
 
@@ -134,20 +196,11 @@ class WindowDataset(Dataset):
         return self.frames[e][idx], self.actions[e][t]
 
 
-def load_clips(files, size: int, args, dof: int) -> list:
-    """Read each episode and keep only its frames resized to the model input (memory stays small)."""
-    clips = []
-    for f in tqdm(files, desc="reading episodes", disable=args.no_progress):
-        ep = read_episode(f, **read_kwargs(f, args))
-        if ep.action.shape[1] != dof:
-            raise SystemExit(f"{f}: action has {ep.action.shape[1]} dims, the embodiment has {dof}")
-        clips.append((resize_frames(ep.frames, size), ep.action))
-    return clips
-
-
-def augment(x: torch.Tensor, actions: torch.Tensor, jitter: float, flip_p: float, gen: torch.Generator):
+def augment(x: torch.Tensor, actions: torch.Tensor, jitter: float, flip_p: float, gen: torch.Generator,
+            mirror: np.ndarray | None = None):
     """x (B, k, 3, S, S) float [0, 1]: per-sample colour jitter (the same for the k frames of a
-    window) and an optional horizontal flip that swaps the left/right arm halves of the action."""
+    window) and an optional horizontal flip whose action is permuted by `mirror` (the
+    embodiment's mirror_permutation: two arms swap; one arm: identity)."""
     b = x.shape[0]
     if jitter > 0:
         u = lambda: (1.0 + jitter * (2 * torch.rand(b, 1, 1, 1, 1, generator=gen) - 1)).to(x.device)  # noqa: E731
@@ -158,12 +211,13 @@ def augment(x: torch.Tensor, actions: torch.Tensor, jitter: float, flip_p: float
         x = (x - gray) * u() + gray  # saturation
         x = x.clamp(0, 1)
     if flip_p > 0:
+        if mirror is None:
+            raise ValueError("augment: a flip needs the embodiment's mirror_permutation")
         flip = (torch.rand(b, generator=gen) < flip_p).to(x.device)
         if flip.any():
             x = torch.where(flip.view(b, 1, 1, 1, 1), x.flip(-1), x)
-            half = actions.shape[1] // 2
-            swapped = torch.cat([actions[:, half:], actions[:, :half]], dim=1)
-            actions = torch.where(flip.view(b, 1), swapped, actions)
+            mirrored = actions[:, torch.tensor(np.array(mirror), device=actions.device)]
+            actions = torch.where(flip.view(b, 1), mirrored, actions)
     return x, actions
 
 
@@ -171,25 +225,25 @@ def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().div_(255.0)
 
 
-def normalise_pixels(model: IDM, x: torch.Tensor) -> torch.Tensor:
-    """(B, k, 3, S, S) [0, 1] -> (B, 3k, S, S) ImageNet-normalised."""
-    mean, std = model.pixel_mean.unsqueeze(1), model.pixel_std.unsqueeze(1)
-    return ((x - mean) / std).flatten(1, 2)
+def model_input(x: torch.Tensor) -> torch.Tensor:
+    """(B, k, 3, S, S) [0, 1] -> (B, 3k, S, S) ImageNet-normalised, as IDM.preprocess does."""
+    return normalize_imagenet(x).flatten(1, 2)
 
 
 # ---- evaluation --------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: IDM, loader, device, train_mean: torch.Tensor, emb) -> dict:
+def evaluate(model: IDM, loader, device, train_mean: torch.Tensor, emb: Embodiment) -> dict:
     """Per-joint MAE, EVA accuracy (joints within 0.05 rad, grippers within 0.5), and the
-    predict-the-train-mean baseline on the same frames. `emb` names the dims and marks the grippers."""
+    predict-the-train-mean baseline on the same frames. Non-finite predictions are an error."""
     model.eval()
     preds, targets = [], []
     for x, a in loader:
-        x = normalise_pixels(model, to_unit(x.to(device)))
-        preds.append(model.denormalize(model(x)).float().cpu())
+        preds.append(model.denormalize(model(model_input(to_unit(x.to(device))))).float().cpu())
         targets.append(a.float().cpu())
     model.train()
     pred, tgt = torch.cat(preds), torch.cat(targets)
+    if not torch.isfinite(pred).all():
+        raise UserError("the IDM predicts NaN/inf on the validation split (training diverged? lower --lr)")
     err = (pred - tgt).abs()
     base_err = (train_mean.cpu().float() - tgt).abs()
     names, joints = emb.joint_names, torch.from_numpy(~emb.is_gripper)
@@ -201,7 +255,7 @@ def evaluate(model: IDM, loader, device, train_mean: torch.Tensor, emb) -> dict:
         "mae_joints": float(err[:, joints].mean()),
         "baseline_mae_joints": float(base_err[:, joints].mean()),
         "accuracy_per_dim": float(ok.float().mean()),  # fraction of (frame, dim) within tolerance
-        "accuracy_all_dims": float(ok.all(dim=1).float().mean()),  # frames with all 14 within tolerance
+        "accuracy_all_dims": float(ok.all(dim=1).float().mean()),  # frames with every dim within tolerance
         "per_joint_mae": {n: float(v) for n, v in zip(names, err.mean(0))},
         "per_joint_baseline_mae": {n: float(v) for n, v in zip(names, base_err.mean(0))},
     }
@@ -231,14 +285,19 @@ def load_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     the model itself is loaded with load_idm(path / "idm")."""
     for name in ("trainer_state.json", "optimizer.safetensors", "idm"):
         if not (path / name).exists():
-            raise SystemExit(f"{path}: not a resumable checkpoint (missing {name})")
-    state = json.loads((path / "trainer_state.json").read_text())
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    opt_state: dict = {}
-    for key, v in {**tensors, **state["optimizer_scalars"]}.items():
-        pid, name = key.split(".", 1)
-        opt_state.setdefault(int(pid), {})[name] = v
-    return state, {"state": opt_state, "param_groups": state["param_groups"]}, state["scheduler"]
+            raise UserError(f"{path}: not a resumable checkpoint (missing {name})")
+    state_file = path / "trainer_state.json"
+    try:
+        state = json.loads(state_file.read_text())
+        opt_state: dict = {}
+        for key, v in {**read_safetensors(path / "optimizer.safetensors"), **state["optimizer_scalars"]}.items():
+            pid, name = key.split(".", 1)
+            opt_state.setdefault(int(pid), {})[name] = v
+        return state, {"state": opt_state, "param_groups": state["param_groups"]}, state["scheduler"]
+    except json.JSONDecodeError as e:
+        raise UserError(f"{state_file}: invalid JSON: {e}") from e
+    except (KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"{state_file}: not a trainer state ({type(e).__name__}: {e})") from e
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -251,8 +310,6 @@ def plot_history(history: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from eva_core.atomic_io import atomic_path
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
     if history["train"]:
@@ -271,101 +328,78 @@ def plot_history(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
-# ---- main ------------------------------------------------------------------------------------------
-def main(argv=None) -> None:
-    """Console entry point (`eva-train-idm`)."""
-    run(argv)
+# ---- stages --------------------------------------------------------------------------------------
+def check_outputs(args) -> Path:
+    """Fail before any work if an output cannot be written (--out, --export-eva)."""
+    out = check_writable(args.out, kind="dir")
+    if args.export_eva:
+        check_writable(args.export_eva, kind="file")
+    return out
 
 
-def run(argv=None) -> dict:
-    """Train (or --eval-only) and return the final validation metrics."""
-    args = parse_args(argv)
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from diffusers.optimization import get_cosine_schedule_with_warmup
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    acc = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision, log_with="tensorboard", project_dir=str(out))
-    set_seed(args.seed)
-    emb = load_embodiment()
-
-    # Episode files -> split by episode.
+def episode_files(args, out: Path, acc, emb: Embodiment) -> list[Path]:
     if args.synthetic:
         if acc.is_main_process:
             make_synthetic_dataset(out / "synthetic_data", args.synthetic, args.synthetic_frames,
-                                   args.synthetic_size, seed=args.seed, progress=not args.no_progress)
+                                   args.synthetic_size, seed=args.seed, progress=not args.no_progress, embodiment=emb)
         acc.wait_for_everyone()
         args.data = [*args.data, str(out / "synthetic_data")]
     files = find_episode_files(*args.data)
     if not files:
-        raise SystemExit("no episodes: pass --data DIR/FILES or --synthetic N")
-    train_ids, val_ids = split_by_episode(len(files), args.val_frac, args.seed)
+        raise UserError("no episodes: pass --data DIR/FILES or --synthetic N")
+    return files
 
-    # Model: fresh, from --init, or from a resumable checkpoint.
-    resume = latest_checkpoint(out) if args.resume == "auto" else (Path(args.resume) if args.resume else None)
-    resumed = load_checkpoint(resume) if resume is not None else None  # validates it before any work
-    if args.eval_only:
-        model = load_idm(args.eval_only)
-    elif resume is not None:
-        model = load_idm(resume / "idm")
-    elif args.init:
-        model = load_idm(args.init)
+
+def build_model(args, emb: Embodiment, resume: Path | None, n_files: int) -> IDM:
+    """Fresh, from --init, from a resumable checkpoint, or the --eval-only one; its output must
+    be the embodiment's action vector."""
+    if args.eval_only or resume is not None or args.init:
+        source = args.eval_only or (resume / "idm" if resume is not None else args.init)
+        model = load_idm(source)
     else:
-        model = build_idm(IDMConfig(variant=args.variant, image_size=args.image_size, fusion=args.fusion,
-                                    backbone_weights=args.backbone_weights, extra={"train_files": len(files)}))
-    cfg = model.config
-    clips = load_clips(files, cfg.image_size, args, emb.dof)
-    train_actions = np.concatenate([clips[i][1] for i in train_ids])
-    train_mean = torch.as_tensor(train_actions.mean(0), dtype=torch.float32)
-    unset = bool(torch.all(model.action_mean == 0) and torch.all(model.action_std == 1))  # e.g. an EVA .pt without stats
-    if not (args.eval_only or resume is not None) and (not args.init or unset):  # stats of the train split
+        source = "--variant"
+        model = build_idm(IDMConfig.for_embodiment(
+            emb, variant=args.variant, image_size=args.image_size, fusion=args.fusion,
+            backbone_weights=args.backbone_weights, extra={"train_files": n_files}))
+    if model.config.action_dim != emb.action_dim:
+        raise UserError(f"{source}: the IDM outputs {model.config.action_dim} dims, embodiment "
+                        f"{emb.name!r} has {emb.action_dim}")
+    return model
+
+
+def split_clips(clips: Clips, args):
+    if len(clips.files) < 2:
+        raise UserError(f"need at least 2 readable episodes for a train/val split; {clips.summary()}")
+    train_ids, val_ids = split_by_episode(len(clips.files), args.val_frac, args.seed)
+    pick = lambda ids: ([clips.frames[i] for i in ids], [clips.actions[i] for i in ids])  # noqa: E731
+    return train_ids, val_ids, pick(train_ids), pick(val_ids)
+
+
+def set_train_stats(model: IDM, train_actions: np.ndarray, args, resumed: bool) -> None:
+    """Normalisation stats of the train split, unless the model brings its own (resume, --init
+    with stats, --eval-only). An EVA .pt without stats loads as mean 0 / std 1."""
+    unset = bool(torch.all(model.action_mean == 0) and torch.all(model.action_std == 1))
+    if not (args.eval_only or resumed) and (not args.init or unset):
         model.set_normalization(train_actions.mean(0), np.maximum(train_actions.std(0), 1e-3))  # floor: constant dims
-    train_ds = WindowDataset([clips[i] for i in train_ids], cfg.frame_offsets)
-    val_ds = WindowDataset([clips[i] for i in val_ids], cfg.frame_offsets)
-    gen = torch.Generator().manual_seed(args.seed)
-    train_dl = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size,
-                          num_workers=args.num_workers, generator=gen)
-    val_dl = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=args.num_workers)
 
-    if args.eval_only:
-        model = model.to(acc.device)
-        metrics = evaluate(model, val_dl, acc.device, train_mean, emb)
-        write_json(out / "eval.json", {"checkpoint": args.eval_only, **metrics})
-        if args.export_eva:
-            export_eva_pt(model, args.export_eva)
-        acc.print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=1))
-        acc.end_training()
-        return metrics
 
-    total = args.max_steps or args.epochs * max(1, len(train_dl))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_frac * total), total)
-    step, epoch, history = 0, 0, {"train": [], "val": []}
-    if resumed is not None:
-        state, opt_sd, sched_sd = resumed
-        optimizer.load_state_dict(opt_sd)
-        scheduler.load_state_dict(sched_sd)
-        step, epoch, history = state["step"], state["epoch"], state["history"]
-        acc.print(f"resumed from {resume} at step {step}")
-    model, optimizer, train_dl = acc.prepare(model, optimizer, train_dl)
-    raw = acc.unwrap_model(model)
-    hparams = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-    acc.init_trackers("tb", config=hparams)
+def train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, train_mean, emb, out: Path,
+               step: int, epoch: int, history: dict, total: int) -> tuple[dict | None, int]:
     aug_gen = torch.Generator().manual_seed(args.seed + step)
-
+    mirror = emb.mirror_permutation
     bar = tqdm(total=total, initial=step, desc="train idm", disable=args.no_progress or not acc.is_main_process)
     model.train()
     metrics = None
     while step < total:
         for x, a in train_dl:
             jitter = args.color_jitter * min(1.0, step / max(1.0, 0.5 * total))  # widens over training
-            x, a = augment(to_unit(x), a, jitter, args.flip, aug_gen)
+            x, a = augment(to_unit(x), a, jitter, args.flip, aug_gen, mirror)
             with acc.autocast():
-                pred = model(normalise_pixels(raw, x))
+                pred = model(model_input(x))
                 loss = F.smooth_l1_loss(pred.float(), raw.normalize_actions(a), beta=args.smooth_l1_beta)
+            if not torch.isfinite(loss):
+                raise UserError(f"the training loss is {float(loss)} at step {step + 1} (lower --lr?); "
+                                f"the last checkpoint is in {out / 'checkpoints'}")
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
             optimizer.step()
@@ -389,15 +423,84 @@ def run(argv=None) -> dict:
                 break
         epoch += 1
     bar.close()
+    return metrics, step
 
+
+# ---- main ------------------------------------------------------------------------------------------
+def run(argv=None) -> dict:
+    """Train (or --eval-only) and return the final validation metrics."""
+    args = parse_args(argv)
+    out = check_outputs(args)
+    emb = load_embodiment(args.embodiment)
+    resume = latest_checkpoint(out) if args.resume == "auto" else (Path(args.resume) if args.resume else None)
+    resumed = load_checkpoint(resume) if resume is not None else None  # validates it before any work
+
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision, log_with="tensorboard", project_dir=str(out))
+    set_seed(args.seed)
+
+    files = episode_files(args, out, acc, emb)
+    model = build_model(args, emb, resume, len(files))
+    cfg = model.config
+    clips = load_clips(files, cfg.image_size, args, emb)
+    acc.print(clips.summary())
+    train_ids, val_ids, (train_frames, train_acts), (val_frames, val_acts) = split_clips(clips, args)
+    train_actions = np.concatenate(train_acts)
+    train_mean = torch.as_tensor(train_actions.mean(0), dtype=torch.float32)
+    set_train_stats(model, train_actions, args, resumed is not None)
+    train_ds = WindowDataset(train_frames, train_acts, cfg.frame_offsets)
+    val_ds = WindowDataset(val_frames, val_acts, cfg.frame_offsets)
+    gen = torch.Generator().manual_seed(args.seed)
+    train_dl = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size,
+                          num_workers=args.num_workers, generator=gen)
+    val_dl = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=args.num_workers)
+    skipped = [f for f, _ in clips.skipped]
+
+    if args.eval_only:
+        model = model.to(acc.device)
+        metrics = evaluate(model, val_dl, acc.device, train_mean, emb)
+        write_json(out / "eval.json", {"checkpoint": args.eval_only, "skipped_files": skipped, **metrics})
+        if args.export_eva:
+            export_eva_pt(model, args.export_eva)
+        acc.print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=1))
+        acc.end_training()
+        return metrics
+
+    total = args.max_steps or args.epochs * max(1, len(train_dl))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_frac * total), total)
+    step, epoch, history = 0, 0, {"train": [], "val": []}
+    if resumed is not None:
+        state, opt_sd, sched_sd = resumed
+        try:
+            optimizer.load_state_dict(opt_sd)
+            scheduler.load_state_dict(sched_sd)
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{resume}: optimizer/scheduler state does not match the model: {e}") from e
+        step, epoch, history = state["step"], state["epoch"], state["history"]
+        acc.print(f"resumed from {resume} at step {step}")
+    model, optimizer, train_dl = acc.prepare(model, optimizer, train_dl)
+    raw = acc.unwrap_model(model)
+    hparams = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    acc.init_trackers("tb", config=hparams)
+
+    metrics, step = train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, train_mean, emb, out,
+                               step, epoch, history, total)
     if acc.is_main_process:
         if metrics is None:  # resumed at the end: evaluate once
             metrics = evaluate(raw, val_dl, acc.device, train_mean, emb)
-        save_idm(raw, out / "idm", extra={"step": step, "val_mae": metrics["mae"]})
+        save_idm(raw, out / "idm", extra={"step": step, "val_mae": metrics["mae"], "embodiment": emb.name})
         if args.export_eva:
             export_eva_pt(raw, args.export_eva, optimizer_state=optimizer.state_dict(), step=step)
-        summary = {"step": step, "train_episodes": len(train_ids), "val_episodes": len(val_ids),
-                   "train_frames": len(train_ds), "variant": cfg.variant, "fusion": cfg.fusion, "image_size": cfg.image_size, **metrics}
+        summary = {"step": step, "embodiment": emb.name, "train_episodes": len(train_ids), "val_episodes": len(val_ids),
+                   "train_frames": len(train_ds), "skipped_files": skipped, "variant": cfg.variant,
+                   "fusion": cfg.fusion, "image_size": cfg.image_size, **metrics}
         write_json(out / "eval.json", summary)
         plot_history(history, out / "loss.png")
         acc.print(f"val MAE {metrics['mae']:.4f} vs predict-the-mean {metrics['baseline_mae']:.4f} "
@@ -407,5 +510,10 @@ def run(argv=None) -> dict:
     return metrics
 
 
+def main(argv=None) -> int:
+    """Console entry point (`eva-train-idm`): one-line errors, exit 2; --debug for the traceback."""
+    return cli_main(PROG, lambda a: (run(a), 0)[1], argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
