@@ -213,7 +213,9 @@ def main():
             print(f"  {k:20s} {v:7.2f} ms   ratio DEFAULT/{k} = {med['DEFAULT'] / v:.2f}")
     if not args.skip_controller:
         with tempfile.TemporaryDirectory() as tmp:
-            data = yaml.safe_load((REPO / "config" / "loopback.yaml").read_text())
+            from eva_ros.params import merged_sections, params_layers
+
+            data = merged_sections(params_layers(REPO / "config" / "loopback.yaml"))   # base.yaml + overlay
             data["planner"]["ros__parameters"].update(policy="continuous", max_obs_age=5.0)
             data["camera"]["ros__parameters"]["source_options"]["path"] = str(REPO / "config" / "playback" / "loopback_scene.mp4")
             params = Path(tmp) / "bench.yaml"

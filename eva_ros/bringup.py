@@ -2,8 +2,10 @@
 
     eva-bringup --config config/loopback.yaml --duration 20 --report r.json
 
-The config is the same ROS params file the launch files pass to each node. Its `eva_bringup`
-section says which nodes to compose and how to set up DDS:
+The config is the same ROS params file the launch files pass to each node, loaded after
+config/base.yaml (eva_ros.params.params_layers; `--config` repeated layers more files, later
+ones win key by key). Every section is checked with its typed class (eva_ros/node_config.py)
+before rclpy starts. The `eva_bringup` section says which nodes to compose and how to set up DDS:
 
     eva_bringup:
       ros__parameters:
@@ -13,8 +15,8 @@ section says which nodes to compose and how to set up DDS:
         discovery_range: LOCALHOST                          # ROS_AUTOMATIC_DISCOVERY_RANGE ("" = leave)
         num_threads: 6                                      # MultiThreadedExecutor threads
 
-Every node reads its own section (`camera:`, `planner:`, ...) and `/**` from that file, as with
-`--ros-args --params-file`. The JSON report (written atomically) has the counts and latency
+Every node reads its own section (`camera:`, `planner:`, ...) and `/**` from those files, as with
+`--ros-args --params-file base.yaml --params-file <config>`. The JSON report (written atomically) has the counts and latency
 percentiles of every node plus a `summary` with the acceptance numbers.
 """
 
@@ -27,11 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 from eva_core.atomic_io import write_json
 from eva_core.cli import add_debug_arg, check_writable, cli_main
-from eva_core.paths import config_path
+from eva_ros.params import (check_bringup, load_params_files, node_params, params_layers, remember_params_files,
+                            ros_params_args)
 from eva_ros.runtime import (GIL_SWITCH_INTERVAL, SpinThread, StopSignals, configure_transport, halt_nodes,
                              wait_until_stopped)
 from eva_ros.runtime import drain as _drain, spin as _spin  # noqa: F401 - test harnesses use these
@@ -47,25 +49,14 @@ NODE_KINDS = {
 ORDER = ["idm_action", "planner", "camera", "controller"]
 
 
-def params_section(path: Path, node: str) -> dict:
-    """The `<node>.ros__parameters` map of a ROS params file ({} if absent)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML: {exc}") from exc
-    return (data.get(node) or {}).get("ros__parameters") or {}
+def params_section(path, node: str) -> dict:
+    """The merged parameters of `node` in config/base.yaml + the params file(s) `path`."""
+    return node_params(load_params_files(params_layers(path)), node)
 
 
-def load_bringup_section(path: Path) -> dict:
-    """The `eva_bringup.ros__parameters` map of a params file (with defaults)."""
-    section = params_section(path, "eva_bringup")
-    out = {"nodes": list(NODE_KINDS), "fastdds_transport": "LARGE_DATA", "fastdds_shm_profile": True, "discovery_range": "", "num_threads": 6}
-    out.update(section)
-    for spec in out["nodes"]:
-        kind = spec.split(":")[0]
-        if kind not in NODE_KINDS:
-            raise ValueError(f"{path}: eva_bringup.nodes: unknown node kind {kind!r}; known: {sorted(NODE_KINDS)}")
-    return out
+def load_bringup_section(path) -> dict:
+    """The typed `eva_bringup` section (eva_ros.node_config.BringupConfig) of base + `path`."""
+    return check_bringup(params_layers(path))[0].to_dict()
 
 
 def node_specs(nodes: list[str]) -> list[tuple[str, str]]:
@@ -119,20 +110,22 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    section = load_bringup_section(config)
-    specs = node_specs(nodes_override or section["nodes"])
-    env = configure_transport(section["fastdds_transport"] or None, section["discovery_range"] or None,
-                              bool(section["fastdds_shm_profile"]))
+    files = params_layers(config)   # config/base.yaml, then the given file(s)
+    # every section typed and checked before rclpy starts: one line naming file, section, key
+    section, _ = check_bringup(files, node_specs(nodes_override) if nodes_override else None)
+    specs = node_specs(nodes_override or section.nodes)
+    env = configure_transport(section.fastdds_transport or None, section.discovery_range or None,
+                              section.fastdds_shm_profile)
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    rclpy.init(args=["--ros-args", "--params-file", str(config)],  # every node reads its section
+    rclpy.init(args=remember_params_files(ros_params_args(files)),  # every node reads its section
                signal_handler_options=SignalHandlerOptions.NO)   # ours: stop cleanly, then shut down
     reports, built, t_start, cause = {}, [], time.time(), ""
     spinner = None
     with StopSignals("eva-bringup") as signals:
         try:
             build_nodes(specs, built)   # a failing constructor leaves the earlier nodes in `built` to close
-            executor = MultiThreadedExecutor(num_threads=int(section["num_threads"]))
+            executor = MultiThreadedExecutor(num_threads=section.num_threads)
             for _, node in built:
                 executor.add_node(node)
             spinner = SpinThread(executor).start()
@@ -156,7 +149,7 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
                 node.destroy_node()
             if rclpy.ok():
                 rclpy.shutdown()
-    result = {"config": str(config), "nodes": [n for _, n in specs], "environment": env, "error": cause,
+    result = {"config": " + ".join(str(f) for f in files), "nodes": [n for _, n in specs], "environment": env, "error": cause,
               "stopped_by": signal.Signals(signals.signum).name if signals.signum else "",
               "summary": summarize(reports, elapsed), "nodes_report": reports}
     if report_path is not None:
@@ -184,7 +177,9 @@ def _main(argv) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="The YAML is a ROS params file; see docs/ros_interface.md. SIGINT/SIGTERM "
                                         "stop cleanly (exit 0, report written); a second signal exits at once.")
-    ap.add_argument("--config", required=True, help="params YAML (a path, or a name under config/)")
+    ap.add_argument("--config", required=True, action="append",
+                    help="params YAML (a path, or a name under config/), loaded after config/base.yaml; "
+                         "repeat to layer several (later ones win key by key)")
     ap.add_argument("--duration", type=float, default=None, help="run this many seconds (default: until Ctrl-C)")
     ap.add_argument("--report", type=Path, default=None, help="write the JSON report here (atomic)")
     ap.add_argument("--nodes", default=None, help="comma-separated node kinds to compose instead of the YAML's list")
@@ -193,7 +188,7 @@ def _main(argv) -> int:
     args = ap.parse_args(argv)
     if args.report is not None:
         check_writable(args.report)   # before the run, not after it
-    result = run(config_path(args.config), args.duration, args.report,
+    result = run(args.config, args.duration, args.report,
                  args.nodes.split(",") if args.nodes else None, progress=not args.quiet)
     s = result["summary"]
     print(f"eva-bringup: {s['chunks_planned']} chunks planned, {s['trajectories_executed']} trajectories executed, "

@@ -91,11 +91,11 @@ def main(argv=None) -> int:
 def _camera_topic(cfg: Path) -> str:
     """The topic the config's camera node publishes on (resolved as the node does)."""
     from eva_core.embodiment import load_embodiment
-    from eva_ros.bringup import params_section
-    from eva_ros.nodes.camera_node import DEFAULTS, camera_topic
+    from eva_ros.nodes.camera_node import camera_topic
+    from eva_ros.params import check_params_files, params_layers
 
-    cam = params_section(cfg, "camera")
-    return camera_topic(load_embodiment(), cam.get("camera_name", DEFAULTS["camera_name"]), cam.get("topic", ""))
+    cam = check_params_files(params_layers(cfg))["camera"]   # typed, base.yaml + cfg
+    return camera_topic(load_embodiment(cam.embodiment), cam.camera_name, cam.topic)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,55 @@ def check_params_files(paths, nodes: Mapping[str, type[Section]] | None = None) 
     return out
 
 
+BASE = "base.yaml"
+
+
+def params_layers(configs, base: bool = True) -> list[Path]:
+    """The params files to load, in order: config/base.yaml (unless `base` is False or it is
+    given), then each of `configs` (a path, or a name under config/). The one layering rule of
+    eva-bringup, the launch files (parameters=[base, config]) and tests/ros_fixtures."""
+    from eva_core.paths import config_path
+
+    files = [config_path(str(c)) for c in ([configs] if isinstance(configs, (str, Path)) else configs)]
+    if base and not any(f.name == BASE for f in files):
+        files.insert(0, config_path(BASE))
+    return files
+
+
+def merged_sections(paths) -> dict:
+    """The sections of several params files merged into one params-file mapping (later files
+    win key by key): {section: {"ros__parameters": {...}}}."""
+    out: dict = {}
+    for _path, sections in load_params_files(paths):
+        for name, params in sections.items():
+            merge(out.setdefault(name, {}), unflatten(params))
+    return {name: {"ros__parameters": params} for name, params in out.items()}
+
+
+def ros_params_args(paths) -> list[str]:
+    """`--ros-args --params-file A --params-file B ...` for rclpy.init."""
+    out = ["--ros-args"]
+    for p in paths:
+        out += ["--params-file", str(p)]
+    return out
+
+
+def check_bringup(paths, specs=None):
+    """eva-bringup's check before rclpy starts: the `eva_bringup` section, then every composed
+    node's section (`specs`: [(kind, node_name)], default: from the section's `nodes`).
+    Returns (BringupConfig, {node_name: config})."""
+    from eva_ros.node_config import SECTIONS, BringupConfig
+
+    bringup = check_params_files(paths, {"eva_bringup": BringupConfig})["eva_bringup"]
+    if specs is None:
+        specs = [(s.partition(":")[0], s.partition(":")[2] or s.partition(":")[0]) for s in bringup.nodes]
+    for kind, _name in specs:
+        if kind not in SECTIONS or kind == "eva_bringup":
+            raise ConfigError(source_of(paths), "eva_bringup", "nodes", f"unknown node kind {kind!r}")
+    nodes = check_params_files(paths, {name: SECTIONS[kind] for kind, name in specs})
+    return bringup, nodes
+
+
 # -- ROS side ---------------------------------------------------------------------------------
 def params_files_from_args(args) -> list[str]:
     """The `--params-file` paths in a ROS argument list (after `--ros-args`)."""
@@ -177,10 +226,10 @@ def params_files_from_args(args) -> list[str]:
 
 
 def remember_params_files(args, context=None) -> list[str]:
-    """Record the params files of `rclpy.init(args=...)` for error messages (call beside it)."""
-    files = params_files_from_args(args)
-    _FILES_BY_CONTEXT[id(context)] = files
-    return files
+    """Record the params files in `args` for the error messages of nodes in `context` (None: the
+    default context); returns `args`, so it wraps the list handed to rclpy.init."""
+    _FILES_BY_CONTEXT[id(context)] = params_files_from_args(args)
+    return list(args)
 
 
 def _context_files(node) -> list[str]:

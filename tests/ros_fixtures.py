@@ -36,8 +36,11 @@ def ros_env(domain_id: int) -> dict:
 
 
 def write_params(path: Path, base: str | None = "loopback.yaml", overrides: dict | None = None) -> Path:
-    """A params file: config/<base> with `overrides` ({node: {param: value}}) merged in."""
-    data = yaml.safe_load((REPO / "config" / base).read_text()) if base else {}
+    """A params file: config/base.yaml + config/<base> (eva_ros.params.params_layers) with
+    `overrides` ({node: {param: value}}) merged in."""
+    from eva_ros.params import merged_sections, params_layers
+
+    data = merged_sections(params_layers(REPO / "config" / base)) if base else {}
     for node, params in (overrides or {}).items():
         section = data.setdefault(node, {}).setdefault("ros__parameters", {})
         _merge(section, params)

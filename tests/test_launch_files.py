@@ -1,6 +1,8 @@
 """Launch files, checked statically (ast): every executable they name is a console script of
-this package with a main(), every params file they name exists under config/ and has a
-section for every node name they start. They run for real only where launch_ros exists."""
+this package with a main(), every params file they name exists under config/ and (after
+config/base.yaml) has a section for every node name they start, and they take the transport
+environment and the node action from the one helper, eva_ros/launch_common.py. They run for
+real only where launch_ros exists."""
 
 import ast
 import importlib
@@ -36,7 +38,7 @@ def launch_nodes(path: Path):
             fn = getattr(node.func, "id", getattr(node.func, "attr", ""))
             if fn == "Node" and isinstance(kw.get("executable"), ast.Constant):
                 found.append((kw["executable"].value, kw["name"].value))
-            elif fn == "node" and len(node.args) >= 2 and all(isinstance(a, ast.Constant) for a in node.args[:2]):
+            elif fn in ("node", "eva_node") and len(node.args) >= 2 and all(isinstance(a, ast.Constant) for a in node.args[:2]):
                 found.append((node.args[0].value, node.args[1].value))
         if isinstance(node, ast.Tuple) and len(node.elts) == 2 and all(isinstance(e, ast.Constant) for e in node.elts):
             exe, name = (e.value for e in node.elts)
@@ -76,7 +78,7 @@ def test_params_files_exist_and_cover_the_nodes(path):
     files = yaml_files(path)
     assert files, f"{path.name}: names no params file"
     sections = {}
-    for name in files:
+    for name in ["base.yaml", *files]:   # eva_node loads config/base.yaml first
         f = REPO / "config" / name
         assert f.exists(), f"{path.name}: config/{name} does not exist"
         data = yaml.safe_load(f.read_text())
@@ -87,28 +89,99 @@ def test_params_files_exist_and_cover_the_nodes(path):
         assert name in sections, f"{path.name}: node {name!r} has no section in {files}"
 
 
+def called_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {getattr(n.func, "id", getattr(n.func, "attr", "")) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+
+
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_launch_sets_fastdds_transport(path):
+def test_launch_uses_the_one_transport_and_node_helper(path):
     src = path.read_text()
-    assert "FASTDDS_BUILTIN_TRANSPORTS" in src and "LARGE_DATA" in src
-    assert "FASTDDS_DEFAULT_PROFILES_FILE" in src
-    profiles = config_files(path, ".xml")
-    assert profiles and all((REPO / "config" / f).exists() for f in profiles)
+    assert "from eva_ros.launch_common import" in src
+    calls = called_names(path)
+    assert "transport_actions" in calls and "eva_node" in calls
+    # no copy of the environment block or of the node action left in the file
+    assert "FASTDDS" not in src and "SetEnvironmentVariable" not in calls and "Node" not in calls
 
 
-def test_config_backends_are_registered():
+def test_transport_environment_matches_the_runtime():
+    """The launched nodes get the DDS environment eva-bringup and the node mains set."""
+    import os
+
+    from eva_ros import runtime
+    from eva_ros.launch_common import transport_environment
+
+    env = transport_environment(str(REPO))
+    assert env == {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA",
+                   "FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_shm.xml")}
+    assert Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).exists()
+    assert transport_environment(str(REPO), discovery_range="LOCALHOST")["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    saved = {k: os.environ.pop(k, None) for k in env}
+    try:
+        got = runtime.configure_transport()
+        assert got["FASTDDS_BUILTIN_TRANSPORTS"] == env["FASTDDS_BUILTIN_TRANSPORTS"]
+        assert Path(got["FASTDDS_DEFAULT_PROFILES_FILE"]).name == Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).name
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+
+
+def test_launch_nodes_load_base_then_the_overlay():
+    tree = ast.parse((REPO / "eva_ros" / "launch_common.py").read_text())
+    node_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
+    assert len(node_calls) == 1
+    params = {k.arg: k.value for k in node_calls[0].keywords}["parameters"]
+    assert ast.unparse(params) == "[config_file(BASE), config]"
+
+
+OVERLAYS = sorted(f for f in (REPO / "config").glob("*.yaml") if f.name not in ("cobot_magic.yaml", "base.yaml"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_every_params_file_validates_with_its_backends(overlay):
+    """base.yaml + each overlay: every section typed and in range, backends registered, and the
+    backend options valid for the backend's Options (where its module imports here)."""
     from eva_ros.backends import ARM_BACKENDS, CAMERA_SOURCES
+    from eva_ros.params import check_bringup, params_layers
 
-    for f in (REPO / "config").glob("*.yaml"):
-        data = yaml.safe_load(f.read_text())
-        if not isinstance(data, dict) or "eva_bringup" not in data:
+    files = params_layers(overlay)
+    assert [f.name for f in files] == ["base.yaml", overlay.name]
+    _bringup, nodes = check_bringup(files)
+    for name, registry, kind_key, options_key in (("camera", CAMERA_SOURCES, "source", "source_options"),
+                                                   ("controller", ARM_BACKENDS, "arm_backend", "arm")):
+        if name not in nodes:
             continue
-        cam = (data.get("camera") or {}).get("ros__parameters", {})
-        ctl = (data.get("controller") or {}).get("ros__parameters", {})
-        if cam:
-            assert cam["source"] in CAMERA_SOURCES, f"{f.name}: camera source {cam['source']!r}"
-        if ctl:
-            assert ctl["arm_backend"] in ARM_BACKENDS, f"{f.name}: arm backend {ctl['arm_backend']!r}"
+        cfg = nodes[name]
+        kind = getattr(cfg, kind_key)
+        assert kind in registry, f"{overlay.name}: {name}.{kind_key} {kind!r} is not registered"
+        module, _, cls = registry[kind].partition(":")
+        try:
+            options = getattr(importlib.import_module(module), cls).Options
+        except ImportError:   # an SDK that is not installed here (pyrealsense2)
+            continue
+        options.from_dict(getattr(cfg, options_key), source=overlay.name, section=f"{name}.{options_key}")
+
+
+def test_overlays_only_hold_what_differs_from_base():
+    """An overlay key that repeats base.yaml's value is noise (and drifts): none allowed."""
+    from eva_ros.params import load_params_yaml, unflatten
+
+    base = load_params_yaml(REPO / "config" / "base.yaml")
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    for overlay in OVERLAYS:
+        for section, params in load_params_yaml(overlay).items():
+            base_leaves = dict(leaves(unflatten(base.get(section, {}))))
+            same = [k for k, v in leaves(unflatten(params)) if k in base_leaves and base_leaves[k] == v]
+            assert not same, f"{overlay.name}: {section}: {same} repeat config/base.yaml"
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
