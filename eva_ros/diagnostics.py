@@ -166,6 +166,18 @@ class DiagnosticsReporter:
             self.node.get_logger().warning(f"{kind}: {message}")
         self._publish(level, f"{kind}: {message}", {"event": kind, f"events.{kind}": count})
 
+    def guard(self, topic: str, fn, msg, kind: Event = Event.CALLBACK_ERROR):
+        """fn(msg) for a callback, never raising: a ValueError is an event `kind` naming the topic,
+        any other exception a CALLBACK_ERROR event, and the node lives on. fn's result, or None."""
+        try:
+            return fn(msg)
+        except ValueError as exc:
+            text = str(exc)
+            self.event(kind, text if text.startswith(topic) else f"{topic}: {text}")
+        except Exception as exc:  # noqa: BLE001 - a callback never kills its node
+            self.event(Event.CALLBACK_ERROR, f"{topic}: {exc!r}", ERROR)
+        return None
+
     def publish(self) -> None:
         with self._lock:
             level, message = self.level, self.message

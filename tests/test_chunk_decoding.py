@@ -190,7 +190,6 @@ def test_nan_actions_low_reward_and_missing_or_stale_state_are_rejections(idm):
 
 
 def test_decoder_checks_its_configuration(idm):
-    from eva_core.embodiment import Embodiment  # noqa: F401 - the type the decoder takes
     from eva_core.idm import IDMConfig, build_idm
 
     with pytest.raises(ValueError, match="7-D actions; the embodiment has 14 DOF"):

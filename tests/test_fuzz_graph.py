@@ -24,7 +24,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
-from eva_ros.conversions import chunk_to_msg, image_to_msg, to_time_msg, trajectory_to_msg  # noqa: E402
+from eva_ros.conversions import chunk_to_msg, to_time_msg  # noqa: E402
 from ros_fixtures import BIN, NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)

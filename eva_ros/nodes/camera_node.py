@@ -102,13 +102,11 @@ class CameraNode(Node):
             self.source.close()
 
     def _on_joints(self, msg: JointState) -> None:
-        topic = self.sub_joints.topic_name
-        try:
-            self.source.set_joint_positions(joint_values_to_action(self.emb, msg.name, msg.position, topic))
-        except ValueError as exc:
-            self.diag.event(Event.BAD_JOINT_STATE, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a callback never kills the node
-            self.diag.event(Event.CALLBACK_ERROR, f"{topic}: {exc!r}", ERROR)
+        self.diag.guard(self.sub_joints.topic_name, self._pose, msg, Event.BAD_JOINT_STATE)
+
+    def _pose(self, msg: JointState) -> None:
+        self.source.set_joint_positions(joint_values_to_action(self.emb, msg.name, msg.position,
+                                                               self.sub_joints.topic_name))
 
     def _tick(self) -> None:
         if self.ended:
@@ -124,7 +122,7 @@ class CameraNode(Node):
             return
         finally:   # events a source queues itself (the RealSense watchdog's drops and reconnects)
             for kind, message, level in getattr(self.source, "take_events", list)():
-                self.diag.event(Event(kind), message, level)
+                self.diag.event(Event(kind), message, bytes([level]))   # 0/1/2 -> DiagnosticStatus level
         if frame is None:
             self.ended = True
             self.diag.set_level(ERROR, "camera stream ended")

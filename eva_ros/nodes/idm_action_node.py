@@ -25,7 +25,7 @@ from eva_core.embodiment import load_embodiment
 from eva_ros import names, qos
 from eva_ros.conversions import (TrajectoryMeta, from_time_msg, joint_values_to_action, msg_to_chunk,
                                  trajectory_to_msg)
-from eva_ros.diagnostics import ERROR, OK, DiagnosticsReporter, Event, LatencyStats
+from eva_ros.diagnostics import OK, DiagnosticsReporter, Event, LatencyStats
 from eva_ros.node_config import IDMActionConfig
 from eva_ros.params import NODE_KWARGS, load_node_config
 from eva_ros.runtime import run_node, set_torch_threads
@@ -64,17 +64,8 @@ class IDMActionNode(Node):
     def counts(self) -> dict:
         return self.decoder.counts
 
-    def _guard(self, topic: str, fn, msg, kind=Event.CALLBACK_ERROR) -> None:
-        """fn(msg): a ValueError is an event `kind` naming the topic, any other error an ERROR event."""
-        try:
-            fn(msg)
-        except ValueError as exc:
-            self.diag.event(kind, str(exc) if str(exc).startswith(topic) else f"{topic}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - a callback never kills the node
-            self.diag.event(Event.CALLBACK_ERROR, f"{topic}: {exc!r}", ERROR)
-
     def _on_joints(self, msg: JointState) -> None:
-        self._guard(self.sub_joints.topic_name, self._add_state, msg, Event.BAD_JOINT_STATE)
+        self.diag.guard(self.sub_joints.topic_name, self._add_state, msg, Event.BAD_JOINT_STATE)
 
     def _add_state(self, msg: JointState) -> None:
         topic = self.sub_joints.topic_name
@@ -83,7 +74,7 @@ class IDMActionNode(Node):
         self.states.add(from_time_msg(msg.header.stamp), q, v)
 
     def _on_chunk(self, msg: Image) -> None:
-        self._guard(self.sub_frames.topic_name, self._decode, msg)
+        self.diag.guard(self.sub_frames.topic_name, self._decode, msg)
 
     def _decode(self, msg: Image) -> None:
         t_recv = time.time()

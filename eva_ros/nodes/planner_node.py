@@ -86,18 +86,9 @@ class PlannerNode(Node):
                                f"n_exec={self.core.n_exec}, policy={p.policy}")
 
     # -- inputs -----------------------------------------------------------------------------
-    def _guard(self, topic: str, fn, msg, kind=Event.CALLBACK_ERROR):
-        """fn(msg): a ValueError is an event `kind` naming the topic, any other error an ERROR event."""
-        try:
-            return fn(msg)
-        except ValueError as exc:
-            self.diag.event(kind, str(exc) if str(exc).startswith(topic) else f"{topic}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - a callback never kills the node
-            self.diag.event(Event.CALLBACK_ERROR, f"{topic}: {exc!r}", ERROR)
-
     def _on_image(self, msg: Image) -> None:
         topic = self.sub_image.topic_name
-        if self._guard(topic, self._take_image, msg, Event.BAD_FRAME) is not True:
+        if self.diag.guard(topic, self._take_image, msg, Event.BAD_FRAME) is not True:
             self.frames_rejected += 1
 
     def _take_image(self, msg: Image) -> bool:
@@ -116,7 +107,7 @@ class PlannerNode(Node):
         return True
 
     def _on_instruction(self, msg: String) -> None:
-        self._guard(self.sub_instr.topic_name, self._take_instruction, msg)
+        self.diag.guard(self.sub_instr.topic_name, self._take_instruction, msg)
 
     def _take_instruction(self, msg: String) -> None:
         with self._lock:  # the new text and its replan request together (see _maybe_plan)
