@@ -30,6 +30,10 @@ CLIS = {
     "eva-check-embodiment": "eva_core.embodiment_cli:main",
     "eva-train-idm": "training.train_idm:main",
     "eva-convert-ckpt": "eva_core.world_model.convert:main",
+    "eva-sim-demos": "eva_core.sim.demos_cli:main",
+    "eva-record": "eva_ros.bag_recorder:main",
+    "eva-bag-to-episodes": "eva_core.data.rosbag_episodes:main",
+    "eva-view-episode": "eva_core.data.view_episode:main",
 }
 
 setup(
