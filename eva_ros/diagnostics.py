@@ -23,6 +23,9 @@ class Event(str, Enum):
 
     # camera
     READ_ERROR = "read_error"
+    CAMERA_DROPPED = "camera_dropped"            # RealSense watchdog (eva_ros/backends/realsense.py)
+    CAMERA_RECONNECTED = "camera_reconnected"
+    CAMERA_RECONNECT_FAILED = "camera_reconnect_failed"
     # camera, planner
     NONFINITE_FRAME = "nonfinite_frame"
     # planner
@@ -57,6 +60,9 @@ class Event(str, Enum):
 
 EVENT_DOCS = {
     Event.READ_ERROR: "the camera source raised while reading a frame",
+    Event.CAMERA_DROPPED: "no frames for frame_timeout; the source resets the camera and reopens it",
+    Event.CAMERA_RECONNECTED: "the camera delivers frames again after a reset and reopen",
+    Event.CAMERA_RECONNECT_FAILED: "the camera did not come back within reconnect_timeout; retried on the next read",
     Event.NONFINITE_FRAME: "a frame with NaN/inf pixels was dropped",
     Event.BAD_FRAME: "an image message that cannot be decoded was dropped",
     Event.STALE_OBSERVATION: "the newest camera frame is older than max_obs_age; no chunk planned",

@@ -109,20 +109,21 @@ class CameraNode(Node):
                                                                self.sub_joints.topic_name))
 
     def _tick(self) -> None:
+        """One capture: never raises (an exception would end the capture thread)."""
         if self.ended:
             return
         try:
-            frame = self.source.read()
-            if frame is not None and image_is_finite(frame.image):
-                image = check_image(frame.image, f"{self.topic}: frame {frame.index}")
+            self._capture()
         except Exception as exc:  # noqa: BLE001 - a backend failure or a bad frame is reported, not fatal
             self.rejected += isinstance(exc, ValueError)
             self.diag.set_level(ERROR, f"camera read failed: {exc}")
             self.diag.event(Event.READ_ERROR, str(exc), ERROR)
-            return
         finally:   # events a source queues itself (the RealSense watchdog's drops and reconnects)
             for kind, message, level in getattr(self.source, "take_events", list)():
-                self.diag.event(Event(kind), message, bytes([level]))   # 0/1/2 -> DiagnosticStatus level
+                self.diag.event(kind, message, bytes([level]))   # 0/1/2 -> DiagnosticStatus level
+
+    def _capture(self) -> None:
+        frame = self.source.read()
         if frame is None:
             self.ended = True
             self.diag.set_level(ERROR, "camera stream ended")
@@ -131,6 +132,7 @@ class CameraNode(Node):
             self.rejected += 1
             self.diag.event(Event.NONFINITE_FRAME, f"frame {frame.index} has NaN/inf pixels; not published")
             return
+        image = check_image(frame.image, f"{self.topic}: frame {frame.index}")  # uint8, or float [0, 1] -> uint8
         self.pub.publish(image_to_msg(image, frame.stamp, self.frame_id))
         self.published += 1
         self.rate.tick(time.time())
