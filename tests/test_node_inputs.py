@@ -143,3 +143,26 @@ def test_planner_rejects_bad_images_converts_float_frames_and_lives_on(harness):
              or harness.got("/eva/plan/frames"), 30, period=0.2, what="a chunk from a float frame")
     assert wm.images[0].dtype == np.uint8 and int(wm.images[0][0, 0, 0]) == 128
     assert node.frames_rejected >= 2 and not hasattr(node, "sub_joints")    # no 200 Hz /joint_states
+
+
+def test_camera_reports_bad_frames_from_its_source_and_keeps_capturing(harness):
+    from eva_ros.backends.camera import CameraFrame, SyntheticSource
+    from eva_ros.nodes.camera_node import CameraNode
+
+    class Flaky(SyntheticSource):
+        """Every other frame is something a driver might hand over: uint16, one channel, NaN."""
+
+        def read(self):
+            frame = super().read()
+            bad = [frame.image.astype(np.uint16) * 257, frame.image[..., 0], np.full((8, 8, 3), np.nan, np.float32)]
+            return CameraFrame(bad[frame.index // 2 % 3], frame.stamp, frame.index) if frame.index % 2 else frame
+
+    harness.subscribe("/cam_high/color/image_raw", Image, qos.IMAGE)
+    node = harness.add(CameraNode, source=Flaky(None, {"height": 8, "width": 8}),
+                       params={"fps": 100.0, "source": "synthetic"})
+    wait_for(lambda: node.published >= 10 and len(harness.events("eva/camera/cam_high", "read_error")) >= 2
+             and harness.events("eva/camera/cam_high", "nonfinite_frame"), 30, what="good frames and bad-frame events")
+    messages = " | ".join(s.message for s in harness.events("eva/camera/cam_high", "read_error"))
+    assert "image dtype uint16 not supported" in messages and "images must be (H, W, 3)" in messages
+    assert all(m.encoding == "rgb8" and m.height == 8 for m in harness.got("/cam_high/color/image_raw"))
+    assert node._thread.is_alive() and node.rejected >= 3
