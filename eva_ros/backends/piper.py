@@ -143,14 +143,15 @@ class PiperChannel:
             raise ArmFault(f"{self.label}: CAN interface is down; run "
                            f"'sudo ip link set {self.channel} up type can bitrate 1000000'")
 
-    def close(self) -> None:
+    def close(self, disable: bool = True) -> None:
         sdk = self.sdk
-        if sdk is not None:
+        if sdk is not None and disable:
             try:
                 with self.lock:
                     sdk.DisableArm(7)
             except Exception as exc:  # noqa: BLE001 - closing: report, go on
                 log.warning("%s: disable on close failed: %s", self.label, exc)
+        if sdk is not None:
             try:
                 sdk.DisconnectPort()
                 # the SDK never stops its monitor thread on disconnect
