@@ -25,6 +25,29 @@ IDM_PRECISIONS = ("float32", "bfloat16", "auto")        # eva_core.idm.PRECISION
 DISCOVERY_RANGES = ("", "SUBNET", "LOCALHOST", "OFF", "SYSTEM_DEFAULT")
 
 
+def _check_backend(cfg: Section, kind_key: str, options_key: str, registry: str, what: str) -> None:
+    """The backend named by `cfg.<kind_key>` is registered and `cfg.<options_key>` is valid for its
+    `Options` (skipped when its module does not import here, e.g. an SDK that is not installed:
+    the node then fails at start-up naming the backend)."""
+    import importlib
+
+    from eva_ros import backends
+
+    kind = getattr(cfg, kind_key)
+    table = getattr(backends, registry)
+    target = table.get(kind, kind if ":" in kind else None)
+    if target is None:
+        cfg.error(kind_key, f"unknown {what} {kind!r}; known: {', '.join(sorted(table))} (or 'package.module:Class')")
+    module, _, name = target.partition(":")
+    try:
+        options = getattr(importlib.import_module(module), name).Options
+    except (ImportError, AttributeError):
+        return
+    section = getattr(cfg, "_section", "")
+    options.from_dict(getattr(cfg, options_key), source=getattr(cfg, "_source", "") or "<dict>",
+                      section=f"{section}.{options_key}" if section else options_key)
+
+
 @dataclass
 class NodeSection(Section):
     """Keys every node accepts (they usually come from the params file's `/**` section)."""
@@ -37,15 +60,14 @@ class CameraConfig(NodeSection):
     camera_name: str = param("cam_high", "camera of the embodiment's camera table (topic, frame)")
     topic: str = param("", "image topic; empty: the embodiment's camera table, else <camera_name>/color/image_raw")
     frame_id: str = param("", "header.frame_id; empty: the camera's link in the embodiment")
-    source: str = param("playback", "camera source: playback | synthetic | realsense | sim (or package.module:Class)")
+    source: str = param("synthetic", "camera source: playback | synthetic | realsense | sim (or package.module:Class)")
     fps: float = param(30.0, "capture and publish rate", unit="Hz", gt=0, le=1000)
     connect_timeout: float = param(30.0, "a source that does not connect in time fails start-up", unit="s", gt=0)
     pose_from_joint_states: bool = param(True, "sources that render the twin follow /joint_states")
     source_options: dict = param({}, "options of the source (its Options class), e.g. path, loop")
 
     def validate(self) -> None:
-        if not self.source:
-            self.error("source", "must name a camera source")
+        _check_backend(self, "source", "source_options", "CAMERA_SOURCES", "camera source")
 
 
 @dataclass
@@ -100,13 +122,12 @@ class ControllerConfig(NodeSection):
     auto_enable: bool = param(True, "enable at start-up; false: wait for /eva/enable")
     max_stamp_offset: float = param(10.0, "a trajectory starting further than this from now is rejected", unit="s", gt=0)
     max_trajectory_duration: float = param(60.0, "a longer trajectory is rejected", unit="s", gt=0)
-    executor_timeout: float = param(2.0, "no executor heartbeat for this long: fault and e-stop", unit="s", gt=0)
+    heartbeat_timeout: float = param(2.0, "no executor heartbeat for this long: fault and e-stop", unit="s", gt=0)
     follower: FollowerConfig = param(FollowerConfig, "trajectory follower (tracking filter, blending)")
     safety: SafetyConfig = param(SafetyConfig, "the final safety filter before the arm")
 
     def validate(self) -> None:
-        if not self.arm_backend:
-            self.error("arm_backend", "must name an arm backend")
+        _check_backend(self, "arm_backend", "arm", "ARM_BACKENDS", "arm backend")
 
 
 @dataclass

@@ -219,7 +219,9 @@ def _run_node(prog: str, doc: str, node_cls, args: list[str], num_threads: int) 
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    args = parse_cli(prog, doc, args)
+    from eva_ros.params import check_params_args
+
+    args = parse_cli(prog, doc, check_params_args(args))   # params files: one-line errors before rcl parses them
     configure_transport()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
