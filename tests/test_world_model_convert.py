@@ -129,10 +129,10 @@ def test_pickled_objects_need_trust_pickle(tmp_path, source):
     model.save_config(tmp_path / "cfg")
     ckpt = write_lightning(tmp_path / "h.ckpt", orig, {"hyper_parameters": argparse.Namespace(lr=1e-5)})
     args = ["--ckpt", str(ckpt), "--config", str(tmp_path / "cfg"), "--out", str(tmp_path / "out")]
-    with pytest.raises(RuntimeError, match="--trust-pickle"):
+    with pytest.raises(ck.CheckpointReadError, match="--trust-pickle"):
         convert.convert(*args[1::2])
     assert convert.main(args) == 2
-    assert convert.main(args + ["--trust-pickle"]) == 0
+    assert convert.main(args + ["--trust-pickle", "--overwrite"]) == 0
     reloaded = WanTransformer3DModel.from_pretrained(tmp_path / "out").state_dict()
     assert all(torch.equal(reloaded[k], v) for k, v in sd.items())
 
@@ -203,3 +203,66 @@ def test_config_errors_are_clear(tmp_path):
         WorldModelConfig.from_dict({"kind": "lightning", "model_dir": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="nowhere"):
         WorldModel.from_config({"kind": "diffusers", "model_dir": str(tmp_path / "nowhere")})
+
+
+def _cli(tmp_path, source, *extra):
+    model, _, orig = source
+    model.save_config(tmp_path / "cfg")
+    ckpt = write_lightning(tmp_path / "good.ckpt", orig)
+    return ["--ckpt", str(ckpt), "--config", str(tmp_path / "cfg"), *extra]
+
+
+def test_an_existing_out_dir_is_refused_without_overwrite_and_swapped_whole_with_it(tmp_path, source, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("user data")
+    args = _cli(tmp_path, source, "--out", str(out))
+    assert convert.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"\neva-convert-ckpt: {out}: already exists; pass --overwrite to replace it\n") or \
+        err == f"eva-convert-ckpt: {out}: already exists; pass --overwrite to replace it\n"
+    assert (out / "precious.txt").read_text() == "user data"
+    assert convert.main([*args, "--overwrite"]) == 0
+    assert not (out / "precious.txt").exists() and (out / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg", "good.ckpt", "out"]  # nothing left beside
+
+
+def test_a_file_at_out_is_never_replaced(tmp_path, source, capsys):
+    f = tmp_path / "out"
+    f.write_text("a file")
+    for extra in ([], ["--overwrite"]):
+        assert convert.main(_cli(tmp_path, source, "--out", str(f), *extra)) == 2
+        assert "exists and is not a directory" in capsys.readouterr().err
+    assert f.read_text() == "a file"
+
+
+def test_a_failed_overwrite_keeps_the_old_dir(tmp_path, source, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("user data")
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(convert, "save_transformer_dir", boom)
+    assert convert.main(_cli(tmp_path, source, "--out", str(out), "--overwrite")) == 2
+    assert (out / "precious.txt").read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg", "good.ckpt", "out"]
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("empty", "empty file (0 bytes)"),
+    ("truncated", "not a readable torch checkpoint"),
+    ("text", "not a readable torch checkpoint"),
+])
+def test_truncated_or_empty_input_is_one_line(tmp_path, source, capsys, damage, needle):
+    args = _cli(tmp_path, source, "--out", str(tmp_path / "out"))
+    ckpt = tmp_path / "good.ckpt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "text": b"hello"}[damage])
+    assert convert.main(args) == 2
+    msgs = [ln for ln in capsys.readouterr().err.split("\n") if ln.startswith("eva-convert-ckpt")]  # not tqdm's
+    assert len(msgs) == 1 and msgs[0].startswith(f"eva-convert-ckpt: {ckpt}: ") and needle in msgs[0]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ck.CheckpointReadError):
+        convert.main([*args, "--debug"])

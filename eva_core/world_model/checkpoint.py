@@ -26,6 +26,10 @@ LIGHTNING_PREFIX = "model."
 _FP32_MODULES = ("rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3")
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint file that cannot be read (empty, truncated, not a torch file); names the file."""
+
+
 class CheckpointKeyError(KeyError):
     """The converted checkpoint does not match the model; the message names the keys."""
 
@@ -37,11 +41,14 @@ def load_torch_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -
     """`torch.load` a pickle memory-mapped and with `weights_only=True`.
 
     A file holding other objects (optimizer classes, configs...) is refused with a clear message
-    unless `trust_pickle=True`, which runs full unpickling: only for files you trust.
+    unless `trust_pickle=True`, which runs full unpickling: only for files you trust. An empty,
+    truncated or foreign file is a `CheckpointReadError` naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointReadError(f"{path}: empty file (0 bytes)")
     kwargs = dict(map_location="cpu", weights_only=True)
     try:
         try:
@@ -53,14 +60,27 @@ def load_torch_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -
             return torch.load(path, **kwargs)
     except pickle.UnpicklingError as err:
         if not trust_pickle:
-            raise RuntimeError(
-                f"{path}: holds Python objects that the safe loader (weights_only=True) refuses.\n"
-                f"  {str(err).splitlines()[0]}\n"
-                "Unpickling can run arbitrary code. If you trust where this file comes from, rerun with "
-                "--trust-pickle (config: trust_pickle: true)."
+            raise CheckpointReadError(
+                f"{path}: holds Python objects that the safe loader (weights_only=True) refuses "
+                f"({str(err).splitlines()[0] if str(err) else type(err).__name__}). Unpickling can run "
+                "arbitrary code: if you trust where this file comes from, rerun with --trust-pickle "
+                "(config: trust_pickle: true)."
             ) from None
         log.warning("%s: full unpickling (trust_pickle=True)", path)
-        return torch.load(path, mmap=True, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, mmap=True, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - unpickling fails in many ways
+            raise CheckpointReadError(f"{path}: cannot be unpickled: {_first_line(e)}") from e
+    except CheckpointReadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged pickle fails with any exception type
+        raise CheckpointReadError(f"{path}: not a readable torch checkpoint (truncated or not written by "
+                                  f"torch.save?): {_first_line(err)}") from err
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def lightning_transformer_state_dict(ckpt: dict, source: str = "checkpoint",
@@ -120,7 +140,7 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
     if shape_bad:
         msgs.append(f"{len(shape_bad)} shape mismatch(es): " + "; ".join(shape_bad[:5]))
     if msgs:
-        raise CheckpointKeyError(f"{source} does not match the Wan transformer config:\n  " + "\n  ".join(msgs))
+        raise CheckpointKeyError(f"{source} does not match the Wan transformer config: " + "; ".join(msgs))
 
 
 def transformer_config_path(path: str | os.PathLike) -> Path:
@@ -142,7 +162,12 @@ def empty_transformer(config: str | os.PathLike | dict):
 
     if not isinstance(config, dict):
         cfg_path = transformer_config_path(config)
-        config = json.loads(cfg_path.read_text())
+        try:
+            config = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointReadError(f"{cfg_path}: invalid JSON: {e}") from e
+        if not isinstance(config, dict):
+            raise CheckpointReadError(f"{cfg_path}: expected a JSON object, got {type(config).__name__}")
     with init_empty_weights():
         return WanTransformer3DModel.from_config(config)
 

@@ -5,7 +5,9 @@ Run once on the GPU host; deployment then loads safetensors and never unpickles:
     eva-convert-ckpt --ckpt eva_i2v_14B.ckpt --config Wan2.1-I2V-14B-480P-Diffusers/transformer --out eva_transformer
     WanTransformer3DModel.from_pretrained("eva_transformer")
 
-The weights keep their stored dtype and values (bit-identical).
+The weights keep their stored dtype and values (bit-identical). An existing --out directory is
+refused unless --overwrite; even then it is replaced only once the new one is complete (written
+beside it, then swapped). Errors are one line naming the file (exit 2; --debug for the traceback).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from eva_core.atomic_io import atomic_dir
+from eva_core.cli import add_debug_arg, add_overwrite_arg, check_new_dir, cli_main
 from eva_core.world_model import checkpoint as ck
 
 WEIGHTS_NAME = "diffusion_pytorch_model{suffix}.safetensors"
@@ -43,8 +46,10 @@ def save_transformer_dir(model, sd: dict[str, torch.Tensor], out_dir: Path, max_
         (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
-def convert(ckpt: str, config: str, out: str, trust_pickle: bool = False, max_shard_size: str = "5GB") -> Path:
-    model = ck.empty_transformer(config)  # check the config first: fail before reading a 33 GB file
+def convert(ckpt: str, config: str, out: str, trust_pickle: bool = False, max_shard_size: str = "5GB",
+            overwrite: bool = False) -> Path:
+    check_new_dir(out, overwrite)  # refuse an existing output before reading a 33 GB file
+    model = ck.empty_transformer(config)  # check the config first, too
     with tqdm(total=4, desc="convert", unit="stage") as stages:
         stages.set_postfix_str("load (mmap)")
         raw = ck.load_torch_checkpoint(ckpt, trust_pickle=trust_pickle)
@@ -57,7 +62,7 @@ def convert(ckpt: str, config: str, out: str, trust_pickle: bool = False, max_sh
         ck.check_state_dict(model, sd, ckpt, origin)
         stages.update()
         stages.set_postfix_str("write")
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
             save_transformer_dir(model, sd, tmp, max_shard_size=max_shard_size)
         stages.update()
     return Path(out)
@@ -72,23 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="Lightning .ckpt file (e.g. eva_i2v_14B.ckpt, lvp_14B.ckpt)")
     p.add_argument("--config", required=True,
                    help="directory holding the transformer config.json (e.g. <Wan2.1-I2V-14B-480P-Diffusers>/transformer)")
-    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--out", required=True, help="output directory (written beside, then moved in)")
+    add_overwrite_arg(p)
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow full unpickling if the file holds non-tensor objects (runs code from the file!)")
     p.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
+    add_debug_arg(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         out = convert(args.ckpt, args.config, args.out, trust_pickle=args.trust_pickle,
-                      max_shard_size=args.max_shard_size)
-    except (FileNotFoundError, KeyError, TypeError, ValueError, RuntimeError) as err:
-        print(f"eva-convert-ckpt: error: {err}", file=sys.stderr)
-        return 2
+                      max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    except TypeError as err:  # a checkpoint of the wrong structure (lightning_transformer_state_dict)
+        raise ValueError(str(err)) from err
     print(f"wrote {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_main("eva-convert-ckpt", run, argv)
 
 
 if __name__ == "__main__":
