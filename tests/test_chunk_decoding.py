@@ -200,3 +200,20 @@ def test_decoder_checks_its_configuration(idm):
         ChunkDecoder(EMB, idm, DT, precision="fp8")
     with pytest.raises(ValueError, match="dt"):
         ChunkDecoder(EMB, idm, 0.0)
+
+
+def test_a_7_dof_embodiment_decodes_through_the_same_pipeline():
+    from pathlib import Path
+
+    from eva_core.idm import IDMConfig, build_idm
+
+    emb = load_embodiment(Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml")
+    mid = (emb.pos_lower + emb.pos_upper) / 2
+    dec = ChunkDecoder(emb, build_idm(IDMConfig(variant="tiny", action_dim=emb.dof)), DT)
+    h = JointStateHistory(emb.dof)
+    h.add(100.0, mid)
+    out = dec.decode(frames(), ChunkMeta(**GOOD), h)
+    assert isinstance(out, DecodedChunk) and out.positions.shape[1] == emb.dof == 7
+    assert np.all(emb.within_limits(out.positions))
+    with pytest.raises(ValueError, match="position: 14 values, expected 7"):
+        h.add(101.0, MID)
