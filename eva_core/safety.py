@@ -6,6 +6,8 @@ Per control tick (dt) and per dimension it enforces, in priority order:
    position inside the limits without ever exceeding the acceleration limit),
 3. |velocity| <= vel_max and |velocity change| <= acc_max * dt.
 Grippers are clamped to their [0, 1] range the same way. Every change is counted per dimension.
+The limits must be finite and ordered (checked when the filter is built), and an output that is
+not finite is rejected (the arm holds its last position), never passed on.
 """
 
 from __future__ import annotations
@@ -98,6 +100,21 @@ def braking_speed(distance: np.ndarray, acc: np.ndarray, dt: float) -> np.ndarra
     return (n + np.clip(f, 0.0, 1.0)) * c
 
 
+def _check_limits(e: Embodiment) -> None:
+    """The filter's limits must be finite and ordered, speeds and accelerations positive."""
+    arrays = {"pos_lower": e.pos_lower, "pos_upper": e.pos_upper, "vel_max": e.vel_max, "acc_max": e.acc_max}
+    for name, a in arrays.items():
+        bad = np.flatnonzero(~np.isfinite(np.asarray(a, dtype=np.float64)))
+        if bad.size:
+            raise ValueError(f"safety filter: embodiment {e.name!r}: {name} is not finite for "
+                             f"{[e.joint_names[i] for i in bad]}")
+    for name, bad in (("pos_lower < pos_upper", ~(e.pos_lower < e.pos_upper)), ("vel_max > 0", ~(e.vel_max > 0)),
+                      ("acc_max > 0", ~(e.acc_max > 0))):
+        if bad.any():
+            raise ValueError(f"safety filter: embodiment {e.name!r}: needs {name} for "
+                             f"{[e.joint_names[i] for i in np.flatnonzero(bad)]}")
+
+
 @dataclass
 class SafetyFilter:
     embodiment: Embodiment
@@ -108,6 +125,7 @@ class SafetyFilter:
         if not (self.dt > 0 and np.isfinite(self.dt)):
             raise ValueError(f"safety filter: dt must be a positive number, got {self.dt}")
         e = self.embodiment
+        _check_limits(e)
         margin = np.where(e.is_gripper, self.config.gripper_margin, self.config.position_margin)
         self.lower = e.pos_lower + margin
         self.upper = e.pos_upper - margin
@@ -147,7 +165,11 @@ class SafetyFilter:
         if self._pos is None:
             raise RuntimeError("safety filter: call reset() with the measured state first")
         dv = np.clip(-self._vel, -self.acc_max * self.dt, self.acc_max * self.dt)
-        return self._advance(self._vel + dv)
+        out = self._advance(self._vel + dv)
+        if out is None:  # cannot happen with finite limits; never command NaN
+            self._vel = np.zeros(self.dof)
+            return self._pos.copy()
+        return out
 
     # -- filtering ---------------------------------------------------------------------------
     def step(self, target) -> tuple[np.ndarray, SafetyReport]:
@@ -183,10 +205,18 @@ class SafetyFilter:
         v_pos = np.clip(v_lim, -dn, up)
         rep.position_clipped += _changed(v_pos, v_lim)
 
-        return self._advance(v_pos), rep
+        out = self._advance(v_pos)
+        if out is None:  # a non-finite output is rejected, never passed on
+            rep.rejected, rep.reason = True, "non-finite output; holding the last position"
+            self._last_target = None
+            return self.hold(), rep
+        return out, rep
 
-    def _advance(self, v: np.ndarray) -> np.ndarray:
+    def _advance(self, v: np.ndarray) -> np.ndarray | None:
+        """Move by v*dt inside the limits; None (state unchanged) if the result is not finite."""
         new = np.clip(self._pos + v * self.dt, self.embodiment.pos_lower, self.embodiment.pos_upper)
+        if not np.isfinite(new).all():
+            return None
         self._vel = (new - self._pos) / self.dt
         self._pos = new
         return new.copy()

@@ -163,3 +163,30 @@ def test_braking_bound_is_exactly_consistent():
             x += s * dt
             s -= acc * dt
         assert x <= d0 + 1e-12
+
+
+@pytest.mark.parametrize("field, value", [("pos_upper", np.nan), ("pos_lower", -np.inf), ("vel_max", np.inf),
+                                          ("vel_max", np.nan), ("acc_max", np.nan), ("acc_max", 0.0)])
+def test_non_finite_or_unordered_limits_are_refused(field, value):
+    import dataclasses
+
+    arr = np.array(getattr(EMB, field))
+    arr[3] = value
+    bad = dataclasses.replace(EMB, **{field: arr})
+    with pytest.raises(ValueError, match=r"safety filter: embodiment 'cobot_magic': .*\['left_joint4'\]"):
+        SafetyFilter(bad, dt=0.005)
+
+
+def test_a_non_finite_output_is_rejected_never_passed():
+    mid = (EMB.pos_lower + EMB.pos_upper) / 2
+    filt = SafetyFilter(EMB, dt=0.005)
+    filt.reset(mid)
+    filt.upper = filt.upper.copy()
+    filt.upper[2] = np.nan  # limits corrupted after the checks
+    filt.acc_max = filt.acc_max.copy()
+    filt.acc_max[5] = np.nan
+    out, rep = filt.step(mid + 0.01)
+    assert rep.rejected and "non-finite output" in rep.reason
+    assert np.all(np.isfinite(out)) and np.allclose(out, mid)
+    chunk, crep = filt.filter_chunk(np.tile(mid + 0.01, (5, 1)), mid)
+    assert crep.rejected and np.all(np.isfinite(chunk))
