@@ -23,9 +23,11 @@ NODES = {
     "eva-planner-node": "eva_ros.nodes.planner_node:main",
     "eva-idm-action-node": "eva_ros.nodes.idm_action_node:main",
     "eva-controller-node": "eva_ros.nodes.controller_node:main",
+    "eva-leader-arm-node": "eva_ros.nodes.leader_arm_node:main",
 }
 CLIS = {
     "eva-bringup": "eva_ros.bringup:main",
+    "eva-check-hardware": "eva_ros.hardware_check:main",
     "eva-demo": "eva_ros.demo:main",
     "eva-check-embodiment": "eva_core.embodiment_cli:main",
     "eva-train-idm": "training.train_idm:main",

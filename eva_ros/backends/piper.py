@@ -471,3 +471,59 @@ def _arm_state(q, v, stamp, enabled, error) -> ArmState:
         state = ArmState(q, v, stamp, enabled=enabled and not error)
         state.error = error
         return state
+
+
+class PiperLeader:
+    """The leader (master) arms of teleoperation: their positions from the control frames they send.
+
+    A leader arm sends its joint angles as 0x155-0x157 and its gripper as 0x159 (what a linked
+    follower would obey) and stays silent until it is first moved (piper_sdk #112). Nothing is
+    ever sent to it. `read()` returns (positions in action units, stamp) once every arm has sent
+    frames within `feedback_timeout`, else (None, one line naming the silent arm).
+    """
+
+    def __init__(self, embodiment, options: "PiperArm.Options | dict | None" = None):
+        self.emb = embodiment
+        self.options = opt = options if isinstance(options, Section) else PiperArm.Options.from_dict(options)
+        self.channels = []
+        for lay in piper_arms(embodiment):
+            override = getattr(opt, f"can_{lay.name}", None) if lay.name in ("left", "right") else None
+            self.channels.append(PiperChannel(lay, override or lay.can, opt))
+        for ch in self.channels:
+            ch.label = f"leader {ch.layout.name} arm ({ch.channel})"
+
+    def connect(self) -> None:
+        opened = []
+        try:
+            for ch in self.channels:
+                ch.open()
+                opened.append(ch)
+        except Exception:
+            for ch in opened:
+                ch.close(disable=False)
+            raise
+
+    def read(self, now: float | None = None):
+        now = time.time() if now is None else now
+        q = np.full(self.emb.dof, np.nan)
+        stamps = []
+        for ch in self.channels:
+            jc, gc = ch.sdk.GetArmJointCtrl(), ch.sdk.GetArmGripperCtrl()
+            if jc.time_stamp == 0:
+                return None, f"{ch.label}: no leader frames yet; move the arm (a leader arm is silent until moved)"
+            if now - jc.time_stamp > self.options.feedback_timeout:
+                return None, f"{ch.label}: leader frames stopped {now - jc.time_stamp:.2f} s ago"
+            j = jc.joint_ctrl
+            q[list(ch.layout.joint_dims)] = units.sdk_joint_to_rad(
+                np.array([j.joint_1, j.joint_2, j.joint_3, j.joint_4, j.joint_5, j.joint_6], float))
+            if ch.layout.gripper_dim is not None:
+                q[ch.layout.gripper_dim] = (units.gripper_sdk_to_norm(gc.gripper_ctrl.grippers_angle, ch.layout.stroke_m)
+                                            if gc.time_stamp else np.nan)
+            stamps.append(jc.time_stamp)
+        if not np.all(np.isfinite(q)):
+            return None, "leader gripper frames (0x159) missing"
+        return q, min(stamps)
+
+    def close(self) -> None:
+        for ch in self.channels:
+            ch.close(disable=False)
