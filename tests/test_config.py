@@ -205,3 +205,17 @@ def test_every_event_kind_used_is_an_event_member():
     from eva_core.control import EventKind
 
     assert {r.value for r in Reject} | {k.value for k in EventKind} <= {e.value for e in Event}
+
+
+def test_ros_interface_parameter_tables_match_the_code():
+    """docs/ros_interface.md's parameter, backend-option and event tables are what
+    tools/gen_param_docs.py generates from the dataclasses (run it after changing a field)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_param_docs", REPO / "tools" / "gen_param_docs.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    text = gen.DOC.read_text()
+    assert gen.render(text) == text, "docs/ros_interface.md is out of date: run python tools/gen_param_docs.py"
+    for block in gen.BLOCKS:
+        assert f"<!-- BEGIN GENERATED: {block} " in text
