@@ -203,6 +203,23 @@ def resume_from(accelerator, out: Path) -> tuple[int, dict]:
     return int(state.pop("step")), state
 
 
+def write_rank_digest(accelerator, params, out: Path) -> str:
+    """Every process writes ranks/rank_N.json with a SHA-256 of its trainable weights, so a run
+    (and the 2-process test) can check that data-parallel replicas stayed identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in params:
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    digest = h.hexdigest()
+    d = Path(out) / "ranks"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"rank_{accelerator.process_index}.json").write_text(
+        json.dumps({"rank": accelerator.process_index, "processes": accelerator.num_processes,
+                    "weights_sha256": digest}) + "\n")
+    return digest
+
+
 def load_emb(name: str | None):
     """The embodiment named in a config (None: the default one)."""
     from eva_core.embodiment import DEFAULT_EMBODIMENT, load_embodiment

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import yaml
 
-from training.common import (append_jsonl, load_emb, config_to_dict, load_sections, prepare_output_dir, resume_from,
+from training.common import (append_jsonl, load_emb, write_rank_digest, config_to_dict, load_sections, prepare_output_dir, resume_from,
                              run_cli, save_checkpoint, write_mp4)
 
 
@@ -124,6 +124,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     p.add_argument("--eval-only", action="store_true", help="score the held-out prompts and write eval.json")
     p.add_argument("--lora", default=None, help="with --eval-only: the adapter to evaluate (default: the initial model)")
+    p.add_argument("--cpu", action="store_true",
+                   help="force the CPU (with `accelerate launch --multi_gpu --num_processes N`: N gloo processes)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
@@ -356,7 +358,7 @@ def run_eval(args, cfg, out: Path) -> dict:
     from accelerate import Accelerator
 
     prepare_output_dir(out, resume=False)
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = Accelerator(cpu=args.cpu or not torch.cuda.is_available())
     wm, scorer = build(cfg, acc.device)
     if args.lora:
         lora.load_lora(wm.transformer, args.lora)
@@ -388,8 +390,9 @@ def train(argv=None):
 
     from eva_core.world_model.training import setup_trainable
 
-    mp = tr.mixed_precision if tr.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
-    accelerator = Accelerator(mixed_precision=mp)
+    gpu = torch.cuda.is_available() and not args.cpu
+    mp = tr.mixed_precision if tr.mixed_precision != "auto" else ("bf16" if gpu else "no")
+    accelerator = Accelerator(mixed_precision=mp, cpu=args.cpu)
     set_seed(tr.seed)
     main = accelerator.is_main_process
     wm, scorer = build(cfg, accelerator.device)
@@ -465,6 +468,7 @@ def train(argv=None):
         writer.close()
         print(f"eva-train-grpo: done; reward {rows[0]['reward_mean']:.3f} -> {rows[-1]['reward_mean']:.3f} "
               f"(best {best:.3f}); adapter {out / 'lora'}; planner config {out / 'world_model.yaml'}")
+    write_rank_digest(accelerator, params, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from training.common import (append_jsonl, load_emb, config_to_dict, load_sections, prepare_output_dir, resume_from,
+from training.common import (append_jsonl, load_emb, write_rank_digest, config_to_dict, load_sections, prepare_output_dir, resume_from,
                              run_cli, save_checkpoint, write_mp4)
 
 
@@ -106,19 +106,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", required=True, help="YAML with sections model/data/diffusion_forcing/train/log")
     p.add_argument("--output-dir", required=True, help="run directory (must be new or empty unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its newest checkpoint")
+    p.add_argument("--cpu", action="store_true",
+                   help="force the CPU (with `accelerate launch --multi_gpu --num_processes N`: N gloo processes)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
 
 # ---- setup --------------------------------------------------------------------------------------
-def make_accelerator(train: TrainSection):
+def make_accelerator(train: TrainSection, cpu: bool = False):
     from accelerate import Accelerator
 
     mp = train.mixed_precision
     if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() else "no"
-    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=train.grad_accum)
+        mp = "bf16" if torch.cuda.is_available() and not cpu else "no"
+    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=train.grad_accum, cpu=cpu)
 
 
 def build_world_model(model_cfg: dict, device):
@@ -246,7 +248,7 @@ def train(argv=None) -> Path:
     data, df, tr, log = cfg["data"], cfg["diffusion_forcing"], cfg["train"], cfg["log"]
     out = Path(args.output_dir)
     prepare_output_dir(out, args.resume)
-    accelerator = make_accelerator(tr)
+    accelerator = make_accelerator(tr, args.cpu)
     from accelerate.utils import set_seed
 
     from eva_core.world_model.training import collate, setup_trainable
@@ -341,6 +343,7 @@ def train(argv=None) -> Path:
                                           "trainable_params": sum(p.numel() for p in params)})
         writer.close()
         print(f"eva-train-sft: done; eval loss {first_eval} -> {last_eval}; planner config: {final / 'world_model.yaml'}")
+    write_rank_digest(accelerator, params, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final

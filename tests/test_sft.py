@@ -1,0 +1,105 @@
+"""Diffusion-forcing SFT: the noise recipe (eva_core/world_model/diffusion_forcing.py) and
+`eva-train-sft` on the tiny model with synthetic episodes (the loss falls; resume; safe outputs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eva_core.world_model import diffusion_forcing as df
+
+
+def test_history_lengths_follow_evas_distribution_and_leave_a_future_frame():
+    gen = torch.Generator().manual_seed(0)
+    n = df.sample_history_lengths(20000, 13, generator=gen)
+    freq = torch.bincount(n, minlength=7)[1:].float() / len(n)
+    assert torch.allclose(freq, torch.tensor(df.HISTORY_PROBS), atol=0.015)
+    short = df.sample_history_lengths(2000, 3, generator=gen)
+    assert int(short.max()) == 2 and int(short.min()) == 1  # capped: at least one future frame
+
+
+def test_training_noise_levels_history_clean_probability_and_shift():
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.randn(4000, 2, 5, 1, 1, generator=gen)
+    b = df.add_training_noise(x0, gen, clean_hist_prob=0.7, shift=3.0)
+    hist = ~b.future_mask
+    assert torch.equal(hist.sum(1), b.hist_len)
+    h_sig = b.sigmas[:, 0]  # frame 0 is always history
+    assert abs(float((h_sig == 0).float().mean()) - 0.7) < 0.03
+    f_sig = b.sigmas[:, -1]  # the last frame is always future: one level for all future frames
+    rows = b.future_mask.all(0)
+    assert rows[-1]
+    same = [torch.equal(b.sigmas[i, b.future_mask[i]], f_sig[i].expand(int(b.future_mask[i].sum()))) for i in range(50)]
+    assert all(same)
+    # shift 3 pushes levels up: median of s·u/(1+2u) with u ~ U(0,1) is 0.75
+    assert abs(float(f_sig.median()) - 0.75) < 0.03
+    assert torch.allclose(b.timesteps, b.sigmas * 1000)
+    s = b.sigmas.view(-1, 1, 5, 1, 1)
+    noise = b.target + x0
+    assert torch.allclose(b.noisy, (1 - s) * x0 + s * noise, atol=1e-6)
+
+
+def test_loss_is_on_future_frames_only():
+    gen = torch.Generator().manual_seed(2)
+    x0 = torch.randn(3, 4, 4, 2, 2, generator=gen)
+    b = df.add_training_noise(x0, gen)
+    pred = b.target.clone()
+    assert float(df.masked_flow_loss(pred, b)) == 0.0
+    pred[~b.future_mask.view(3, 1, 4, 1, 1).expand_as(pred)] += 10.0  # wrong on history frames only
+    assert float(df.masked_flow_loss(pred, b)) == 0.0
+    pred[b.future_mask.view(3, 1, 4, 1, 1).expand_as(pred)] += 1.0
+    assert float(df.masked_flow_loss(pred, b)) == pytest.approx(1.0)
+
+
+def _run(argv):
+    from training.sft import main
+
+    return main(argv)
+
+
+def test_sft_loss_falls_and_the_run_resumes(tmp_path):
+    out = tmp_path / "run"
+    common = ["--config", "config/training/sft_tiny.yaml", "--set", "log.progress=false",
+              "--set", "data.synthetic=4", "--set", "log.sample_videos=1"]
+    assert _run([*common, "--output-dir", str(out), "--set", "train.max_steps=60", "--set", "log.eval_every=60",
+                 "--set", "log.save_every=30"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["last_eval_loss"] < 0.8 * summary["first_eval_loss"]
+    assert (out / "final" / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "samples" / "step_00000060_0.mp4").stat().st_size > 0
+    assert list((out / "tb").iterdir())
+    # an existing run is never overwritten; --resume continues from its newest checkpoint
+    assert _run([*common, "--output-dir", str(out)]) == 2
+    assert _run([*common, "--output-dir", str(out), "--resume", "--set", "train.max_steps=70",
+                 "--set", "log.eval_every=70"]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 70 and 61 not in steps[:steps.index(60) + 1]
+    assert (out / "checkpoints" / "step_00000070").is_dir()
+
+
+def test_sft_lora_mode_writes_an_adapter_the_world_model_loads(tmp_path):
+    from eva_core.world_model import WorldModel, WorldModelConfig
+    import yaml
+
+    out = tmp_path / "lora_run"
+    assert _run(["--config", "config/training/sft_tiny.yaml", "--output-dir", str(out), "--set", "log.progress=false",
+                 "--set", "data.synthetic=3", "--set", "train.mode=lora", "--set", "train.lora_rank=4",
+                 "--set", "train.lora_alpha=4", "--set", "train.max_steps=5", "--set", "log.sample_videos=0"]) == 0
+    deploy = yaml.safe_load((out / "final" / "world_model.yaml").read_text())["world_model"]
+    assert deploy["lora"].endswith("final/lora")
+    wm = WorldModel.from_config(WorldModelConfig.tiny_default(**{k: v for k, v in deploy.items() if k != "kind"}))
+    frames = wm.generate(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy(), "x", seed=0)
+    assert frames.shape == (9, 64, 64, 3)
+
+
+def test_config_errors_are_one_line_and_name_the_key(tmp_path, capsys):
+    rc = _run(["--config", "config/training/sft_tiny.yaml", "--output-dir", str(tmp_path / "x"),
+               "--set", "train.warmup_step=5"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "sft_tiny.yaml: train: warmup_step: unknown key; did you mean 'warmup_steps'?" in err
+    rc = _run(["--config", "config/training/sft_tiny.yaml", "--output-dir", str(tmp_path / "y"),
+               "--set", "diffusion_forcing.clean_hist_prob=1.5"])
+    assert rc == 2 and "clean_hist_prob" in capsys.readouterr().err
