@@ -10,7 +10,8 @@ process, records the loop over DDS (loopback only) from this process, and writes
   actions.png    the 14 commanded action curves with their limits
   scores.png     the executability reward of every decoded chunk
 The models are tiny and untrained, so the motion means nothing: the demo shows the plumbing,
-timing and safety of the loop. Exit code 1 if no command reached the arm or any was clipped.
+timing and safety of the loop. Exit code 1 if no command reached the arm or any was clipped; 2
+(one line, --debug for the traceback) for a bad --config or an --out that cannot be written.
 """
 
 from __future__ import annotations
@@ -24,23 +25,30 @@ import threading
 import time
 from pathlib import Path
 
+from eva_core.cli import add_debug_arg, check_writable, cli_main
 from eva_core.paths import config_path
 
 
-def main(argv=None) -> int:
+def run(argv) -> int:
     ap = argparse.ArgumentParser(prog="eva-demo", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of closed loop (default 30)")
     ap.add_argument("--out", type=Path, default=Path("artifacts/demo"), help="output directory")
     ap.add_argument("--config", default="sim", help="bringup params file (default config/sim.yaml)")
+    add_debug_arg(ap)
     args = ap.parse_args(argv)
+    if not (args.duration > 0 and args.duration < float("inf")):
+        ap.error(f"--duration must be a positive number of seconds, got {args.duration}")
 
+    # everything that can be wrong with the inputs fails here, before ROS starts
+    cfg = config_path(args.config)
+    emb, camera_topic = _camera(cfg)
+    check_writable(args.out, kind="dir")
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # never multicast off this machine
     os.environ.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 80))
     from eva_ros.runtime import configure_transport
 
     configure_transport()
-    cfg = config_path(args.config)
     args.out.mkdir(parents=True, exist_ok=True)
     report_path = args.out / "report.json"
 
@@ -50,7 +58,7 @@ def main(argv=None) -> int:
     from eva_ros.recorder import RecorderNode
 
     rclpy.init()
-    recorder = RecorderNode(camera_topic=_camera_topic(cfg))
+    recorder = RecorderNode(emb, camera_topic=camera_topic)
     executor = SingleThreadedExecutor()
     executor.add_node(recorder)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -88,14 +96,19 @@ def main(argv=None) -> int:
     return 0
 
 
-def _camera_topic(cfg: Path) -> str:
-    """The topic the config's camera node publishes on (resolved as the node does)."""
+def _camera(cfg: Path):
+    """The config's embodiment and the topic its camera node publishes on (resolved as the node does)."""
     from eva_core.embodiment import load_embodiment
     from eva_ros.nodes.camera_node import camera_topic
     from eva_ros.params import check_params_files, params_layers
 
     cam = check_params_files(params_layers(cfg))["camera"]   # typed, base.yaml + cfg
-    return camera_topic(load_embodiment(cam.embodiment), cam.camera_name, cam.topic)
+    emb = load_embodiment(cam.embodiment)
+    return emb, camera_topic(emb, cam.camera_name, cam.topic)
+
+
+def main(argv=None) -> int:
+    return cli_main("eva-demo", run, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 It subscribes to the camera, the generated chunks, the controller's commands and the chunk scores,
 keeps a bounded, downsampled copy of each, and writes `rollout.mp4`, `actions.png` and
-`scores.png` (atomically) when asked.
+`scores.png` (atomically) when asked. It takes the Embodiment of the graph it records (command
+names and limits); a message it cannot convert is counted in `dropped` and skipped.
 """
 
 from __future__ import annotations
@@ -18,16 +19,29 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32
 
 from eva_core.atomic_io import atomic_path
-from eva_core.embodiment import load_embodiment
-from eva_ros import qos
+from eva_core.embodiment import Embodiment
+from eva_core.images import to_uint8
+from eva_ros import names, qos
 from eva_ros.conversions import from_time_msg, joint_values_to_action, msg_to_chunk, msg_to_image
 
 
+def _guarded(fn):
+    """A callback that skips (and counts) a message it cannot convert instead of raising into the executor."""
+    def cb(self, msg):
+        try:
+            fn(self, msg)
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            with self._lock:
+                self.dropped += 1
+            self.get_logger().warning(f"recorder: skipped a message: {e}", throttle_duration_sec=5.0)
+    return cb
+
+
 class RecorderNode(Node):
-    def __init__(self, camera_topic: str = "/cam_high/color/image_raw", embodiment: str = "cobot_magic",
-                 video_fps: float = 10.0, max_seconds: float = 600.0, node_name: str = "eva_recorder"):
+    def __init__(self, embodiment: Embodiment, camera_topic: str, video_fps: float = 10.0,
+                 max_seconds: float = 600.0, node_name: str = "eva_recorder"):
         super().__init__(node_name)
-        self.emb = load_embodiment(embodiment)
+        self.emb = embodiment
         self.video_fps = float(video_fps)
         n = int(max_seconds * video_fps)
         self.camera = deque(maxlen=n)            # (stamp, image)
@@ -36,12 +50,14 @@ class RecorderNode(Node):
         self.scores = deque(maxlen=n)            # (receive time, score)
         self._lock = threading.Lock()
         self._last_cam = 0.0
+        self.dropped = 0
         self.create_subscription(Image, camera_topic, self._on_camera, qos.IMAGE)
-        self.create_subscription(Image, "/eva/plan/frames", self._on_chunk, qos.PLAN)
-        self.create_subscription(JointState, "/eva/controller/command", self._on_command, qos.STATE)
-        self.create_subscription(Float32, "/eva/plan/score", self._on_score, qos.DIAGNOSTICS)
+        self.create_subscription(Image, names.PLAN_FRAMES, self._on_chunk, qos.PLAN)
+        self.create_subscription(JointState, names.CONTROLLER_COMMAND, self._on_command, qos.STATE)
+        self.create_subscription(Float32, names.PLAN_SCORE, self._on_score, qos.DIAGNOSTICS)
 
     # -- callbacks: copy and return --------------------------------------------------------
+    @_guarded
     def _on_camera(self, msg: Image) -> None:
         stamp = from_time_msg(msg.header.stamp)
         if stamp - self._last_cam < 1.0 / self.video_fps:
@@ -50,18 +66,20 @@ class RecorderNode(Node):
         with self._lock:
             self.camera.append((stamp, msg_to_image(msg)))
 
+    @_guarded
     def _on_chunk(self, msg: Image) -> None:
         frames, meta = msg_to_chunk(msg)
-        if frames.dtype != np.uint8:
-            frames = (np.clip(frames, 0, 1) * 255).astype(np.uint8)
+        frames = to_uint8(frames)  # round + clip, like the planner
         with self._lock:
             self.chunks.append((from_time_msg(msg.header.stamp), meta.chunk_id, frames))
 
+    @_guarded
     def _on_command(self, msg: JointState) -> None:
-        a = joint_values_to_action(self.emb, msg.name, msg.position, "/eva/controller/command")
+        a = joint_values_to_action(self.emb, msg.name, msg.position, names.CONTROLLER_COMMAND)
         with self._lock:
             self.commands.append((from_time_msg(msg.header.stamp), a))
 
+    @_guarded
     def _on_score(self, msg: Float32) -> None:
         with self._lock:
             self.scores.append((time.time(), float(msg.data)))
@@ -70,7 +88,7 @@ class RecorderNode(Node):
     def counts(self) -> dict:
         with self._lock:
             return {"camera_frames": len(self.camera), "chunks": len(self.chunks),
-                    "commands": len(self.commands), "scores": len(self.scores)}
+                    "commands": len(self.commands), "scores": len(self.scores), "dropped": self.dropped}
 
     def write_video(self, path: Path, height: int = 240) -> Path | None:
         """Camera view (left) beside the newest generated chunk at that time, played back (right)."""

@@ -23,3 +23,16 @@ def test_demo_runs_the_closed_loop_in_simulation(tmp_path):
     assert video.ndim == 4 and video.shape[0] > 5 and video.std() > 5  # rendered frames, not blank
     for name in ("actions.png", "scores.png"):
         assert (out / name).stat().st_size > 10_000
+
+
+def test_bad_inputs_fail_in_one_line_before_ros_starts(tmp_path, capsys):
+    from eva_ros.demo import main
+
+    assert main(["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eva-demo: ") and "missing.yaml" in err and "not found" in err
+    (tmp_path / "a_file").write_text("x")
+    assert main(["--out", str(tmp_path / "a_file" / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a_file is not a directory" in err
+    assert not (tmp_path / "o").exists()
