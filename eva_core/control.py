@@ -14,7 +14,8 @@ FAULT (latched until `enable()`). Faults, each reported by ONE event however lon
 - the arm reports itself disabled (`ArmState.enabled=False`) or an error (`ArmState.error`)
   while commanding (a power glitch, the teach button, a firmware fault);
 - the final filter rejects a command (it is never sent);
-- `fail(reason)`: the adapter's tick raised, a send failed, or the executor stopped.
+- `fail(reason)`: the adapter's tick raised, a send failed, or the executor stopped;
+- no `beat()` for `heartbeat_timeout` s once beating (the adapter's executor died).
 No trajectory for `trajectory_timeout` (after a first one) keeps holding the last safe target
 and reports one `watchdog_trajectory_timeout` event. `replace()` rejects a trajectory of the
 wrong size, longer than `max_trajectory_duration`, or whose stamp is more than
@@ -106,10 +107,14 @@ def _positive(name: str, value: float) -> float:
 
 
 class ControlLoop:
+    # keyword options, named as in the controller's config section
+    OPTIONS = ("feedback_timeout", "trajectory_timeout", "max_stamp_offset", "max_trajectory_duration",
+               "heartbeat_timeout", "follower", "safety")
+
     def __init__(self, embodiment, dt: float, backend, *, feedback_timeout: float = 0.1,
                  trajectory_timeout: float = 0.5, max_stamp_offset: float = 10.0,
-                 max_trajectory_duration: float = 60.0, follower: FollowerConfig | None = None,
-                 safety: SafetyConfig | None = None, clock=time.time):
+                 max_trajectory_duration: float = 60.0, heartbeat_timeout: float = 2.0,
+                 follower: FollowerConfig | None = None, safety: SafetyConfig | None = None, clock=time.time):
         self.emb = embodiment
         self.dt = _positive("dt", dt)
         self.backend = backend
@@ -117,6 +122,8 @@ class ControlLoop:
         self.trajectory_timeout = _positive("trajectory_timeout", trajectory_timeout)
         self.max_stamp_offset = _positive("max_stamp_offset", max_stamp_offset)
         self.max_trajectory_duration = _positive("max_trajectory_duration", max_trajectory_duration)
+        self.heartbeat_timeout = _positive("heartbeat_timeout", heartbeat_timeout)
+        self._last_beat: float | None = None
         self.follower = TrajectoryFollower(embodiment, self.dt, follower)
         self.final = SafetyFilter(embodiment, self.dt, safety or SafetyConfig())
         self.clock = clock
@@ -168,10 +175,12 @@ class ControlLoop:
             self._event(EventKind.ESTOP, f"{reason}; commands stopped" + error, Level.ERROR if error else Level.WARN)
         return not error, "e-stopped" + error
 
-    def disable(self) -> None:
-        """Stop commanding (the arm holds where it is; no e-stop)."""
+    def disable(self) -> tuple[bool, str]:
+        """Stop commanding (the arm holds where it is; no e-stop). A fault or an e-stop stays."""
         with self._lock:
-            self._stop(State.DISABLED, "disabled on request")
+            if self.state in (State.RUNNING, State.ENABLING, State.DISABLED):
+                self._stop(State.DISABLED, "disabled on request")
+            return True, self.state.value
 
     def fail(self, reason: str, kind: EventKind = EventKind.CONTROL_ERROR, unsent: bool = False) -> None:
         """Latch a fault from outside the loop (a tick that raised, a failed send, a dead
@@ -180,6 +189,11 @@ class ControlLoop:
             if unsent:
                 self.counts["commands_sent"] -= 1
             self._latch(kind, reason)
+
+    def beat(self, now: float | None = None) -> None:
+        """A heartbeat of the thread that serves the services (the executor): once beating, a
+        tick more than `heartbeat_timeout` s after the last beat latches EXECUTOR_STOPPED."""
+        self._last_beat = self.clock() if now is None else now
 
     def reject(self, reason: str) -> None:
         """Count and report a trajectory the adapter could not even parse."""
@@ -211,6 +225,9 @@ class ControlLoop:
     def tick(self, arm, now: float, read_error: str = "") -> Decision:
         """One control tick from the newest `ArmState` (None: none yet or the read failed)."""
         with self._lock:
+            beat = self._last_beat
+            if beat is not None and now - beat > self.heartbeat_timeout:
+                self._latch(EventKind.EXECUTOR_STOPPED, f"executor stopped: no heartbeat for {now - beat:.1f} s")
             if arm is None or not abs(now - arm.stamp) <= self.feedback_timeout:
                 return self._no_feedback(arm, now, read_error)
             if self.state in (State.DISABLED, State.ESTOPPED, State.FAULT):

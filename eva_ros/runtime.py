@@ -133,6 +133,15 @@ def drain(executor, thread, spinning: threading.Event, timeout: float = 5.0) -> 
     spinning.clear()
     if thread is not None and thread.ident is not None:
         thread.join(timeout=timeout)
+    # handlers already handed to the thread pool but not started yet run even after shutdown()
+    # and then trip over the destroyed guard condition: wait for them (private list; absent in
+    # other rclpy versions) and fetch their exceptions, so none is printed as "never retrieved".
+    deadline = time.monotonic() + timeout
+    for future in list(getattr(executor, "_futures", ())):
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if future.done():
+            future.exception()
     tracker = getattr(executor, "_work_tracker", None)   # private; absent in other rclpy versions
     if tracker is not None:
         tracker.wait(timeout)

@@ -304,3 +304,15 @@ def test_config_values_are_checked():
         ControlLoop(emb, DT, None, feedback_timeout=float("nan"))
     with pytest.raises(ValueError, match="dt"):
         ControlLoop(emb, 0.0, None)
+
+
+def test_a_missing_heartbeat_latches_executor_stopped(emb):
+    rig = enabled_rig(emb, heartbeat_timeout=0.5)
+    rig.run(200)                       # never beating yet: not armed
+    assert rig.loop.state is State.RUNNING
+    rig.loop.beat()
+    rig.run(50)
+    assert rig.loop.state is State.RUNNING
+    rig.run(100)                       # 0.75 s after the last beat
+    assert rig.loop.state is State.FAULT and "no heartbeat" in rig.loop.reason
+    assert len(rig.events(EventKind.EXECUTOR_STOPPED)) == 1 and not rig.arm.read_state().enabled

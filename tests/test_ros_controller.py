@@ -72,7 +72,7 @@ def test_a_trajectory_stamped_an_hour_ahead_is_rejected(harness):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")   # the injected bug
 def test_a_dead_executor_thread_estops_the_arm_from_the_control_thread(harness):
-    node, arm = controller(harness, executor_timeout=0.5)
+    node, arm = controller(harness, heartbeat_timeout=0.5)
 
     def boom():
         raise RuntimeError("injected callback bug")

@@ -37,7 +37,9 @@ def bad_trajectory(t):
     return trajectory_to_msg(EMB.joint_names, q, 0.005, t, "eva_traj:id=7;t_traj=not-a-number")
 
 
-def running(probe):
+def running(probe, log):
+    """The process is up (its start-up line; another test may share the DDS domain) and publishing."""
+    wait_for(lambda: "controller at" in open(log.name).read(), 90, what="the controller's start-up line")
     return wait_for(lambda: len(probe.received("/joint_states")) > 10, 90, what="/joint_states from the process")
 
 
@@ -53,7 +55,7 @@ def test_bringup_survives_a_bad_trajectory_and_stops_on_a_signal(tmp_path, signu
     probe = Probe(domain)
     try:
         probe.subscribe("/joint_states", JointState, qos.STATE, keep=100)
-        running(probe)
+        running(probe, log)
         pub = probe.publisher("/eva/plan/trajectory", JointTrajectory, qos.PLAN)
         wait_for(lambda: pub.get_subscription_count() > 0, 30, what="the controller's subscription")
         pub.publish(bad_trajectory(time.time()))
@@ -83,7 +85,7 @@ def test_a_node_main_stops_cleanly_on_a_signal(tmp_path, signum):
     probe = Probe(domain)
     try:
         probe.subscribe("/joint_states", JointState, qos.STATE, keep=100)
-        running(probe)
+        running(probe, log)
         proc.send_signal(signum)
         rc = proc.wait(timeout=60)
     finally:

@@ -1,13 +1,10 @@
-"""controller_node: the ROS adapter of eva_core.control.ControlLoop, which holds the states
-(disabled / enabling / running / e-stopped / fault), the watchdogs and the final safety filter.
-
-Every control tick (200 Hz default; a dedicated thread with absolute deadlines, not an executor
-timer): read the backend, publish joint_states (SI: emb.action_to_joint_positions), run
-`loop.tick`, send a COMMAND decision to the backend and echo it on eva/controller/command
-(JointState, SI, header.frame_id "tick=<n>": consecutive control ticks, a gap after each enable),
-publish the loop's events on /diagnostics. The control thread also watches a heartbeat timer of
-the executor: no beat for `executor_timeout` s (a dead executor thread) -> fault and e-stop.
-Services: eva/estop (std_srvs/Trigger, its own callback group), eva/enable (std_srvs/SetBool).
+"""controller_node: the ROS adapter of eva_core.control.ControlLoop (states, watchdogs, faults,
+the final safety filter). A dedicated thread with absolute deadlines (not an executor timer)
+ticks at `control_rate_hz`: read the backend, publish joint_states, `loop.tick`, send a COMMAND
+decision and echo it on eva/controller/command (header.frame_id "tick=<n>": consecutive ticks,
+a gap after each enable), publish the loop's events on /diagnostics. The tick also checks an
+executor heartbeat timer: no beat for `heartbeat_timeout` s (a dead executor thread) -> fault and
+e-stop. Services: eva/estop (Trigger, its own callback group), eva/enable (SetBool).
 Parameters: the `controller` section (eva_ros.node_config.ControllerConfig).
 """
 
@@ -44,13 +41,10 @@ class ControllerNode(Node):
         self.emb = load_embodiment(cfg.embodiment)
         dt = 1.0 / cfg.control_rate_hz
         self.backend = backend or make_arm(cfg.arm_backend, self.emb, cfg.arm)
-        self.loop = ControlLoop(self.emb, dt, self.backend, feedback_timeout=cfg.feedback_timeout,
-                                trajectory_timeout=cfg.trajectory_timeout, max_stamp_offset=cfg.max_stamp_offset,
-                                max_trajectory_duration=cfg.max_trajectory_duration,
-                                follower=cfg.follower, safety=cfg.safety)
+        self.loop = ControlLoop(self.emb, dt, self.backend, **{k: getattr(cfg, k) for k in ControlLoop.OPTIONS})
         self.backend.connect()
         self.period, self.traj_to_cmd, self.rate = LatencyStats(), LatencyStats(), RateCounter()
-        self._last_tick = self._beat = None
+        self._last_tick = None
 
         io = MutuallyExclusiveCallbackGroup()
         self.pub_js = self.create_publisher(JointState, names.JOINT_STATES, qos.STATE)
@@ -60,7 +54,7 @@ class ControllerNode(Node):
         self.create_service(Trigger, names.ESTOP, self._on_estop, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(SetBool, names.ENABLE, self._on_enable, callback_group=io)
         self.diag = DiagnosticsReporter(self, "eva/controller", self.diagnostic_values)
-        self.create_timer(HEARTBEAT_PERIOD, self._heartbeat, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(HEARTBEAT_PERIOD, self.loop.beat, callback_group=MutuallyExclusiveCallbackGroup())
         if cfg.auto_enable:
             self.loop.enable()
         self._stop = threading.Event()
@@ -88,16 +82,9 @@ class ControllerNode(Node):
         return response
 
     def _on_enable(self, request, response):
-        if request.data:
-            response.success, response.message = self.loop.enable()
-        else:
-            self.loop.disable()
-            response.success, response.message = True, "disabled"
+        response.success, response.message = self.loop.enable() if request.data else self.loop.disable()
         self._flush()
         return response
-
-    def _heartbeat(self) -> None:
-        self._beat = time.monotonic()
 
     def halt(self, reason: str) -> None:
         """Stop commanding and e-stop the arm from any thread (e.g. the executor died)."""
@@ -111,9 +98,6 @@ class ControllerNode(Node):
             self.period.add(mono - self._last_tick)
         self._last_tick = mono
         try:
-            if self._beat is not None and mono - self._beat > self.cfg.executor_timeout:
-                self.loop.fail(f"executor stopped: no heartbeat for {mono - self._beat:.1f} s",
-                               EventKind.EXECUTOR_STOPPED)
             self._control(now)
         except Exception as exc:  # noqa: BLE001 - one latched fault (e-stop), never a dead thread
             self.loop.fail(f"control tick failed: {exc!r}")
@@ -150,12 +134,9 @@ class ControllerNode(Node):
 
     # -- reporting ------------------------------------------------------------------------------
     def diagnostic_values(self) -> dict:
-        out = self.loop.report()
-        del out["limit_violation_dims"]
         per = self.period.summary()
-        out.update(command_rate_hz=round(self.rate.rate(time.time()), 1), period_p50_ms=per.get("p50_ms", ""),
-                   period_p99_ms=per.get("p99_ms", ""))
-        return out
+        return {**self.loop.report(), "command_rate_hz": round(self.rate.rate(time.time()), 1),
+                "period_p50_ms": per.get("p50_ms", ""), "period_p99_ms": per.get("p99_ms", "")}
 
     def report(self) -> dict:
         return {**self.loop.report(), "latency_trajectory_to_first_command": self.traj_to_cmd.summary(),
