@@ -3,6 +3,8 @@
 This is the only place that knows SDK units:
 - joints: int 0.001 degree  (factor 1000*180/pi exactly; piper_ros's 1000*180/3.14 is 0.05% off)
 - gripper stroke: int 0.001 mm, effort int 0.001 N*m
+Gripper conversions take the stroke (metres at action 1.0) from the embodiment
+(`Embodiment.arms[i].gripper_stroke_m`); there is no default robot here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 
 RAD_TO_MDEG = 1000.0 * 180.0 / math.pi  # 0.001 degree per radian
 M_TO_UM = 1_000_000.0  # SDK gripper unit is 0.001 mm = 1 micrometre
-GRIPPER_STROKE_MAX_M = 0.07  # SDK gripper range 0..0.07 m
+SDK_GRIPPER_RANGE_M = 0.07  # piper_sdk GripperCtrl accepts 0..70 000 (0.001 mm): a bound, not a robot's stroke
 
 
 def _scalar_or_array(v: np.ndarray):
@@ -30,12 +32,12 @@ def sdk_joint_to_rad(mdeg):
     return _scalar_or_array(np.asarray(mdeg, dtype=np.float64) / RAD_TO_MDEG)
 
 
-def gripper_norm_to_m(g, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
+def gripper_norm_to_m(g, stroke_max_m: float):
     """Normalised gripper opening [0, 1] -> stroke in metres."""
     return _scalar_or_array(np.asarray(g, dtype=np.float64) * stroke_max_m)
 
 
-def gripper_m_to_norm(m, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
+def gripper_m_to_norm(m, stroke_max_m: float):
     return _scalar_or_array(np.asarray(m, dtype=np.float64) / stroke_max_m)
 
 
@@ -48,11 +50,11 @@ def gripper_sdk_to_m(um):
     return _scalar_or_array(np.asarray(um, dtype=np.float64) / M_TO_UM)
 
 
-def gripper_norm_to_sdk(g, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
+def gripper_norm_to_sdk(g, stroke_max_m: float):
     return gripper_m_to_sdk(gripper_norm_to_m(g, stroke_max_m))
 
 
-def gripper_sdk_to_norm(um, stroke_max_m: float = GRIPPER_STROKE_MAX_M):
+def gripper_sdk_to_norm(um, stroke_max_m: float):
     return gripper_m_to_norm(gripper_sdk_to_m(um), stroke_max_m)
 
 

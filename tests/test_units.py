@@ -7,6 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eva_core import units
+from eva_core.embodiment import load_embodiment
+
+STROKE = load_embodiment().arms[0].gripper_stroke_m  # Cobot Magic: 0.07 m
 
 
 def test_exact_radian_factor():
@@ -26,14 +29,14 @@ def test_joint_roundtrip_within_half_count(rad):
 
 @given(st.floats(0.0, 1.0))
 def test_gripper_roundtrip(g):
-    um = units.gripper_norm_to_sdk(g)
+    um = units.gripper_norm_to_sdk(g, STROKE)
     assert 0 <= um <= 70_000
-    assert abs(units.gripper_sdk_to_norm(um) - g) <= 0.5 / 70_000 + 1e-12
-    assert abs(units.gripper_m_to_norm(units.gripper_norm_to_m(g)) - g) < 1e-12
+    assert abs(units.gripper_sdk_to_norm(um, STROKE) - g) <= 0.5 / 70_000 + 1e-12
+    assert abs(units.gripper_m_to_norm(units.gripper_norm_to_m(g, STROKE), STROKE) - g) < 1e-12
 
 
 def test_gripper_units():
-    assert units.gripper_norm_to_sdk(1.0) == 70_000  # 0.07 m = 70 mm = 70 000 x 0.001 mm
+    assert units.gripper_norm_to_sdk(1.0, STROKE) == 70_000  # 0.07 m = 70 mm = 70 000 x 0.001 mm
     assert units.gripper_m_to_sdk(0.035) == 35_000
     assert units.gripper_stroke_to_finger_m(0.07) == 0.035
 
@@ -43,3 +46,12 @@ def test_arrays_vectorise():
     s = units.rad_to_sdk_joint(r)
     assert s.dtype == np.int64 and s.shape == (3,)
     np.testing.assert_allclose(units.sdk_joint_to_rad(s), r, atol=1e-5)
+
+
+def test_the_stroke_comes_from_the_caller():
+    import pytest
+
+    with pytest.raises(TypeError):
+        units.gripper_norm_to_sdk(1.0)  # no default robot stroke
+    assert units.gripper_norm_to_sdk(1.0, 0.05) == 50_000
+    assert STROKE == 0.07 and STROKE <= units.SDK_GRIPPER_RANGE_M

@@ -64,7 +64,7 @@ def piper_arms(emb) -> list[PiperArmLayout]:
             raise ValueError(f"{emb.config_file}: arms: {name}: a Piper arm needs 6 joint dims and at most "
                              f"one gripper dim, got dims {dims}")
         g = grippers[0] if grippers else None
-        stroke = float(emb.gripper_stroke_max_m[g]) if g is not None else units.GRIPPER_STROKE_MAX_M
+        stroke = float(emb.gripper_stroke_max_m[g]) if g is not None else units.SDK_GRIPPER_RANGE_M
         out.append(PiperArmLayout(str(name), str(get("can") or get("can_channel") or f"can_{name}"), joints, g, stroke))
     if not out:
         raise ValueError(f"{emb.config_file}: arms: empty; the Piper backend needs the arms table")
