@@ -166,9 +166,11 @@ def _wait(duration, stop, spinner, progress) -> str:
     with tqdm(total=round(duration), unit="s", disable=not progress, desc="eva-bringup") as bar:
         t0 = time.monotonic()
 
-        def show():
-            bar.n = min(round(time.monotonic() - t0), round(duration))
-            bar.refresh()
+        def show():   # redraw once per second, not per poll
+            n = min(round(time.monotonic() - t0), round(duration))
+            if n != bar.n:
+                bar.n = n
+                bar.refresh()
         return wait_until_stopped(stop, spinner, t0 + duration, on_poll=show)
 
 
