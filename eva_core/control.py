@@ -188,6 +188,8 @@ class ControlLoop:
         with self._lock:
             if unsent:
                 self.counts["commands_sent"] -= 1
+                if self.state is not State.RUNNING:   # stopped between tick and send: expected
+                    return
             self._latch(kind, reason)
 
     def beat(self, now: float | None = None) -> None:

@@ -316,3 +316,13 @@ def test_a_missing_heartbeat_latches_executor_stopped(emb):
     rig.run(100)                       # 0.75 s after the last beat
     assert rig.loop.state is State.FAULT and "no heartbeat" in rig.loop.reason
     assert len(rig.events(EventKind.EXECUTOR_STOPPED)) == 1 and not rig.arm.read_state().enabled
+
+
+def test_a_send_refused_because_an_estop_came_between_tick_and_send_is_not_a_fault(emb):
+    rig = enabled_rig(emb)
+    rig.clock.t += DT
+    d = rig.loop.tick(rig.arm.read_state(), rig.clock.t)
+    assert d.kind is Kind.COMMAND
+    rig.loop.estop()                  # the service thread, before the adapter sends
+    rig.loop.fail("send failed: ArmFault('Piper: command while e-stopped')", unsent=True)
+    assert rig.loop.state is State.ESTOPPED and rig.events(EventKind.CONTROL_ERROR) == []

@@ -1,11 +1,13 @@
 """Arm backends: what controller_node drives.
 
 `ArmBackend` is the interface (connect / read_state / send_positions / estop / enable / close),
-in eva_core units: the 14-D action layout, joints in rad, grippers normalised [0, 1].
+in eva_core units: the embodiment's action layout, joints in rad, grippers normalised [0, 1].
+`ArmState.enabled=False` or a non-empty `ArmState.error` while commanding is a latched fault of
+the controller (eva_core.control.ControlLoop): no command until /eva/enable.
 `LoopbackArm` is the ideal arm: every command is integrated with the embodiment's position and
 velocity limits, so the joint state behaves like a perfect servo. It is the reference backend
-for the closed loop without hardware; `SimArm` (sim_arm.py) also poses the MuJoCo twin. Piper
-(CAN) comes in a later issue.
+for the closed loop without hardware; `SimArm` (sim_arm.py) also drives the MuJoCo twin;
+`PiperArm` (piper.py) talks CAN through piper_sdk.
 """
 
 from __future__ import annotations
@@ -76,11 +78,13 @@ class ArmBackend(abc.ABC):
 
     @abc.abstractmethod
     def estop(self) -> None:
-        """Stop now; ignore position commands until `enable()`."""
+        """Stop now; ignore position commands until `enable()`. Thread-safe, callable from any
+        thread at any time (the e-stop service and the control thread both call it)."""
 
     @abc.abstractmethod
     def enable(self) -> None:
-        """Leave e-stop / re-enable the motors (position commands accepted again)."""
+        """Leave e-stop / re-enable the motors (position commands accepted again). Blocks until
+        the arm confirms, or raises `ArmFault` (one line naming the arm and the likely cause)."""
 
     def close(self) -> None:
         """Disable and release the hardware (idempotent)."""
