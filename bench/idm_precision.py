@@ -20,8 +20,11 @@ import numpy as np
 import torch
 
 from eva_core.data import find_episode_files, make_synthetic_dataset, read_episode
+from eva_core.embodiment import DEFAULT_EMBODIMENT, load_embodiment
 from eva_core.idm import load_idm
 from eva_core.reward import executability_reward
+
+EMB = load_embodiment(DEFAULT_EMBODIMENT)  # the synthetic clips and the reward limits
 
 
 def train_tiny(out: Path) -> str:
@@ -52,7 +55,8 @@ def main(argv=None) -> dict:
         if a.data:
             files = find_episode_files(a.data)[: a.n]
         else:
-            files = make_synthetic_dataset(Path(tmp) / "clips", a.n, a.frames, idm.config.image_size, seed=a.seed, progress=False)
+            files = make_synthetic_dataset(Path(tmp) / "clips", a.n, a.frames, idm.config.image_size, seed=a.seed,
+                                           progress=False, embodiment=EMB)
         if not files:
             raise SystemExit(f"no episodes under {a.data}")
         rows = []
@@ -62,7 +66,7 @@ def main(argv=None) -> dict:
             truth = torch.as_tensor(ep.action[: a.frames], dtype=torch.float32)
             hi = idm.predict(video)
             lo = idm.predict(video, precision="bfloat16")
-            score = lambda x: float(executability_reward(x, fps=ep.fps).score)  # noqa: E731
+            score = lambda x: float(executability_reward(x, fps=ep.fps, config=EMB).score)  # noqa: E731
             rows.append([float((lo - hi).abs().mean()), float((lo - hi).abs().max()),
                          float((hi - truth).abs().mean()), float((lo - truth).abs().mean()),
                          score(hi), score(lo), score(truth)])

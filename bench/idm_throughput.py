@@ -23,7 +23,10 @@ import time
 
 import torch
 
+from eva_core.embodiment import DEFAULT_EMBODIMENT, load_embodiment
 from eva_core.idm import FUSIONS, VARIANTS, IDMConfig, build_idm, load_idm, native_bf16
+
+EMB = load_embodiment(DEFAULT_EMBODIMENT)  # the action layout of the built IDM and the reward limits
 
 GOAL = 5.0
 
@@ -48,7 +51,7 @@ def main(argv=None) -> dict:
     if a.idm:
         idm = load_idm(a.idm).eval()
     else:
-        idm = build_idm(IDMConfig(variant=a.variant, image_size=a.image_size, fusion=a.fusion)).eval()
+        idm = build_idm(IDMConfig.for_embodiment(EMB, variant=a.variant, image_size=a.image_size, fusion=a.fusion)).eval()
     truth = None
     if a.episode:
         from eva_core.data import read_episode
@@ -94,10 +97,10 @@ def main(argv=None) -> dict:
 
         for name, out in outs.items():
             mae = float((out - truth).abs().mean())
-            score = float(executability_reward(out, fps=ep.fps).score)
+            score = float(executability_reward(out, fps=ep.fps, config=EMB).score)
             print(f"{name:22s} MAE vs the episode's actions {mae:.4f}   reward score {score:.3f}")
             result["modes"][name].update(mae=mae, score=score)
-        print(f"{'ground truth':22s} {'':37s}reward score {float(executability_reward(truth, fps=ep.fps).score):.3f}")
+        print(f"{'ground truth':22s} {'':37s}reward score {float(executability_reward(truth, fps=ep.fps, config=EMB).score):.3f}")
     for name, r in result["modes"].items():
         if name != loop_name:
             print(f"goal >= {GOAL:g}x, {name}: {'met' if r['ratio'] >= GOAL else 'not met'} ({r['ratio']:.2f}x)")

@@ -99,13 +99,13 @@ def main(argv=None) -> dict:
         """Actions of a trajectory: itself, or the IDM's reading of its rendered (re-indexed) video."""
         if idm is None:
             return traj if idx is None else traj[idx]
-        frames = np.stack([render_frame(q, size=size) for q in traj])
+        frames = np.stack([render_frame(q, emb, size=size) for q in traj])
         if idx is not None:
             frames = frames[idx]
         video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
         return idm.predict(video).double().numpy()
 
-    clean_traj = [synthetic_trajectory(a.frames, FPS, rng) for _ in range(a.n)]
+    clean_traj = [synthetic_trajectory(a.frames, FPS, rng, emb) for _ in range(a.n)]
     clean = [decode(t) for t in clean_traj]
     configs = {"EVA": RewardConfig.from_embodiment(emb),
                "EVA+pos": RewardConfig.from_embodiment(emb, position_limit=True)}
