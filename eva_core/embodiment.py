@@ -1,6 +1,6 @@
 """Embodiment description: the action layout and its limits, from a URDF plus a YAML file.
 
-`load_embodiment(DEFAULT_EMBODIMENT)` reads `config/cobot_magic.yaml`, which names the URDF,
+`load_embodiment(name)` reads `config/<name>.yaml` (DEFAULT_EMBODIMENT for the CLIs), which names the URDF,
 lists the action dimensions in order and maps them to arms (the `arms:` table). Position and
 velocity limits of arm joints come from the URDF; gripper dims are normalised [0, 1]. Every
 limit must be finite and ordered, every speed and acceleration positive and finite. Adding a

@@ -6,7 +6,7 @@ cosine/warmup -> loop (augment, SmoothL1 on normalised actions) -> evaluate -> s
 accelerate makes the same script run on CPU, one GPU or many (`accelerate launch`).
 
     eva-train-idm --synthetic 24 --variant tiny --out runs/idm_synth --epochs 30   # CPU demo
-    eva-train-idm --data /data/cobot_magic --variant resnet18 --out runs/idm_r18 --flip 0.5
+    eva-train-idm --data /data/episodes --variant resnet18 --out runs/idm_r18 --flip 0.5
     eva-train-idm --resume auto --out runs/idm_r18            # continue from the newest checkpoint
     eva-train-idm --eval-only runs/idm_r18/idm --data ... --export-eva runs/idm_r18/IDM.pt
 
