@@ -1,0 +1,226 @@
+"""eva-record: record topics to rosbag2 MCAP without the ros2 CLI, crash-safe.
+
+    eva-record [--ros-args --params-file config/record.yaml -p out_dir:=bags]
+
+Subscribes with raw CDR (`raw=True`: the bytes are written as received) to the `topics` of its
+`eva_record` params section (relative names follow the node's namespace), each with the QoS its
+publishers offer (reliable / transient-local only when all of them are, as `ros2 bag record`
+does), and writes them with `rosbags` into short segment bags (eva_core.data.bag_writer): a
+SIGKILL loses at most the open segment, whose complete chunks eva-bag-to-episodes still reads.
+
+Episodes: `<out_dir>/<episode_prefix>_<UTC time>_<n>/`, one directory per episode.
+- `auto_start: true` (default) starts one when the node starts; SIGINT/SIGTERM closes it cleanly.
+- Services (std_srvs/Trigger) `~/start_episode` (closes the running one, starts the next) and
+  `~/stop_episode`.
+Parameters (config/record.yaml, section eva_record): out_dir, topics, segment_seconds,
+segment_bytes, storage (mcap | sqlite3), auto_start, episode_prefix, discovery_period,
+qos_overrides_file (ros2 bag's format; config/record/qos_overrides.yaml), storage_preset (ros2 bag only).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Trigger
+
+from eva_core.config import Section, param
+from eva_core.data.bag_writer import SegmentedBagWriter, TopicInfo
+from eva_ros.params import NODE_KWARGS, load_node_config
+
+DEFAULT_TOPICS = ["joint_states", "leader/joint_states", "cam_high/color/image_raw",
+                  "cam_left_wrist/color/image_raw", "cam_right_wrist/color/image_raw", "eva/instruction",
+                  "eva/controller/command"]
+
+
+@dataclass
+class RecordConfig(Section):
+    embodiment: str = param("", "ignored here (every params file has it)")
+    out_dir: str = param("bags", "directory of the episode directories (created)")
+    topics: list[str] = param(DEFAULT_TOPICS, "topics to record (relative names follow the namespace)")
+    segment_seconds: float = param(2.0, "close a segment after this long; a kill loses at most one", unit="s", gt=0)
+    segment_bytes: int = param(0, "also close a segment after this many bytes (0: no limit)", ge=0)
+    storage: str = param("mcap", "rosbag2 storage plugin", choices=("mcap", "sqlite3"))
+    auto_start: bool = param(True, "start an episode at start-up")
+    episode_prefix: str = param("episode", "episode directory name prefix")
+    discovery_period: float = param(0.5, "look for new publishers this often", unit="s", gt=0)
+    storage_preset: str = param("zstd_fast", "ros2 bag --storage-preset-profile (record.launch.py only)",
+                                choices=("", "fastwrite", "zstd_fast", "zstd_small"))
+    qos_overrides_file: str = param("", "QoS per topic, ros2 bag's --qos-profile-overrides-path format "
+                                        "(a path, or one under config/); '' for none")
+
+    def validate(self) -> None:
+        if self.qos_overrides_file:
+            try:
+                load_qos_overrides(self.qos_overrides_file)
+            except (OSError, ValueError) as e:
+                self.error("qos_overrides_file", str(e))
+
+
+POLICIES = {"reliability": {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT},
+            "durability": {"volatile": DurabilityPolicy.VOLATILE, "transient_local": DurabilityPolicy.TRANSIENT_LOCAL},
+            "history": {"keep_last": HistoryPolicy.KEEP_LAST, "keep_all": HistoryPolicy.KEEP_ALL}}
+
+
+def load_qos_overrides(name: str) -> dict[str, QoSProfile]:
+    """topic -> QoSProfile from a ros2-bag QoS overrides YAML (ValueError naming file and key)."""
+    import yaml
+
+    from eva_core.paths import config_path
+
+    path = Path(name) if Path(name).exists() else config_path(name)
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: must map topic -> QoS profile")
+    out = {}
+    for topic, prof in doc.items():
+        if not isinstance(prof, dict):
+            raise ValueError(f"{path}: {topic}: must be a mapping")
+        kw = {"depth": 10}
+        for key, value in prof.items():
+            if key == "depth":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"{path}: {topic}: depth: must be an int >= 1, got {value!r}")
+                kw["depth"] = value
+            elif key in POLICIES and value in POLICIES[key]:
+                kw[key] = POLICIES[key][value]
+            else:
+                raise ValueError(f"{path}: {topic}: {key}: unsupported ({key}: {value!r})")
+        out[str(topic)] = QoSProfile(**kw)
+    return out
+
+
+def _msg_class(msgtype: str):
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+class BagRecorderNode(Node):
+    def __init__(self, node_name: str = "eva_record", **node_kwargs):
+        super().__init__(node_name, **NODE_KWARGS, **node_kwargs)
+        self.cfg = load_node_config(self, RecordConfig)
+        self.out_dir = Path(self.cfg.out_dir).expanduser()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._wanted = {self.resolve_topic_name(t): t for t in self.cfg.topics}
+        self._qos_overrides = load_qos_overrides(self.cfg.qos_overrides_file) if self.cfg.qos_overrides_file else {}
+        self._subs: dict[str, object] = {}
+        self._types: dict[str, TopicInfo] = {}
+        self._lock = threading.Lock()
+        self.writer: SegmentedBagWriter | None = None
+        self.episodes: list[Path] = []
+        self.dropped = 0
+        self.create_service(Trigger, "~/start_episode", self._on_start)
+        self.create_service(Trigger, "~/stop_episode", self._on_stop)
+        self.create_timer(self.cfg.discovery_period, self._discover)
+        if self.cfg.auto_start:
+            self.start_episode()
+        self._discover()
+
+    # -- episodes ---------------------------------------------------------------------------
+    def start_episode(self) -> Path:
+        with self._lock:
+            self._close_writer()
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            path = self.out_dir / f"{self.cfg.episode_prefix}_{stamp}_{len(self.episodes):03d}"
+            self.writer = SegmentedBagWriter(path, self.cfg.segment_seconds, self.cfg.segment_bytes, self.cfg.storage)
+            for info in self._types.values():
+                self.writer.add_topic(info)
+            self.episodes.append(path)
+        self.get_logger().info(f"recording episode {path}")
+        return path
+
+    def stop_episode(self) -> Path | None:
+        with self._lock:
+            path = self.writer.dir if self.writer is not None else None
+            self._close_writer()
+        return path
+
+    def _close_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.get_logger().info(f"closed episode {self.writer.dir}: {self.writer.messages} messages, "
+                                   f"{self.writer.segments} segments")
+            self.writer = None
+
+    def _on_start(self, _req, resp):
+        try:
+            resp.message, resp.success = str(self.start_episode()), True
+        except OSError as e:
+            resp.message, resp.success = f"cannot start an episode: {e}", False
+        return resp
+
+    def _on_stop(self, _req, resp):
+        path = self.stop_episode()
+        resp.success, resp.message = path is not None, str(path) if path else "no episode was recording"
+        return resp
+
+    # -- subscriptions ------------------------------------------------------------------------
+    def _discover(self) -> None:
+        for topic, types in self.get_topic_names_and_types():
+            if topic not in self._wanted or topic in self._subs or not types:
+                continue
+            pubs = self.get_publishers_info_by_topic(topic)
+            if not pubs:
+                continue
+            try:
+                cls = _msg_class(types[0])
+            except (ImportError, AttributeError, ValueError) as e:
+                self.get_logger().warning(f"{topic}: cannot record type {types[0]} ({e})")
+                self._subs[topic] = None
+                continue
+            reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
+            latched = all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in pubs)
+            qos = self._qos_overrides.get(topic) or QoSProfile(
+                history=HistoryPolicy.KEEP_LAST, depth=1 if latched else 100,
+                reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+            reliable = qos.reliability == ReliabilityPolicy.RELIABLE
+            latched = qos.durability == DurabilityPolicy.TRANSIENT_LOCAL
+            info = TopicInfo(topic, types[0], latched=latched)
+            with self._lock:
+                self._types[topic] = info
+                if self.writer is not None:
+                    self.writer.add_topic(info)
+            self._subs[topic] = self.create_subscription(cls, topic, lambda data, t=topic: self._on_msg(t, data),
+                                                         qos, raw=True)
+            self.get_logger().info(f"recording {topic} [{types[0]}] ({'reliable' if reliable else 'best effort'}"
+                                   f"{', latched' if latched else ''})")
+
+    def _on_msg(self, topic: str, data: bytes) -> None:
+        t_ns = time.time_ns()
+        with self._lock:
+            if self.writer is None:
+                return
+            try:
+                self.writer.write(topic, t_ns, data)
+            except (OSError, ValueError, KeyError) as e:   # a full disk must not kill the node
+                self.dropped += 1
+                if self.dropped == 1:
+                    self.get_logger().error(f"{topic}: message not recorded: {e}")
+
+    def close(self) -> None:
+        self.stop_episode()
+
+
+def main(argv=None) -> int:
+    """eva-record; with no --params-file it reads config/base.yaml + config/record.yaml."""
+    from eva_core.cli import cli_main
+    from eva_ros.params import params_layers, ros_params_args
+    from eva_ros.runtime import _run_node
+
+    argv = list(sys.argv if argv is None else [sys.argv[0], *argv])
+    if "--params-file" not in argv:
+        extra = ros_params_args(params_layers("record"))
+        argv = argv + (extra[1:] if "--ros-args" in argv else extra)
+    return cli_main("eva-record", lambda rest: _run_node("eva-record", __doc__, BagRecorderNode, argv[:1] + rest, 2),
+                    argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
