@@ -1,6 +1,7 @@
 """eva-bringup: the acceptance run on loopback, subsets of nodes, and clear config errors."""
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -63,3 +64,22 @@ def test_gpu_host_config_starts(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(report.read_text())
     assert set(r["nodes_report"]) == {"planner", "idm_action"} and r["summary"]["chunks_planned"] == 0
+
+
+def test_an_unwritable_report_path_fails_before_the_run(tmp_path):
+    """--report is checked before the nodes start, not after the run (the results would be lost)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK) and os.geteuid() == 0:
+            target = "/proc/eva-report.json"       # root can write a 0500 directory: use /proc
+        else:
+            target = str(locked / "r.json")
+        out = bringup("--config", "loopback", "--nodes", "controller", "--duration", "60", "--report", target,
+                      timeout=60)
+    finally:
+        locked.chmod(0o700)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and target in lines[0], out.stderr[-2000:]
+    assert "controller at" not in out.stderr       # no node was started

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -45,8 +46,6 @@ def running(probe, log):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_bringup_survives_a_bad_trajectory_and_stops_on_a_signal(tmp_path, signum):
-    import time
-
     domain = unique_domain_id()
     report = tmp_path / "r.json"
     log = open(tmp_path / "bringup.log", "w+")
@@ -77,7 +76,7 @@ def test_bringup_survives_a_bad_trajectory_and_stops_on_a_signal(tmp_path, signu
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_node_main_stops_cleanly_on_a_signal(tmp_path, signum):
+def test_a_node_main_survives_a_bad_trajectory_and_stops_cleanly_on_a_signal(tmp_path, signum):
     domain = unique_domain_id()
     params = write_params(tmp_path / "p.yaml")
     log = open(tmp_path / "node.log", "w+")
@@ -86,6 +85,11 @@ def test_a_node_main_stops_cleanly_on_a_signal(tmp_path, signum):
     try:
         probe.subscribe("/joint_states", JointState, qos.STATE, keep=100)
         running(probe, log)
+        pub = probe.publisher("/eva/plan/trajectory", JointTrajectory, qos.PLAN)
+        wait_for(lambda: pub.get_subscription_count() > 0, 30, what="the controller's subscription")
+        pub.publish(bad_trajectory(time.time()))     # used to end the process
+        assert probe.call(Trigger, "/eva/estop", Trigger.Request()).success
+        assert proc.poll() is None
         proc.send_signal(signum)
         rc = proc.wait(timeout=60)
     finally:
@@ -95,6 +99,7 @@ def test_a_node_main_stops_cleanly_on_a_signal(tmp_path, signum):
     log.seek(0)
     out = log.read()
     assert rc == 0, out[-3000:]
+    assert "rejected_trajectory" in out and "t_traj" in out
     for bad in ("control_error", "Traceback", "never retrieved", "cannot use Destroyable"):
         assert bad not in out, out[-3000:]
 
