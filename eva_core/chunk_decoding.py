@@ -115,8 +115,9 @@ class JointStateHistory(StampedHistory):
         super().__init__(horizon)
         self.dof = int(dof)
 
-    def add(self, stamp: float, positions, velocities=None) -> None:
-        """Raises ValueError naming the field for a wrong shape or NaN/inf values."""
+    def add(self, stamp: float, positions, velocities=None, now: float | None = None) -> None:
+        """Raises ValueError naming the field for a wrong shape, NaN/inf values or (with the
+        receiver's clock `now`) a stamp far in the future."""
         q = np.asarray(positions, dtype=np.float64).reshape(-1)
         v = np.zeros(self.dof) if velocities is None else np.asarray(velocities, dtype=np.float64).reshape(-1)
         for name, x in (("position", q), ("velocity", v)):
@@ -124,7 +125,10 @@ class JointStateHistory(StampedHistory):
                 raise ValueError(f"{name}: {x.size} values, expected {self.dof}")
             if not np.all(np.isfinite(x)):
                 raise ValueError(f"{name}: NaN/inf in dims {nonfinite_dims(x[None])}")
-        super().add(stamp, (q, v))
+        try:
+            super().add(stamp, (q, v), now)
+        except ValueError as exc:
+            raise ValueError(f"header.stamp: {exc}") from None
 
 
 @dataclass

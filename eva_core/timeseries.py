@@ -29,7 +29,9 @@ def nearest_index(stamps: Sequence[float], t: float) -> int:
 class StampedHistory:
     """(stamp, item) pairs in stamp order, keeping those within `horizon` s of the newest.
 
-    Out-of-order arrivals are inserted in place; a non-finite stamp is a ValueError."""
+    Out-of-order arrivals are inserted in place. A non-finite stamp, or (given the receiver's
+    clock `now`) one more than `horizon` s in the future, is a ValueError: such a stamp would
+    become the newest and push every real sample out of the history."""
 
     def __init__(self, horizon: float):
         if not (math.isfinite(horizon) and horizon > 0):
@@ -39,10 +41,12 @@ class StampedHistory:
         self._items: list = []
         self._lock = threading.Lock()
 
-    def add(self, stamp: float, item) -> None:
+    def add(self, stamp: float, item, now: float | None = None) -> None:
         stamp = float(stamp)
         if not math.isfinite(stamp):
             raise ValueError(f"stamp must be finite, got {stamp}")
+        if now is not None and stamp > now + self.horizon:
+            raise ValueError(f"stamp is {stamp - now:.3g} s in the future (more than the {self.horizon:g} s history)")
         with self._lock:
             i = bisect.bisect_right(self._stamps, stamp)
             self._stamps.insert(i, stamp)

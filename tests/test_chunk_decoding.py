@@ -40,6 +40,11 @@ def test_stamped_history_sorts_prunes_and_rejects_bad_stamps():
         with pytest.raises(ValueError, match="finite"):
             h.add(bad, "x")
     assert len(h) == 3 and StampedHistory(2.0).nearest(0.0) is None
+    # one sample stamped an hour ahead would become the newest and push every real one out
+    with pytest.raises(ValueError, match="3.6e\\+03 s in the future"):
+        h.add(3601.4, "x", now=1.4)
+    h.add(1.5, "s1.5", now=1.4)                       # a little ahead (clock skew) is fine
+    assert h.nearest(1.2) == (1.1, "s1.1")
     with pytest.raises(ValueError, match="horizon"):
         StampedHistory(0.0)
 
@@ -54,6 +59,8 @@ def test_joint_state_history_rejects_wrong_shapes_and_nonfinite_values():
         h.add(0.0, bad)
     with pytest.raises(ValueError, match="velocity"):
         h.add(0.0, MID, np.full(EMB.dof, np.inf))
+    with pytest.raises(ValueError, match="^header.stamp: .* s in the future"):
+        h.add(1e9, MID, now=1.0)
     h.add(1.0, MID)
     stamp, (q, v) = h.nearest(1.0)
     assert stamp == 1.0 and np.array_equal(q, MID) and not v.any() and len(h) == 1

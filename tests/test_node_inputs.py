@@ -94,6 +94,10 @@ def test_idm_action_rejects_bad_chunk_metadata_and_lives_on(harness):
              what="bad_joint_state event")
     assert "position: 3 values for 14 names" in harness.events("eva/idm_action", "bad_joint_state")[0].message
 
+    js.publish(_joint_state(HOME, time.time() + 3600.0))   # would push every real state out of the history
+    wait_for(lambda: any("header.stamp" in s.message for s in harness.events("eva/idm_action", "bad_joint_state")),
+             30, what="bad_joint_state event for a stamp an hour ahead")
+
     def send_good():
         now = time.time()
         js.publish(_joint_state(HOME, now))
@@ -129,20 +133,22 @@ def test_planner_rejects_bad_images_converts_float_frames_and_lives_on(harness):
     short = image_to_msg(np.zeros((4, 4, 3), np.uint8), time.time())
     short.data = short.data[:-5]
     over = image_to_msg(np.full((4, 4, 3), 3.0, np.float32), time.time())   # float outside [0, 1]
+    future = image_to_msg(np.zeros((4, 4, 3), np.uint8), time.time() + 3600.0)  # fresh for an hour
 
     def send_bad():   # the image topic keeps only the newest frame: one at a time
-        cam.publish(short)
-        time.sleep(0.1)
-        cam.publish(over)
+        for msg in (short, over, future):
+            cam.publish(msg)
+            time.sleep(0.1)
         seen = " | ".join(s.message for s in harness.events("eva/planner", "bad_frame"))
-        return "/cam: 43 data bytes, expected 48" in seen and "/cam: float image values span [3, 3]" in seen
+        return ("/cam: 43 data bytes, expected 48" in seen and "/cam: float image values span [3, 3]" in seen
+                and "/cam: header.stamp: 3.6e+03 s in the future" in seen)
     wait_for(send_bad, 30, period=0.2, what="bad_frame events naming the topic and the problem")
     instr.publish(String(data="ß中🤖 " * 500))                               # odd but valid text
     # a float frame in [0, 1] is planned from as uint8, rounded: 0.5 -> 128
     wait_for(lambda: cam.publish(image_to_msg(np.full((16, 16, 3), 0.5, np.float32), time.time()))
              or harness.got("/eva/plan/frames"), 30, period=0.2, what="a chunk from a float frame")
     assert wm.images[0].dtype == np.uint8 and int(wm.images[0][0, 0, 0]) == 128
-    assert node.frames_rejected >= 2 and not hasattr(node, "sub_joints")    # no 200 Hz /joint_states
+    assert node.frames_rejected >= 3 and not hasattr(node, "sub_joints")    # no 200 Hz /joint_states
 
 
 def test_camera_reports_bad_frames_from_its_source_and_keeps_capturing(harness):

@@ -71,7 +71,7 @@ class IDMActionNode(Node):
         topic = self.sub_joints.topic_name
         q = joint_values_to_action(self.emb, msg.name, msg.position, topic)
         v = joint_values_to_action(self.emb, msg.name, msg.velocity, topic, "velocity") if len(msg.velocity) else None
-        self.states.add(from_time_msg(msg.header.stamp), q, v)
+        self.states.add(from_time_msg(msg.header.stamp), q, v, now=time.time())
 
     def _on_chunk(self, msg: Image) -> None:
         self.diag.guard(self.sub_frames.topic_name, self._decode, msg)

@@ -98,7 +98,9 @@ class PlannerNode(Node):
             self.diag.event(Event.NONFINITE_FRAME, f"{topic}: NaN/inf pixels; frame dropped")
             return False
         img = check_image(img, topic)   # uint8 as is; float in [0, 1] -> round+clip
-        stamp = from_time_msg(msg.header.stamp)
+        stamp, now = from_time_msg(msg.header.stamp), time.time()
+        if stamp > now + self.cfg.max_obs_age:   # it would look fresh for an hour, and its chunk too
+            raise ValueError(f"{topic}: header.stamp: {stamp - now:.3g} s in the future")
         with self._lock:
             self._frame = (img, stamp)
             self.frames_received += 1
