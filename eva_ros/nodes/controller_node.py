@@ -99,9 +99,9 @@ class ControllerNode(Node):
         self._last_tick = mono
         try:
             self._control(now)
+            self._flush()
         except Exception as exc:  # noqa: BLE001 - one latched fault (e-stop), never a dead thread
             self.loop.fail(f"control tick failed: {exc!r}")
-        self._flush()
 
     def _control(self, now: float) -> None:
         try:
