@@ -1,4 +1,4 @@
-"""Embodiment: every limit of FACTS §1 read back from the URDF + YAML; errors name the file/key."""
+"""Embodiment: every limit of the piper_sdk table and EVA's reward read back from the URDF + YAML; errors name the file/key."""
 
 import math
 from pathlib import Path
@@ -36,7 +36,7 @@ def test_position_limits_match_piper_sdk_table(emb):
             lo, hi = table[f"j{j + 1}"]
             assert emb.pos_lower[side + j] == pytest.approx(lo, abs=1e-12)
             assert emb.pos_upper[side + j] == pytest.approx(hi, abs=1e-12)
-    # FACTS §1 in degrees, to the table's precision (the SDK rounds to 3-5 digits)
+    # the piper_sdk limits in degrees, to the table's precision (the SDK rounds to 3-5 digits)
     deg = [(-150, 150), (0, 180), (-170, 0), (-100, 100), (-70, 70), (-120, 120)]
     for j, (lo, hi) in enumerate(deg):
         assert emb.pos_lower[j] == pytest.approx(lo * DEG, abs=2e-3)

@@ -1,4 +1,4 @@
-"""Executability reward: hand-computed sequences, a plain NumPy reference of FACTS §3, batching."""
+"""Executability reward: hand-computed sequences, a plain NumPy reference of EVA's released reward, batching."""
 
 import dataclasses
 
@@ -15,7 +15,7 @@ FPS = 16.0
 
 
 def reference_reward(A, fps=16.0):
-    """FACTS.md §3 written out directly, one sequence, NumPy, constants typed in from the facts."""
+    """EVA's released reward written out directly, one sequence, NumPy, constants typed in."""
     T = A.shape[0]
     if T < 4:
         return 0.0

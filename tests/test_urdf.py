@@ -1,5 +1,7 @@
 """The URDF parses with yourdfpy, compiles in MuJoCo, and each arm agrees with the vendor FK."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yourdfpy
@@ -81,3 +83,18 @@ def test_mujoco_compiles():
     for i, name in enumerate(EMB.joint_names):
         if i in EMB.arm_indices:
             np.testing.assert_allclose(model.joint(name).range, [EMB.pos_lower[i], EMB.pos_upper[i]])
+
+
+@pytest.mark.parametrize("args, committed", [
+    ([], Path(__file__).resolve().parents[1] / "urdf" / "cobot_magic.urdf"),
+    (["--arms", "left", "--name", "single_piper"],
+     Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.urdf"),
+])
+def test_committed_urdfs_are_what_the_generator_writes(tmp_path, args, committed):
+    import subprocess
+    import sys
+
+    out = tmp_path / "gen.urdf"
+    tool = Path(__file__).resolve().parents[1] / "tools" / "make_cobot_magic_urdf.py"
+    subprocess.run([sys.executable, str(tool), *args, "--out", str(out)], check=True, capture_output=True, timeout=120)
+    assert out.read_text() == committed.read_text()

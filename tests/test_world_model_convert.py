@@ -15,7 +15,7 @@ from eva_core.world_model import convert, tiny
 
 torch.set_num_threads(1)
 
-# Test-data generation only: diffusers names -> original Wan names (the inverse of FACTS §4's table).
+# Test-data generation only: diffusers names -> original Wan names (the inverse of diffusers' Wan converter).
 _INVERSE = [
     ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
     ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),

@@ -2,7 +2,7 @@
 """Generate urdf/cobot_magic.urdf: two AgileX Piper arms on the Cobot Magic base.
 
 Each arm chain is the vendor's modified-DH model (piper_sdk C_PiperForwardKinematics with
-dh_is_offset=1, FACTS §1) written as URDF joints: joint i sits at RotX(alpha_i) TransX(a_i)
+dh_is_offset=1, piper_sdk/kinematics/piper_fk.py) written as URDF joints: joint i sits at RotX(alpha_i) TransX(a_i)
 TransZ(d_i) RotZ(theta_offset_i) from link i-1 and turns about its own z. Limits are the
 piper_sdk joint-limit table; velocities are the vendor max speeds. Geometry is primitive.
 

@@ -1,6 +1,6 @@
 """Episode HDF5 files: ALOHA / Cobot Magic layout, RoboTwin layout, and our own (ALOHA + attrs).
 
-ALOHA / Cobot Magic (FACTS.md §1):
+ALOHA / Cobot Magic (the layout of the ALOHA and Cobot Magic recording scripts):
     attrs sim, compress
     /observations/images/<cam>   (N, H, W, 3) uint8, or (N, L) uint8 padded JPEG rows if compress
     /observations/qpos, /qvel, /effort   (N, 14);  /action (N, 14);  optional /base_action (N, 2)
@@ -30,7 +30,7 @@ from eva_core.data.episode import Episode
 from eva_core.images import check_image, decode_jpeg, encode_jpeg  # noqa: F401  (encode_jpeg: writers)
 
 OUR_FORMAT = "eva_ros.episode"
-ALOHA_DEFAULT_FPS = 30.0  # Cobot Magic collects at 30 Hz (FACTS.md §1)
+ALOHA_DEFAULT_FPS = 30.0  # Cobot Magic collects at 30 Hz (AgileX Cobot Magic docs)
 ROBOTWIN_DEFAULT_FPS = 30.0  # RoboTwin files carry no rate; pass fps= when you know it
 
 

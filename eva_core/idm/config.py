@@ -2,7 +2,7 @@
 
 Variants (all: conv backbone -> spatial softmax (learnable temperature) -> MLP):
 - ``resnet_plus``: EVA's released IDM (Vidar "Resnet_plus"): ResNet-50, 9-channel conv1, 512x512.
-  Its state-dict keys match ``IDM_singleview.pt`` exactly (FACTS.md §2).
+  Its state-dict keys match ``IDM_singleview.pt`` exactly (EVA's released IDM).
 - ``resnet18``: the light default for a robot PC: ResNet-18 at 224x224, same head layout, late fusion.
 - ``tiny``: a four-layer conv stack at 64x64 for CPU tests and the closed-loop demo.
 

@@ -1,4 +1,4 @@
-"""Executability reward (EVA, FACTS.md §3) and its video wrapper and plots.
+"""Executability reward (EVA's released code) and its video wrapper and plots.
 
     from eva_core.reward import executability_reward, RewardConfig, video_reward
     res = executability_reward(actions, fps=16.0, config=RewardConfig.from_embodiment(emb))  # (T, D) | (B, T, D)

@@ -1,6 +1,6 @@
 """EVA's executability reward: smooth, within-limits action sequences score close to 10.
 
-For actions A (T, D) at dt = 1/fps (FACTS.md §3):
+For actions A (T, D) at dt = 1/fps (the reward of EVA's released code):
     v = dA/dt, a = dv/dt, j = da/dt                      (finite differences: T-1, T-2, T-3 rows)
     P = c_j * mean(huber(j, d_j) w) + c_a * mean(huber(a, d_a) w)
       + c_v * mean(relu(|v| - v_max)^2 w) + c_al * mean(relu(|a| - a_max)^2 w)

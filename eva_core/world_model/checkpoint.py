@@ -1,6 +1,6 @@
 """LVP/EVA Lightning checkpoints -> diffusers `WanTransformer3DModel` weights.
 
-The `.ckpt` holds `state_dict` with `model.`-prefixed keys in the original Wan layout (FACTS §4).
+The `.ckpt` holds `state_dict` with `model.`-prefixed keys in the original Wan layout (Wan2.1's own key names).
 We strip the prefix, then rename with diffusers' own converter
 (`convert_wan_transformer_to_diffusers`) and check the result strictly against the model.
 Tensors are memory-mapped (`torch.load(mmap=True)`), so a 33 GB file is never copied into RAM;
