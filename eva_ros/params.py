@@ -139,13 +139,13 @@ def check_params_files(paths, nodes: Mapping[str, type[Section]] | None = None) 
     from eva_ros.node_config import SECTIONS, BringupConfig
 
     layers = load_params_files(paths)
-    present = {s for _, sections in layers for s in sections}
+    present = {bare_name(s) for _, sections in layers for s in sections}
     if nodes is None:
         nodes = {name: cls for name, cls in SECTIONS.items() if name in present}
     known = set(nodes) | set(SECTIONS) | {WILDCARD}
     for path, sections in layers:
         for s in sections:
-            bare = s.rsplit("/", 1)[-1]
+            bare = bare_name(s)
             if s not in known and bare not in known:
                 near = difflib.get_close_matches(bare, sorted(set(nodes) | set(SECTIONS)), n=1, cutoff=0.75)
                 if near:
@@ -176,14 +176,22 @@ def params_layers(configs, base: bool = True) -> list[Path]:
     return files
 
 
-def merged_sections(paths) -> dict:
+def bare_name(section: str) -> str:
+    """"/**/camera", "/robot_a/camera", "camera" -> "camera"; "/**" stays."""
+    return section if section == WILDCARD else section.rsplit("/", 1)[-1]
+
+
+def merged_sections(paths, wildcard: bool = False) -> dict:
     """The sections of several params files merged into one params-file mapping (later files
-    win key by key): {section: {"ros__parameters": {...}}}."""
+    win key by key): {section: {"ros__parameters": {...}}}, node sections by their bare name
+    ("camera": root namespace only), or as "/**/camera" (any namespace) with `wildcard`."""
     out: dict = {}
     for _path, sections in load_params_files(paths):
         for name, params in sections.items():
-            merge(out.setdefault(name, {}), unflatten(params))
-    return {name: {"ros__parameters": params} for name, params in out.items()}
+            merge(out.setdefault(bare_name(name), {}), unflatten(params))
+    def key(name):
+        return f"{WILDCARD}/{name}" if wildcard and name not in (WILDCARD, "eva_bringup") else name
+    return {key(name): {"ros__parameters": params} for name, params in out.items()}
 
 
 def ros_params_args(paths) -> list[str]:
@@ -230,6 +238,15 @@ def remember_params_files(args, context=None) -> list[str]:
     default context); returns `args`, so it wraps the list handed to rclpy.init."""
     _FILES_BY_CONTEXT[id(context)] = params_files_from_args(args)
     return list(args)
+
+
+def check_params_args(args, context=None) -> list[str]:
+    """Before rclpy.init: every `--params-file` in `args` is a readable mapping of node sections
+    (else a one-line ConfigError naming the file, where rcl would raise a multi-line RCLError);
+    recorded for the nodes' error messages. Returns `args`."""
+    for f in params_files_from_args(args):
+        load_params_yaml(f)
+    return remember_params_files(args, context)
 
 
 def _context_files(node) -> list[str]:

@@ -84,7 +84,7 @@ def test_params_files_exist_and_cover_the_nodes(path):
         data = yaml.safe_load(f.read_text())
         for section, body in data.items():
             assert "ros__parameters" in body, f"config/{name}: section {section!r} lacks ros__parameters"
-            sections[section] = body["ros__parameters"]
+            sections[section.rsplit("/", 1)[-1]] = body["ros__parameters"]   # "/**/camera" -> camera
     for exe, name in launch_nodes(path):
         assert name in sections, f"{path.name}: node {name!r} has no section in {files}"
 
@@ -166,9 +166,9 @@ def test_every_params_file_validates_with_its_backends(overlay):
 
 def test_overlays_only_hold_what_differs_from_base():
     """An overlay key that repeats base.yaml's value is noise (and drifts): none allowed."""
-    from eva_ros.params import load_params_yaml, unflatten
+    from eva_ros.params import bare_name, load_params_yaml, unflatten
 
-    base = load_params_yaml(REPO / "config" / "base.yaml")
+    base = {bare_name(k): v for k, v in load_params_yaml(REPO / "config" / "base.yaml").items()}
 
     def leaves(d, prefix=""):
         for k, v in d.items():
@@ -179,7 +179,7 @@ def test_overlays_only_hold_what_differs_from_base():
 
     for overlay in OVERLAYS:
         for section, params in load_params_yaml(overlay).items():
-            base_leaves = dict(leaves(unflatten(base.get(section, {}))))
+            base_leaves = dict(leaves(unflatten(base.get(bare_name(section), {}))))
             same = [k for k, v in leaves(unflatten(params)) if k in base_leaves and base_leaves[k] == v]
             assert not same, f"{overlay.name}: {section}: {same} repeat config/base.yaml"
 

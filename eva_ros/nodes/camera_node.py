@@ -32,8 +32,9 @@ from eva_ros.runtime import run_node, run_periodic, stop_thread
 
 
 def camera_topic(emb, camera_name: str, topic: str = "") -> str:
-    """The image topic: `topic` if set, else the embodiment's camera table, else the ROS default."""
-    return topic or emb.cameras.get(camera_name, {}).get("topic") or names.camera_topic(camera_name)
+    """The image topic: `topic` if set, else the embodiment's camera table (relative to the node's
+    namespace), else names.camera_topic."""
+    return topic or (emb.cameras.get(camera_name, {}).get("topic") or names.camera_topic(camera_name)).lstrip("/")
 
 
 def resolve_data_path(path: str) -> str:
