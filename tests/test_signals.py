@@ -166,3 +166,19 @@ def test_a_params_error_at_start_up_is_one_line_and_exit_2(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.startswith("eva-controller-node:")]
     assert len(lines) == 1 and "typo.yaml" in lines[0] and "feedback_timout" in lines[0], out.stderr[-3000:]
     assert "Traceback" not in out.stderr
+
+
+def test_a_dead_executor_in_a_node_main_halts_the_arm_and_exits_1(tmp_path):
+    (tmp_path / "crashing_controller.py").write_text(CRASHING_CONTROLLER)
+    params = write_params(tmp_path / "p.yaml")
+    script = textwrap.dedent(f"""
+        from crashing_controller import CrashingController
+        from eva_ros.runtime import run_node
+        run_node(CrashingController, ["eva-crashing", "--ros-args", "--params-file", {str(params)!r}])
+    """)
+    env = ros_env(unique_domain_id())
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=150)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "executor thread died" in out.stderr and "injected callback bug" in out.stderr
+    assert "executor_stopped" in out.stderr        # the controller's fault event: the arm was e-stopped
