@@ -302,22 +302,3 @@ def load_node_config(node, cls: type[Section]):
     return validate_section(cls, node_overrides(node), layers=layers, node_name=node.get_name(),
                             source=source_of(files))
 
-
-# -- transitional helpers (nodes not yet on load_node_config) -------------------------------
-def declare_defaults(node, defaults: dict) -> dict:
-    """Declare missing parameters with their defaults; return name -> value (typed like the default)."""
-    out = {}
-    for name, default in defaults.items():
-        if node.has_parameter(name):
-            value = node.get_parameter(name).value
-        else:
-            value = node.declare_parameter(name, default).value
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        out[name] = value
-    return out
-
-
-def options_with_prefix(node, prefix: str) -> dict:
-    """All parameters `prefix.xxx` as {xxx: value} (backend options)."""
-    return {k: p.value for k, p in node.get_parameters_by_prefix(prefix).items() if p.value is not None}
