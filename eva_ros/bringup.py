@@ -130,8 +130,8 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
                 executor.add_node(node)
             spinner = SpinThread(executor).start()
             t_start = time.time()
-            cause = _wait(duration, signals.event, spinner, progress)
-            if cause:   # the executor died: stop the arms from here, not from the dead thread
+            cause = _wait(duration, signals.event, spinner, progress, [n for _, n in built])
+            if cause:   # the executor or a node died: stop the arms from here, not from the dead thread
                 print(f"eva-bringup: {cause}; halting", file=sys.stderr)
                 halt_nodes([n for _, n in built], cause)
         finally:
@@ -157,10 +157,11 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     return result
 
 
-def _wait(duration, stop, spinner, progress) -> str:
-    """Until `duration` s, `stop` or a dead executor; returns the cause of an abnormal end."""
+def _wait(duration, stop, spinner, progress, nodes) -> str:
+    """Until `duration` s, `stop`, a dead executor or a failed node; returns the cause of an
+    abnormal end."""
     if duration is None:
-        return wait_until_stopped(stop, spinner)
+        return wait_until_stopped(stop, spinner, nodes=nodes)
     from tqdm import tqdm
 
     with tqdm(total=round(duration), unit="s", disable=not progress, desc="eva-bringup") as bar:
@@ -171,7 +172,7 @@ def _wait(duration, stop, spinner, progress) -> str:
             if n != bar.n:
                 bar.n = n
                 bar.refresh()
-        return wait_until_stopped(stop, spinner, t0 + duration, on_poll=show)
+        return wait_until_stopped(stop, spinner, t0 + duration, on_poll=show, nodes=nodes)
 
 
 def _main(argv) -> int:

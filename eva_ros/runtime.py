@@ -1,4 +1,7 @@
-"""Process setup shared by the node mains, bringup and the benchmarks."""
+"""Process setup shared by the node mains, bringup and the benchmarks: DDS transport, the
+periodic loop of the camera and control threads, and the process lifecycle (`SpinThread`,
+`StopSignals`, `wait_until_stopped`, `halt_nodes`, `run_node`): SIGINT/SIGTERM stop cleanly, a
+second signal forces the exit, a dead executor thread or node halts the arms and fails the run."""
 
 from __future__ import annotations
 
@@ -186,12 +189,17 @@ class StopSignals:
 
 
 def wait_until_stopped(stop: threading.Event, spinner: SpinThread, deadline: float | None = None,
-                       on_poll=None, poll: float = 0.2) -> str:
-    """Main thread: wait for `stop`, the `deadline` (time.monotonic()) or a dead executor thread.
-    Returns the cause of an abnormal end ("" for a normal one)."""
+                       on_poll=None, poll: float = 0.2, nodes=()) -> str:
+    """Main thread: wait for `stop`, the `deadline` (time.monotonic()), a dead executor thread or
+    a node whose `failure()` names a cause (e.g. its control thread ended). Returns the cause of
+    an abnormal end ("" for a normal one)."""
     while not stop.wait(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))):
         if spinner.died:
             return spinner.error or "executor thread ended"
+        for node in nodes:
+            cause = node.failure() if hasattr(node, "failure") else ""
+            if cause:
+                return f"{node.get_name()}: {cause}"
         if on_poll is not None:
             on_poll()
         if deadline is not None and time.monotonic() >= deadline:
@@ -242,7 +250,7 @@ def _run_node(prog: str, doc: str, node_cls, args: list[str], num_threads: int) 
             executor = MultiThreadedExecutor(num_threads=num_threads)
             executor.add_node(node)
             spinner = SpinThread(executor).start()
-            cause = wait_until_stopped(signals.event, spinner)
+            cause = wait_until_stopped(signals.event, spinner, nodes=[node])
             if cause:
                 halt_nodes([node], cause)
         finally:

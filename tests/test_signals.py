@@ -136,8 +136,26 @@ class CrashingController(ControllerNode):
 """
 
 
-def test_a_dead_executor_halts_the_arm_and_fails_the_run(tmp_path):
-    (tmp_path / "crashing_controller.py").write_text(CRASHING_CONTROLLER)
+DYING_CONTROL_THREAD = """
+from eva_ros.nodes.controller_node import ControllerNode
+
+
+class CrashingController(ControllerNode):
+    # a bug that escapes the tick's guard (not an Exception) ends the control thread itself
+    ticks = 0
+
+    def _control(self, now):
+        CrashingController.ticks += 1
+        if CrashingController.ticks > 400:
+            raise SystemExit("injected control thread bug")
+        super()._control(now)
+"""
+
+
+@pytest.mark.parametrize("helper, cause", [(CRASHING_CONTROLLER, "injected callback bug"),
+                                           (DYING_CONTROL_THREAD, "control thread ended")])
+def test_a_dead_executor_or_control_thread_halts_the_arm_and_fails_the_run(tmp_path, helper, cause):
+    (tmp_path / "crashing_controller.py").write_text(helper)
     report = tmp_path / "r.json"
     script = textwrap.dedent(f"""
         import sys
@@ -150,9 +168,9 @@ def test_a_dead_executor_halts_the_arm_and_fails_the_run(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=150)
     assert out.returncode == 1, out.stderr[-3000:]
-    assert "injected callback bug" in out.stderr
+    assert cause in out.stderr
     r = json.loads(report.read_text())
-    assert "injected callback bug" in r["error"]
+    assert cause in r["error"]
     c = r["nodes_report"]["controller"]
     assert c["state"] == "fault" and c["executor_stopped"] == 1 and c["estops"] >= 1
     assert r["summary"]["duration_s"] < 120        # it did not run on to --duration

@@ -86,6 +86,10 @@ class ControllerNode(Node):
         self._flush()
         return response
 
+    def failure(self) -> str:
+        """Why this node can no longer do its job ("" while healthy); the main thread checks it."""
+        return "" if self._thread.is_alive() or self._stop.is_set() else "control thread ended"
+
     def halt(self, reason: str) -> None:
         """Stop commanding and e-stop the arm from any thread (e.g. the executor died)."""
         self.loop.fail(reason, EventKind.EXECUTOR_STOPPED)
