@@ -31,6 +31,7 @@ class WorldModelConfig:
     # optional fine-tuned transformer directory (diffusers layout, what `eva-train-sft` writes in
     # full mode) that replaces the base transformer of any kind
     transformer_dir: str | None = None
+    vae_dir: str | None = None  # optional VAE directory (diffusers AutoencoderKLWan) replacing the base VAE
 
     # Rejection sampling (the baseline EVA argues against): draw `best_of` chunks and keep the one
     # with the highest executability reward, scored by the IDM at `reward_idm` (a checkpoint

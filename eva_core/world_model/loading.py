@@ -76,6 +76,11 @@ def load_components(cfg: WorldModelConfig) -> WanComponents:
         dtype = comps.transformer.dtype
         comps.transformer = WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype,
                                                                   local_files_only=True).eval()
+    if cfg.vae_dir:
+        from diffusers import AutoencoderKLWan
+
+        path = _require_dir(Path(cfg.vae_dir), "world-model 'vae_dir'")
+        comps.vae = AutoencoderKLWan.from_pretrained(path, torch_dtype=torch.float32, local_files_only=True).eval()
     return comps
 
 
