@@ -426,6 +426,47 @@ def train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, tr
     return metrics, step
 
 
+def make_loaders(args, cfg: IDMConfig, train, val) -> tuple[DataLoader, DataLoader]:
+    """Window datasets of the (frames, actions) lists; the train loader shuffles (seeded)."""
+    train_ds = WindowDataset(*train, cfg.frame_offsets)
+    val_ds = WindowDataset(*val, cfg.frame_offsets)
+    gen = torch.Generator().manual_seed(args.seed)
+    train_dl = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size,
+                          num_workers=args.num_workers, generator=gen)
+    val_dl = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=args.num_workers)
+    return train_dl, val_dl
+
+
+def restore(resumed, resume: Path | None, optimizer, scheduler, acc) -> tuple[int, int, dict]:
+    """(step, epoch, history): zeros for a fresh run, else the checkpoint's (optimizer and
+    scheduler state loaded)."""
+    if resumed is None:
+        return 0, 0, {"train": [], "val": []}
+    state, opt_sd, sched_sd = resumed
+    try:
+        optimizer.load_state_dict(opt_sd)
+        scheduler.load_state_dict(sched_sd)
+        step, epoch, history = int(state["step"]), int(state["epoch"]), state["history"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{resume}: optimizer/scheduler state does not match the model: {e}") from e
+    acc.print(f"resumed from {resume} at step {step}")
+    return step, epoch, history
+
+
+def save_outputs(args, out: Path, raw: IDM, optimizer, step: int, history: dict, metrics: dict, info: dict) -> None:
+    """idm/, the optional EVA .pt, eval.json and loss.png (each written atomically)."""
+    cfg = raw.config
+    save_idm(raw, out / "idm", extra={"step": step, "val_mae": metrics["mae"], "embodiment": info["embodiment"]})
+    if args.export_eva:
+        export_eva_pt(raw, args.export_eva, optimizer_state=optimizer.state_dict(), step=step)
+    write_json(out / "eval.json", {"step": step, **info, "variant": cfg.variant, "fusion": cfg.fusion,
+                                   "image_size": cfg.image_size, **metrics})
+    plot_history(history, out / "loss.png")
+    print(f"val MAE {metrics['mae']:.4f} vs predict-the-mean {metrics['baseline_mae']:.4f} "
+          f"(joints {metrics['mae_joints']:.4f} vs {metrics['baseline_mae_joints']:.4f}); "
+          f"accuracy per dim {metrics['accuracy_per_dim']:.3f}, all dims {metrics['accuracy_all_dims']:.3f}")
+
+
 # ---- main ------------------------------------------------------------------------------------------
 def run(argv=None) -> dict:
     """Train (or --eval-only) and return the final validation metrics."""
@@ -454,12 +495,7 @@ def run(argv=None) -> dict:
     train_actions = np.concatenate(train_acts)
     train_mean = torch.as_tensor(train_actions.mean(0), dtype=torch.float32)
     set_train_stats(model, train_actions, args, resumed is not None)
-    train_ds = WindowDataset(train_frames, train_acts, cfg.frame_offsets)
-    val_ds = WindowDataset(val_frames, val_acts, cfg.frame_offsets)
-    gen = torch.Generator().manual_seed(args.seed)
-    train_dl = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size,
-                          num_workers=args.num_workers, generator=gen)
-    val_dl = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=args.num_workers)
+    train_dl, val_dl = make_loaders(args, cfg, (train_frames, train_acts), (val_frames, val_acts))
     skipped = [f for f, _ in clips.skipped]
 
     if args.eval_only:
@@ -475,16 +511,7 @@ def run(argv=None) -> dict:
     total = args.max_steps or args.epochs * max(1, len(train_dl))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_frac * total), total)
-    step, epoch, history = 0, 0, {"train": [], "val": []}
-    if resumed is not None:
-        state, opt_sd, sched_sd = resumed
-        try:
-            optimizer.load_state_dict(opt_sd)
-            scheduler.load_state_dict(sched_sd)
-        except (ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{resume}: optimizer/scheduler state does not match the model: {e}") from e
-        step, epoch, history = state["step"], state["epoch"], state["history"]
-        acc.print(f"resumed from {resume} at step {step}")
+    step, epoch, history = restore(resumed, resume, optimizer, scheduler, acc)
     model, optimizer, train_dl = acc.prepare(model, optimizer, train_dl)
     raw = acc.unwrap_model(model)
     hparams = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
@@ -495,17 +522,9 @@ def run(argv=None) -> dict:
     if acc.is_main_process:
         if metrics is None:  # resumed at the end: evaluate once
             metrics = evaluate(raw, val_dl, acc.device, train_mean, emb)
-        save_idm(raw, out / "idm", extra={"step": step, "val_mae": metrics["mae"], "embodiment": emb.name})
-        if args.export_eva:
-            export_eva_pt(raw, args.export_eva, optimizer_state=optimizer.state_dict(), step=step)
-        summary = {"step": step, "embodiment": emb.name, "train_episodes": len(train_ids), "val_episodes": len(val_ids),
-                   "train_frames": len(train_ds), "skipped_files": skipped, "variant": cfg.variant,
-                   "fusion": cfg.fusion, "image_size": cfg.image_size, **metrics}
-        write_json(out / "eval.json", summary)
-        plot_history(history, out / "loss.png")
-        acc.print(f"val MAE {metrics['mae']:.4f} vs predict-the-mean {metrics['baseline_mae']:.4f} "
-                  f"(joints {metrics['mae_joints']:.4f} vs {metrics['baseline_mae_joints']:.4f}); "
-                  f"accuracy per dim {metrics['accuracy_per_dim']:.3f}, all dims {metrics['accuracy_all_dims']:.3f}")
+        info = {"embodiment": emb.name, "train_episodes": len(train_ids), "val_episodes": len(val_ids),
+                "train_frames": len(train_dl.dataset), "skipped_files": skipped}
+        save_outputs(args, out, raw, optimizer, step, history, metrics, info)
     acc.end_training()
     return metrics
 
