@@ -90,22 +90,34 @@ def check_arms(emb, args) -> list[tuple[str, bool, str]]:
 
 
 def enable_test(emb, opts) -> list[tuple[str, bool, str]]:
-    """Enable, move every joint 6 by +3 deg and back over 2 s, disable."""
+    """Enable, move every joint 6 by +3 deg and back over 2 s, disable. The motion runs through
+    eva_core.control.ControlLoop (the controller's follower and final safety filter), like every
+    command sent to an arm."""
+    from eva_core.control import ControlLoop, Kind
+    from eva_core.trajectory import Trajectory
     from eva_ros.backends.piper import PiperArm
 
     arm = PiperArm(emb, opts)
     arm.connect()
     try:
-        arm.enable()
+        loop = ControlLoop(emb, 0.01, arm)
+        ok, message = loop.enable()
+        if not ok:
+            raise RuntimeError(message)
         q0 = arm.read_state().positions.copy()
         wrists = [ch.layout.joint_dims[5] for ch in arm.channels]
         amp = np.radians(3.0)
-        for s in np.sin(np.linspace(0, np.pi, 200)):   # 2 s at 100 Hz, smooth out and back
-            q = q0.copy()
-            q[wrists] = np.clip(q0[wrists] + amp * s, emb.pos_lower[wrists], emb.pos_upper[wrists])
-            arm.send_positions(q)
+        q = np.tile(q0, (200, 1))   # 2 s at 100 Hz, smooth out and back
+        q[:, wrists] = np.clip(q0[wrists] + amp * np.sin(np.linspace(0, np.pi, 200))[:, None],
+                               emb.pos_lower[wrists], emb.pos_upper[wrists])
+        loop.replace(Trajectory(time.time(), np.arange(200) * 0.01, q))
+        for _ in range(230):   # the motion, then 0.3 s holding its end
+            decision = loop.tick(arm.read_state(), time.time())
+            if decision.kind is Kind.FAULT:
+                raise RuntimeError(decision.reason)
+            if decision.kind is Kind.COMMAND:
+                arm.send_positions(decision.positions)
             time.sleep(0.01)
-        time.sleep(0.3)
         err = np.degrees(np.abs(arm.read_state().positions[wrists] - q0[wrists]))
         ok = bool(np.all(err < 0.5))
         return [("enable test", ok, f"enabled, moved joint 6 by 3 deg and back; final error {err.round(2).tolist()} deg")]

@@ -65,31 +65,54 @@ def _functions(tree):
     return [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
 
 
-def test_only_the_controller_adapter_sends_arm_commands_and_only_the_control_loops_output():
-    """No path may bypass the final safety filter. Outside the backends exactly one module calls
-    send_positions: the controller adapter, with `.positions` of a decision its ControlLoop's
-    tick returned, after checking that decision is a COMMAND. Names come from the code."""
-    callers = []
+def _send_callers():
+    out = []
     for p in list((ROOT / "eva_ros").rglob("*.py")) + list((ROOT / "eva_core").rglob("*.py")):
         if "backends" in p.parts:
             continue
         tree = ast.parse(p.read_text(), filename=str(p))
-        callers += [(p.relative_to(ROOT).as_posix(), tree, c) for c in _calls(tree, "send_positions")]
-    assert [path for path, _, _ in callers] == ["eva_ros/nodes/controller_node.py"]
-    _, tree, send = callers[0]
-    loops = _self_attrs_built_by(tree, "ControlLoop")
-    assert loops, "the controller adapter must build an eva_core.control.ControlLoop"
-    (fn,) = [f for f in _functions(tree) if send in list(ast.walk(f))]
-    (arg,) = send.args
-    assert isinstance(arg, ast.Attribute) and arg.attr == "positions" and isinstance(arg.value, ast.Name)
-    decision = arg.value.id
-    sources = _bound_to(fn, decision)
-    assert sources and all(_is_call_on_self_attr(v, loops, "tick") for v in sources), \
-        "send_positions must send the positions of the control loop's tick() decision"
-    checks = [c for c in ast.walk(fn) if isinstance(c, ast.Compare) and isinstance(c.left, ast.Attribute)
-              and c.left.attr == "kind" and isinstance(c.left.value, ast.Name) and c.left.value.id == decision
-              and any(isinstance(x, ast.Attribute) and x.attr == "COMMAND" for x in c.comparators)]
-    assert checks and all(c.lineno < send.lineno for c in checks), "send only a COMMAND decision"
+        out += [(p.relative_to(ROOT).as_posix(), tree, c) for c in _calls(tree, "send_positions")]
+    return out
+
+
+def _loops_in(tree, fn) -> set[str]:
+    """Names a ControlLoop is bound to: `self.<a> = ControlLoop(...)` in the module, or a local
+    `<a> = ControlLoop(...)` in `fn`."""
+    local = {t.id for a in ast.walk(fn) if isinstance(a, ast.Assign) and isinstance(a.value, ast.Call)
+             and isinstance(a.value.func, ast.Name) and a.value.func.id == "ControlLoop"
+             for t in a.targets if isinstance(t, ast.Name)}
+    return _self_attrs_built_by(tree, "ControlLoop") | local
+
+
+def _is_tick_of(node, loops: set[str]) -> bool:
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "tick"):
+        return False
+    owner = node.func.value
+    return (isinstance(owner, ast.Attribute) and owner.attr in loops) or (isinstance(owner, ast.Name) and owner.id in loops)
+
+
+def test_arm_commands_are_only_the_control_loops_command_decisions():
+    """No path may bypass the final safety filter. Outside the backends every send_positions
+    call sends `.positions` of a decision that a ControlLoop's tick() returned, after checking
+    that the decision is a COMMAND; the controller adapter is one such caller. Names are read
+    from the code, not pinned."""
+    callers = _send_callers()
+    assert "eva_ros/nodes/controller_node.py" in [path for path, _, _ in callers]
+    for path, tree, send in callers:
+        (fn,) = [f for f in _functions(tree) if send in list(ast.walk(f))]
+        loops = _loops_in(tree, fn)
+        assert loops, f"{path}: send_positions without an eva_core.control.ControlLoop"
+        (arg,) = send.args
+        assert isinstance(arg, ast.Attribute) and arg.attr == "positions" and isinstance(arg.value, ast.Name), \
+            f"{path}:{send.lineno}: send the positions of a ControlLoop decision"
+        decision = arg.value.id
+        sources = _bound_to(fn, decision)
+        assert sources and all(_is_tick_of(v, loops) for v in sources), \
+            f"{path}:{send.lineno}: {decision} must come from the control loop's tick()"
+        checks = [c for c in ast.walk(fn) if isinstance(c, ast.Compare) and isinstance(c.left, ast.Attribute)
+                  and c.left.attr == "kind" and isinstance(c.left.value, ast.Name) and c.left.value.id == decision
+                  and any(isinstance(x, ast.Attribute) and x.attr == "COMMAND" for x in c.comparators)]
+        assert checks and all(c.lineno <= send.lineno for c in checks), f"{path}: send only a COMMAND decision"
 
 
 def test_the_control_loop_commands_only_the_final_filters_output():
