@@ -67,7 +67,7 @@ def _functions(tree):
 
 def _send_callers():
     out = []
-    for p in list((ROOT / "eva_ros").rglob("*.py")) + list((ROOT / "eva_core").rglob("*.py")):
+    for p in (p for d in ("eva_ros", "eva_core", "training", "tools", "bench") for p in (ROOT / d).rglob("*.py")):
         if "backends" in p.parts:
             continue
         tree = ast.parse(p.read_text(), filename=str(p))
