@@ -160,10 +160,14 @@ class ControlLoop:
                 self._event(EventKind.ENABLE_FAILED, message, Level.ERROR)
             return False, message
         with self._lock:
-            if self._generation != generation:
-                return False, f"not enabled: {self.reason} while enabling"
-            self.state, self.reason = State.ENABLING, "enabled; starting from the next measured state"
-            self._enabled_at = self.clock()
+            stopped = self._generation != generation
+            if not stopped:
+                self.state, self.reason = State.ENABLING, "enabled; starting from the next measured state"
+                self._enabled_at = self.clock()
+            reason = self.reason
+        if stopped:   # an e-stop or fault raced the backend's enable: leave the backend stopped
+            self._backend_estop()
+            return False, f"not enabled: {reason} while enabling"
         return True, "enabled"
 
     def estop(self, reason: str = "e-stop requested") -> tuple[bool, str]:

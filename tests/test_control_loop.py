@@ -181,6 +181,7 @@ def test_estop_during_a_slow_enable_wins(emb):
     rig.arm.__class__ = SlowEnable
     ok, msg = loop.enable()
     assert not ok and "operator" in msg and loop.state is State.ESTOPPED
+    assert not rig.arm.read_state().enabled     # the backend's enable finished last: stopped again
 
 
 @pytest.mark.parametrize("report", [dict(enabled=False), dict(error="left arm: joint 3 over limit (0x0004)")])
