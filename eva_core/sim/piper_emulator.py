@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import can
@@ -132,8 +133,8 @@ class EmulatedArm:
     # counters / last values seen
     commands: dict = field(default_factory=dict)   # can id -> frames received
     last_feedback_sent: float = 0.0                # time.time() of the newest joint feedback frame
-    latencies: list = field(default_factory=list)  # joint command arrival - newest joint feedback (s)
-    command_times: list = field(default_factory=list)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=100_000))  # joint command - newest feedback (s)
+    command_times: deque = field(default_factory=lambda: deque(maxlen=100_000))  # 0x155-0x157 arrival times
 
     @property
     def enabled(self) -> bool:

@@ -15,7 +15,7 @@ the SDK's reader thread and our sender makes the arm jitter). `can_interface: vi
 - `read_state()` fills the action-layout state from the joint and gripper feedback. An arm
   that never sent joint frames reads as zeros at 0 Hz in the SDK (piper_sdk #101): here its
   positions are NaN, never zeros, and `ArmState.error` names the arm and the likely cause.
-  Stale feedback, `isOk()` False, a frame rate below `min_feedback_hz`, a status error code
+  Stale feedback, `isOk()` False, a frame rate below `min_feedback_hz` for 1 s, a status error code
   (named, e.g. "joint 3 over its angle limit (err_code 0x0400)") or drivers that dropped out
   set `error` / `enabled=False`, which the control loop latches as a fault.
 - `send_positions()` refuses (ArmFault, nothing sent to any arm) unless every arm has fresh,
@@ -56,6 +56,7 @@ log = logging.getLogger("eva_ros.piper")
 
 SEND_TIMEOUT = 0.05   # s; a send never blocks the control loop or the e-stop longer than this
 POLL = 0.01           # s between status checks while waiting for the arm
+RATE_GRACE = 1.0      # s a low feedback rate must last to be an error (the SDK measures 0.1 s windows)
 
 _owners_lock = threading.Lock()
 _owners: dict[str, object] = {}   # can_name -> the PiperChannel that owns the SDK singleton
@@ -98,6 +99,7 @@ class PiperChannel:
         self.sdk = None
         self.lock = threading.Lock()   # serialises every SDK send of this arm
         self.firmware = ""
+        self._slow_since = None
 
     # -- open / close -------------------------------------------------------------------------
     def open(self) -> None:
@@ -216,13 +218,22 @@ class PiperChannel:
         if age > self.opt.feedback_timeout or not ok:
             out["error"] = (f"{self.label}: feedback lost ({age:.3f} s old, {fps:.0f} frames/s); likely cause: "
                             "cable unplugged, CAN bus-off after a power dip, or the arm powered off")
-        elif out["joint_hz"] and out["joint_hz"] < self.opt.min_feedback_hz:
-            out["error"] = (f"{self.label}: joint feedback at {out['joint_hz']:.0f} Hz, below min_feedback_hz "
-                            f"{self.opt.min_feedback_hz:g}; likely cause: an overloaded bus or adapter")
+        elif self._slow(now, out["joint_hz"]):
+            out["error"] = (f"{self.label}: joint feedback below min_feedback_hz {self.opt.min_feedback_hz:g} for "
+                            f"{RATE_GRACE:g} s (now {out['joint_hz']:.0f} Hz); likely cause: an overloaded bus or adapter")
         elif fault and not (int(s.arm_status) == 0x01 and int(s.err_code) == 0):
             out["error"] = f"{self.label}: {fault}"
         out["enabled"] = all(out["motors_enabled"]) and int(s.ctrl_mode) == P.CTRL_CAN and int(s.arm_status) == 0
         return out
+
+    def _slow(self, now: float, hz: float) -> bool:
+        """The SDK's rate (0.1 s windows) below min_feedback_hz for RATE_GRACE s on end."""
+        if hz >= self.opt.min_feedback_hz:
+            self._slow_since = None
+            return False
+        if self._slow_since is None:
+            self._slow_since = now
+        return now - self._slow_since >= RATE_GRACE
 
     def query_firmware(self) -> str:
         v = self.sdk.GetPiperFirmwareVersion() if self.sdk is not None else -0x4AF
@@ -274,6 +285,7 @@ class PiperArm(ArmBackend):
         self._last_cmd: np.ndarray | None = None
         self._last_cmd_t = 0.0
         self._disabled_at = 0.0
+        self._estops = 0                   # e-stops so far: one during enable() aborts it
         self.commands_sent = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -333,15 +345,14 @@ class PiperArm(ArmBackend):
     def _send_positions(self, positions: np.ndarray) -> None:
         now = time.time()
         reports = self.arm_reports()
-        with self._lock:
-            if not self._enabled or self._estopped:
-                raise ArmFault("Piper: command while " + ("e-stopped" if self._estopped else "not enabled")
-                               + "; not sent; enable first")
         for r in reports:   # one arm not fit to move: nothing reaches either arm
             if r["error"] or not r["enabled"]:
                 raise ArmFault(f"{r['error'] or r['arm'] + ' arm (' + r['channel'] + '): drivers not enabled'}; "
                                "command not sent to any arm")
-        with self._lock:
+        with self._lock:   # checked and sent under the lock an e-stop takes: no command after an e-stop
+            if not self._enabled or self._estopped:
+                raise ArmFault("Piper: command while " + ("e-stopped" if self._estopped else "not enabled")
+                               + "; not sent; enable first")
             if self._last_cmd is None:
                 ref, dt = self._measured(reports), self.options.min_period
             else:
@@ -353,16 +364,15 @@ class PiperArm(ArmBackend):
                 raise ArmFault(f"Piper: command jumps {names} by {np.abs(positions - ref)[bad].round(4).tolist()} "
                                f"(bound {bound[bad].round(4).tolist()}); not sent to any arm")
             self._last_cmd, self._last_cmd_t = positions.copy(), now
-        for ch in self.channels:
-            lay = ch.layout
-            mdeg = units.rad_to_sdk_joint(positions[list(lay.joint_dims)])
-            if next(r for r in reports if r["channel"] == ch.channel)["ctrl_mode"] != P.CTRL_CAN:
-                ch.send("MotionCtrl_2", P.CTRL_CAN, P.MOVE_J, self.options.speed_percent, 0x00)
-            ch.send("JointCtrl", *(int(x) for x in mdeg))
-            if lay.gripper_dim is not None:
-                ch.send("GripperCtrl", int(units.gripper_norm_to_sdk(positions[lay.gripper_dim], lay.stroke_m)),
-                        self._effort(), P.GRIPPER_ENABLE_CODE, 0)
-        self.commands_sent += 1
+            for ch, r in zip(self.channels, reports):
+                lay = ch.layout
+                if r["ctrl_mode"] != P.CTRL_CAN:
+                    ch.send("MotionCtrl_2", P.CTRL_CAN, P.MOVE_J, self.options.speed_percent, 0x00)
+                ch.send("JointCtrl", *(int(x) for x in units.rad_to_sdk_joint(positions[list(lay.joint_dims)])))
+                if lay.gripper_dim is not None:
+                    ch.send("GripperCtrl", int(units.gripper_norm_to_sdk(positions[lay.gripper_dim], lay.stroke_m)),
+                            self._effort(), P.GRIPPER_ENABLE_CODE, 0)
+            self.commands_sent += 1
 
     def _effort(self) -> int:
         return int(round(self.options.gripper_effort * 1000))   # 0.001 N*m
@@ -379,6 +389,7 @@ class PiperArm(ArmBackend):
         with self._lock:
             self._estopped, self._enabled = True, False
             self._last_cmd = None
+            self._estops += 1
         for ch in self.channels:
             try:
                 ch.send("EmergencyStop", P.ESTOP)
@@ -403,13 +414,14 @@ class PiperArm(ArmBackend):
         for r in reports:
             if r["positions"] is None or "feedback lost" in r["error"]:
                 raise ArmFault(f"{r['error']}; not enabled")
-        with self._lock:
+        with self._lock:   # frames sent under the lock an e-stop takes: an e-stop is never undone
+            estops = self._estops
             resume = self._estopped or any(r["error"] or r["arm_status"] not in (0, -1) for r in reports)
             self._enabled, self._last_cmd = False, None
-        if resume:   # 0x150 resume/reset clears the e-stop and errors; the drivers switch off
-            for ch in self.channels:
-                ch.send("EmergencyStop", P.RESUME)
-            self._disabled_at = time.monotonic()
+            if resume:   # 0x150 resume/reset clears the e-stop and errors; the drivers switch off
+                for ch in self.channels:
+                    ch.send("EmergencyStop", P.RESUME)
+                self._disabled_at = time.monotonic()
         if time.monotonic() - self._disabled_at < opt.disable_timeout:
             self._wait(lambda r: not any(r["motors_enabled"]), min(deadline, self._disabled_at + opt.disable_timeout),
                        "drivers still report enabled after the disable/reset; re-enabling now would leave a limp arm")
@@ -417,8 +429,12 @@ class PiperArm(ArmBackend):
         while True:
             reports = self.arm_reports()
             todo = [(ch, r) for ch, r in zip(self.channels, reports) if not r["enabled"] or r["error"]]
-            if not todo:
-                break
+            with self._lock:
+                if self._estops != estops:
+                    raise ArmFault("Piper: e-stopped while enabling; not enabled")
+                if not todo:   # confirmed: enabled under the same lock an e-stop takes
+                    self._enabled, self._estopped, self._last_cmd = True, False, None
+                    return
             if time.monotonic() > deadline:
                 ch, r = todo[0]
                 off = [i + 1 for i, on in enumerate(r["motors_enabled"]) if not on]
@@ -430,16 +446,17 @@ class PiperArm(ArmBackend):
                                "arm still in a leader (master) mode")
             if time.monotonic() - sent > 0.1:   # repeat: a single enable frame can be lost
                 sent = time.monotonic()
-                for ch, r in todo:
-                    if not all(r["motors_enabled"]):
-                        ch.send("EnableArm", P.ALL_MOTORS)
-                    ch.send("MotionCtrl_2", P.CTRL_CAN, P.MOVE_J, opt.speed_percent, 0x00)
-                    if ch.layout.gripper_dim is not None and r["positions"] is not None:
-                        stroke = units.gripper_norm_to_sdk(r["positions"][-1], ch.layout.stroke_m)
-                        ch.send("GripperCtrl", int(stroke), self._effort(), P.GRIPPER_ENABLE_CODE, 0)
+                with self._lock:
+                    if self._estops != estops:
+                        raise ArmFault("Piper: e-stopped while enabling; not enabled")
+                    for ch, r in todo:
+                        if not all(r["motors_enabled"]):
+                            ch.send("EnableArm", P.ALL_MOTORS)
+                        ch.send("MotionCtrl_2", P.CTRL_CAN, P.MOVE_J, opt.speed_percent, 0x00)
+                        if ch.layout.gripper_dim is not None and r["positions"] is not None:
+                            stroke = units.gripper_norm_to_sdk(r["positions"][-1], ch.layout.stroke_m)
+                            ch.send("GripperCtrl", int(stroke), self._effort(), P.GRIPPER_ENABLE_CODE, 0)
             time.sleep(POLL)
-        with self._lock:
-            self._enabled, self._estopped, self._last_cmd = True, False, None
 
     def _wait(self, cond, deadline: float, problem: str) -> None:
         while True:
