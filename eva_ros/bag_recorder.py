@@ -177,7 +177,7 @@ class BagRecorderNode(Node):
             reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in pubs)
             latched = all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in pubs)
             qos = self._qos_overrides.get(topic) or QoSProfile(
-                history=HistoryPolicy.KEEP_LAST, depth=1 if latched else 100,
+                history=HistoryPolicy.KEEP_LAST, depth=1 if latched else 1000,   # a slow disk queues, not drops
                 reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                 durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
             reliable = qos.reliability == ReliabilityPolicy.RELIABLE

@@ -166,7 +166,7 @@ def interpolate(t_src: np.ndarray, values: np.ndarray, t: np.ndarray, max_skew: 
     w = np.clip((t - t_src[lo]) / span, 0.0, 1.0)[:, None]
     out = values[lo] * (1 - w) + values[hi] * w
     nearest = np.minimum(np.abs(t - t_src[lo]), np.abs(t - t_src[hi]))
-    ok = (nearest <= max_skew) & (t >= t_src[0] - max_skew) & (t <= t_src[-1] + max_skew)
+    ok = (nearest <= max_skew) & (t >= t_src[0]) & (t <= t_src[-1])
     return out, ok
 
 
