@@ -240,12 +240,14 @@ def msg_to_trajectory(msg: JointTrajectory, names, topic: str = "/eva/plan/traje
     """JointTrajectory -> (stamp, times (N,), positions (N, dof) in `names` order)."""
     if not msg.points:
         raise ValueError(f"{topic}: trajectory has no points")
+    n = len(msg.joint_names)
+    for k, p in enumerate(msg.points):
+        if len(p.positions) != n:
+            raise ValueError(f"{topic}: points[{k}].positions: {len(p.positions)} values for {n} joint_names")
     times = np.array([from_duration_msg(p.time_from_start) for p in msg.points])
-    pos = np.array([list(p.positions) for p in msg.points], dtype=float)
-    if pos.ndim != 2 or pos.shape[1] != len(msg.joint_names):
-        raise ValueError(f"{topic}: each point needs {len(msg.joint_names)} positions")
+    pos = np.array([list(p.positions) for p in msg.points], dtype=float).reshape(len(msg.points), n)
     if np.any(np.diff(times) <= 0):
-        raise ValueError(f"{topic}: time_from_start must increase strictly")
+        raise ValueError(f"{topic}: points[].time_from_start must increase strictly")
     bad = np.flatnonzero(~np.isfinite(pos).all(axis=1))
     if bad.size:
         raise ValueError(f"{topic}: points[{bad[0]}].positions: NaN/inf ({bad.size} points)")

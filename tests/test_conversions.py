@@ -84,11 +84,19 @@ def test_trajectory_metadata_is_typed():
             trajectory_meta(traj)
 
 
-def test_trajectory_positions_must_be_finite():
+def test_trajectory_positions_must_be_finite_and_complete():
     q = np.zeros((5, EMB.dof))
     q[3, 2] = np.nan
     with pytest.raises(ValueError, match=r"/eva/plan/trajectory: points\[3\].positions: NaN/inf"):
         msg_to_trajectory(trajectory_to_msg(EMB.joint_names, q, 0.005, 1.0, ""), EMB.joint_names)
+    traj = trajectory_to_msg(EMB.joint_names, np.zeros((5, EMB.dof)), 0.005, 1.0, "")
+    traj.points[2].positions = [0.0] * 13
+    with pytest.raises(ValueError, match=r"points\[2\].positions: 13 values for 14 joint_names"):
+        msg_to_trajectory(traj, EMB.joint_names)
+    traj = trajectory_to_msg(EMB.joint_names, np.zeros((5, EMB.dof)), 0.005, 1.0, "")
+    traj.points[4].time_from_start = traj.points[3].time_from_start
+    with pytest.raises(ValueError, match=r"time_from_start must increase strictly"):
+        msg_to_trajectory(traj, EMB.joint_names)
 
 
 def test_joint_values_are_checked_for_length_and_finiteness():

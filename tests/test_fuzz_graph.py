@@ -123,7 +123,14 @@ def bad_image_msg(rng, now, t_frames: int = 1):
 
 
 def bad_chunk(rng, now):
-    if rng.integers(5) == 0:   # well-formed pixels, bad metadata
+    kind = rng.integers(5)
+    if kind == 0:   # valid metadata; odd pixels (NaN, out of [0, 1], noise) and stamps: the IDM path
+        frames = rng.choice([0.5, 0.0, 1.0, np.nan, 7.0], size=(5, 8, 8, 3)).astype(np.float32)
+        frames = frames if rng.integers(2) else rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+        msg = chunk_to_msg(frames, 0.0, 900000 + int(rng.integers(1000)), 16.0, 4, now)
+        msg.header.stamp = _time(rng, now)
+        return msg
+    if kind == 1:   # well-formed pixels, bad metadata
         msg = chunk_to_msg(np.zeros((3, 8, 8, 3), np.uint8), now, 1, 16.0, 2, now)
     else:
         msg = bad_image_msg(rng, now, t_frames=int(rng.choice([1, 2, 3])))
@@ -235,6 +242,8 @@ def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(t
             assert all(g.alive().values()), g.tail()
         for seed, g in enumerate(graphs):
             fuzz(g, seed)
+            # the last random instruction may be empty (= wait): the operator gives a real one
+            g.pubs["instruction"].publish(String(data="pick up the red block"))
         t_end = time.time()
         for g in graphs:
             try:
@@ -245,8 +254,12 @@ def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(t
             assert all(g.alive().values()), g.tail()
             # ... and still work: the closed loop goes on decoding the planner's chunks
             n = int(g.probe.latest_values(NODES["idm_action"]).get("trajectories", "0"))
-            wait_for(lambda: int(g.probe.latest_values(NODES["idm_action"]).get("trajectories", "0")) > n, 60,
-                     what="trajectories decoded after the fuzz")
+            try:
+                wait_for(lambda: int(g.probe.latest_values(NODES["idm_action"]).get("trajectories", "0")) > n, 60,
+                         what="trajectories decoded after the fuzz")
+            except AssertionError:
+                raise AssertionError(f"composed={g.composed}: idm_action {g.probe.latest_values(NODES['idm_action'])}; "
+                                     f"planner {g.probe.latest_values(NODES['planner'])}\n{g.tail()}")
             resp = g.probe.call(Trigger, "/eva/estop", Trigger.Request(), timeout=30)
             assert resp.success, g.tail()
             commands = g.probe.received("/eva/controller/command")
@@ -260,7 +273,7 @@ def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(t
             # the rejections were reported: each node named what it refused
             kinds = {kv.value for arr in g.probe.received("/diagnostics") for s in arr.status
                      for kv in s.values if kv.key == "event"}
-            assert {"bad_chunk", "bad_frame", "bad_joint_state", "rejected_trajectory"} <= kinds, kinds
+            assert {"bad_chunk", "nonfinite_frames", "bad_frame", "bad_joint_state", "rejected_trajectory"} <= kinds, kinds
             assert "callback_error" not in kinds   # refused by a check that names the field, not by accident
     finally:
         for g in graphs:   # all at once: each process takes seconds to close its nodes
