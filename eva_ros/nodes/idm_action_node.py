@@ -47,9 +47,7 @@ class IDMActionNode(Node):
         if cfg.warmup:
             self.decoder.warmup()
         self.states = JointStateHistory(self.emb.dof, cfg.state_history_s)
-        self.plan_to_traj = LatencyStats()
-        self.decode = LatencyStats()
-
+        self.plan_to_traj, self.decode = LatencyStats(), LatencyStats()
         work = MutuallyExclusiveCallbackGroup()   # the IDM runs here, off the state callbacks
         state = MutuallyExclusiveCallbackGroup()
         self.sub_frames = self.create_subscription(Image, names.PLAN_FRAMES, self._on_chunk, qos.PLAN, callback_group=work)
@@ -85,9 +83,6 @@ class IDMActionNode(Node):
         else:
             result = self.decoder.decode(frames, meta, self.states)
         self.decode.add(time.time() - t_recv)
-        self._publish(result)
-
-    def _publish(self, result) -> None:
         score = result.score
         if score is not None:
             self.pub_score.publish(Float32(data=float(score)))
@@ -96,10 +91,9 @@ class IDMActionNode(Node):
             if result.replan and self.replan.service_is_ready():
                 self.replan.call_async(Trigger.Request())
             return
-        meta, t_traj = result.meta, time.time()
-        frame_id = TrajectoryMeta(meta.chunk_id, t_traj, score).to_frame_id()
-        self.pub_traj.publish(trajectory_to_msg(self.emb.joint_names, self.emb.action_to_joint_positions(result.positions),
-                                                result.dt, meta.stamp, frame_id))
+        meta, t_traj, q = result.meta, time.time(), self.emb.action_to_joint_positions(result.positions)
+        self.pub_traj.publish(trajectory_to_msg(self.emb.joint_names, q, result.dt, meta.stamp,
+                                                TrajectoryMeta(meta.chunk_id, t_traj, score).to_frame_id()))
         if meta.t_plan is not None:
             self.plan_to_traj.add(t_traj - meta.t_plan)
         self.diag.set_level(OK, f"chunk {meta.chunk_id}: reward {score:.2f}")
