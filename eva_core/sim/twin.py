@@ -205,6 +205,23 @@ class Twin:
             self._renderers.clear()
 
 
+class TwinPlant:
+    """The twin as the Piper emulator's plant: every `read()` first steps the physics to `clock()`
+    (the emulator's 200 Hz loop paces the twin in real time)."""
+
+    def __init__(self, twin: Twin, clock=None):
+        import time
+
+        self.twin, self.clock = twin, clock or time.monotonic
+
+    def set_targets(self, action) -> None:
+        self.twin.set_targets(action)
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        self.twin.advance_to(self.clock())
+        return self.twin.read()
+
+
 def _actuated(emb: Embodiment) -> list[str]:
     from eva_core.sim.layout import actuated_joints
 

@@ -29,6 +29,7 @@ CAMERA_SOURCES = {
 ARM_BACKENDS = {
     "loopback": "eva_ros.backends.arm:LoopbackArm",
     "piper": "eva_ros.backends.piper:PiperArm",
+    "twin_piper": "eva_ros.backends.twin_piper:TwinPiperArm",   # PiperArm + emulator on the physics twin
     "sim": "eva_ros.backends.sim_arm:SimArm",
 }
 
