@@ -110,3 +110,30 @@ def test_joint_values_are_checked_for_length_and_finiteness():
         joint_values_to_action(EMB, EMB.joint_names, q, "/joint_states")
     with pytest.raises(ValueError, match="missing joints"):
         joint_values_to_action(EMB, EMB.joint_names[:-1], q[:-1], "/joint_states")
+
+
+def test_any_frame_id_and_stamp_give_a_ranged_chunk_or_a_named_error():
+    """Property: whatever the metadata text, msg_to_chunk returns metadata inside the ranges or
+    raises ValueError naming the topic (never another exception, never an unbounded chunk)."""
+    from hypothesis import given, settings, strategies as st
+
+    from eva_core.chunk_decoding import FPS_MAX, MAX_CHUNK_DURATION
+
+    numbers = st.sampled_from(["0", "-1", "1", "2", "3", "nan", "inf", "1e-9", "1e9", "16", "0.5", "x", "", " 2"])
+    keys = st.sampled_from(["id", "frames", "fps", "n_exec", "t_plan", "other"])
+    fields = st.lists(st.tuples(keys, numbers | st.text(max_size=8)), max_size=7)
+
+    @settings(max_examples=200, deadline=None)
+    @given(fields, st.integers(0, 2**31 - 1))
+    def check(items, sec):
+        msg = image_to_msg(np.zeros((12, 4, 3), np.uint8), 0.0)
+        msg.header.stamp.sec = sec
+        msg.header.frame_id = "eva_chunk:" + ";".join(f"{k}={v}" for k, v in items)
+        try:
+            frames, meta = msg_to_chunk(msg)
+        except ValueError as exc:
+            assert str(exc).startswith(TOPIC + ": ")
+            return
+        assert 2 <= meta.frames == frames.shape[0] and 0 < meta.fps <= FPS_MAX
+        assert 1 <= meta.n_exec < meta.frames and meta.n_exec / meta.fps <= MAX_CHUNK_DURATION
+    check()
