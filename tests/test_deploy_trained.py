@@ -22,11 +22,12 @@ def _train(tmp_path):
 
     sft = tmp_path / "sft"
     assert sft_main(["--config", "config/training/sft_tiny.yaml", "--output-dir", str(sft), "--set", "log.progress=false",
-                     "--set", "data.synthetic=2", "--set", "train.max_steps=3", "--set", "log.sample_videos=0"]) == 0
+                     "--set", "data.synthetic=2", "--set", "train.max_steps=3", "--set", "train.fit_vae_steps=3", "--set", "log.sample_videos=0"]) == 0
     sft_deploy = yaml.safe_load((sft / "final" / "world_model.yaml").read_text())["world_model"]
     grpo = tmp_path / "grpo"
     assert grpo_main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(grpo),
                       "--set", "log.progress=false", "--set", f"model.transformer_dir={sft_deploy['transformer_dir']}",
+                      "--set", f"model.vae_dir={sft_deploy['vae_dir']}",
                       "--set", "data.synthetic=1", "--set", "data.eval_synthetic=0", "--set", "train.epochs=2",
                       "--set", "grpo.group_size=4", "--set", "grpo.prompts_per_step=1", "--set", "grpo.train_batch_size=4",
                       "--set", "grpo.num_inner_epochs=1", "--set", "log.videos=0", "--set", "train.lr=0.05"]) == 0
@@ -48,9 +49,10 @@ def test_planner_plans_with_the_trained_base_and_adapter(tmp_path):
 
     deploy = _train(tmp_path)
     assert deploy["transformer_dir"].endswith("sft/final/transformer") and deploy["lora"].endswith("grpo/lora")
+    assert deploy["vae_dir"].endswith("sft/final/vae")
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     expected = _world_model(deploy).generate(img, "stack the cups", seed=7)
-    base = _world_model({k: v for k, v in deploy.items() if k not in ("lora", "transformer_dir")})
+    base = _world_model({k: v for k, v in deploy.items() if k not in ("lora", "transformer_dir", "vae_dir")})
     assert np.abs(base.generate(img, "stack the cups", seed=7).astype(int) - expected).mean() > 2  # training changed it
 
     domain = unique_domain_id()

@@ -31,7 +31,7 @@ def _digests(out: Path) -> list[dict]:
 @pytest.mark.timeout(320)
 def test_sft_and_grpo_on_two_processes_keep_the_ranks_in_sync(tmp_path):
     sft = tmp_path / "sft"
-    _launch("training.sft", ["--config", "config/training/sft_tiny.yaml", "--set", "data.synthetic=3",
+    _launch("training.sft", ["--config", "config/training/sft_tiny.yaml", "--set", "data.synthetic=3", "--set", "train.fit_vae_steps=2",
                              "--set", "train.max_steps=3", "--set", "train.batch_size=2", "--set", "log.save_every=3",
                              "--set", "log.sample_videos=0", "--set", "log.eval_every=3"], sft)
     d = _digests(sft)

@@ -77,6 +77,10 @@ class TrainSection:
     mixed_precision: str = "auto"  # auto: bf16 on GPU, no on CPU
     gradient_checkpointing: bool = True
     seed: int = 0
+    # Tiny models only: fit the (random) VAE as an autoencoder on the training clips first, so decoded
+    # pixels mean something to the IDM reward. EVA never trains the pretrained Wan VAE: keep 0 there.
+    fit_vae_steps: int = 0
+    fit_vae_lr: float = 2e-3
 
     def validate(self):
         if self.mode not in ("lora", "full"):
@@ -165,6 +169,41 @@ def gather_clips(data: DataSection, wm, out: Path, accelerator):
     if not refs:
         raise ValueError(f"data: no clip of {spec.num_frames} frames at {spec.fps} fps in {sources}")
     return spec, refs
+
+
+def fit_vae(wm, refs, spec, tr: TrainSection, out: Path, accelerator, progress: bool) -> Path:
+    """Reconstruction (+ 1e-6 KL) fit of the VAE on the training clips; saved to final/vae (rank 0
+    fits, the others load its result). Only for tiny random models (see TrainSection.fit_vae_steps)."""
+    from diffusers import AutoencoderKLWan
+    from tqdm import tqdm
+
+    from eva_core.atomic_io import atomic_dir
+    from eva_core.data.video_clips import VideoClipDataset
+
+    final = out / "final" / "vae"
+    with accelerator.main_process_first():
+        if accelerator.is_main_process and not final.is_dir():
+            vae = wm.c.vae
+            ds = VideoClipDataset(refs, spec)
+            videos = torch.stack([ds[i]["video"] for i in range(len(ds))])
+            vae.train().requires_grad_(True)
+            opt = torch.optim.AdamW(vae.parameters(), lr=tr.fit_vae_lr)
+            gen = torch.Generator().manual_seed(tr.seed)
+            for _ in tqdm(range(tr.fit_vae_steps), desc="fit vae", disable=not progress):
+                x = videos[torch.randint(0, len(videos), (min(4, len(videos)),), generator=gen)].to(wm.device)
+                post = vae.encode(x).latent_dist
+                loss = (vae.decode(post.sample()).sample - x).pow(2).mean() + 1e-6 * post.kl().mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            vae.eval().requires_grad_(False)
+            with atomic_dir(final) as tmp:
+                vae.save_pretrained(str(tmp))
+            print(f"eva-train-sft: VAE fitted for {tr.fit_vae_steps} steps (last reconstruction MSE {float(loss):.4f})")
+        if not accelerator.is_main_process or final.is_dir():
+            wm.c.vae = AutoencoderKLWan.from_pretrained(str(final), local_files_only=True).to(wm.device).eval()
+            wm.c.vae.requires_grad_(False)
+    return final
 
 
 def features(wm, refs, spec, cache_dir: Path, accelerator, progress: bool):
@@ -259,6 +298,7 @@ def train(argv=None) -> Path:
     spec, refs = gather_clips(data, wm, out, accelerator)
     train_refs, val_refs = split_refs(refs, data.val_frac, tr.seed)
     cache_dir = Path(data.cache_dir) if data.cache_dir else out / "cache"
+    vae_dir = fit_vae(wm, train_refs, spec, tr, out, accelerator, log.progress) if tr.fit_vae_steps else None
     train_ds = features(wm, train_refs, spec, cache_dir, accelerator, log.progress)
     val_ds = features(wm, val_refs, spec, cache_dir, accelerator, False)
     if main:
@@ -334,7 +374,8 @@ def train(argv=None) -> Path:
             if step >= tr.max_steps:
                 break
     bar.close()
-    final = export_final(accelerator, model, wm, cfg["model"], tr, out)
+    model_cfg = {**cfg["model"], **({"vae_dir": str(vae_dir.resolve())} if vae_dir else {})}
+    final = export_final(accelerator, model, wm, model_cfg, tr, out)
     if main:
         from eva_core.atomic_io import write_json
 

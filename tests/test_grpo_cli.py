@@ -1,0 +1,65 @@
+"""`eva-train-grpo` on the tiny model: outputs, metrics, the best-reward adapter, evaluation, and
+EVA's defaults in config/training/grpo.yaml."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from training.common import load_sections
+from training.grpo import SCHEMA, main
+
+FAST = ["--set", "log.progress=false", "--set", "data.synthetic=1", "--set", "data.eval_synthetic=1",
+        "--set", "train.epochs=2", "--set", "grpo.group_size=4", "--set", "grpo.prompts_per_step=1",
+        "--set", "grpo.train_batch_size=4", "--set", "grpo.num_inner_epochs=1", "--set", "grpo.num_steps=4",
+        "--set", "log.video_every=2", "--set", "log.videos=1", "--set", "log.eval_samples=2"]
+
+
+def test_grpo_writes_metrics_media_adapters_and_evaluates(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(out), *FAST,
+                 "--set", "grpo.sde_window=2"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert {"reward_mean", "reward_std", "kl", "clip_frac", "approx_kl", "zero_spread_frac",
+                "time_rollout", "time_decode", "time_reward", "time_update"} <= set(r)
+        assert 0 < r["reward_mean"] <= 10 and r["kl"] >= 0
+    assert (out / "reward.png").stat().st_size > 0
+    assert (out / "rollouts" / "step_000002_0.mp4").is_file() and (out / "rollouts" / "step_000002_0_actions.png").is_file()
+    assert (out / "lora" / "adapter_model.safetensors").is_file() and (out / "lora" / "adapter_config.json").is_file()
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert best["reward_mean"] == max(r["reward_mean"] for r in rows)
+    assert yaml.safe_load((out / "best" / "world_model.yaml").read_text())["world_model"]["lora"].endswith("best/lora")
+    assert list((out / "tb").iterdir())
+    # an existing run is refused
+    assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(out), *FAST]) == 2
+    # held-out evaluation of the adapter, in a new directory
+    ev = tmp_path / "eval"
+    assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(ev), "--eval-only",
+                 "--lora", str(out / "lora"), *FAST]) == 0
+    res = json.loads((ev / "eval.json").read_text())
+    assert res["prompts"] == 2 and res["samples_per_prompt"] == 2 and 0 < res["reward_mean_sde"] <= 10
+
+
+def test_eva_defaults_are_the_config_defaults():
+    cfg = load_sections("config/training/grpo.yaml", SCHEMA)
+    g, tr = cfg["grpo"], cfg["train"]
+    assert (tr.lr, g.group_size, g.num_steps, g.num_inner_epochs, g.clip_range, g.beta, g.adv_clip) == \
+        (2e-4, 8, 40, 4, 1e-5, 0.004, 5.0)
+    assert (g.timestep_fraction, tr.grad_clip, tr.weight_decay, tr.lora_rank, tr.lora_alpha) == (0.99, 1.0, 1e-4, 32, 32.0)
+    from training.sft import SCHEMA as SFT
+
+    s = load_sections("config/training/sft.yaml", SFT)
+    assert (s["train"].lr, s["train"].betas, s["train"].weight_decay, s["train"].warmup_steps) == (8e-6, [0.9, 0.95], 0.05, 100)
+    assert (s["train"].batch_size, s["train"].grad_accum) == (2, 4)
+    assert s["diffusion_forcing"].history_probs == [0.5, 0.1, 0.1, 0.1, 0.1, 0.1]
+    assert (s["diffusion_forcing"].clean_hist_prob, s["diffusion_forcing"].shift) == (0.7, 3.0)
+
+
+def test_grpo_needs_a_reward_idm(tmp_path, capsys):
+    assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(tmp_path / "x"),
+                 "--set", "reward.idm="]) == 2
+    assert "reward: idm: required" in capsys.readouterr().err
