@@ -261,3 +261,13 @@ def test_zero_frame_episodes_are_refused_at_read(tmp_path):
         read_episode(rt)
     with pytest.raises(ValueError, match="no frames"):
         Episode(frames=np.zeros((0, H, W, 3), np.uint8), qpos=np.zeros((0, 14)), action=np.zeros((0, 14)), fps=10)
+
+
+@pytest.mark.parametrize("fps", [float("nan"), -5.0, "fast"])
+def test_a_bad_fps_attribute_names_the_file(tmp_path, fps):
+    path = tmp_path / "fps.hdf5"
+    _aloha_file(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["fps"] = fps
+    with pytest.raises(EpisodeFormatError, match="fps.hdf5: attribute 'fps'"):
+        read_episode(path)

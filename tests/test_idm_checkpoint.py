@@ -183,3 +183,11 @@ def test_an_eva_file_without_the_action_head_is_a_checkpoint_error(tmp_path):
     torch.save(payload, tmp_path / "b.pt")
     with pytest.raises(IDMCheckpointError, match="b.pt: missing key 'mlp_head.6.weight'"):
         load_idm(tmp_path / "b.pt")
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json", ""])
+def test_a_broken_config_json_names_the_file(tmp_path, text):
+    out = save_idm(build_idm(IDMConfig(action_dim=14, variant="tiny")), tmp_path / "idm")
+    (out / "config.json").write_text(text)
+    with pytest.raises(IDMCheckpointError, match="config.json: (invalid JSON|expected a JSON object)"):
+        load_idm(out)

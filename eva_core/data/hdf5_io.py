@@ -19,6 +19,7 @@ raises EpisodeFormatError naming the file and the key.
 from __future__ import annotations
 
 import glob
+import math
 import os
 from pathlib import Path
 
@@ -148,7 +149,13 @@ def read_aloha_hdf5(path, camera: str | None = None, cameras="all", fps: float |
                 "format": _attr_str(f, "format", "aloha")}
         if "base_action" in f:
             meta["base_action"] = _matrix(f, "/base_action", path, n, finite=False)
-        ep_fps = float(fps if fps is not None else f.attrs.get("fps", ALOHA_DEFAULT_FPS))
+        raw_fps = fps if fps is not None else f.attrs.get("fps", ALOHA_DEFAULT_FPS)
+        try:
+            ep_fps = float(raw_fps)
+        except (TypeError, ValueError):
+            raise EpisodeFormatError(f"{path}: attribute 'fps' is not a number: {raw_fps!r}") from None
+        if not (math.isfinite(ep_fps) and ep_fps > 0):
+            raise EpisodeFormatError(f"{path}: attribute 'fps' must be a finite number > 0, got {ep_fps}")
         text = instruction if instruction is not None else _attr_str(f, "instruction", "")
     return Episode(frames=imgs[primary], qpos=qpos, action=action, fps=ep_fps, instruction=text,
                    camera=primary, cameras=imgs, qvel=qvel, effort=effort, source=path, meta=meta)

@@ -90,8 +90,10 @@ def _load_dir(path: Path, map_location) -> IDM:
             raise IDMCheckpointError(f"{path}: not an IDM checkpoint directory (missing {f.name})")
     try:
         meta = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IDMCheckpointError(f"{cfg_file}: invalid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise IDMCheckpointError(f"{cfg_file}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise IDMCheckpointError(f"{cfg_file}: key 'format' is {meta.get('format')!r}, expected {FORMAT!r}")
     for key in ("config", "normalization"):
