@@ -15,7 +15,8 @@ FAULT (latched until `enable()`). Faults, each reported by ONE event however lon
   while commanding (a power glitch, the teach button, a firmware fault);
 - the final filter rejects a command (it is never sent);
 - `fail(reason)`: the adapter's tick raised, a send failed, or the executor stopped;
-- no `beat()` for `heartbeat_timeout` s once beating (the adapter's executor died).
+- no `beat()` for `heartbeat_timeout` s of ticks once beating (the adapter's executor died).
+  Counted in ticks, not wall time, so a stall of the whole process is not mistaken for it.
 No trajectory for `trajectory_timeout` (after a first one) keeps holding the last safe target
 and reports one `watchdog_trajectory_timeout` event. `replace()` rejects a trajectory of the
 wrong size, longer than `max_trajectory_duration`, or whose stamp is more than
@@ -123,7 +124,7 @@ class ControlLoop:
         self.max_stamp_offset = _positive("max_stamp_offset", max_stamp_offset)
         self.max_trajectory_duration = _positive("max_trajectory_duration", max_trajectory_duration)
         self.heartbeat_timeout = _positive("heartbeat_timeout", heartbeat_timeout)
-        self._last_beat: float | None = None
+        self._ticks_since_beat: int | None = None   # None until the first beat
         self.follower = TrajectoryFollower(embodiment, self.dt, follower)
         self.final = SafetyFilter(embodiment, self.dt, safety or SafetyConfig())
         self.clock = clock
@@ -196,10 +197,10 @@ class ControlLoop:
                     return
             self._latch(kind, reason)
 
-    def beat(self, now: float | None = None) -> None:
-        """A heartbeat of the thread that serves the services (the executor): once beating, a
-        tick more than `heartbeat_timeout` s after the last beat latches EXECUTOR_STOPPED."""
-        self._last_beat = self.clock() if now is None else now
+    def beat(self) -> None:
+        """A heartbeat of the thread that serves the services (the executor): once beating,
+        `heartbeat_timeout` s of ticks (ticks x dt) without a beat latch EXECUTOR_STOPPED."""
+        self._ticks_since_beat = 0
 
     def reject(self, reason: str) -> None:
         """Count and report a trajectory the adapter could not even parse."""
@@ -231,9 +232,11 @@ class ControlLoop:
     def tick(self, arm, now: float, read_error: str = "") -> Decision:
         """One control tick from the newest `ArmState` (None: none yet or the read failed)."""
         with self._lock:
-            beat = self._last_beat
-            if beat is not None and now - beat > self.heartbeat_timeout:
-                self._latch(EventKind.EXECUTOR_STOPPED, f"executor stopped: no heartbeat for {now - beat:.1f} s")
+            if self._ticks_since_beat is not None:
+                self._ticks_since_beat += 1
+                if self._ticks_since_beat * self.dt > self.heartbeat_timeout:
+                    self._latch(EventKind.EXECUTOR_STOPPED, f"executor stopped: no heartbeat for "
+                                f"{self._ticks_since_beat} control ticks ({self._ticks_since_beat * self.dt:.1f} s)")
             if arm is None or not abs(now - arm.stamp) <= self.feedback_timeout:
                 return self._no_feedback(arm, now, read_error)
             if self.state in (State.DISABLED, State.ESTOPPED, State.FAULT):

@@ -327,3 +327,12 @@ def test_a_send_refused_because_an_estop_came_between_tick_and_send_is_not_a_fau
     rig.loop.estop()                  # the service thread, before the adapter sends
     rig.loop.fail("send failed: ArmFault('Piper: command while e-stopped')", unsent=True)
     assert rig.loop.state is State.ESTOPPED and rig.events(EventKind.CONTROL_ERROR) == []
+
+
+def test_a_stall_of_the_whole_process_is_not_a_dead_executor(emb):
+    rig = enabled_rig(emb, heartbeat_timeout=0.5, feedback_timeout=0.1)
+    rig.loop.beat()
+    rig.clock.t += 5.0                 # nothing ran for 5 s (a suspend, a GIL convoy)
+    assert rig.run(10).kind is Kind.COMMAND
+    rig.loop.beat()                    # the executor's overdue timer fires right after
+    assert rig.run(50).kind is Kind.COMMAND and rig.loop.state is State.RUNNING

@@ -30,7 +30,7 @@ def test_loopback_acceptance_run(tmp_path):
     s = r["summary"]
     assert s["commands_sent"] > 0
     assert s["limit_violations"] == 0
-    assert s["chunks_planned"] > 0 and s["trajectories_executed"] > 0
+    assert s["chunks_planned"] > 0 and s["trajectories_executed"] > 0, r["nodes_report"]["controller"]
     for key in ("camera_to_plan", "plan_to_trajectory", "trajectory_to_first_command"):
         assert s["latency_ms"][key]["count"] > 0 and s["latency_ms"][key]["p50_ms"] > 0
     assert "watchdog_events" in s

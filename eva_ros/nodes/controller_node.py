@@ -2,9 +2,9 @@
 the final safety filter). A dedicated thread with absolute deadlines (not an executor timer)
 ticks at `control_rate_hz`: read the backend, publish joint_states, `loop.tick`, send a COMMAND
 decision and echo it on eva/controller/command (header.frame_id "tick=<n>": consecutive ticks,
-a gap after each enable), publish the loop's events on /diagnostics. The tick also checks an
-executor heartbeat timer: no beat for `heartbeat_timeout` s (a dead executor thread) -> fault and
-e-stop. Services: eva/estop (Trigger, its own callback group), eva/enable (SetBool).
+a gap after each enable), publish the loop's events on /diagnostics. An executor timer beats
+the loop's heartbeat: none for `heartbeat_timeout` s of ticks (a dead executor thread) -> fault
+and e-stop. Services: eva/estop (Trigger, its own callback group), eva/enable (SetBool).
 Parameters: the `controller` section (eva_ros.node_config.ControllerConfig).
 """
 
