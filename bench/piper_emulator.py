@@ -23,11 +23,12 @@ import time
 
 import numpy as np
 
-from eva_core.control import ControlLoop, Kind, State
+from eva_core.control import State
 from eva_core.embodiment import load_embodiment
 from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
 from eva_core.trajectory import Trajectory
 from eva_ros.backends.piper import PiperArm
+from eva_ros.hardware_check import LoopDriver
 from eva_ros.runtime import run_periodic
 
 
@@ -48,22 +49,11 @@ def main():
     arm = PiperArm(emb, {"can_interface": "virtual", "can_left": ch["left"], "can_right": ch["right"],
                          "feedback_timeout": args.feedback_timeout})
     arm.connect()
-    loop = ControlLoop(emb, dt, arm, feedback_timeout=args.feedback_timeout)
-    ages, errors = [], []
-
-    def tick():
-        state = arm.read_state()
-        d = loop.tick(state, time.time())
-        if d.kind is Kind.COMMAND:
-            try:
-                arm.send_positions(d.positions)
-                ages.append(time.time() - state.stamp)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(str(exc))
-                loop.fail(f"send failed: {exc}", unsent=True)
+    driver = LoopDriver(emb, arm, dt, args.feedback_timeout)   # what controller_node does each tick
+    loop, ages, errors = driver.loop, driver.ages, driver.errors
 
     stop = threading.Event()
-    th = threading.Thread(target=run_periodic, args=(dt, stop, tick, 5 * dt), daemon=True)
+    th = threading.Thread(target=run_periodic, args=(dt, stop, driver.tick, 5 * dt), daemon=True)
     th.start()
     ok, msg = loop.enable()
     if not ok:

@@ -89,41 +89,73 @@ def check_arms(emb, args) -> list[tuple[str, bool, str]]:
     return rows
 
 
+class LoopDriver:
+    """A ControlLoop ticking an arm backend without ROS (what controller_node does each tick):
+    every command goes through the loop's follower and final safety filter."""
+
+    def __init__(self, emb, arm, dt: float, feedback_timeout: float):
+        from eva_core.control import ControlLoop
+
+        self.arm = arm
+        self.loop = ControlLoop(emb, dt, arm, feedback_timeout=feedback_timeout)
+        self.errors: list[str] = []
+        self.ages: list[float] = []   # feedback age when each command was sent (s)
+
+    def tick(self) -> None:
+        from eva_core.control import Kind
+
+        state = self.arm.read_state()
+        decision = self.loop.tick(state, time.time())
+        if decision.kind is Kind.COMMAND:
+            try:
+                self.arm.send_positions(decision.positions)
+                self.ages.append(time.time() - state.stamp)
+            except Exception as exc:  # noqa: BLE001 - as controller_node: a latched fault, never sent
+                self.errors.append(str(exc))
+                self.loop.fail(f"send failed: {exc}", unsent=True)
+
+
 def enable_test(emb, opts) -> list[tuple[str, bool, str]]:
-    """Enable, move every joint 6 by +3 deg and back over 2 s, disable. The motion runs through
-    eva_core.control.ControlLoop (the controller's follower and final safety filter), like every
-    command sent to an arm."""
-    from eva_core.control import ControlLoop, Kind
+    """Enable, move every joint 6 by +3 deg and back over 2 s through the control loop, disable."""
+    import threading
+
+    from eva_core.control import State
     from eva_core.trajectory import Trajectory
     from eva_ros.backends.piper import PiperArm
+    from eva_ros.runtime import run_periodic
 
     arm = PiperArm(emb, opts)
     arm.connect()
+    driver = LoopDriver(emb, arm, 0.005, arm.options.feedback_timeout)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_periodic, args=(0.005, stop, driver.tick, 0.025), daemon=True)
+    thread.start()
     try:
-        loop = ControlLoop(emb, 0.01, arm)
-        ok, message = loop.enable()
+        ok, msg = driver.loop.enable()
         if not ok:
-            raise RuntimeError(message)
+            return [("enable test", False, msg)]
+        deadline = time.monotonic() + 5.0
+        while driver.loop.state is not State.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.01)
         q0 = arm.read_state().positions.copy()
         wrists = [ch.layout.joint_dims[5] for ch in arm.channels]
-        amp = np.radians(3.0)
-        q = np.tile(q0, (200, 1))   # 2 s at 100 Hz, smooth out and back
-        q[:, wrists] = np.clip(q0[wrists] + amp * np.sin(np.linspace(0, np.pi, 200))[:, None],
-                               emb.pos_lower[wrists], emb.pos_upper[wrists])
-        loop.replace(Trajectory(time.time(), np.arange(200) * 0.01, q))
-        for _ in range(230):   # the motion, then 0.3 s holding its end
-            decision = loop.tick(arm.read_state(), time.time())
-            if decision.kind is Kind.FAULT:
-                raise RuntimeError(decision.reason)
-            if decision.kind is Kind.COMMAND:
-                arm.send_positions(decision.positions)
-            time.sleep(0.01)
+        t = np.linspace(0.0, 2.0, 41)
+        pts = np.repeat(q0[None], len(t), axis=0)
+        pts[:, wrists] = np.clip(q0[wrists] + np.radians(3.0) * np.sin(np.pi * t / 2.0)[:, None],
+                                 emb.pos_lower[wrists], emb.pos_upper[wrists])
+        ok, msg = driver.loop.replace(Trajectory(time.time() + 0.05, t, pts))
+        time.sleep(2.6)
         err = np.degrees(np.abs(arm.read_state().positions[wrists] - q0[wrists]))
-        ok = bool(np.all(err < 0.5))
-        return [("enable test", ok, f"enabled, moved joint 6 by 3 deg and back; final error {err.round(2).tolist()} deg")]
+        state = driver.loop.state
+        ok = ok and state is State.RUNNING and bool(np.all(err < 0.5)) and not driver.errors
+        detail = (f"enabled, moved joint 6 by 3 deg and back; final error {err.round(2).tolist()} deg; loop {state.value}"
+                  + (f"; {driver.loop.reason}" if state is not State.RUNNING else ""))
+        return [("enable test", ok, detail)]
     except Exception as exc:  # noqa: BLE001 - reported in the table
         return [("enable test", False, str(exc))]
     finally:
+        stop.set()
+        thread.join(5)
         arm.close()
 
 

@@ -49,26 +49,16 @@ class PiperArmLayout:
 
 
 def piper_arms(emb) -> list[PiperArmLayout]:
-    """The embodiment's `arms` table as Piper layouts (6 joints + optional gripper each)."""
-    arms = emb.arms
-    items = arms.items() if isinstance(arms, dict) else [(getattr(a, "name", None) or a["name"], a) for a in arms]
+    """The embodiment's `arms` table as Piper layouts: each arm 6 joints + at most one gripper."""
     out = []
-    for name, a in items:
-        get = a.get if isinstance(a, dict) else (lambda k, d=None, a=a: getattr(a, k, d))
-        if get("dims") is not None:
-            dims = [int(i) for i in get("dims")]
-        else:
-            dims = list(get("joint_dims")) + ([get("gripper_dim")] if get("gripper_dim") is not None else [])
-        joints = tuple(i for i in dims if not emb.is_gripper[i])
-        grippers = [i for i in dims if emb.is_gripper[i]]
-        if len(joints) != 6 or len(grippers) > 1:
-            raise ValueError(f"{emb.config_file}: arms: {name}: a Piper arm needs 6 joint dims and at most "
-                             f"one gripper dim, got dims {dims}")
-        g = grippers[0] if grippers else None
-        stroke = float(emb.gripper_stroke_max_m[g]) if g is not None else units.SDK_GRIPPER_RANGE_M
-        out.append(PiperArmLayout(str(name), str(get("can") or get("can_channel") or f"can_{name}"), joints, g, stroke))
+    for a in emb.arms:
+        if len(a.joint_dims) != 6:
+            raise ValueError(f"{emb.config_file}: arms: {a.name}: a Piper arm has 6 joints, this one has "
+                             f"{len(a.joint_dims)} (dims {list(a.dims)})")
+        stroke = a.gripper_stroke_m if a.gripper_dim is not None else units.GRIPPER_STROKE_MAX_M
+        out.append(PiperArmLayout(a.name, a.can, tuple(a.joint_dims), a.gripper_dim, float(stroke)))
     if not out:
-        raise ValueError(f"{emb.config_file}: arms: empty; the Piper backend needs the arms table")
+        raise ValueError(f"{emb.config_file}: arms: empty; a Piper emulator or backend needs the arms table")
     return out
 
 

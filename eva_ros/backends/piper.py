@@ -44,13 +44,7 @@ from eva_core import units
 from eva_core.config import Section, param
 from eva_core.sim import piper_protocol as P
 from eva_core.sim.piper_emulator import PiperArmLayout, piper_arms
-from eva_ros.backends.arm import ArmBackend, ArmState
-
-try:
-    from eva_ros.backends.arm import ArmFault
-except ImportError:   # until the shared ArmFault lands in arm.py
-    class ArmFault(RuntimeError):
-        """An arm that cannot be enabled or commanded (one line naming the arm and the likely cause)."""
+from eva_ros.backends.arm import ArmBackend, ArmFault, ArmState
 
 log = logging.getLogger("eva_ros.piper")
 
@@ -339,7 +333,7 @@ class PiperArm(ArmBackend):
         with self._lock:
             enabled = self._enabled and not self._estopped and all(r["enabled"] for r in reports)
         stamp = min(r["stamp"] for r in reports)
-        return _arm_state(q, v, stamp, enabled, "; ".join(errors))
+        return ArmState(q, v, stamp, enabled=enabled, error="; ".join(errors))
 
     # -- commands -------------------------------------------------------------------------------
     def _send_positions(self, positions: np.ndarray) -> None:
@@ -479,15 +473,6 @@ class PiperArm(ArmBackend):
             out[f"{k}_err_code"] = f"0x{r['err_code']:04X}"
             out[f"{k}_error"] = r["error"]
         return out
-
-
-def _arm_state(q, v, stamp, enabled, error) -> ArmState:
-    try:
-        return ArmState(q, v, stamp, enabled=enabled, error=error)
-    except TypeError:   # ArmState without the shared `error` field yet
-        state = ArmState(q, v, stamp, enabled=enabled and not error)
-        state.error = error
-        return state
 
 
 class PiperLeader:
