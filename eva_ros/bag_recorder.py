@@ -224,3 +224,25 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def ros2_bag_command(params_files, out: str) -> list[str]:
+    """`ros2 bag record -s mcap ...` for the `eva_record` section of `params_files` (what
+    launch/record.launch.py runs): topics, storage preset, split size/duration, QoS overrides."""
+    import math
+
+    from eva_core.paths import config_path
+    from eva_ros.params import merged_sections
+
+    section = merged_sections([Path(p) for p in params_files]).get("eva_record", {}).get("ros__parameters", {})
+    cfg = RecordConfig.from_dict(section, source=", ".join(map(str, params_files)), section="eva_record")
+    cmd = ["ros2", "bag", "record", "-s", cfg.storage, "-o", str(out),
+           "-d", str(max(1, math.ceil(cfg.segment_seconds)))]
+    if cfg.storage_preset and cfg.storage == "mcap":
+        cmd += ["--storage-preset-profile", cfg.storage_preset]
+    if cfg.segment_bytes:
+        cmd += ["-b", str(cfg.segment_bytes)]
+    if cfg.qos_overrides_file:
+        q = Path(cfg.qos_overrides_file)
+        cmd += ["--qos-profile-overrides-path", str(q if q.exists() else config_path(cfg.qos_overrides_file))]
+    return cmd + list(cfg.topics)

@@ -57,8 +57,9 @@ def yaml_files(path: Path) -> list[str]:
     return config_files(path, ".yaml")
 
 
-def test_the_three_launch_files_exist():
-    assert {p.name for p in LAUNCH_FILES} == {"eva_robot.launch.py", "eva_planner.launch.py", "eva_sim.launch.py"}
+def test_the_launch_files_exist():
+    assert {p.name for p in LAUNCH_FILES} == {"eva_robot.launch.py", "eva_planner.launch.py", "eva_sim.launch.py",
+                                              "record.launch.py"}
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
