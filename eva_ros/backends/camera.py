@@ -5,7 +5,10 @@
   eva_core.data (ALOHA/Cobot Magic `/observations/images/<cam>`, RoboTwin JPEG frames), or of
   one raw HDF5 dataset (`dataset=`).
 - `SyntheticSource`: a generated moving scene, for tests and benchmarks without files.
-`SimCameraSource` (sim_camera.py) renders the MuJoCo twin; RealSense comes in a later issue.
+`SimCameraSource` (sim_camera.py) renders the MuJoCo twin; `RealSenseSource` (realsense.py) reads
+a RealSense camera or a recording of one. Frames are checked where they enter (the playback
+reader here, camera_node for every source): eva_core.images.check_image accepts uint8 or float
+in [0, 1]; anything else is a ValueError naming the file or topic.
 """
 
 from __future__ import annotations
