@@ -27,6 +27,8 @@ from eva_core.timeseries import StampedHistory
 
 FPS_MAX = 1000.0            # frames per second of a chunk: (0, FPS_MAX]
 MAX_CHUNK_DURATION = 30.0   # s: n_exec / fps, the executed span of one chunk (EVA: ~1.5 of 3 s)
+MAX_CHUNK_FRAMES = 1000     # T (EVA: 49); the IDM resizes every frame, so a message of tiny frames
+                            # must not ask for unbounded work
 
 
 class Reject(str, Enum):
@@ -54,7 +56,7 @@ def _is_int(x) -> bool:
 class ChunkMeta:
     """Typed, ranged metadata of one chunk. Invalid values raise ValueError("<field>: <problem>")."""
     chunk_id: int
-    frames: int            # T >= 2
+    frames: int            # 2 <= T <= MAX_CHUNK_FRAMES
     fps: float             # (0, FPS_MAX]
     n_exec: int            # 1 <= n_exec <= T - 1 (action i needs frames 0..i)
     stamp: float           # capture time of the observation (frame 0), s since epoch
@@ -72,8 +74,8 @@ class ChunkMeta:
                 object.__setattr__(self, key, float(v))
             elif not isinstance(v, (float, np.floating)) or not math.isfinite(v):
                 raise ValueError(f"{key}: must be a finite number, got {v!r}")
-        if self.frames < 2:
-            raise ValueError(f"frames: a chunk needs at least 2 frames, got {self.frames}")
+        if not 2 <= self.frames <= MAX_CHUNK_FRAMES:
+            raise ValueError(f"frames: a chunk has 2 to {MAX_CHUNK_FRAMES} frames, got {self.frames}")
         if not 0.0 < self.fps <= FPS_MAX:
             raise ValueError(f"fps: must be in (0, {FPS_MAX:g}], got {self.fps}")
         if not 1 <= self.n_exec <= self.frames - 1:

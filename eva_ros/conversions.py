@@ -8,7 +8,7 @@ Chunk encoding (one sensor_msgs/Image per generated chunk, standard messages onl
 - `header.stamp` = capture time of the observation the chunk was generated from; frame 0 of the
   chunk (and point 0 of the trajectory decoded from it) belongs to that instant.
 - `header.frame_id` = "eva_chunk:" + ";"-separated key=value metadata:
-  `id` (int chunk id), `frames` (T >= 2), `fps` (frame rate of the chunk, (0, 1000]), `n_exec`
+  `id` (int chunk id), `frames` (2 <= T <= 1000), `fps` (frame rate of the chunk, (0, 1000]), `n_exec`
   (actions the planner asks to execute, 1..T-1, with n_exec/fps <= 30 s), `t_plan` (optional:
   publish time, s since epoch; for latency accounting). Unknown keys are ignored. The values are
   parsed into a typed `eva_core.chunk_decoding.ChunkMeta`; a bad one is a ValueError naming the

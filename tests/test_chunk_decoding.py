@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from eva_core.chunk_decoding import (FPS_MAX, MAX_CHUNK_DURATION, ChunkDecoder, ChunkMeta, DecodedChunk,
+from eva_core.chunk_decoding import (FPS_MAX, MAX_CHUNK_DURATION, MAX_CHUNK_FRAMES, ChunkDecoder, ChunkMeta, DecodedChunk,
                                      JointStateHistory, Reject, Rejection, resample)
 from eva_core.embodiment import load_embodiment
 from eva_core.timeseries import StampedHistory, nearest_index
@@ -74,7 +74,7 @@ GOOD = dict(chunk_id=3, frames=9, fps=16.0, n_exec=8, stamp=100.0)
     ({"fps": 0.0}, "fps"), ({"fps": -16.0}, "fps"), ({"fps": float("nan")}, "fps"),
     ({"fps": float("inf")}, "fps"), ({"fps": FPS_MAX * 1.001}, "fps"),
     ({"n_exec": 0}, "n_exec"), ({"n_exec": -3}, "n_exec"), ({"n_exec": 9}, "n_exec"),
-    ({"frames": 0}, "frames"), ({"frames": 1, "n_exec": 1}, "frames"),
+    ({"frames": 0}, "frames"), ({"frames": 1, "n_exec": 1}, "frames"), ({"frames": 10**6}, "frames"),
     ({"fps": 1e-6}, "n_exec"),                                  # 8e6 s: ~1e9 points at 200 Hz
     ({"stamp": float("nan")}, "stamp"), ({"t_plan": float("inf")}, "t_plan"),
     ({"chunk_id": 1.5}, "chunk_id"), ({"n_exec": True}, "n_exec"), ({"fps": "16"}, "fps"),
@@ -87,7 +87,7 @@ def test_chunk_meta_ranges(change, field):
 def test_chunk_meta_duration_bound_and_text_fields():
     m = ChunkMeta(**GOOD)
     assert m.exec_duration == 0.5 and m.t_plan is None
-    ChunkMeta(**{**GOOD, "frames": 1000, "n_exec": int(MAX_CHUNK_DURATION * 16)})   # at the bound: ok
+    ChunkMeta(**{**GOOD, "frames": MAX_CHUNK_FRAMES, "n_exec": int(MAX_CHUNK_DURATION * 16)})   # at the bounds: ok
     back = ChunkMeta.from_fields({k: str(v) for k, v in m.to_fields().items()}, 100.0)
     assert back == m
     fields = {"id": "3", "frames": "9", "fps": "16", "n_exec": "8", "t_plan": "101.5", "future_key": "x"}

@@ -73,7 +73,7 @@ def test_idm_action_rejects_bad_chunk_metadata_and_lives_on(harness):
     frames = np.random.default_rng(0).integers(0, 255, (9, 16, 16, 3), dtype=np.uint8)
 
     fields = ("fps: must be in (0, 1000], got 0.0", "fps: must be in (0, 1000], got -16.0", "fps: must be a finite",
-              "n_exec: must be in", "n_exec: n_exec / fps", "frames: a chunk needs at least 2")
+              "n_exec: must be in", "n_exec: n_exec / fps", "frames: a chunk has 2 to 1000 frames, got 1")
 
     def send_bad():
         for frame_id in BAD_CHUNK_META:
