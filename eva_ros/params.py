@@ -98,26 +98,40 @@ def source_of(paths) -> str:
     return " + ".join(str(p) for p in paths) or "parameters"
 
 
-def locate(layers: list[tuple[str, dict]], node_name: str, dotted_key: str) -> str | None:
-    """The last params file that sets `dotted_key` for `node_name` (for error messages)."""
+_MISSING = object()
+
+
+def _lookup(tree, dotted_key: str):
+    for part in dotted_key.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return _MISSING
+        tree = tree[part]
+    return tree
+
+
+def locate(layers: list[tuple[str, dict]], node_name: str, dotted_key: str, value=_MISSING) -> str | None:
+    """The last params file that sets `dotted_key` for `node_name` (to `value`, if given), for
+    error messages."""
     for path, sections in reversed(layers):
         for name in _section_names(node_name):
-            node = unflatten(sections.get(name, {}))
-            for part in dotted_key.split("."):
-                if not isinstance(node, Mapping) or part not in node:
-                    break
-                node = node[part]
-            else:
-                return path
+            found = _lookup(unflatten(sections.get(name, {})), dotted_key)
+            if found is not _MISSING:
+                return path if value is _MISSING or found == value else None
     return None
 
 
-def _attribute(exc: ConfigError, layers, node_name: str) -> ConfigError:
-    """Name the file that set the offending key (section "controller.safety" + key -> "safety.x")."""
+def _attribute(exc: ConfigError, layers, node_name: str, params: Mapping) -> ConfigError:
+    """Name the file that set the offending key (section "controller.safety" + key -> "safety.x");
+    a value no file holds came from elsewhere (`-p name:=value`)."""
     inner = exc.section.split(".", 1)[1] if "." in exc.section else ""
     dotted = ".".join(p for p in (inner, exc.key) if p)
-    where = locate(layers, node_name, dotted) if dotted else None
-    return exc.with_source(where) if where else exc
+    if not dotted or not layers:
+        return exc
+    value = _lookup(params, dotted)
+    where = locate(layers, node_name, dotted, value)
+    if where:
+        return exc.with_source(where)
+    return exc.with_source("parameters (-p)") if value is not _MISSING else exc
 
 
 def validate_section(cls: type[Section], params: Mapping, *, layers=(), node_name: str, source: str | None = None):
@@ -126,7 +140,7 @@ def validate_section(cls: type[Section], params: Mapping, *, layers=(), node_nam
     try:
         return cls.from_dict(params, source=src, section=node_name)
     except ConfigError as exc:
-        raise _attribute(exc, list(layers), node_name) from None
+        raise _attribute(exc, list(layers), node_name, params) from None
 
 
 def check_params_files(paths, nodes: Mapping[str, type[Section]] | None = None) -> dict[str, Section]:

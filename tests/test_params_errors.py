@@ -73,6 +73,15 @@ def test_node_error_names_the_overlay_not_the_base(tmp_path):
                     "did you mean 'blend_time'?"), line
 
 
+def test_a_command_line_override_wins_and_is_checked():
+    """`-p` beats the params files (base.yaml sets 200.0) and a bad value names its origin."""
+    rc, text = run([str(BIN / "eva-controller-node"), "--ros-args", "--params-file", str(REPO / "config" / "base.yaml"),
+                    "--params-file", str(REPO / "config" / "loopback.yaml"), "-p", "control_rate_hz:=-1.0"])
+    assert rc == 2
+    assert the_error_line("eva-controller-node", text) == \
+        "eva-controller-node: parameters (-p): controller: control_rate_hz: must be > 0, got -1.0"
+
+
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_node_main_rejects_a_malformed_params_file(tmp_path, case):
     bad = write(tmp_path, case, MALFORMED[case])
