@@ -72,3 +72,18 @@ def test_cli_help(script):
     exe = Path(sys.executable).parent / script
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "usage" in out.stdout.lower()
+
+
+def test_base_params_file_is_installed_and_layered_under_any_overlay(tmp_path):
+    """config/base.yaml ships in share/eva_ros/config and comes first under a user's own file."""
+    from eva_core.paths import config_path
+    from eva_ros.params import params_layers
+
+    kw = setup_kwargs()
+    installed = {os.path.join(dest, os.path.basename(f)) for dest, files in kw["data_files"] for f in files}
+    assert "share/eva_ros/config/base.yaml" in installed
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("/**/controller:\n  ros__parameters:\n    auto_enable: false\n")
+    assert params_layers(mine) == [config_path("base.yaml"), mine]
+    assert params_layers([config_path("base.yaml"), mine]) == [config_path("base.yaml"), mine]   # not twice
+    assert params_layers(mine, base=False) == [mine]
