@@ -339,3 +339,13 @@ def test_a_feedback_rate_below_min_feedback_hz_is_an_error(rig):
     s = wait_for(lambda: (s := r.arm.read_state()) is not None and "below min_feedback_hz" in s.error and s, 10,
                  what="the rate error")
     assert "left arm" in s.error and "right arm" in s.error
+
+
+def test_a_missing_socketcan_interface_is_a_one_line_error_naming_the_arm(emb):
+    from eva_ros.backends.piper import CanBusError
+
+    arm = PiperArm(emb, {"can_interface": "socketcan", "can_left": "nocan_left", "can_right": "nocan_right"})
+    with pytest.raises(CanBusError, match=r"^left arm \(nocan_left\): no CAN interface 'nocan_left'") as exc:
+        arm.connect()
+    assert isinstance(exc.value, OSError) and "\n" not in str(exc.value)
+    assert arm.read_state() is None   # nothing half-open: connect again later

@@ -67,3 +67,10 @@ def test_missing_cameras_fail_and_bad_args_are_one_line(capsys):
     assert "cam_high: serial 000000000000 not connected" in capsys.readouterr().err
     assert hardware_check.main(["--no-arms", "--cameras", "cam_high"]) == 2
     assert capsys.readouterr().err.strip() == "eva-check-hardware: --cameras 'cam_high': expected NAME=SERIAL"
+
+
+def test_a_missing_can_interface_fails_naming_it(capsys):
+    argv = ["--can-left", "nocan_l", "--can-right", "nocan_r", "--no-cameras", "--duration", "0.1"]
+    assert hardware_check.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "left arm (nocan_l): CAN interface missing" in err and "right arm (nocan_r)" in err

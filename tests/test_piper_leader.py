@@ -79,3 +79,17 @@ def test_leader_arms_publish_14d_joint_states_once_moved(graph):
     # no enable, mode or motion frame was ever sent to a leader arm (the SDK's queries only)
     sent = {cid for a in emu.arms.values() for cid in a.commands}
     assert sent <= {0x472, 0x4AF}, sorted(map(hex, sent))
+
+
+def test_a_misspelled_leader_option_is_a_one_line_error():
+    from eva_core.config import ConfigError
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=unique_domain_id())
+    try:
+        with pytest.raises(ConfigError, match=r"arm\.can_interfce"):
+            LeaderArmNode(context=ctx, parameter_overrides=[Parameter("arm.can_interfce", value="virtual")])
+        with pytest.raises(ConfigError, match="rate_hz"):
+            LeaderArmNode(context=ctx, parameter_overrides=[Parameter("rate_hz", value=-1.0)])
+    finally:
+        rclpy.shutdown(context=ctx)

@@ -48,6 +48,11 @@ from eva_ros.backends.arm import ArmBackend, ArmFault, ArmState
 
 log = logging.getLogger("eva_ros.piper")
 
+
+class CanBusError(ArmFault, OSError):
+    """A CAN bus that cannot be opened (no interface, link down, channel taken): an ArmFault, and
+    an OSError so that a node or CLI start-up reports it as one line (eva_core.cli)."""
+
 SEND_TIMEOUT = 0.05   # s; a send never blocks the control loop or the e-stop longer than this
 POLL = 0.01           # s between status checks while waiting for the arm
 RATE_GRACE = 1.0      # s a low feedback rate must last to be an error (the SDK measures 0.1 s windows)
@@ -101,7 +106,7 @@ class PiperChannel:
 
         with _owners_lock:
             if self.channel in _owners:
-                raise ArmFault(f"{self.label}: already opened by another Piper backend in this process "
+                raise CanBusError(f"{self.label}: already opened by another Piper backend in this process "
                                "(piper_sdk keeps one interface per CAN name)")
             C_PiperInterface_V2._instances.pop(self.channel, None)   # a fresh interface, not a closed one
             _owners[self.channel] = self
@@ -124,19 +129,19 @@ class PiperChannel:
             raise
         except Exception as exc:  # noqa: BLE001 - one line naming the arm
             self._release()
-            raise ArmFault(f"{self.label}: cannot open the CAN bus: {exc}") from exc
+            raise CanBusError(f"{self.label}: cannot open the CAN bus: {exc}") from exc
 
     def _check_socketcan(self) -> None:
         from pathlib import Path
 
         state = Path(f"/sys/class/net/{self.channel}/operstate")
         if not state.exists():
-            raise ArmFault(f"{self.label}: no CAN interface {self.channel!r}; plug the USB-CAN adapter in and "
+            raise CanBusError(f"{self.label}: no CAN interface {self.channel!r}; plug the USB-CAN adapter in and "
                            "check the udev rule that names it (docs/hardware.md)")
         flags = Path(f"/sys/class/net/{self.channel}/flags")
         up = flags.exists() and int(flags.read_text().strip(), 16) & 0x1
         if not up:
-            raise ArmFault(f"{self.label}: CAN interface is down; run "
+            raise CanBusError(f"{self.label}: CAN interface is down; run "
                            f"'sudo ip link set {self.channel} up type can bitrate 1000000'")
 
     def close(self, disable: bool = True) -> None:

@@ -6,7 +6,8 @@ read by `eva_ros.backends.piper.PiperLeader` from the control frames the leader 
 Nothing is sent to the arms. Silent or stale leader arms are reported on /diagnostics and
 nothing is published for them (never a zero position).
 
-Parameters: embodiment, rate_hz (publish rate, default 200), arm.* (PiperArm.Options: can_interface,
+Parameters (`LeaderArmConfig`, checked like every node's: a misspelled key is an error):
+embodiment, rate_hz (publish rate, default 200), arm.* (PiperArm.Options: can_interface,
 can_left, can_right, feedback_timeout). On Cobot Magic the leader arms have their own CAN
 adapters (set arm.can_left / arm.can_right to their names); on a master-slave linked bus the
 leader's frames are on the follower's channel, which then cannot also be opened by a
@@ -17,28 +18,42 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from eva_core.embodiment import DEFAULT_EMBODIMENT, load_embodiment
+from eva_core.config import ConfigError, param
+from eva_core.embodiment import load_embodiment
 from eva_ros import names, qos
-from eva_ros.backends.piper import PiperLeader
+from eva_ros.backends.piper import PiperArm, PiperLeader
 from eva_ros.conversions import joint_state_msg
 from eva_ros.diagnostics import ERROR, OK, DiagnosticsReporter, Event, RateCounter
+from eva_ros.node_config import NodeSection
+from eva_ros.params import NODE_KWARGS, load_node_config
 from eva_ros.runtime import run_node, run_periodic, stop_thread
+
+
+@dataclass
+class LeaderArmConfig(NodeSection):
+    rate_hz: float = param(200.0, "publish rate of leader/joint_states", unit="Hz", gt=0, le=1000)
+    arm: dict = param({}, "PiperArm.Options of the leader buses (can_interface, can_left, can_right, "
+                          "feedback_timeout)")
+
+    def validate(self) -> None:
+        try:
+            PiperArm.Options.from_dict(self.arm, section="arm")
+        except ConfigError as exc:
+            self.error(f"arm.{exc.key}", exc.problem)
 
 
 class LeaderArmNode(Node):
     def __init__(self, node_name: str = "leader_arm", **node_kwargs):
-        super().__init__(node_name, automatically_declare_parameters_from_overrides=True, **node_kwargs)
-        get = lambda k, d: self.get_parameter(k).value if self.has_parameter(k) else d  # noqa: E731
-        self.emb = load_embodiment(get("embodiment", DEFAULT_EMBODIMENT))
-        rate = float(get("rate_hz", 200.0))
-        if not rate > 0:
-            raise ValueError(f"{node_name}: rate_hz: must be > 0, got {rate}")
-        arm = {k[len("arm."):]: p.value for k, p in self._parameters.items() if k.startswith("arm.")}
-        self.leader = PiperLeader(self.emb, arm)
+        super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
+        cfg = self.cfg = load_node_config(self, LeaderArmConfig)
+        self.emb = load_embodiment(cfg.embodiment)
+        rate = cfg.rate_hz
+        self.leader = PiperLeader(self.emb, cfg.arm)
         self.leader.connect()
         self.pub = self.create_publisher(JointState, names.LEADER_JOINT_STATES, qos.STATE)
         self.published, self.problem = 0, ""
