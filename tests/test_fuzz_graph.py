@@ -163,12 +163,14 @@ class Graph:
         params = write_params(tmp / "params.yaml", overrides=OVERRIDES)
         self.report = tmp / "report.json"
         if composed:
-            self.log = open(tmp / "bringup.log", "wb")
+            self.logs_open = [open(tmp / "bringup.log", "wb")]
             self.procs = {"bringup": subprocess.Popen(
                 [str(BIN / "eva-bringup"), "--quiet", "--config", str(params), "--report", str(self.report)],
-                env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)}
+                env=env, stdout=self.logs_open[0], stderr=subprocess.STDOUT, start_new_session=True)}
         else:
-            self.procs = {k: NodeProcess(SCRIPTS[k], params, env, tmp, k).proc for k in SCRIPTS}
+            nodes = {k: NodeProcess(SCRIPTS[k], params, env, tmp, k) for k in SCRIPTS}
+            self.logs_open = [n._fh for n in nodes.values()]
+            self.procs = {k: n.proc for k, n in nodes.items()}
         self.logs = tmp
         self.probe = Probe(self.domain, name=f"fuzz_probe_{int(composed)}")
         p = self.probe
@@ -210,6 +212,8 @@ class Graph:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 codes[k] = proc.wait(timeout=15)
+        for f in self.logs_open:
+            f.close()
         return codes
 
 
