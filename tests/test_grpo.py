@@ -99,7 +99,7 @@ def test_kl_term_matches_a_hand_computation(setup):
     ref = _lp(build_tiny_transformer(), traj, idx, k)
     sigma, sigma_next = float(traj.sigmas[k]), float(traj.sigmas[k + 1])
     std = float(traj.sigmas[1]) * sigma * (sigma - sigma_next) ** 0.5  # EVA: sigmas[1]·σ·sqrt(|dt|)
-    hand = ((pol.mean - ref.mean) ** 2).mean(dim=(1, 2, 3, 4)) / (2 * std**2)
+    hand = ((pol.mean - ref.mean).detach() ** 2).mean(dim=(1, 2, 3, 4)) / (2 * std**2)
     assert torch.allclose(sde.kl_to_reference(pol.mean, ref.mean, pol.std), hand, rtol=1e-5)
     adv = torch.zeros(G)  # policy term 0: the loss is beta * KL
     out = grpo.grpo_step_loss(tr, tr, traj, idx, k, adv, 1e-5, beta, tr.config.patch_size, tr.dtype, "cpu")

@@ -199,7 +199,7 @@ def fit_vae(wm, refs, spec, tr: TrainSection, out: Path, accelerator, progress: 
             vae.eval().requires_grad_(False)
             with atomic_dir(final) as tmp:
                 vae.save_pretrained(str(tmp))
-            print(f"eva-train-sft: VAE fitted for {tr.fit_vae_steps} steps (last reconstruction MSE {float(loss):.4f})")
+            print(f"eva-train-sft: VAE fitted for {tr.fit_vae_steps} steps (last reconstruction MSE {loss.item():.4f})")
         if not accelerator.is_main_process or final.is_dir():
             wm.c.vae = AutoencoderKLWan.from_pretrained(str(final), local_files_only=True).to(wm.device).eval()
             wm.c.vae.requires_grad_(False)
