@@ -3,7 +3,10 @@
 The backend is the real LoopbackArm on a simulated clock (the loop's clock too), so every test
 runs in milliseconds and has no wall-clock threshold."""
 
+import itertools
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from eva_core.trajectory import Trajectory
 from eva_ros.backends.arm import ArmState, LoopbackArm
 
 DT = 0.005
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 class Clock:
@@ -336,3 +339,41 @@ def test_a_stall_of_the_whole_process_is_not_a_dead_executor(emb):
     assert rig.run(10).kind is Kind.COMMAND
     rig.loop.beat()                    # the executor's overdue timer fires right after
     assert rig.run(50).kind is Kind.COMMAND and rig.loop.state is State.RUNNING
+
+
+def test_concurrent_estop_and_enable_never_let_a_command_through_while_stopped(emb):
+    """Services race the control thread: no tick that starts after estop() returned yields a
+    command until the next enable() starts (sequence numbers, no timing)."""
+    import itertools
+
+    arm = LoopbackArm(emb)
+    arm.connect()
+    loop = ControlLoop(emb, DT, arm)
+    seq = itertools.count()
+    ticks, marks, done = [], [], threading.Event()
+
+    def control():
+        while not done.is_set():
+            start = next(seq)
+            ticks.append((start, loop.tick(arm.read_state(), time.time()).kind))
+
+    t = threading.Thread(target=control)
+    t.start()
+    try:
+        for i in range(200):
+            marks.append(("enable", next(seq)))
+            loop.enable()
+            n = len(ticks)
+            while len(ticks) < n + i % 4:   # let a few ticks run (0..3), by count
+                time.sleep(0)
+            if i % 3 == 0:
+                loop.replace(Trajectory(time.time(), [0.0, 0.5], np.stack([mid(emb), mid(emb)])))
+            loop.estop()
+            marks.append(("estopped", next(seq)))
+    finally:
+        done.set()
+        t.join()
+    stopped = [(s, e) for (k1, s), (k2, e) in zip(marks[1::2], marks[2::2]) if k1 == "estopped" and k2 == "enable"]
+    assert len(stopped) == 199 and any(k is Kind.COMMAND for _, k in ticks)
+    for s, e in stopped:
+        assert not [k for start, k in ticks if s < start < e and k is Kind.COMMAND]
