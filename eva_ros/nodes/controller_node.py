@@ -10,6 +10,7 @@ Parameters: the `controller` section (eva_ros.node_config.ControllerConfig).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -44,7 +45,7 @@ class ControllerNode(Node):
         self.loop = ControlLoop(self.emb, dt, self.backend, **{k: getattr(cfg, k) for k in ControlLoop.OPTIONS})
         self.backend.connect()
         self.period, self.traj_to_cmd, self.rate = LatencyStats(), LatencyStats(), RateCounter()
-        self._last_tick = None
+        self._last_tick, self._flush_failed = None, False
 
         io = MutuallyExclusiveCallbackGroup()
         self.pub_js = self.create_publisher(JointState, names.JOINT_STATES, qos.STATE)
@@ -103,9 +104,9 @@ class ControllerNode(Node):
         self._last_tick = mono
         try:
             self._control(now)
-            self._flush()
         except Exception as exc:  # noqa: BLE001 - one latched fault (e-stop), never a dead thread
             self.loop.fail(f"control tick failed: {exc!r}")
+        self._flush()
 
     def _control(self, now: float) -> None:
         try:
@@ -131,10 +132,16 @@ class ControllerNode(Node):
             self.traj_to_cmd.add(decision.latency)
 
     def _flush(self) -> None:
-        for event in self.loop.take_events():
-            self.diag.event(Event(event.kind.value), event.message, LEVELS[event.level])
-        level, message = self.loop.status()
-        self.diag.set_level(LEVELS[level], message)
+        """Publish the loop's events and status. Never raises: callbacks call it too."""
+        try:
+            for event in self.loop.take_events():
+                self.diag.event(Event(event.kind.value), event.message, LEVELS[event.level])
+            level, message = self.loop.status()
+            self.diag.set_level(LEVELS[level], message)
+        except Exception as exc:  # noqa: BLE001 - e.g. the context is shutting down; say it once
+            if not self._flush_failed:
+                self._flush_failed = True
+                print(f"controller: diagnostics not published: {exc!r}", file=sys.stderr)
 
     # -- reporting ------------------------------------------------------------------------------
     def diagnostic_values(self) -> dict:
