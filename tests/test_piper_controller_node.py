@@ -71,6 +71,16 @@ class Graph:
             self.seen[arm].append(m)
         return [m for m in self.seen[arm] if m.arbitration_id in ids]
 
+    def wait(self, predicate, what):
+        """wait_for, and on a timeout say where the controller stands (for triage)."""
+        try:
+            return wait_for(predicate, 30, what=what)
+        except AssertionError as exc:
+            with self.lock:
+                msgs = [s.message for a in self.diags for s in a.status if s.name == "eva/controller"][-5:]
+            raise AssertionError(f"{exc}; loop {self.node.loop.state.value}: {self.node.loop.reason}; "
+                                 f"last diagnostics {msgs}") from None
+
     def events(self, kind):
         with self.lock:
             return diagnostic_events(list(self.diags), "eva/controller", kind)
@@ -123,12 +133,12 @@ def test_trajectory_executes_and_estop_holds_until_enable(graph):
     target = q0.copy()
     target[[0, 8]] += [0.3, 0.2]
     g.send_trajectory(_ramp(q0, target), 0.05)
-    wait_for(lambda: np.allclose(g.emu.positions(), target, atol=3e-3), 30, what="the arms at the target")
+    g.wait(lambda: np.allclose(g.emu.positions(), target, atol=3e-3), "the arms at the target")
 
     far = target.copy()
     far[[0, 7]] -= 0.5
     g.send_trajectory(_ramp(target, far, 60), 0.05)
-    wait_for(lambda: abs(g.emu.positions()[0] - target[0]) > 0.05, 30, what="motion")
+    g.wait(lambda: abs(g.emu.positions()[0] - target[0]) > 0.05, "motion")
     assert g.call(Trigger, names.ESTOP, Trigger.Request()).success
     for arm in g.ch:
         assert g.frames(arm, (P.MOTION_CTRL_1,))[-1].data[0] == P.ESTOP
@@ -142,15 +152,15 @@ def test_trajectory_executes_and_estop_holds_until_enable(graph):
     g.enable()   # resume (0x150 0x02), enable, then commands from the measured state
     assert g.frames("left", (P.MOTION_CTRL_1,))[-1].data[0] == P.RESUME
     g.send_trajectory(_ramp(held, far, 20), 0.05)
-    wait_for(lambda: np.allclose(g.emu.positions(), far, atol=3e-3), 30, what="motion after /eva/enable")
+    g.wait(lambda: np.allclose(g.emu.positions(), far, atol=3e-3), "motion after /eva/enable")
 
 
 def test_error_code_stops_the_arm_and_is_named_in_diagnostics(graph):
     g = graph
     g.enable()
-    wait_for(lambda: len(g.frames("right", P.JOINT_CTRL)) > 30, 30, what="commands")
+    g.wait(lambda: len(g.frames("right", P.JOINT_CTRL)) > 30, "commands")
     g.emu.set_error("right", err_code=1 << 10)
-    ev = wait_for(lambda: g.events("backend_fault"), 30, what="a backend_fault event")
+    ev = g.wait(lambda: g.events("backend_fault"), "a backend_fault event")
     assert "right arm" in ev[-1].message and "joint 3 over its angle limit (err_code 0x0400)" in ev[-1].message
     time.sleep(0.1)
     n = len(g.frames("left", P.JOINT_CTRL))
