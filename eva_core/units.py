@@ -61,3 +61,32 @@ def gripper_sdk_to_norm(um, stroke_max_m: float):
 def gripper_stroke_to_finger_m(stroke_m):
     """Total stroke -> travel of each of the two URDF prismatic fingers."""
     return _scalar_or_array(np.asarray(stroke_m, dtype=np.float64) / 2.0)
+
+
+def _milli(x):
+    return _scalar_or_array(np.rint(np.asarray(x, dtype=np.float64) * 1000.0).astype(np.int64))
+
+
+def sdk_speed_to_rad_s(v):
+    """Motor speed feedback (0x251-0x256, int 0.001 rad/s) -> rad/s."""
+    return _scalar_or_array(np.asarray(v, dtype=np.float64) / 1000.0)
+
+
+def rad_s_to_sdk_speed(w):
+    """rad/s -> int 0.001 rad/s (motor speed feedback, max joint speed)."""
+    return _milli(w)
+
+
+def rad_s2_to_sdk_acc(a):
+    """rad/s^2 -> int 0.001 rad/s^2 (max joint acceleration)."""
+    return _milli(a)
+
+
+def nm_to_sdk_effort(nm):
+    """Gripper effort N*m -> int 0.001 N*m (GripperCtrl)."""
+    return _milli(nm)
+
+
+def rad_to_sdk_decideg(rad):
+    """Radians -> int 0.1 degree (the motor angle-limit reply 0x473)."""
+    return _scalar_or_array(np.rint(np.degrees(np.asarray(rad, dtype=np.float64)) * 10.0).astype(np.int64))

@@ -349,3 +349,22 @@ def test_a_missing_socketcan_interface_is_a_one_line_error_naming_the_arm(emb):
         arm.connect()
     assert isinstance(exc.value, OSError) and "\n" not in str(exc.value)
     assert arm.read_state() is None   # nothing half-open: connect again later
+
+
+def test_sdk_speed_effort_and_limit_units():
+    assert units.rad_s_to_sdk_speed(3.1416) == 3142 and units.sdk_speed_to_rad_s(3142) == pytest.approx(3.142)
+    assert units.nm_to_sdk_effort(1.5) == 1500 and units.rad_s2_to_sdk_acc(5.0) == 5000
+    assert units.rad_to_sdk_decideg(np.radians(150.0)) == 1500
+    np.testing.assert_array_equal(units.rad_s_to_sdk_speed(np.array([0.001, -0.002])), [1, -2])
+
+
+def test_velocities_come_from_the_motor_speed_frames(rig):
+    r = rig()
+    r.start_loop()
+    _running(r)
+    q0 = r.state().positions
+    far = q0.copy()
+    far[0] += 0.6
+    assert r.loop.replace(r.trajectory([q0, far], 1.0))[0]
+    s = wait_for(lambda: (s := r.arm.read_state()) is not None and s.velocities[0] > 0.2 and s, 10, what="motion")
+    assert np.all(np.isfinite(s.velocities)) and abs(s.velocities[7]) < 1e-6

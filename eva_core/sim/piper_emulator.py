@@ -55,7 +55,7 @@ def piper_arms(emb) -> list[PiperArmLayout]:
         if len(a.joint_dims) != 6:
             raise ValueError(f"{emb.config_file}: arms: {a.name}: a Piper arm has 6 joints, this one has "
                              f"{len(a.joint_dims)} (dims {list(a.dims)})")
-        stroke = a.gripper_stroke_m if a.gripper_dim is not None else units.GRIPPER_STROKE_MAX_M
+        stroke = a.gripper_stroke_m if a.gripper_dim is not None else units.SDK_GRIPPER_RANGE_M
         out.append(PiperArmLayout(a.name, a.can, tuple(a.joint_dims), a.gripper_dim, float(stroke)))
     if not out:
         raise ValueError(f"{emb.config_file}: arms: empty; a Piper emulator or backend needs the arms table")
@@ -329,13 +329,14 @@ class PiperEmulator:
             motor, content = P.unpack(cid, data)
             if 1 <= motor <= 6 and content == 0x01:
                 j = arm.layout.joint_dims[motor - 1]
-                deg10 = lambda r: int(round(np.degrees(r) * 10))  # noqa: E731 - 0.1 deg
-                self._send(arm, P.MOTOR_LIMITS, P.pack(P.MOTOR_LIMITS, motor, deg10(self.emb.pos_upper[j]),
-                                                       deg10(self.emb.pos_lower[j]),
-                                                       int(min(self.emb.vel_max[j] * 1000, 65535))))
+                self._send(arm, P.MOTOR_LIMITS, P.pack(
+                    P.MOTOR_LIMITS, motor, int(units.rad_to_sdk_decideg(self.emb.pos_upper[j])),
+                    int(units.rad_to_sdk_decideg(self.emb.pos_lower[j])),
+                    int(min(units.rad_s_to_sdk_speed(self.emb.vel_max[j]), 65535))))
             elif 1 <= motor <= 6 and content == 0x02:
                 j = arm.layout.joint_dims[motor - 1]
-                self._send(arm, P.MOTOR_MAX_ACC, P.pack(P.MOTOR_MAX_ACC, motor, int(min(self.emb.acc_max[j] * 1000, 65535))))
+                self._send(arm, P.MOTOR_MAX_ACC, P.pack(P.MOTOR_MAX_ACC, motor,
+                                                        int(min(units.rad_s2_to_sdk_acc(self.emb.acc_max[j]), 65535))))
 
     def _send(self, arm: EmulatedArm, cid: int, data: bytes) -> None:
         arm.bus.send(can.Message(arbitration_id=cid, data=data, is_extended_id=False))
@@ -360,7 +361,7 @@ class PiperEmulator:
                 stroke = units.gripper_norm_to_sdk(q[lay.gripper_dim], lay.stroke_m)
                 self._send(arm, P.GRIPPER_FEEDBACK, P.pack(P.GRIPPER_FEEDBACK, int(stroke), 0,
                                                            P.DRIVER_ENABLED_BIT if arm.motors[6] else 0))
-        speed = np.clip(np.rint(v[list(lay.joint_dims)] * 1000), -32768, 32767).astype(int)
+        speed = np.clip(units.rad_s_to_sdk_speed(v[list(lay.joint_dims)]), -32768, 32767)
         for k, cid in enumerate(P.HIGH_SPEED):
             self._send(arm, cid, P.pack(cid, int(speed[k]), 0, int(mdeg[k])))
         if low:
@@ -375,4 +376,5 @@ class PiperEmulator:
             self._send(arm, cid, P.pack(cid, int(mdeg[2 * k]), int(mdeg[2 * k + 1])))
         if len(q) > 6:
             stroke = units.gripper_norm_to_sdk(q[6], arm.layout.stroke_m)
-            self._send(arm, P.GRIPPER_CTRL, P.pack(P.GRIPPER_CTRL, int(stroke), 1000, P.GRIPPER_ENABLE_CODE, 0))
+            self._send(arm, P.GRIPPER_CTRL, P.pack(P.GRIPPER_CTRL, int(stroke), int(units.nm_to_sdk_effort(1.0)),
+                                                   P.GRIPPER_ENABLE_CODE, 0))

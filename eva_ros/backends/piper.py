@@ -204,7 +204,7 @@ class PiperChannel:
         j = js.joint_state
         q = units.sdk_joint_to_rad(np.array([j.joint_1, j.joint_2, j.joint_3, j.joint_4, j.joint_5, j.joint_6], float))
         hs = sdk.GetArmHighSpdInfoMsgs()
-        v = np.array([getattr(hs, f"motor_{k}").motor_speed for k in range(1, 7)], float) / 1000.0
+        v = units.sdk_speed_to_rad_s(np.array([getattr(hs, f"motor_{k}").motor_speed for k in range(1, 7)], float))
         if self.layout.gripper_dim is not None:
             g = sdk.GetArmGripperMsgs()
             q = np.append(q, units.gripper_sdk_to_norm(g.gripper_state.grippers_angle, self.layout.stroke_m))
@@ -374,7 +374,7 @@ class PiperArm(ArmBackend):
             self.commands_sent += 1
 
     def _effort(self) -> int:
-        return int(round(self.options.gripper_effort * 1000))   # 0.001 N*m
+        return int(units.nm_to_sdk_effort(self.options.gripper_effort))
 
     def _measured(self, reports) -> np.ndarray:
         q = np.full(self.emb.dof, np.nan)
