@@ -70,18 +70,18 @@ class Sniffer:
 class Rig:
     """Emulator + PiperArm + ControlLoop + a 200 Hz driver thread doing what controller_node does."""
 
-    def __init__(self, emb, arms=("left", "right"), enable_timeout=1.0, before_connect=None, **emu_kw):
+    def __init__(self, emb, arms=None, enable_timeout=1.0, before_connect=None, arm_options=None, **emu_kw):
         n = next(_ids)
         self.emb = emb
         self.channels = {a.name: f"t{n}_{a.name}" for a in piper_arms(emb)}
         self.sniffer = Sniffer(self.channels)
-        self.emu = PiperEmulator(emb, {a: self.channels[a] for a in arms}, **emu_kw)
+        self.emu = PiperEmulator(emb, {a: self.channels[a] for a in (arms or self.channels)}, **emu_kw)
         if before_connect:
             before_connect(self.emu)
         self.emu.start()
-        self.arm = PiperArm(emb, {"can_interface": "virtual", "can_left": self.channels["left"],
-                                  "can_right": self.channels["right"], "enable_timeout": enable_timeout,
-                                  "connect_timeout": 0.5, "feedback_timeout": TIMEOUT})
+        self.arm = PiperArm(emb, {"can_interface": "virtual", **{f"can_{a}": ch for a, ch in self.channels.items()},
+                                  "enable_timeout": enable_timeout, "connect_timeout": 0.5,
+                                  "feedback_timeout": TIMEOUT, **(arm_options or {})})
         self.arm.connect()
         self.loop = ControlLoop(emb, DT, self.arm, feedback_timeout=TIMEOUT)
         self.send_errors = []
@@ -125,7 +125,7 @@ class Rig:
 def rig(emb):
     made = []
 
-    def make(**kw):
+    def make(emb=emb, **kw):
         r = Rig(emb, **kw)
         made.append(r)
         return r
@@ -310,12 +310,13 @@ def test_reenable_waits_for_the_drivers_to_switch_off(rig):
     assert r.arm.read_state().enabled
 
 
-def test_one_owner_per_can_channel_and_firmware_logged(rig, emb, caplog):
+def test_one_owner_per_can_channel_firmware_logged_collision_level_written(rig, emb, caplog):
     import logging
 
     with caplog.at_level(logging.INFO, logger="eva_ros.piper"):
-        r = rig()
+        r = rig(arm_options={"collision_level": 3})
     assert "firmware S-V1.6-3" in caplog.text
+    wait_for(lambda: all(a.collision_levels == (3,) * 6 for a in r.emu.arms.values()), 10, what="collision level")
     other = PiperArm(emb, {"can_interface": "virtual", "can_left": r.channels["left"],
                            "can_right": r.channels["right"]})
     with pytest.raises(ArmFault, match="already opened"):
@@ -368,3 +369,19 @@ def test_velocities_come_from_the_motor_speed_frames(rig):
     assert r.loop.replace(r.trajectory([q0, far], 1.0))[0]
     s = wait_for(lambda: (s := r.arm.read_state()) is not None and s.velocities[0] > 0.2 and s, 10, what="motion")
     assert np.all(np.isfinite(s.velocities)) and abs(s.velocities[7]) < 1e-6
+
+
+def test_a_single_piper_embodiment_runs_the_same_backend(rig):
+    """The 7-D single-arm fixture: nothing in the backend or emulator assumes two arms."""
+    from pathlib import Path
+
+    single = load_embodiment(Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml")
+    r = rig(emb=single)
+    assert [c.layout.name for c in r.arm.channels] == ["left"] and r.arm.read_state() is not None
+    r.start_loop()
+    _running(r)
+    q0 = r.state().positions
+    target = q0.copy()
+    target[[0, 6]] = [q0[0] + 0.2, 0.8]
+    assert r.loop.replace(r.trajectory([q0, target], 0.8))[0]
+    wait_for(lambda: np.allclose(r.emu.positions(), target, atol=3e-3), 20, what="the single arm at the target")

@@ -168,10 +168,10 @@ class RealSenseSource(CameraSource):
             self._event("camera_dropped", f"no frames for {self.options.frame_timeout:g} s (drop {self.drops}); "
                         "resetting and reopening", ERROR)
             self._recover(f"no frames for {self.options.frame_timeout:g} s")
-            return self.read_after_reconnect()
+            return self._read_after_reconnect()
         return self._frame(rs, color)
 
-    def read_after_reconnect(self):
+    def _read_after_reconnect(self):
         ok, frames = self._pipe.try_wait_for_frames(int(self.options.frame_timeout * 1000))
         color = frames.get_color_frame() if ok else None
         if not color:
