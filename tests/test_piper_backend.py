@@ -385,3 +385,13 @@ def test_a_single_piper_embodiment_runs_the_same_backend(rig):
     target[[0, 6]] = [q0[0] + 0.2, 0.8]
     assert r.loop.replace(r.trajectory([q0, target], 0.8))[0]
     wait_for(lambda: np.allclose(r.emu.positions(), target, atol=3e-3), 20, what="the single arm at the target")
+
+
+def test_close_leaves_no_sdk_threads_behind(rig):
+    before = {t.ident for t in threading.enumerate()}
+    r = rig()
+    r.arm.enable()
+    r.close()
+    r.close = lambda: None   # the fixture's close: already done
+    wait_for(lambda: {t.ident for t in threading.enumerate() if t.is_alive()} <= before, 10,
+             what="the SDK's reader, monitor and frame-rate threads to end")

@@ -155,8 +155,9 @@ class PiperChannel:
         if sdk is not None:
             try:
                 sdk.DisconnectPort()
-                # the SDK never stops its monitor thread on disconnect
+                # DisconnectPort leaves the SDK's monitor and frame-rate threads running
                 getattr(sdk, "_C_PiperInterface_V2__can_monitor_stop_event").set()
+                getattr(sdk, "_C_PiperInterface_V2__fps_counter").stop()
             except Exception as exc:  # noqa: BLE001
                 log.warning("%s: disconnect failed: %s", self.label, exc)
         self._release()
