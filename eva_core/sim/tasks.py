@@ -25,6 +25,7 @@ from eva_core.sim.twin import Twin
 OPEN, CLOSED = 1.0, 0.0
 LIFT = 0.05        # m above its resting height counts as lifted
 PITCHES = (PITCH, PITCH + 0.2, PITCH + 0.4, PITCH - 0.2, -PITCH, 1.2)  # approach leans to try, rad (< 0: towards the base)
+STRAIGHT_STEPS = 4   # IK points on a vertical approach or lift
 GRASP_ABOVE = 0.008  # TCP this far above an object's centre when grasping (fingertips clear the table)
 
 
@@ -70,7 +71,7 @@ class Task:
     def rest_z(self, twin: Twin, obj: SceneObject) -> float:
         return self.table_top(twin) + obj.half_size[2]
 
-    def front(self, twin: Twin, arm: ArmLayout, rng, forward=(0.26, 0.34), lateral=(-0.05, 0.05)) -> np.ndarray:
+    def front(self, twin: Twin, arm: ArmLayout, rng, forward=(0.29, 0.36), lateral=(-0.05, 0.05)) -> np.ndarray:
         """A point on the table in front of an arm (world xy), lateral offsets towards the middle."""
         bases = np.array([a.base for a in twin.arms])
         inward = np.sign(bases[:, 1].mean() - arm.base[1]) or 1.0
@@ -81,7 +82,7 @@ class Task:
 
     def reset(self, twin: Twin, seed: int) -> None:
         """Robot home, objects placed from `seed`, a short settle."""
-        twin.set_action(twin.home)
+        twin.reset()
         self.place(twin, np.random.default_rng(seed))
         twin.step(int(0.2 / twin.timestep))
 
@@ -115,16 +116,25 @@ class Task:
                         above = pose(low, approach, OPEN, pitch)
                     else:
                         above = pose(start, approach, OPEN, pitch)
-                        low = pose(above, 0.0, OPEN, pitch)
-                    shut = low.copy()
+                    # straight down and up: IK on points of the vertical line (a joint-space
+                    # segment between two IK poses bows sideways and sweeps a finger into the object)
+                    down = [above]
+                    for dz in np.linspace(approach, 0.0, STRAIGHT_STEPS + 1)[1:]:
+                        down.append(pose(down[-1], dz, OPEN, pitch))
+                    shut = down[-1].copy()
+                    grip = CLOSED if close else OPEN
                     for arm, _, _ in grasps:
-                        shut[arm.gripper_dim] = CLOSED if close else OPEN
-                    up = pose(shut, lift, CLOSED if close else OPEN, pitch)
+                        shut[arm.gripper_dim] = grip
+                    up = [shut]
+                    for dz in np.linspace(0.0, lift, STRAIGHT_STEPS + 1)[1:]:
+                        up.append(pose(up[-1], dz, grip, pitch))
                 except IKError as e:
                     err = e
                     continue
-                return [Waypoint(above, 1.5), Waypoint(low, 1.0), Waypoint(shut, 0.6), Waypoint(up, 1.2),
-                        Waypoint(up, 0.5)]
+                self.plan_info.update(pitch=pitch, grasp_first=grasp_first)
+                step = 1.0 / STRAIGHT_STEPS
+                return [Waypoint(above, 1.5), *[Waypoint(a, step) for a in down[1:]], Waypoint(shut, 0.6),
+                        *[Waypoint(a, 1.2 * step) for a in up[1:]], Waypoint(up[-1], 0.5)]
         raise err
 
 
@@ -183,20 +193,23 @@ class PushBlock(Task):
         goal, _ = twin.body_pose("green_target")
         arm = self.nearest_arm(twin, block[:2])
         u = (goal[:2] - block[:2]) / np.linalg.norm(goal[:2] - block[:2])
-        behind = self.objects[0].half_size[0] + 0.012 + 0.01   # block half + finger half + gap
+        reach = _finger_reach(twin, arm)
+        behind = self.objects[0].half_size[0] + reach / 2 + 0.01   # block half + finger half + gap
         z = self.table_top(twin) + 0.03
         dist = np.linalg.norm(goal[:2] - block[:2]) * (1.0 if variant == "success" else 0.4)
-        p0 = np.array([*(block[:2] - behind * u), z])
-        p1 = np.array([*(block[:2] + (dist - behind - 0.01) * u), z])   # the leaning tips reach further
         start = twin.action()
         a = start.copy()
         a[arm.gripper_dim] = CLOSED
         err = None
         for pitch in PITCHES:
             rot = grasp_rotation([-u[1], u[0]], u, pitch)   # fingers side by side across the push
+            lead = float(rot[:2, 2] @ u) * reach             # the leaning fingertips are ahead of the TCP
+            p0 = np.array([*(block[:2] - (behind + lead) * u), z])
+            p1 = np.array([*(block[:2] + (dist - behind - lead) * u), z])
             try:
                 above = ik.solve(arm, p0 + [0, 0, 0.08], rot, a)
-                low = ik.solve(arm, p0, rot, above)
+                low = ik.solve(arm, p0 + [0, 0, 0.04], rot, above)
+                low = ik.solve(arm, p0, rot, low)
                 mids = [low]
                 for s in np.linspace(0, 1, 5)[1:]:   # a straight push: IK on points along the line
                     mids.append(ik.solve(arm, p0 + s * (p1 - p0), rot, mids[-1]))
@@ -252,6 +265,13 @@ class LiftBar(Task):
         start = twin.action()
         self.plan_info = {"arms": [g[0].name for g in grasps]}
         return [Waypoint(start, 0.3), *self._grasp_lift(twin, ik, start, grasps, lift=0.09, approach=0.06)]
+
+
+def _finger_reach(twin: Twin, arm: ArmLayout) -> float:
+    """Half the length of the gripper's finger geoms: from the TCP (their centre) to the tips."""
+    m = twin.model
+    body = m.jnt_bodyid[m.joint(arm.gripper_joint).id]
+    return float(max(m.geom_size[g][2] for g in range(m.ngeom) if m.geom_bodyid[g] == body))
 
 
 def _cube_closing(quat, radial) -> np.ndarray:

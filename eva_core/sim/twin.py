@@ -108,6 +108,14 @@ class Twin:
                 self._mujoco.mj_step(self.model, self.data)
             return max(0, n)
 
+    def reset(self, action=None) -> None:
+        """Fresh physics state (time 0, no velocities, no solver warm start), robot at `action`
+        (default: home). Free objects go back to their model poses; place them after this."""
+        with self._lock:
+            self._mujoco.mj_resetData(self.model, self.data)
+            self._clock_origin = None
+        self.set_action(self.home if action is None else action)
+
     # -- kinematic pose (old API) -------------------------------------------------------------
     def set_action(self, action) -> None:
         """Teleport the robot to `action` (zero velocity; servo targets follow)."""

@@ -9,6 +9,7 @@ arm's clock (`Twin.advance_to`), and the state read back is what the simulated j
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 
@@ -26,10 +27,18 @@ class SimArm(LoopbackArm):
         task: str = param("", "twin task whose objects the twin holds (pick_block, push_block, lift_bar); "
                               "'' for none. The first user of a twin name builds it")
         physics: bool = param(True, "step the physics (servos, contacts); false: only pose the twin")
+        seed: int | None = param(None, "with a task: place its objects from this seed at start-up (and log "
+                                       "the task's success check at close)")
 
     def __init__(self, embodiment, options: "SimArm.Options | dict | None" = None, *, clock=time.time):
         super().__init__(embodiment, options, clock=clock)
         self.twin = get_twin(self.options.twin, embodiment, task=self.options.task or None)
+        self.task = None
+        if self.options.task and self.options.seed is not None:
+            from eva_core.sim.tasks import make_task
+
+            self.task = make_task(self.options.task, embodiment)
+            self.task.reset(self.twin, self.options.seed)
         self.twin.set_action(self._pos)
 
     def _advance(self, now: float) -> None:
@@ -39,6 +48,12 @@ class SimArm(LoopbackArm):
             self.twin.advance_to(now)
         else:
             self.twin.set_action(self._pos)
+
+    def close(self) -> None:
+        super().close()
+        if self.task is not None:
+            print(f"sim arm: twin task {self.task.name} seed {self.options.seed}: success {self.task.success(self.twin)}",
+                  file=sys.stderr, flush=True)
 
     def read_state(self) -> ArmState | None:
         state = super().read_state()
