@@ -10,7 +10,7 @@ states (`State`). Once per control tick the adapter reads the arm and calls
 States: DISABLED (start; after `disable()`), ENABLING (the backend confirmed `enable()`; the
 first command starts from the next fresh measured state), RUNNING, ESTOPPED (`estop()`),
 FAULT (latched until `enable()`). Faults, each reported by ONE event however long they last:
-- feedback older than `feedback_timeout` (or none / a read error once running);
+- feedback older than `feedback_timeout` or a failed read (in any state), none once running;
 - the arm reports itself disabled (`ArmState.enabled=False`) or an error (`ArmState.error`)
   while commanding (a power glitch, the teach button, a firmware fault);
 - the final filter rejects a command (it is never sent);
