@@ -28,6 +28,9 @@ from eva_core.sim import piper_protocol as P
 PROG = "eva-check-hardware"
 
 
+PIPER_BITRATE = 1_000_000
+
+
 def _can_link(channel: str, interface: str) -> str:
     if interface != "socketcan":
         return f"{interface} (no link state)"
@@ -36,6 +39,20 @@ def _can_link(channel: str, interface: str) -> str:
         return "missing"
     flags = int((net / "flags").read_text().strip(), 16)
     return "up" if flags & 0x1 else "down"
+
+
+def _can_bitrate(channel: str) -> int | None:
+    """The bitrate `ip -details link show` reports (as piper_sdk's can_activate.sh reads it), or None."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run(["ip", "-details", "link", "show", channel], capture_output=True, text=True,
+                             timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"bitrate (\d+)", out)
+    return int(m.group(1)) if m else None
 
 
 def check_arms(emb, args) -> list[tuple[str, bool, str]]:
@@ -51,6 +68,12 @@ def check_arms(emb, args) -> list[tuple[str, bool, str]]:
         if link in ("missing", "down"):
             rows.append((ch.label, False, f"CAN interface {link}; bring it up: sudo ip link set {ch.channel} up type "
                                           "can bitrate 1000000 (docs/hardware.md)"))
+            continue
+        bitrate = _can_bitrate(ch.channel) if args.can_interface == "socketcan" else None
+        if bitrate is not None and bitrate != PIPER_BITRATE:
+            rows.append((ch.label, False, f"CAN bitrate {bitrate}, a Piper needs {PIPER_BITRATE}: sudo ip link set "
+                                          f"{ch.channel} down && sudo ip link set {ch.channel} up type can bitrate "
+                                          f"{PIPER_BITRATE}"))
             continue
         try:
             ch.open()

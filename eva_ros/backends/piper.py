@@ -119,8 +119,7 @@ class PiperChannel:
             sdk.CreateCanBus(self.channel, bustype=self.opt.can_interface, judge_flag=False)
             port = sdk.GetCanBus()
             port._shutdown_buses()   # replace the SDK's two plain buses with one thread-safe bus
-            bus = _bus_class()(channel=self.channel, interface=self.opt.can_interface,
-                               **({"bitrate": 1_000_000} if socketcan else {}))
+            bus = _bus_class()(channel=self.channel, interface=self.opt.can_interface)   # bitrate: set by `ip link`
             port.recv_bus = port.send_bus = bus
             sdk.ConnectPort()   # reader + monitor threads; queries limits and firmware
             self.sdk = sdk
