@@ -1,5 +1,5 @@
 """Deployment closes the loop: train a few tiny steps (SFT full, then GRPO LoRA on top), point a
-planner config at what training wrote, and plan a chunk through the ROS graph with it."""
+planner config at what training wrote, and plan a chunk through the ROS graph with it (best of 2)."""
 
 from __future__ import annotations
 
@@ -51,14 +51,15 @@ def test_planner_plans_with_the_trained_base_and_adapter(tmp_path):
     assert deploy["transformer_dir"].endswith("sft/final/transformer") and deploy["lora"].endswith("grpo/lora")
     assert deploy["vae_dir"].endswith("sft/final/vae")
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    expected = _world_model(deploy).generate(img, "stack the cups", seed=7)
+    planner_wm = {**deploy, "best_of": 2, "reward_idm": "random_tiny"}  # + rejection sampling in the planner
+    expected = _world_model(planner_wm).generate(img, "stack the cups", seed=7)
     base = _world_model({k: v for k, v in deploy.items() if k not in ("lora", "transformer_dir", "vae_dir")})
     assert np.abs(base.generate(img, "stack the cups", seed=7).astype(int) - expected).mean() > 2  # training changed it
 
     domain = unique_domain_id()
     params = write_params(tmp_path / "planner.yaml", base=None, overrides={"planner": {
         "camera_topic": "/cam", "instruction": "stack the cups", "seed": 7, "warmup": False, "max_obs_age": 5.0,
-        "torch_threads": 1, "world_model": deploy}})
+        "torch_threads": 1, "world_model": planner_wm}})
     probe = Probe(domain)
     node = NodeProcess("eva-planner-node", params, ros_env(domain), tmp_path, "planner")
     try:
