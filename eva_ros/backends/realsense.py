@@ -36,6 +36,10 @@ class RealSenseFrame(CameraFrame):
 
 
 def _rs():
+    try:   # rclpy before pyrealsense2: the other order crashes the process at exit (seen with 2.59 + Jazzy)
+        import rclpy  # noqa: F401
+    except ImportError:
+        pass
     try:
         import pyrealsense2 as rs
     except ImportError as exc:   # most often libusb-1.0-0 missing
@@ -139,9 +143,11 @@ class RealSenseSource(CameraSource):
         self._last_frame = time.monotonic()
 
     def close(self) -> None:
-        pipe, self._pipe = self._pipe, None
+        pipe, profile, self._pipe, self._profile = self._pipe, self._profile, None, None
         if pipe is not None:
             try:
+                if self.options.path:   # stopping a paused playback can crash librealsense: resume first
+                    profile.get_device().as_playback().resume()
                 pipe.stop()
             except RuntimeError:
                 pass
