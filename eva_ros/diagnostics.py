@@ -26,6 +26,7 @@ class Event(str, Enum):
     CAMERA_DROPPED = "camera_dropped"            # RealSense watchdog (eva_ros/backends/realsense.py)
     CAMERA_RECONNECTED = "camera_reconnected"
     CAMERA_RECONNECT_FAILED = "camera_reconnect_failed"
+    LEADER_SILENT = "leader_silent"              # leader_arm_node: a leader arm sends no frames
     # camera, planner
     NONFINITE_FRAME = "nonfinite_frame"
     # planner
@@ -63,6 +64,7 @@ EVENT_DOCS = {
     Event.CAMERA_DROPPED: "no frames for frame_timeout; the source resets the camera and reopens it",
     Event.CAMERA_RECONNECTED: "the camera delivers frames again after a reset and reopen",
     Event.CAMERA_RECONNECT_FAILED: "the camera did not come back within reconnect_timeout; retried on the next read",
+    Event.LEADER_SILENT: "a leader (master) arm sends no frames (silent until moved) or stopped; nothing published",
     Event.NONFINITE_FRAME: "a frame with NaN/inf pixels was dropped",
     Event.BAD_FRAME: "an image message that cannot be decoded was dropped",
     Event.STALE_OBSERVATION: "the newest camera frame is older than max_obs_age; no chunk planned",
