@@ -96,7 +96,7 @@ def check_arms(emb, args) -> list[tuple[str, bool, str]]:
                 dims = list(ch.layout.joint_dims) + ([ch.layout.gripper_dim] if ch.layout.gripper_dim is not None else [])
                 q = np.asarray(r["positions"])
                 out = [emb.joint_names[d] for d, v in zip(dims, q)
-                       if not emb.pos_lower[d] - 1e-3 <= v <= emb.pos_upper[d] + 1e-3]
+                       if np.isfinite(v) and not emb.pos_lower[d] - 1e-3 <= v <= emb.pos_upper[d] + 1e-3]
                 detail.append("joints " + " ".join(f"{np.degrees(v):.1f}" for v in q[:6]) + " deg")
                 if out:
                     ok = False

@@ -256,6 +256,17 @@ def test_zeros_without_frames_never_become_a_position(rig, emb):
     assert not r.sniffer.frames("left", P.JOINT_CTRL) and not r.sniffer.frames("right", P.JOINT_CTRL)
 
 
+def test_a_gripper_without_feedback_is_not_a_closed_gripper(rig, emb):
+    r = rig(before_connect=lambda emu: emu.no_gripper_frames("right"))
+    right = [a for a in piper_arms(emb) if a.name == "right"][0]
+    s = wait_for(lambda: (s := r.arm.read_state()) is not None and "no gripper feedback" in s.error and s, 10,
+                 what="the no-gripper-feedback error")
+    assert "right arm" in s.error and np.isnan(s.positions[right.gripper_dim])
+    assert np.all(np.isfinite(s.positions[list(right.joint_dims)]))
+    with pytest.raises(ArmFault, match="right arm"):
+        r.arm.enable()
+
+
 def test_estop_frame_and_nothing_moves_until_enable(rig):
     r = rig()
     r.start_loop()

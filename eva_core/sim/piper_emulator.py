@@ -15,7 +15,7 @@ embodiment's action units (rad, grippers 0..1); the physics twin provides one.
 
 Fault switches (methods, thread-safe): `silence(arm)` (no frames at all), `set_error(arm,
 err_code, arm_status)`, `refuse_enable(arm)`, `no_joint_frames(arm)` (driver frames but no
-0x2Ax: piper_sdk reads zeros at 0 Hz), `leader(arm)` (a leader arm: silent until `move_leader`,
+0x2Ax: piper_sdk reads zeros at 0 Hz), `no_gripper_frames(arm)` (no 0x2A8), `leader(arm)` (a leader arm: silent until `move_leader`,
 then it streams its position as 0x155-0x157/0x159 control frames), and a missing arm is one left
 out of `channels`. Like the firmware, the emulator ignores motion while an arm is disabled,
 e-stopped, in error or not in CAN joint mode, and an enable sent while the drivers are still
@@ -117,6 +117,7 @@ class EmulatedArm:
     silent: bool = False
     refuse: bool = False
     joint_frames: bool = True
+    gripper_frames: bool = True
     is_leader: bool = False
     leader_moved: bool = False
     leader_q: np.ndarray | None = None
@@ -212,6 +213,11 @@ class PiperEmulator:
     def no_joint_frames(self, arm: str, on: bool = True) -> None:
         with self._lock:
             self._arm(arm).joint_frames = not on
+
+    def no_gripper_frames(self, arm: str, on: bool = True) -> None:
+        """No 0x2A8: the SDK reads the gripper as 0 (a gripper whose stroke was never configured)."""
+        with self._lock:
+            self._arm(arm).gripper_frames = not on
 
     def leader(self, arm: str, on: bool = True) -> None:
         """Leader (master) mode: silent on the bus until moved, then it sends control frames."""
@@ -357,7 +363,7 @@ class PiperEmulator:
             for k, cid in enumerate(P.JOINT_FEEDBACK):
                 self._send(arm, cid, P.pack(cid, int(mdeg[2 * k]), int(mdeg[2 * k + 1])))
             arm.last_feedback_sent = time.time()
-            if lay.gripper_dim is not None:
+            if lay.gripper_dim is not None and arm.gripper_frames:
                 stroke = units.gripper_norm_to_sdk(q[lay.gripper_dim], lay.stroke_m)
                 self._send(arm, P.GRIPPER_FEEDBACK, P.pack(P.GRIPPER_FEEDBACK, int(stroke), 0,
                                                            P.DRIVER_ENABLED_BIT if arm.motors[6] else 0))

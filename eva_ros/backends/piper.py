@@ -205,9 +205,12 @@ class PiperChannel:
         q = units.sdk_joint_to_rad(np.array([j.joint_1, j.joint_2, j.joint_3, j.joint_4, j.joint_5, j.joint_6], float))
         hs = sdk.GetArmHighSpdInfoMsgs()
         v = units.sdk_speed_to_rad_s(np.array([getattr(hs, f"motor_{k}").motor_speed for k in range(1, 7)], float))
+        gripper_missing = False
         if self.layout.gripper_dim is not None:
             g = sdk.GetArmGripperMsgs()
-            q = np.append(q, units.gripper_sdk_to_norm(g.gripper_state.grippers_angle, self.layout.stroke_m))
+            gripper_missing = g.time_stamp == 0   # its zero is not a stroke either
+            q = np.append(q, np.nan if gripper_missing else
+                          units.gripper_sdk_to_norm(g.gripper_state.grippers_angle, self.layout.stroke_m))
             v = np.append(v, 0.0)
         out.update(positions=q, velocities=v)
         s = st.arm_status
@@ -220,6 +223,9 @@ class PiperChannel:
         elif self._slow(now, out["joint_hz"]):
             out["error"] = (f"{self.label}: joint feedback below min_feedback_hz {self.opt.min_feedback_hz:g} for "
                             f"{RATE_GRACE:g} s (now {out['joint_hz']:.0f} Hz); likely cause: an overloaded bus or adapter")
+        elif gripper_missing:
+            out["error"] = (f"{self.label}: no gripper feedback (0x2A8); likely cause: the gripper stroke not "
+                            "configured yet (piper_sdk Q&A: gripper feedback stays 0 until it is) or no gripper fitted")
         elif fault and not (int(s.arm_status) == 0x01 and int(s.err_code) == 0):
             out["error"] = f"{self.label}: {fault}"
         out["enabled"] = all(out["motors_enabled"]) and int(s.ctrl_mode) == P.CTRL_CAN and int(s.arm_status) == 0
@@ -411,8 +417,8 @@ class PiperArm(ArmBackend):
         deadline = time.monotonic() + opt.enable_timeout
         reports = self.arm_reports()
         for r in reports:
-            if r["positions"] is None or "feedback lost" in r["error"]:
-                raise ArmFault(f"{r['error']}; not enabled")
+            if r["positions"] is None or not np.all(np.isfinite(r["positions"])) or "feedback lost" in r["error"]:
+                raise ArmFault(f"{r['error']}; not enabled")   # never enable what has not reported
         with self._lock:   # frames sent under the lock an e-stop takes: an e-stop is never undone
             estops = self._estops
             resume = self._estopped or any(r["error"] or r["arm_status"] not in (0, -1) for r in reports)
@@ -452,7 +458,8 @@ class PiperArm(ArmBackend):
                         if not all(r["motors_enabled"]):
                             ch.send("EnableArm", P.ALL_MOTORS)
                         ch.send("MotionCtrl_2", P.CTRL_CAN, P.MOVE_J, opt.speed_percent, 0x00)
-                        if ch.layout.gripper_dim is not None and r["positions"] is not None:
+                        if (ch.layout.gripper_dim is not None and r["positions"] is not None
+                                and np.isfinite(r["positions"][-1])):
                             stroke = units.gripper_norm_to_sdk(r["positions"][-1], ch.layout.stroke_m)
                             ch.send("GripperCtrl", int(stroke), self._effort(), P.GRIPPER_ENABLE_CODE, 0)
             time.sleep(POLL)
