@@ -58,7 +58,8 @@ def _can_bitrate(channel: str) -> int | None:
 def check_arms(emb, args) -> list[tuple[str, bool, str]]:
     from eva_ros.backends.piper import PiperArm
 
-    opts = {"can_interface": args.can_interface, "connect_timeout": args.duration}
+    opts = {"can_interface": args.can_interface, "connect_timeout": args.duration,
+            "feedback_timeout": args.feedback_timeout}
     opts.update({k: v for k, v in (("can_left", args.can_left), ("can_right", args.can_right)) if v})
     backend = PiperArm(emb, opts)
     rows = []
@@ -239,12 +240,14 @@ def run(argv) -> int:
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--duration", type=float, default=1.0, help="seconds to measure frame rates")
+    ap.add_argument("--feedback-timeout", type=float, default=0.1,
+                    help="joint feedback older than this is an error, s (the controller's default)")
     ap.add_argument("--enable-test", action="store_true",
                     help="also enable the arms and move joint 6 by 3 deg and back, slowly; then disable (support the arms)")
     add_debug_arg(ap)
     args = ap.parse_args(argv)
-    if args.duration <= 0:
-        raise UserError("--duration must be > 0")
+    if args.duration <= 0 or args.feedback_timeout <= 0:
+        raise UserError("--duration and --feedback-timeout must be > 0")
     for c in args.cameras:
         if "=" not in c:
             raise UserError(f"--cameras {c!r}: expected NAME=SERIAL")

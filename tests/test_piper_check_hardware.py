@@ -20,7 +20,7 @@ def emulated(capsys):
     ch = {"left": f"hw{n}_left", "right": f"hw{n}_right"}
     emu = PiperEmulator(emb, ch).start()
     args = ["--can-interface", "virtual", "--can-left", ch["left"], "--can-right", ch["right"],
-            "--no-cameras", "--duration", "0.5"]
+            "--no-cameras", "--duration", "0.5", "--feedback-timeout", "0.5"]   # generous on a loaded machine
     yield emu, args
     emu.stop()
 
