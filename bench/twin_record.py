@@ -14,6 +14,7 @@ Loopback DDS only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, a private ROS_DOMAIN
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -36,6 +37,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("/tmp/eva_twin_record"))
     ap.add_argument("--fps", type=float, default=10.0, help="camera rate")
+    ap.add_argument("--slow", type=float, default=1.0,
+                    help="stretch the plan's durations by this (the controller's follower limits acceleration)")
     args = ap.parse_args()
 
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(30 + os.getpid() % 60),
@@ -77,7 +80,7 @@ def main() -> int:
         task = make_task(args.task, emb)
         twin = task.make_twin()
         task.reset(twin, seed)
-        plan = task.plan(twin)
+        plan = [dataclasses.replace(w, duration=w.duration * args.slow) for w in task.plan(twin)]
         twin.close()
         actions = np.stack(list(action_stream(plan, twin.home, 200.0)))
         deadline = time.monotonic() + 120
@@ -90,7 +93,7 @@ def main() -> int:
         t_rec = time.monotonic()
         pub.publish(trajectory_to_msg(emb.joint_names, emb.action_to_joint_positions(actions), 0.005,
                                       time.time() + 0.2, f"eva_traj:id={seed + 1}"))
-        time.sleep(len(actions) * 0.005 + 1.5)
+        time.sleep(len(actions) * 0.005 + 4.0)   # the follower (velocity/acceleration scaled) lags the plan
         rec_s = time.monotonic() - t_rec
         for p in (rec, bringup):
             os.killpg(p.pid, signal.SIGINT)

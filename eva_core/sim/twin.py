@@ -46,6 +46,7 @@ class Twin:
         self._render_lock = threading.Lock()
         self._renderers: dict[tuple[int, int], object] = {}
         self._clock_origin: float | None = None   # wall time of sim time 0 (advance_to)
+        self.driven = False   # an arm backend steps the physics: do not pose it from /joint_states
         self.home = (emb.pos_lower + emb.pos_upper) / 2.0
         self.set_action(self.home)
 

@@ -40,6 +40,7 @@ class SimArm(LoopbackArm):
             self.task = make_task(self.options.task, embodiment)
             self.task.reset(self.twin, self.options.seed)
         self.twin.set_action(self._pos)
+        self.twin.driven = self.options.physics   # sim cameras of this process stop posing it
 
     def _advance(self, now: float) -> None:
         super()._advance(now)   # self._pos: the rate-limited reference

@@ -44,8 +44,10 @@ class SimCameraSource(CameraSource):
         self._connected = True
 
     def set_joint_positions(self, action: np.ndarray) -> None:
-        """Pose the twin (action units) when no SimArm shares this process."""
-        self.twin.set_action(action)
+        """Pose the twin (action units) from /joint_states, unless an arm backend of this process
+        drives its physics (a teleport would reset the simulated joints' velocities)."""
+        if not getattr(self.twin, "driven", False):
+            self.twin.set_action(action)
 
     def read(self) -> CameraFrame | None:
         if not self._connected:

@@ -29,6 +29,7 @@ class TwinPiperArm(PiperArm):
     def __init__(self, embodiment, options: "TwinPiperArm.Options | dict | None" = None):
         opt = options if isinstance(options, TwinPiperArm.Options) else TwinPiperArm.Options.from_dict(options)
         self.twin = get_twin(opt.twin, embodiment, task=opt.task or None)
+        self.twin.driven = True   # sim cameras of this process stop posing it from /joint_states
         arms = piper_arms(embodiment)
         if all(a.name in ("left", "right") for a in arms):   # channels private to this twin
             channels = {a.name: f"{opt.twin}_{a.can}" for a in arms}
