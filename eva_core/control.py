@@ -85,7 +85,7 @@ class Event(NamedTuple):
     level: Level
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     kind: Kind
     positions: np.ndarray | None = None   # (dof,) action units, only for COMMAND
@@ -279,7 +279,7 @@ class ControlLoop:
                 self._event(EventKind.TRAJECTORY_EXPIRED, f"chunk {traj.chunk_id} ended before it arrived", Level.WARN)
         target, _ = self.follower.step(now)
         cmd, rep = self.final.step(target)
-        if rep.rejected or not np.all(np.isfinite(cmd)):
+        if rep.rejected or not np.isfinite(cmd).all():
             return self._latch(EventKind.REJECTED_COMMAND, f"final safety filter rejected the command "
                                f"({rep.reason or 'non-finite output'}); not sent")
         if rep.modified:
