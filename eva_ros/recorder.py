@@ -17,6 +17,7 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32
+from trajectory_msgs.msg import JointTrajectory
 
 from eva_core.atomic_io import atomic_path
 from eva_core.embodiment import Embodiment
@@ -48,6 +49,7 @@ class RecorderNode(Node):
         self.chunks = deque(maxlen=n)            # (stamp, chunk id, frames)
         self.commands = deque(maxlen=int(max_seconds * 200))  # (stamp, action)
         self.scores = deque(maxlen=n)            # (receive time, score)
+        self.trajectories = deque(maxlen=n)      # (start stamp, end stamp, frame_id)
         self._lock = threading.Lock()
         self._last_cam = 0.0
         self.dropped = 0
@@ -55,6 +57,7 @@ class RecorderNode(Node):
         self.create_subscription(Image, names.PLAN_FRAMES, self._on_chunk, qos.PLAN)
         self.create_subscription(JointState, names.CONTROLLER_COMMAND, self._on_command, qos.STATE)
         self.create_subscription(Float32, names.PLAN_SCORE, self._on_score, qos.DIAGNOSTICS)
+        self.create_subscription(JointTrajectory, names.PLAN_TRAJECTORY, self._on_trajectory, qos.PLAN)
 
     # -- callbacks: copy and return --------------------------------------------------------
     @_guarded
@@ -84,70 +87,100 @@ class RecorderNode(Node):
         with self._lock:
             self.scores.append((time.time(), float(msg.data)))
 
+    @_guarded
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        if not msg.points:
+            return
+        start = from_time_msg(msg.header.stamp)
+        end = start + from_time_msg(msg.points[-1].time_from_start)
+        with self._lock:
+            self.trajectories.append((start, end, msg.header.frame_id))
+
     # -- outputs ---------------------------------------------------------------------------
     def counts(self) -> dict:
         with self._lock:
             return {"camera_frames": len(self.camera), "chunks": len(self.chunks),
                     "commands": len(self.commands), "scores": len(self.scores), "dropped": self.dropped}
 
+    def snapshot(self) -> dict:
+        """Copies of everything kept (lists of tuples, as stored)."""
+        with self._lock:
+            return {"camera": list(self.camera), "chunks": list(self.chunks), "commands": list(self.commands),
+                    "scores": list(self.scores), "trajectories": list(self.trajectories), "dropped": self.dropped}
+
     def write_video(self, path: Path, height: int = 240) -> Path | None:
         """Camera view (left) beside the newest generated chunk at that time, played back (right)."""
-        import cv2
         import imageio.v3 as iio
 
         with self._lock:
             cams, chunks = list(self.camera), list(self.chunks)
-        if not cams:
+        out = video_frames(cams, chunks, height)
+        if not out:
             return None
-        out, k = [], -1
-        for i, (stamp, img) in enumerate(cams):
-            while k + 1 < len(chunks) and chunks[k + 1][0] <= stamp:
-                k += 1
-            left = cv2.resize(img, (int(img.shape[1] * height / img.shape[0]), height))
-            if k >= 0:
-                frames = chunks[k][2]
-                f = frames[i % len(frames)]
-                right = cv2.resize(f, (int(f.shape[1] * height / f.shape[0]), height),
-                                   interpolation=cv2.INTER_NEAREST)
-                cv2.putText(right, f"plan {chunks[k][1]}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
-            else:
-                right = np.zeros((height, height, 3), np.uint8)
-            frame = np.concatenate([left, right], axis=1)
-            out.append(frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2])  # even size for H.264
         with atomic_path(path, suffix=".mp4") as tmp:
             iio.imwrite(tmp, np.stack(out), fps=self.video_fps, codec="libx264")
         return path
 
     def write_plots(self, actions_path: Path, scores_path: Path) -> list[Path]:
-        import matplotlib
+        return write_plots(self.emb, self.snapshot(), actions_path, scores_path)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        from eva_core.reward.plots import plot_action_curves
+def video_frames(cams: list, chunks: list, height: int = 240, label: str = "") -> list[np.ndarray]:
+    """Camera view (left) beside the newest generated chunk at that time, played back (right);
+    `label` (task, episode, success) written on the camera view."""
+    import cv2
 
-        written = []
-        with self._lock:
-            cmds, scores = list(self.commands), list(self.scores)
-        if cmds:
-            t = np.array([c[0] for c in cmds])
-            a = np.stack([c[1] for c in cmds])
-            rate = (len(t) - 1) / max(t[-1] - t[0], 1e-9)
-            fig = plot_action_curves(a, actions_path, fps=rate, names=self.emb.joint_names,
-                                     lower=self.emb.pos_lower, upper=self.emb.pos_upper,
-                                     title="commanded actions (after the safety filter)")
-            plt.close(fig)
-            written.append(actions_path)
-        if scores:
-            fig, ax = plt.subplots(figsize=(6, 2.5))
-            t0 = scores[0][0]
-            ax.plot([s[0] - t0 for s in scores], [s[1] for s in scores], "o-", ms=3)
-            ax.set_xlabel("time [s]")
-            ax.set_ylabel("executability reward")
-            ax.set_ylim(0, 10.5)
-            fig.tight_layout()
-            with atomic_path(scores_path) as tmp:
-                fig.savefig(tmp, dpi=100, format="png")
-            plt.close(fig)
-            written.append(scores_path)
-        return written
+    out, k = [], -1
+    aspect = chunks[0][2].shape[2] / chunks[0][2].shape[1] if chunks else 1.0   # the chunk panel's width/height
+    for i, (stamp, img) in enumerate(cams):
+        while k + 1 < len(chunks) and chunks[k + 1][0] <= stamp:
+            k += 1
+        left = cv2.resize(img, (int(img.shape[1] * height / img.shape[0]), height))
+        if k >= 0:
+            frames = chunks[k][2]
+            f = frames[i % len(frames)]
+            right = cv2.resize(f, (int(f.shape[1] * height / f.shape[0]), height),
+                               interpolation=cv2.INTER_NEAREST)
+            cv2.putText(right, f"plan {chunks[k][1]}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+        else:
+            right = np.zeros((height, int(height * aspect), 3), np.uint8)
+        if label:
+            cv2.putText(left, label, (4, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        frame = np.concatenate([left, right], axis=1)
+        out.append(frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2])  # even size for H.264
+    return out
+
+
+def write_plots(emb: Embodiment, snap: dict, actions_path: Path, scores_path: Path | None) -> list[Path]:
+    """actions.png (the commanded action curves with their limits) and scores.png from a snapshot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eva_core.reward.plots import plot_action_curves
+
+    written = []
+    cmds, scores = snap["commands"], snap["scores"]
+    if cmds:
+        t = np.array([c[0] for c in cmds])
+        a = np.stack([c[1] for c in cmds])
+        rate = (len(t) - 1) / max(t[-1] - t[0], 1e-9)
+        fig = plot_action_curves(a, actions_path, fps=rate, names=emb.joint_names,
+                                 lower=emb.pos_lower, upper=emb.pos_upper,
+                                 title="commanded actions (after the safety filter)")
+        plt.close(fig)
+        written.append(actions_path)
+    if scores and scores_path is not None:
+        fig, ax = plt.subplots(figsize=(6, 2.5))
+        t0 = scores[0][0]
+        ax.plot([s[0] - t0 for s in scores], [s[1] for s in scores], "o-", ms=3)
+        ax.set_xlabel("time [s]")
+        ax.set_ylabel("executability reward")
+        ax.set_ylim(0, 10.5)
+        fig.tight_layout()
+        with atomic_path(scores_path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+        written.append(scores_path)
+    return written

@@ -1,0 +1,271 @@
+"""Runs of the sim graph for the toy EVA pipeline (`tools/train_demo.py`, `eva-demo`).
+
+Each run is one `eva-bringup` child process on a params file made of config/base.yaml, an overlay
+(config/sim.yaml or config/demo.yaml) and per-run overrides (the twin task and its seed), so every
+episode starts from a fresh twin placed by its seed. This process joins the same ROS domain with a
+small probe node (loopback discovery only):
+
+- `record_demo`: the camera + controller graph and `eva-record`; the probe publishes the task's
+  instruction and its scripted IK plan as one JointTrajectory, which the controller executes on the
+  twin's arms. The bag therefore holds what the robot's path records: the twin camera's images, the
+  measured /joint_states and the controller's commands.
+- `closed_loop`: the full graph (camera -> planner -> idm_action -> controller -> twin arms) for a
+  fixed time, with a RecorderNode keeping the camera view, the chunks, the commands, the scores and
+  the trajectories.
+
+The twin's success check is read from the sim arm's close line on the bringup's output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+BIN = Path(sys.executable).parent
+SUCCESS_RE = re.compile(r"sim arm: twin task (\S+) seed (-?\d+): success (True|False)")
+
+
+def merge(dst: dict, src: dict) -> dict:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            merge(dst[k], v)
+        else:
+            dst[k] = v
+    return dst
+
+
+def write_params(path: Path, overlay: Path, overrides: dict) -> Path:
+    """base.yaml + `overlay` merged, then `overrides` ({node: {param: value}}), as one params file."""
+    from eva_ros.params import merged_sections, params_layers
+
+    data = merged_sections(params_layers(overlay))
+    for node, params in overrides.items():
+        merge(data.setdefault(node, {}).setdefault("ros__parameters", {}), params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def ros_env() -> dict:
+    env = dict(os.environ)
+    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 80))
+    return env
+
+
+class Child:
+    """A console script in its own process group, output to a log file; stopped with SIGINT."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict):
+        self.log = log
+        self._fh = open(log, "wb")
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGINT)
+            if self.wait(timeout) is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self._fh.close()
+        return self.proc.returncode
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def success(self) -> bool | None:
+        found = SUCCESS_RE.findall(self.text())
+        return (found[-1][2] == "True") if found else None
+
+
+def bringup(params: Path, log: Path, env: dict, duration: float | None = None, report: Path | None = None) -> Child:
+    argv = [str(BIN / "eva-bringup"), "--quiet", "--config", str(params)]
+    if duration is not None:
+        argv += ["--duration", str(duration)]
+    if report is not None:
+        argv += ["--report", str(report)]
+    return Child(argv, log, env)
+
+
+class Probe:
+    """This process's node on the graph's domain: subscriptions it waits on and publishers it uses."""
+
+    def __init__(self, emb):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import String
+        from trajectory_msgs.msg import JointTrajectory
+
+        from eva_ros import names, qos
+
+        if not rclpy.ok():
+            rclpy.init()
+        self.emb = emb
+        self.node = rclpy.create_node(f"eva_demo_probe_{os.getpid()}")
+        self.joints: list = []
+        self.frames = 0
+        self.node.create_subscription(JointState, names.JOINT_STATES, self._on_joints, qos.STATE)
+        self.camera_topic = names.camera_topic("cam_high")
+        self.node.create_subscription(Image, self.camera_topic, self._on_image, qos.IMAGE)
+        self.instruction = self.node.create_publisher(String, names.INSTRUCTION, qos.LATCHED)
+        self.trajectory = self.node.create_publisher(JointTrajectory, names.PLAN_TRAJECTORY, qos.PLAN)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        import threading
+
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+
+    def _on_joints(self, msg) -> None:
+        self.joints.append(np.array(msg.position, float))
+        del self.joints[:-10]
+
+    def _on_image(self, msg) -> None:
+        self.frames += 1
+
+    def reset(self) -> None:
+        self.joints.clear()
+        self.frames = 0
+
+    def wait_for(self, cond, timeout: float, what: str, child: Child | None = None) -> None:
+        end = time.time() + timeout
+        while not cond():
+            if child is not None and not child.alive():
+                raise RuntimeError(f"{what}: the graph exited early ({child.log}): {child.text()[-300:]!r}")
+            if time.time() > end:
+                raise TimeoutError(f"{what}: not within {timeout:.0f} s (log {child.log if child else '-'})")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+def scripted_trajectory(emb, task_name: str, seed: int, start: np.ndarray, rate_hz: float,
+                        time_scale: float = 1.0, dwell: float = 0.0) -> tuple[np.ndarray, str]:
+    """The task's IK plan from `seed` (planned on a twin of this process, placed as the graph's
+    twin is) as actions at the control rate, starting from `start`; and the instruction.
+    `time_scale` > 1 slows every segment: on a loaded CPU the graph's twin can run behind the
+    wall clock (Twin.advance_to), and the arm must still reach the grasp before the gripper closes;
+    `dwell` s of holding after every waypoint let a lagging arm arrive before the next one."""
+    from dataclasses import replace
+
+    from eva_core.sim.demos import action_stream
+    from eva_core.sim.tasks import make_task
+
+    task = make_task(task_name, emb)
+    twin = task.make_twin()
+    try:
+        task.reset(twin, seed)
+        plan = task.plan(twin)
+    finally:
+        twin.close()
+    plan = [w for wp in plan for w in (replace(wp, duration=wp.duration * time_scale), replace(wp, duration=dwell))
+            if w.duration > 0]
+    actions = np.stack(list(action_stream(plan, start, rate_hz)))
+    return actions, task.instruction
+
+
+def record_demo(probe: Probe, overlay: Path, work: Path, task: str, seed: int, record_topics: list[str],
+                camera: dict, env: dict, time_scale: float = 1.0, dwell: float = 0.0,
+                controller: dict | None = None, timeout: float = 240.0) -> dict:
+    """One scripted demonstration through the graph, recorded by eva-record into work/bags/<task>_<seed>."""
+    from std_msgs.msg import String
+
+    from eva_ros.conversions import trajectory_to_msg
+
+    emb = probe.emb
+    bags = work / "bags" / f"{task}_{seed}"
+    params = write_params(work / "params" / f"record_{task}_{seed}.yaml", overlay, {
+        "eva_bringup": {"nodes": ["camera", "controller"]},
+        # the physics sim arm moves the twin: the camera must not also pose it from /joint_states
+        "camera": {**camera, "pose_from_joint_states": False,
+                   "source_options": {**camera.get("source_options", {}), "task": task}},
+        "controller": {**(controller or {}), "arm_backend": "sim", "arm": {"task": task, "seed": int(seed)}},
+        "eva_record": {"out_dir": str(bags), "topics": record_topics, "episode_prefix": f"{task}_seed{seed}",
+                       "segment_seconds": 2.0}})
+    probe.reset()
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    graph = bringup(params, logs / f"record_{task}_{seed}.log", env)
+    rec = None
+    try:
+        probe.wait_for(lambda: probe.joints and probe.frames > 2, timeout, "the camera+controller graph", graph)
+        rec = Child([str(BIN / "eva-record"), "--ros-args", "--params-file", str(params)],
+                    logs / f"eva_record_{task}_{seed}.log", env)
+        cam = probe.camera_topic
+        probe.wait_for(lambda: probe.node.count_subscribers(cam) >= 2 and
+                       probe.node.count_subscribers("joint_states") >= 2, timeout, "eva-record subscriptions", rec)
+        start = emb.joint_positions_to_action(probe.joints[-1])
+        rate = float((controller or {}).get("control_rate_hz", 200.0))
+        actions, instruction = scripted_trajectory(emb, task, seed, start, rate, time_scale, dwell)
+        probe.instruction.publish(String(data=instruction))
+        probe.wait_for(lambda: probe.trajectory.get_subscription_count() > 0, timeout, "controller subscription", graph)
+        time.sleep(1.0)   # a second of the arm at rest before it moves
+        t0 = time.time() + 0.2
+        probe.trajectory.publish(trajectory_to_msg(emb.joint_names, emb.action_to_joint_positions(actions),
+                                                   1.0 / rate, t0, f"eva_traj:id={seed + 1}"))
+        time.sleep(max(0.0, t0 + len(actions) / rate + 1.5 - time.time()))   # and the lifted/pushed result
+    finally:
+        rc_rec = rec.stop() if rec is not None else None
+        graph.stop()
+    episodes = sorted(p for p in bags.iterdir() if p.is_dir()) if bags.exists() else []
+    return {"task": task, "seed": int(seed), "success": graph.success(), "bag": str(episodes[-1]) if episodes else None,
+            "recorder_exit": rc_rec, "seconds": round(len(actions) / rate, 2)}
+
+
+def closed_loop(overlay: Path, work: Path, name: str, overrides: dict, duration: float, env: dict,
+                emb, camera_topic: str, timeout_extra: float = 240.0) -> dict:
+    """One closed-loop episode of the full graph for `duration` s; returns the bringup summary, the
+    twin's success and what the recorder saw (frames, chunks, commands, scores, trajectory spans)."""
+    import json
+
+    from rclpy.executors import SingleThreadedExecutor
+
+    from eva_ros.recorder import RecorderNode
+
+    params = write_params(work / "params" / f"{name}.yaml", overlay, overrides)
+    report = work / "reports" / f"{name}.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    rec = RecorderNode(emb, camera_topic=camera_topic, node_name=f"eva_recorder_{os.getpid()}")
+    executor = SingleThreadedExecutor()
+    executor.add_node(rec)
+    import threading
+
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    graph = bringup(params, work / "logs" / f"{name}.log", env, duration=duration, report=report)
+    try:
+        rc = graph.wait(duration + timeout_extra)
+    finally:
+        rc = graph.stop()
+        time.sleep(0.3)
+        executor.shutdown(timeout_sec=2.0)
+    summary = json.loads(report.read_text())["summary"] if report.exists() else None
+    data = rec.snapshot()
+    rec.destroy_node()
+    return {"name": name, "exit": rc, "success": graph.success(), "summary": summary, "recording": data,
+            "log": str(graph.log)}

@@ -1,0 +1,350 @@
+"""train-demo: the whole EVA method at toy scale on this CPU, from nothing, seeded (`make train-demo`).
+
+    python tools/train_demo.py [--config config/training/demo.yaml] [--out runs/train_demo]
+                               [--export checkpoints/demo] [--overwrite]
+
+Stages (each one timed and printed):
+  demos     scripted IK demos in the twin, executed through the ROS graph (twin camera + controller
+            on the sim arm) and recorded by eva-record (rosbag2 MCAP), one graph per task and seed
+  episodes  eva-bag-to-episodes: the bags -> episode HDF5 (frames, measured joints, commands)
+  idm       eva-train-idm on those episodes
+  sft       eva-train-sft: fits the tiny AutoencoderKLWan to the twin frames first, then diffusion
+            forcing on the tiny Wan2.1 I2V transformer (full fine-tune of the random tiny model)
+  vae       reconstruction error of the fitted VAE (and of the random one) on held-out twin frames
+  grpo      eva-train-grpo: Flow-GRPO LoRA on the SFT model, reward = the trained IDM's executability
+  evaluate  idm_replay_success per task (held-out seeds), held-out reward of SFT vs GRPO
+            (eva-train-grpo --eval-only, same seeds and noise)
+  export    IDM, VAE, transformer and LoRA into --export with manifest.json (sha256 of every file,
+            the command, the seeds, the metrics, the stage times); refuses > max_export_mb
+The closed loop (success, best-of-N vs GRPO) is `eva-demo` on the exported checkpoints.
+Outputs in --out (refused if it exists, unless --overwrite); --export is replaced only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+BIN = Path(sys.executable).parent
+RECORD_TOPICS = ["joint_states", "cam_high/color/image_raw", "eva/instruction", "eva/controller/command"]
+
+
+class Stages:
+    """Times each stage and prints it as it ends."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.t0 = time.time()
+
+    def run(self, name: str, fn, *a, **kw):
+        print(f"train-demo: == {name}", flush=True)
+        t = time.time()
+        out = fn(*a, **kw)
+        self.seconds[name] = round(time.time() - t, 1)
+        print(f"train-demo: == {name} done in {self.seconds[name]:.0f} s (total {time.time() - self.t0:.0f} s)", flush=True)
+        return out
+
+
+def sh(argv: list[str], log: Path) -> None:
+    """Run a CLI of this package; its output goes to the terminal and to `log`; non-zero exit is fatal."""
+    print("train-demo: $ " + " ".join(str(a) for a in argv), flush=True)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        for line in proc.stdout:
+            fh.write(line)
+            if b"\r" not in line:   # progress bars stay in the log only
+                sys.stdout.write(line.decode(errors="replace"))
+        rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"{argv[0]} exited {rc}; see {log}")
+
+
+# ---- stages ------------------------------------------------------------------------------------------
+def stage_demos(cfg: dict, out: Path) -> list[dict]:
+    from eva_core.embodiment import load_embodiment
+    from eva_ros.demo_runs import Probe, record_demo, ros_env
+
+    p = cfg["pipeline"]
+    cam = p["camera"]
+    camera = {"source": "sim", "fps": float(cam["fps"]),
+              "source_options": {"camera": "cam_high", "height": int(cam["height"]), "width": int(cam["width"])}}
+    env = ros_env()
+    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    emb = load_embodiment()
+    probe = Probe(emb)
+    records = []
+    try:
+        for task in p["tasks"]:
+            for seed in p["demo_seeds"]:
+                t = time.time()
+                r = record_demo(probe, REPO / "config" / "sim.yaml", out, task, int(seed), RECORD_TOPICS, camera, env,
+                                time_scale=float(p.get("demo_time_scale", 1.0)))
+                records.append(r)
+                print(f"train-demo: demo {task} seed {seed}: success {r['success']} ({time.time() - t:.0f} s)", flush=True)
+    finally:
+        probe.close()
+    ok = [r for r in records if r["success"] and r["bag"]]
+    if not ok:
+        raise RuntimeError("no successful demonstration was recorded; see the logs in " + str(out / "logs"))
+    return records
+
+
+def stage_episodes(records: list[dict], out: Path) -> Path:
+    eps = out / "episodes"
+    bags = [r["bag"] for r in records if r["success"] and r["bag"]]
+    sh([BIN / "eva-bag-to-episodes", *bags, "--out", eps], out / "logs" / "bag_to_episodes.log")
+    return eps
+
+
+def stage_idm(cfg: dict, episodes: Path, out: Path) -> Path:
+    c = cfg["idm"]
+    seed = cfg["pipeline"]["seed"]
+    sh([sys.executable, "-m", "training.train_idm", "--data", episodes, "--variant", c["variant"],
+        "--image-size", c["image_size"], "--max-steps", c["max_steps"], "--batch-size", c["batch_size"],
+        "--lr", c["lr"], "--color-jitter", c["color_jitter"], "--eval-every", c["eval_every"],
+        "--save-every", c["save_every"], "--seed", seed, "--threads", 2, "--cpu", "--no-progress",
+        "--out", out / "idm"], out / "logs" / "idm.log")
+    return out / "idm" / "idm"
+
+
+def stage_sft(cfg: dict, episodes: Path, out: Path) -> Path:
+    sft = {k: dict(v) for k, v in cfg["sft"].items()}
+    sft["model"] = dict(cfg["model"])
+    sft["data"]["sources"] = [str(episodes)]
+    sft["train"]["seed"] = cfg["pipeline"]["seed"]
+    path = out / "configs" / "sft.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(sft, sort_keys=False))
+    sh([sys.executable, "-m", "training.sft", "--config", path, "--output-dir", out / "sft", "--cpu"],
+       out / "logs" / "sft.log")
+    return out / "sft" / "final"
+
+
+def stage_vae(cfg: dict, heldout: dict, sft_final: Path) -> dict:
+    """MSE/PSNR of VAE reconstructions of held-out twin clips: the fitted VAE vs the random one."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKLWan
+
+    from eva_core.world_model.tiny import build_tiny_vae, tiny_sizes
+
+    m = cfg["model"]
+    n = int(m["num_frames"])
+    clips = []
+    for _task, demos in heldout.items():
+        for _seed, ep in demos:
+            step = max(1, int(round(ep.fps / m["fps"])))
+            f = ep.frames[::step][:n]
+            if len(f) == n:
+                clips.append(f)
+    if not clips:
+        return {}
+    x = torch.from_numpy(np.stack(clips)).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3)  # B C T H W in [-1, 1]
+
+    def score(vae):
+        with torch.no_grad():
+            rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        mse = float(((rec - x) / 2).pow(2).mean())   # in [0, 1] pixel units
+        return {"mse": round(mse, 6), "psnr_db": round(float(10 * np.log10(1.0 / max(mse, 1e-12))), 2)}
+
+    fitted = AutoencoderKLWan.from_pretrained(str(sft_final / "vae"), local_files_only=True).eval()
+    return {"clips": len(clips), "frames_per_clip": n, "fitted": score(fitted),
+            "random_init": score(build_tiny_vae(tiny_sizes(m.get("tiny")))),
+            "predict_mean_frame": {"mse": round(float(((x - x.mean(dim=(0, 2), keepdim=True)) / 2).pow(2).mean()), 6)}}
+
+
+def heldout_demos(cfg: dict, out: Path) -> dict:
+    """Scripted demos on the held-out replay seeds (eva-sim-demos, in its own process: its EGL
+    renderer stays out of this one), also GRPO's held-out prompts. {task: [(seed, Episode)]}."""
+    return load_heldout(cfg, out / "heldout", make=True)
+
+
+def load_heldout(cfg: dict, root: Path, make: bool = False) -> dict:
+    from eva_core.data.hdf5_io import read_aloha_hdf5
+
+    p = cfg["pipeline"]
+    cam = p["camera"]
+    seeds = [int(s) for s in p["replay_seeds"]]
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ValueError("pipeline: replay_seeds: must be consecutive (eva-sim-demos --seed S --episodes N)")
+    demos = {}
+    for task in p["tasks"]:
+        d = root / task
+        if make:
+            sh([BIN / "eva-sim-demos", "--task", task, "--episodes", len(seeds), "--seed", seeds[0], "--out", d,
+                "--fps", cam["fps"], "--height", cam["height"], "--width", cam["width"], "--cameras", "cam_high"],
+               root.parent / "logs" / f"heldout_{task}.log")
+        demos[task] = [(int(f.stem.split("_")[-1]), read_aloha_hdf5(f)) for f in sorted(d.glob("episode_*.hdf5"))]
+    return demos
+
+
+def grpo_config(cfg: dict, out: Path, sft_final: Path, idm: Path, episodes: Path) -> Path:
+    g = {k: dict(v) for k, v in cfg["grpo"].items()}
+    g["model"] = {**cfg["model"], "transformer_dir": str((sft_final / "transformer").resolve()),
+                  "vae_dir": str((sft_final / "vae").resolve())}
+    g["data"].update(sources=[str(episodes)],
+                     eval_sources=[str(out / "heldout" / t) for t in cfg["pipeline"]["tasks"]])
+    g["reward"] = {"idm": str(idm.resolve())}
+    g["train"]["seed"] = cfg["pipeline"]["seed"]
+    path = out / "configs" / "grpo.yaml"
+    path.write_text(yaml.safe_dump(g, sort_keys=False))
+    return path
+
+
+def stage_grpo(gcfg: Path, out: Path) -> Path:
+    sh([sys.executable, "-m", "training.grpo", "--config", gcfg, "--output-dir", out / "grpo", "--cpu"],
+       out / "logs" / "grpo.log")
+    best = out / "grpo" / "best" / "lora"
+    return best if best.is_dir() else out / "grpo" / "lora"
+
+
+def stage_evaluate(cfg: dict, out: Path, gcfg: Path, idm_dir: Path, lora: Path, heldout: dict) -> dict:
+    from eva_core.embodiment import load_embodiment
+    from eva_core.idm import load_idm
+    from eva_core.sim.idm_replay import decode_video, replay
+
+    emb = load_embodiment()
+    idm = load_idm(idm_dir)
+    replays = {}
+    for task, demos in heldout.items():
+        res = {}
+        for seed, ep in demos:
+            res[str(seed)] = replay(task, emb, seed, decode_video(idm, ep.frames, emb), ep.fps)
+        replays[task] = {"seeds": sorted(res), "success": res,
+                         "idm_replay_success": sum(res.values()) / len(res) if res else None}
+        print(f"train-demo: idm_replay_success {task}: {replays[task]['idm_replay_success']}", flush=True)
+    rewards = {}
+    for name, extra in (("sft", []), ("grpo", ["--lora", lora])):
+        d = out / f"eval_{name}"
+        sh([sys.executable, "-m", "training.grpo", "--config", gcfg, "--output-dir", d, "--cpu", "--eval-only", *extra],
+           out / "logs" / f"eval_{name}.log")
+        rewards[name] = json.loads((d / "eval.json").read_text())
+    return {"idm_replay": replays, "heldout_reward": rewards}
+
+
+# ---- export ------------------------------------------------------------------------------------------
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stage_export(cfg: dict, out: Path, export: Path, parts: dict, manifest: dict, overwrite: bool) -> Path:
+    """Copy the parts into a temp dir beside `export`, write world_model yamls and manifest.json, swap."""
+    from eva_core.cli import replace_dir_atomically
+
+    tmp = export.parent / f".{export.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, src in parts.items():
+        shutil.copytree(src, tmp / name)
+    # the planner's world_model sections, paths relative to the export directory
+    model = {k: v for k, v in cfg["model"].items()}
+    for name, extra in (("world_model_sft", {}), ("world_model_grpo", {"lora": "lora", "merge_lora": True})):
+        (tmp / f"{name}.yaml").write_text(yaml.safe_dump(
+            {"world_model": {**model, "transformer_dir": "transformer", "vae_dir": "vae", **extra}}, sort_keys=False))
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    limit = float(cfg["pipeline"].get("max_export_mb", 20.0)) * 1e6
+    if total > limit:
+        shutil.rmtree(tmp)
+        raise RuntimeError(f"export is {total / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB limit; make the models smaller")
+    manifest["files"] = {str(p.relative_to(tmp)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
+    manifest["total_bytes"] = total
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    replace_dir_atomically(tmp, export, overwrite=True)
+    return export
+
+
+# ---- main --------------------------------------------------------------------------------------------
+def run(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="train-demo", description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=REPO / "config" / "training" / "demo.yaml")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "train_demo", help="run directory")
+    ap.add_argument("--export", type=Path, default=REPO / "checkpoints" / "demo", help="checkpoint directory to write")
+    ap.add_argument("--no-export", action="store_true", help="leave --export alone")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    ap.add_argument("--debug", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = yaml.safe_load(args.config.read_text())
+    for key in ("pipeline", "model", "idm", "sft", "grpo"):
+        if not isinstance(cfg.get(key), dict):
+            raise ValueError(f"{args.config}: {key}: missing section")
+    out = args.out.resolve()
+    if out.exists():
+        if not args.overwrite:
+            raise ValueError(f"{out}: exists; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    (out / "logs").mkdir(parents=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    import torch
+
+    torch.set_num_threads(2)
+    st = Stages()
+    records = st.run("demos", stage_demos, cfg, out)
+    episodes = st.run("episodes", stage_episodes, records, out)
+    heldout = st.run("heldout demos", heldout_demos, cfg, out)
+    idm = st.run("idm", stage_idm, cfg, episodes, out)
+    sft_final = st.run("sft", stage_sft, cfg, episodes, out)
+    vae = st.run("vae", stage_vae, cfg, heldout, sft_final)
+    print(f"train-demo: VAE reconstruction on held-out twin clips: {vae}", flush=True)
+    gcfg = grpo_config(cfg, out, sft_final, idm, episodes)
+    lora = st.run("grpo", stage_grpo, gcfg, out)
+    ev = st.run("evaluate", stage_evaluate, cfg, out, gcfg, idm, lora, heldout)
+    idm_eval = json.loads((out / "idm" / "eval.json").read_text())
+    sft_summary = json.loads((out / "sft" / "summary.json").read_text()) if (out / "sft" / "summary.json").exists() else {}
+    grpo_metrics = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    manifest = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "config": yaml.safe_load(args.config.read_text()),
+        "seeds": {"pipeline": cfg["pipeline"]["seed"], "demo_seeds": cfg["pipeline"]["demo_seeds"],
+                  "replay_seeds": cfg["pipeline"]["replay_seeds"]},
+        "demos": [{k: r[k] for k in ("task", "seed", "success")} for r in records],
+        "metrics": {"idm": {k: idm_eval.get(k) for k in ("mae", "baseline_mae", "mae_joints", "baseline_mae_joints",
+                                                         "accuracy_per_dim", "accuracy_all_dims", "step")},
+                    "vae": vae, "sft": sft_summary,
+                    "grpo_reward_first_last": [grpo_metrics[0].get("reward_mean"), grpo_metrics[-1].get("reward_mean")]
+                    if grpo_metrics else None,
+                    **ev},
+        "stage_seconds": st.seconds,
+    }
+    (out / "summary.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    if not args.no_export:
+        parts = {"idm": idm, "vae": sft_final / "vae", "transformer": sft_final / "transformer", "lora": lora}
+        st.run("export", stage_export, cfg, out, args.export.resolve(), parts, manifest, True)
+        manifest["stage_seconds"] = st.seconds
+        (args.export / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+        # the manifest's own hash is not in itself; every other file is
+    print("train-demo: stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in st.seconds.items()) +
+          f"; total {time.time() - st.t0:.0f}", flush=True)
+    print(f"train-demo: idm_replay_success: " + ", ".join(
+        f"{t} {r['idm_replay_success']}" for t, r in ev["idm_replay"].items()), flush=True)
+    print(f"train-demo: held-out reward SFT {ev['heldout_reward']['sft']} | GRPO {ev['heldout_reward']['grpo']}", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    from eva_core.cli import cli_main
+
+    return cli_main("train-demo", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
