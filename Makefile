@@ -16,11 +16,12 @@ export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps test test-fast demo bench clean help
+.PHONY: setup system-deps test test-fast demo train-demo bench clean help
 
 help:
 	@echo "make setup   - system packages (if missing) + .venv with pinned deps + editable install"
 	@echo "make demo    - closed loop in simulation (tiny models, emulated hardware)"
+	@echo "make train-demo - train IDM, VAE + SFT and GRPO on twin demos (toy EVA, CPU) into checkpoints/demo"
 	@echo "make test    - full test suite"
 	@echo "make bench   - benchmarks (ratios, printed)"
 
@@ -45,6 +46,9 @@ test-fast: setup
 
 demo: setup
 	$(VENV)/bin/eva-demo
+
+train-demo: setup
+	$(PY) tools/train_demo.py --overwrite
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

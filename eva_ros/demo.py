@@ -1,19 +1,26 @@
-"""eva-demo: the closed loop in simulation, recorded.
+"""eva-demo: the toy EVA closed loop in the physics twin, recorded and scored (`make demo`).
 
-    eva-demo [--duration 30] [--out artifacts/demo] [--config sim]
+    eva-demo [--episodes 2] [--tasks pick_block push_block] [--out outputs/demo] [--no-compare]
 
-Runs `eva-bringup` on config/sim.yaml (MuJoCo twin camera -> tiny world model -> tiny IDM ->
-safety filter -> controller -> sim arm, which poses the twin the camera renders) in a child
-process, records the loop over DDS (loopback only) from this process, and writes:
-  report.json    the bringup report (chunks, commands, limit violations, watchdog, latencies)
-  rollout.mp4    camera view beside the newest generated chunk
-  actions.png    the 14 commanded action curves with their limits
-  scores.png     the executability reward of every decoded chunk
-The models are tiny and untrained, so the motion means nothing: the demo shows the plumbing,
-timing and safety of the loop. Exit code 1 if no command reached the arm or any was clipped; 2
-(one line, --debug for the traceback) for a bad --config or an --out that cannot be written.
+With the checkpoints of `make train-demo` in checkpoints/demo/ (manifest.json), every episode is
+one `eva-bringup` of config/demo.yaml (base.yaml + overlay): the twin's cam_high -> planner (the
+tiny Wan2.1 I2V world model, receding horizon, GRPO LoRA) -> idm_action (the trained IDM, reward,
+safety filter) -> controller -> the physics sim arm, which moves the twin the camera renders. The
+twin task is placed from a fixed seed per episode; its success check is read at the end. With
+--compare (default) the same seeds also run the SFT-only model at N = 1 and SFT best-of-N.
+Before the closed loop, idm_replay_success: ground-truth scripted demos on held-out seeds are
+decoded by the IDM and the actions executed in the twin. Outputs in --out:
+  report.json    per variant and task: success, mean executability reward of executed chunks,
+                 limit violations, latency percentiles, arm idle time between chunks; idm_replay
+  rollout.mp4    camera view beside the current generated chunk, labelled task/episode/success
+  actions.png    the commanded actions of the first GRPO episode, with the limits
+and a summary table on stdout. Exit 1 if any command was clipped by the final safety filter.
+
+Without those checkpoints (or with --duration), it runs the untrained plumbing demo instead and
+says so: config/sim.yaml for --duration s with the tiny random models (report.json = the bringup
+report, rollout.mp4, actions.png, scores.png); exit 1 if no command reached the arm or any was
+clipped. Bad --config / --out: one line, exit 2 (--debug for the traceback), before ROS starts.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -32,16 +39,45 @@ from eva_core.paths import config_path
 def run(argv) -> int:
     ap = argparse.ArgumentParser(prog="eva-demo", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=float, default=30.0, help="seconds of closed loop (default 30)")
-    ap.add_argument("--out", type=Path, default=Path("artifacts/demo"), help="output directory")
-    ap.add_argument("--config", default="sim", help="bringup params file (default config/sim.yaml)")
+    ap.add_argument("--duration", type=float, default=None,
+                    help="untrained plumbing demo on --config for this many seconds (default without checkpoints: 30)")
+    ap.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output directory (default outputs/demo)")
+    ap.add_argument("--config", default=None, help="bringup params file (default config/demo.yaml; untrained: sim)")
+    ap.add_argument("--checkpoints", type=Path, default=None, help="default: checkpoints/demo of the repository")
+    ap.add_argument("--episodes", type=int, default=2, help="episodes per task and variant (default 2)")
+    ap.add_argument("--tasks", nargs="*", default=None, help="twin tasks (default: those trained)")
+    ap.add_argument("--seed", type=int, default=1000, help="first episode seed (default 1000, never a training seed)")
+    ap.add_argument("--episode-seconds", type=float, default=16.0, help="closed loop per episode (default 16 s)")
+    ap.add_argument("--best-of", type=int, default=4, help="N of the SFT best-of-N baseline (default 4)")
+    ap.add_argument("--no-compare", action="store_true", help="only the GRPO model (no SFT / best-of-N runs)")
+    ap.add_argument("--no-replay", action="store_true", help="skip idm_replay_success")
     add_debug_arg(ap)
     args = ap.parse_args(argv)
-    if not (args.duration > 0 and args.duration < float("inf")):
+    if args.duration is not None and not (args.duration > 0 and args.duration < float("inf")):
         ap.error(f"--duration must be a positive number of seconds, got {args.duration}")
+    if args.episodes < 1 or not (0 < args.episode_seconds < 600) or args.best_of < 1:
+        ap.error("--episodes and --best-of must be >= 1, --episode-seconds in (0, 600)")
+    ckpt = args.checkpoints or _repo_checkpoints()
+    if args.duration is None and (ckpt / "manifest.json").is_file():
+        from eva_ros.demo_eval import run_trained
 
+        return run_trained(args, ckpt)
+    if args.duration is None:
+        print(f"eva-demo: no trained checkpoints at {ckpt} (manifest.json missing; `make train-demo` writes them): "
+              "running the UNTRAINED plumbing demo (random tiny models: the motion means nothing)")
+        args.duration = 30.0
+    return run_untrained(args)
+
+
+def _repo_checkpoints() -> Path:
+    """checkpoints/demo beside config/ (the source tree), else under the current directory."""
+    here = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    return here if here.exists() else Path("checkpoints/demo")
+
+
+def run_untrained(args) -> int:
     # everything that can be wrong with the inputs fails here, before ROS starts
-    cfg = config_path(args.config)
+    cfg = config_path(args.config or "sim")
     emb, camera_topic = _camera(cfg)
     check_writable(args.out, kind="dir")
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # never multicast off this machine

@@ -1,0 +1,259 @@
+"""eva-demo on trained checkpoints: idm_replay_success, then closed-loop episodes per variant and
+task through the full node graph, scored and written to report.json / rollout.mp4 / actions.png.
+See eva_ros/demo.py for the command line and docs/toy_eva.md for what the numbers mean."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eva_core.atomic_io import write_json
+from eva_core.cli import UserError, check_writable
+from eva_core.paths import config_path
+
+BIN = Path(sys.executable).parent
+
+
+def load_manifest(ckpt: Path) -> dict:
+    try:
+        m = json.loads((ckpt / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{ckpt / 'manifest.json'}: unreadable ({e})") from e
+    for key in ("config", "files"):
+        if key not in m:
+            raise UserError(f"{ckpt / 'manifest.json'}: missing key {key!r}")
+    for name in ("idm", "vae", "transformer", "lora"):
+        if not (ckpt / name).is_dir():
+            raise UserError(f"{ckpt / name}: missing checkpoint directory")
+    return m
+
+
+def variants(ckpt: Path, model: dict, compare: bool, best_of: int) -> dict:
+    """The planner's world_model section of each variant (absolute paths)."""
+    base = {**model, "transformer_dir": str(ckpt / "transformer"), "vae_dir": str(ckpt / "vae")}
+    out = {"grpo": {**base, "lora": str(ckpt / "lora"), "merge_lora": True}}
+    if compare:
+        out["sft"] = dict(base)
+        out[f"sft_best_of_{best_of}"] = {**base, "best_of": int(best_of), "reward_idm": str(ckpt / "idm")}
+    return out
+
+
+def idle_time(spans: list, end: float | None = None) -> dict:
+    """Seconds without a trajectory to follow, from the first trajectory's start to the last's end
+    (or `end`): the union of the [start, end] spans subtracted from that window."""
+    if not spans:
+        return {"seconds": None, "fraction": None, "gaps": 0}
+    s = sorted((a, b) for a, b, _ in spans)
+    t0, t1 = s[0][0], max(b for _, b in s) if end is None else end
+    covered, cur_a, cur_b, gaps = 0.0, s[0][0], s[0][1], 0
+    for a, b in s[1:]:
+        if a > cur_b:
+            covered += cur_b - cur_a
+            gaps += 1
+            cur_a, cur_b = a, b
+        else:
+            cur_b = max(cur_b, b)
+    covered += cur_b - cur_a
+    total = max(t1 - t0, 1e-9)
+    idle = max(0.0, total - covered)
+    return {"seconds": round(idle, 3), "fraction": round(idle / total, 4), "gaps": gaps}
+
+
+def replay_all(ckpt: Path, cfg: dict, tasks: list, work: Path) -> dict:
+    """idm_replay_success per task on the manifest's held-out replay seeds (eva-sim-demos renders
+    the ground truth in its own process; the IDM decodes it; the twin executes it)."""
+    from eva_core.data.hdf5_io import read_aloha_hdf5
+    from eva_core.embodiment import load_embodiment
+    from eva_core.idm import load_idm
+    from eva_core.sim.idm_replay import decode_video, replay
+
+    p = cfg["pipeline"]
+    cam = p["camera"]
+    seeds = [int(s) for s in p["replay_seeds"]]
+    emb = load_embodiment()
+    idm = load_idm(ckpt / "idm")
+    out = {}
+    for task in tasks:
+        d = work / "heldout" / task
+        if not d.is_dir():
+            subprocess.run([str(BIN / "eva-sim-demos"), "--task", task, "--episodes", str(len(seeds)), "--seed",
+                            str(seeds[0]), "--out", str(d), "--fps", str(cam["fps"]), "--height", str(cam["height"]),
+                            "--width", str(cam["width"]), "--cameras", "cam_high"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        res, err = {}, []
+        for f in sorted(d.glob("episode_*.hdf5")):
+            ep = read_aloha_hdf5(f)
+            seed = int(f.stem.split("_")[-1])
+            actions = decode_video(idm, ep.frames, emb)
+            err.append(float(np.abs(actions - ep.action).mean()))
+            res[str(seed)] = replay(task, emb, seed, actions, ep.fps)
+        out[task] = {"seeds": sorted(res), "success": res,
+                     "idm_replay_success": sum(res.values()) / len(res) if res else None,
+                     "action_mae": round(float(np.mean(err)), 4) if err else None}
+        print(f"eva-demo: idm_replay_success {task}: {out[task]['idm_replay_success']} "
+              f"({sum(res.values())}/{len(res)}, action MAE {out[task]['action_mae']})", flush=True)
+    return out
+
+
+def run_trained(args, ckpt: Path) -> int:
+    # inputs first, before ROS starts
+    overlay = config_path(args.config or "demo")
+    check_writable(args.out, kind="dir")
+    manifest = load_manifest(ckpt)
+    cfg = manifest["config"]
+    tasks = args.tasks or list(cfg["pipeline"]["tasks"])
+    from eva_core.embodiment import load_embodiment
+    from eva_core.sim.tasks import TASKS, make_task
+
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise UserError(f"--tasks: unknown {unknown}; the twin has {sorted(TASKS)}")
+    emb = load_embodiment()
+    ckpt = ckpt.resolve()
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 80))
+    from eva_ros.runtime import configure_transport
+
+    configure_transport()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    t_start = time.time()
+    print(f"eva-demo: trained toy EVA from {ckpt} on {overlay} (ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}); "
+          f"tasks {tasks}, {args.episodes} episode(s) each, seeds from {args.seed}", flush=True)
+    replays = {} if args.no_replay else replay_all(ckpt, cfg, tasks, work)
+
+    import rclpy
+
+    from eva_ros import names
+    from eva_ros.demo_runs import closed_loop, ros_env
+    from eva_ros.recorder import video_frames, write_plots
+
+    rclpy.init()
+    env = ros_env()
+    cam = cfg["pipeline"]["camera"]
+    camera_topic = names.camera_topic("cam_high")
+    episodes, frames, first_grpo = [], [], None
+    try:
+        for variant, wm in variants(ckpt, cfg["model"], not args.no_compare, args.best_of).items():
+            for task in tasks:
+                instruction = make_task(task, emb).instruction
+                for k in range(args.episodes):
+                    seed = args.seed + k
+                    name = f"{variant}_{task}_{seed}"
+                    overrides = {
+                        "camera": {"source_options": {"height": int(cam["height"]), "width": int(cam["width"]),
+                                                      "task": task}},
+                        "planner": {"instruction": instruction, "seed": seed, "world_model": wm},
+                        "idm_action": {"idm": {"checkpoint": str(ckpt / "idm")}},
+                        "controller": {"arm": {"task": task, "seed": seed}}}
+                    t = time.time()
+                    r = closed_loop(overlay, work, name, overrides, args.episode_seconds, env, emb, camera_topic)
+                    ep = score_episode(variant, task, seed, r)
+                    episodes.append(ep)
+                    print(f"eva-demo: {variant:>14} {task:<11} seed {seed}: success {ep['success']}, "
+                          f"reward {ep['mean_reward']}, chunks {ep['chunks_executed']}, "
+                          f"limit violations {ep['limit_violations']} ({time.time() - t:.0f} s)", flush=True)
+                    if variant == "grpo":
+                        rec = r["recording"]
+                        label = f"{task} ep {k + 1} seed {seed}: {'SUCCESS' if ep['success'] else 'fail'} (GRPO)"
+                        frames += video_frames(rec["camera"], rec["chunks"], 240, label)
+                        if first_grpo is None and rec["commands"]:
+                            first_grpo = rec
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    written = []
+    if frames:
+        import imageio.v3 as iio
+
+        from eva_core.atomic_io import atomic_path
+
+        with atomic_path(out / "rollout.mp4", suffix=".mp4") as tmp:
+            iio.imwrite(tmp, np.stack(frames), fps=10.0, codec="libx264")
+        written.append(out / "rollout.mp4")
+    if first_grpo is not None:
+        written += write_plots(emb, first_grpo, out / "actions.png", None)
+    report = build_report(manifest, ckpt, args, tasks, replays, episodes, time.time() - t_start)
+    write_json(out / "report.json", report)
+    written.insert(0, out / "report.json")
+    print_table(report)
+    for p in written:
+        print(f"eva-demo: wrote {p}")
+    if report["limit_violations"] != 0:
+        print("eva-demo: FAILED: the final safety filter had to clip commands", file=sys.stderr)
+        return 1
+    if not any(e["commands_sent"] for e in episodes):
+        print("eva-demo: FAILED: no command reached the arm", file=sys.stderr)
+        return 1
+    return 0
+
+
+def score_episode(variant: str, task: str, seed: int, r: dict) -> dict:
+    s = r["summary"] or {}
+    rec = r["recording"]
+    scores = [v for _, v in rec["scores"]]
+    traj = rec["trajectories"]
+    return {"variant": variant, "task": task, "seed": seed, "success": bool(r["success"]),
+            "success_reported": r["success"] is not None, "exit": r["exit"],
+            "chunks_planned": s.get("chunks_planned", 0), "chunks_executed": s.get("trajectories_executed", 0),
+            "commands_sent": s.get("commands_sent", 0), "limit_violations": s.get("limit_violations", 0),
+            "watchdog_events": s.get("watchdog_events", 0),
+            "mean_reward": round(float(np.mean(scores)), 4) if scores else None, "rewards": [round(v, 4) for v in scores],
+            "latency_ms": s.get("latency_ms", {}), "idle": idle_time(traj), "log": r["log"]}
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return round(float(np.mean(xs)), 4) if xs else None
+
+
+def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dict:
+    by = {}
+    for e in episodes:
+        by.setdefault(e["variant"], {}).setdefault(e["task"], []).append(e)
+    summary = {}
+    for variant, per_task in by.items():
+        gens = args.best_of if variant.startswith("sft_best_of") else 1
+        summary[variant] = {}
+        for task, eps in per_task.items():
+            lat = [e["latency_ms"].get("camera_to_plan", {}) for e in eps]
+            summary[variant][task] = {
+                "episodes": len(eps), "success_rate": sum(e["success"] for e in eps) / len(eps),
+                "mean_reward": _mean([e["mean_reward"] for e in eps]),
+                "chunks_executed": sum(e["chunks_executed"] for e in eps),
+                "generations_per_chunk": gens,
+                "generated_chunks": sum(e["chunks_planned"] for e in eps) * gens,
+                "limit_violations": sum(e["limit_violations"] for e in eps),
+                "latency_camera_to_plan_ms": {k: _mean([x.get(k) for x in lat]) for k in ("p50_ms", "p90_ms", "p99_ms")},
+                "idle_seconds_mean": _mean([e["idle"]["seconds"] for e in eps]),
+                "idle_fraction_mean": _mean([e["idle"]["fraction"] for e in eps])}
+    return {"checkpoints": str(ckpt), "manifest_sha256": {k: v["sha256"] for k, v in manifest["files"].items()},
+            "command": "eva-demo " + " ".join(sys.argv[1:]), "seeds": list(range(args.seed, args.seed + args.episodes)),
+            "tasks": tasks, "episode_seconds": args.episode_seconds, "seconds": round(seconds, 1),
+            "limit_violations": sum(e["limit_violations"] for e in episodes),
+            "idm_replay": replays, "summary": summary, "episodes": episodes,
+            "training_metrics": manifest.get("metrics", {}), "training_stage_seconds": manifest.get("stage_seconds", {})}
+
+
+def print_table(report: dict) -> None:
+    rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "idle s")]
+    for variant, per_task in report["summary"].items():
+        for task, s in per_task.items():
+            rows.append((variant, task, f"{s['success_rate']:.2f} ({s['episodes']} ep)", str(s["mean_reward"]),
+                         str(s["chunks_executed"]), str(s["generations_per_chunk"]), str(s["limit_violations"]),
+                         str(s["latency_camera_to_plan_ms"]["p50_ms"]), str(s["idle_seconds_mean"])))
+    for task, r in report["idm_replay"].items():
+        rows.append(("idm_replay", task, f"{r['idm_replay_success']}", "", "", "", "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("eva-demo: " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print("eva-demo: " + "  ".join("-" * w for w in widths))
+    print(f"eva-demo: {report['seconds']:.0f} s in all, {report['limit_violations']} limit violations")
