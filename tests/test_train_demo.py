@@ -1,0 +1,94 @@
+"""`make train-demo` at CI size (config/training/demo_ci.yaml: one task, two demos, a few steps per
+stage): the whole pipeline runs, its checkpoints match their manifest, and `eva-demo` runs the
+planner and the IDM node on them in the closed loop, so the pipeline cannot rot."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_fixtures import unique_domain_id
+
+pytestmark = pytest.mark.timeout(1500)
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("demos", "episodes", "heldout demos", "idm", "sft", "vae", "grpo", "evaluate", "export")
+
+
+def _env():
+    return dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id()), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                MUJOCO_GL="egl", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train_demo")
+    out, ckpt = tmp / "run", tmp / "ckpt"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--config",
+                           str(REPO / "config" / "training" / "demo_ci.yaml"), "--out", str(out), "--export", str(ckpt)],
+                          env=_env(), capture_output=True, text=True, timeout=1400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, ckpt, proc.stdout
+
+
+def test_every_stage_runs_and_prints_its_time(trained):
+    _, _, stdout = trained
+    for stage in STAGES:
+        assert f"train-demo: == {stage} done in " in stdout, stage
+    assert "train-demo: stage times (s): demos " in stdout
+
+
+def test_demos_came_through_the_ros_graph_and_the_recorder(trained):
+    from eva_core.data.hdf5_io import read_aloha_hdf5
+
+    out, _, _ = trained
+    summary = json.loads((out / "summary.json").read_text())
+    assert any(d["success"] for d in summary["demos"])
+    files = sorted((out / "episodes").glob("*.hdf5"))
+    assert files and all((out / "bags").rglob("*.mcap"))
+    ep = read_aloha_hdf5(files[0])
+    assert ep.frames.shape[1:] == (48, 64, 3) and ep.instruction == "pick up the red block"
+    assert np.ptp(ep.qpos, axis=0).max() > 0.3 and np.ptp(ep.action, axis=0).max() > 0.3   # the arm moved
+
+
+def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):
+    _, ckpt, _ = trained
+    m = json.loads((ckpt / "manifest.json").read_text())
+    files = {str(p.relative_to(ckpt)) for p in ckpt.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert files == set(m["files"])
+    for name, entry in m["files"].items():
+        assert hashlib.sha256((ckpt / name).read_bytes()).hexdigest() == entry["sha256"], name
+    assert m["total_bytes"] <= 20e6
+    for part in ("idm", "vae", "transformer", "lora"):
+        assert (ckpt / part).is_dir()
+    assert m["seeds"]["demo_seeds"] == [0, 1] and "demo_ci.yaml" in m["command"]
+    vae = m["metrics"]["vae"]
+    assert vae["fitted"]["mse"] < vae["random_init"]["mse"]   # the fitted VAE reconstructs better than the random one
+    assert set(m["metrics"]["idm_replay"]) == {"pick_block"}
+    assert set(m["metrics"]["heldout_reward"]) == {"sft", "grpo"}
+
+
+def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(trained, tmp_path):
+    _, ckpt, _ = trained
+    out = tmp_path / "demo"
+    proc = subprocess.run([str(Path(sys.executable).parent / "eva-demo"), "--checkpoints", str(ckpt), "--episodes", "1",
+                           "--no-compare", "--no-replay", "--episode-seconds", "6", "--out", str(out)],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    (ep,) = report["episodes"]
+    assert ep["variant"] == "grpo" and ep["success_reported"]
+    assert ep["chunks_executed"] > 0 and ep["commands_sent"] > 0 and ep["limit_violations"] == 0
+    assert ep["mean_reward"] is not None
+    # the nodes were started on exactly these checkpoints (a path that does not load fails start-up)
+    import yaml
+
+    params = yaml.safe_load((out / "work" / "params" / "grpo_pick_block_1000.yaml").read_text())
+    wm = params["planner"]["ros__parameters"]["world_model"]
+    assert wm["transformer_dir"] == str(ckpt.resolve() / "transformer") and wm["lora"] == str(ckpt.resolve() / "lora")
+    assert params["idm_action"]["ros__parameters"]["idm"]["checkpoint"] == str(ckpt.resolve() / "idm")
+    assert (out / "rollout.mp4").stat().st_size > 1000 and (out / "actions.png").stat().st_size > 10_000
