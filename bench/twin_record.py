@@ -65,7 +65,7 @@ def main() -> int:
         params = merged_sections(params_layers("sim"))
         params["camera"]["ros__parameters"].update(fps=args.fps)
         params["camera"]["ros__parameters"]["source_options"].update(task=args.task)
-        params["controller"]["ros__parameters"]["arm"] = {"task": args.task, "seed": seed}
+        params["controller"]["ros__parameters"]["arm"] = {"task": args.task, "seed": seed, "physics": True}
         params["eva_record"] = {"ros__parameters": {"out_dir": str(args.out / f"seed_{seed}"), "segment_seconds": 2.0,
                                                     "topics": ["joint_states", "cam_high/color/image_raw",
                                                                "eva/controller/command"]}}

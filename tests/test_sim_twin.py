@@ -61,7 +61,7 @@ def test_sim_arm_poses_the_shared_twin():
     from eva_ros.backends import make_arm, make_camera
 
     t = [0.0]
-    arm = make_arm("sim", EMB, {"twin": "test_shared"}, clock=lambda: t[0])
+    arm = make_arm("sim", EMB, {"twin": "test_shared", "physics": True}, clock=lambda: t[0])
     cam = make_camera("sim", EMB, {"camera": "cam_high", "height": 48, "width": 64, "twin": "test_shared"})
     try:
         arm.connect()

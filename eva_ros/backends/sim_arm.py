@@ -1,9 +1,11 @@
 """`SimArm`: arms of the MuJoCo physics twin (the sim cameras of the same process see them).
 
-With `physics: true` (the default) each command becomes the reference of LoopbackArm's ideal,
+With `physics: true` each command becomes the reference of LoopbackArm's ideal,
 rate-limited servo; the twin's position servos track that reference, the physics steps to the
 arm's clock (`Twin.advance_to`), and the state read back is what the simulated joints did
-(contacts, a held block, servo lag). With `physics: false` the twin is only posed (kinematic).
+(contacts, a held block, servo lag). With `physics: false` (the default) the twin is only posed
+(kinematic): in the composed closed-loop demo on a loaded 2-core machine, physics mode was
+measured to raise the camera-to-plan latency (1.3 s vs 0.8 s p50) for a reason not yet found.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class SimArm(LoopbackArm):
         twin: str = param("default", "name of the process-wide twin these arms drive")
         task: str = param("", "twin task whose objects the twin holds (pick_block, push_block, lift_bar); "
                               "'' for none. The first user of a twin name builds it")
-        physics: bool = param(True, "step the physics (servos, contacts); false: only pose the twin")
+        physics: bool = param(False, "step the physics (servos, contacts, held objects); false: pose the twin "
+                                     "kinematically (what config/sim.yaml's closed-loop demo uses)")
         seed: int | None = param(None, "with a task: place its objects from this seed at start-up (and log "
                                        "the task's success check at close)")
 
