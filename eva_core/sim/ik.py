@@ -8,7 +8,6 @@ reaches the world pose (pos, rot); only that arm's joint dims change. Each solve
 from __future__ import annotations
 
 import mink
-import mujoco
 import numpy as np
 
 from eva_core.sim.layout import ArmLayout
@@ -85,11 +84,3 @@ class ArmIK:
         out[list(arm.joint_dims)] = qa[list(arm.joint_dims)]
         return np.clip(out, emb.pos_lower, emb.pos_upper)
 
-
-def fk_tcp(twin, arm: ArmLayout, action: np.ndarray) -> np.ndarray:
-    """World position of `tcp_<arm>` for an action (on a scratch MjData)."""
-    d = mujoco.MjData(twin.model)
-    d.qpos[:] = twin.qpos_snapshot()
-    d.qpos[twin._qadr] = twin.emb.action_to_joint_positions(action)
-    mujoco.mj_kinematics(twin.model, d)
-    return d.site(f"tcp_{arm.name}").xpos.copy()

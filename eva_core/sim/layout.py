@@ -11,7 +11,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import mujoco
-import numpy as np
 import yaml
 
 from eva_core.embodiment import Embodiment

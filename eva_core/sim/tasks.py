@@ -39,12 +39,6 @@ def _yaw_quat(yaw: float) -> np.ndarray:
     return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
-def _tilt(quat) -> float:
-    """Angle (rad) between a body's z axis and world z."""
-    w, x, y, z = quat
-    return float(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1.0, 1.0)))
-
-
 class Task:
     name = ""
     instruction = ""
