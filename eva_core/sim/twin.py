@@ -88,9 +88,9 @@ class Twin:
         return self.emb.joint_positions_to_action(q), self.emb.joint_positions_to_action(v)
 
     def step(self, n: int = 1) -> None:
-        with self._lock:
-            for _ in range(int(n)):
-                self._mujoco.mj_step(self.model, self.data)
+        if int(n) > 0:
+            with self._lock:
+                self._mujoco.mj_step(self.model, self.data, nstep=int(n))   # one call: the GIL is handed over once
 
     def advance_to(self, now: float) -> int:
         """Step until sim time catches up with `now - origin` (origin = first call); returns steps.
@@ -105,8 +105,8 @@ class Twin:
             n = int(min(behind, MAX_CATCH_UP_S) / self.timestep)
             if behind > MAX_CATCH_UP_S:
                 self._clock_origin += behind - MAX_CATCH_UP_S
-            for _ in range(max(0, n)):
-                self._mujoco.mj_step(self.model, self.data)
+            if n > 0:
+                self._mujoco.mj_step(self.model, self.data, nstep=n)
             return max(0, n)
 
     def reset(self, action=None) -> None:

@@ -4,8 +4,8 @@ With `physics: true` each command becomes the reference of LoopbackArm's ideal,
 rate-limited servo; the twin's position servos track that reference, the physics steps to the
 arm's clock (`Twin.advance_to`), and the state read back is what the simulated joints did
 (contacts, a held block, servo lag). With `physics: false` (the default) the twin is only posed
-(kinematic): in the composed closed-loop demo on a loaded 2-core machine, physics mode was
-measured to raise the camera-to-plan latency (1.3 s vs 0.8 s p50) for a reason not yet found.
+(kinematic), as config/sim.yaml's closed-loop demo has always run; see docs/twin_and_data.md for
+the latency measured in both modes.
 """
 
 from __future__ import annotations
