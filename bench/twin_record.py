@@ -37,7 +37,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("/tmp/eva_twin_record"))
     ap.add_argument("--fps", type=float, default=10.0, help="camera rate")
-    ap.add_argument("--slow", type=float, default=1.0,
+    ap.add_argument("--slow", type=float, default=2.0,
                     help="stretch the plan's durations by this (the controller's follower limits acceleration)")
     args = ap.parse_args()
 
