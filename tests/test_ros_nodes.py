@@ -226,7 +226,7 @@ def test_idm_node_rejects_nan_actions_and_low_reward(harness):
     from eva_core.idm import IDMConfig, build_idm
     from eva_ros.nodes.idm_action_node import IDMActionNode
 
-    broken = build_idm(IDMConfig(variant="tiny"))
+    broken = build_idm(IDMConfig(action_dim=EMB.dof, variant="tiny"))
     with torch.no_grad():
         for prm in broken.parameters():
             prm.fill_(float("nan"))           # a corrupted model: every output is NaN
@@ -244,7 +244,7 @@ def test_idm_node_rejects_nan_actions_and_low_reward(harness):
     assert harness.got("/eva/plan/trajectory") == [] and node.counts["trajectories"] == 0
 
     # the same node with a sane model publishes; with an impossible threshold it asks for a replan
-    node.decoder.idm = build_idm(IDMConfig(variant="tiny"))
+    node.decoder.idm = build_idm(IDMConfig(action_dim=EMB.dof, variant="tiny"))
     wait_for(lambda: send() and harness.got("/eva/plan/trajectory"), 60, period=0.3, what="a trajectory")
     traj = harness.got("/eva/plan/trajectory")[0]
     _, times, pos = msg_to_trajectory(traj, EMB.joint_names)
@@ -260,7 +260,7 @@ def test_idm_node_rejects_chunks_without_a_fresh_joint_state(harness):
     from eva_core.idm import IDMConfig, build_idm
     from eva_ros.nodes.idm_action_node import IDMActionNode
 
-    node = harness.add(IDMActionNode, idm=build_idm(IDMConfig(variant="tiny")))
+    node = harness.add(IDMActionNode, idm=build_idm(IDMConfig(action_dim=EMB.dof, variant="tiny")))
     harness.subscribe("/eva/plan/trajectory", JointTrajectory, qos.PLAN)
     js_pub = harness.probe.create_publisher(JointState, "/joint_states", qos.STATE)
     chunk_pub = harness.probe.create_publisher(Image, "/eva/plan/frames", qos.PLAN)
@@ -470,7 +470,7 @@ def test_idm_node_precision_parameter_is_checked_by_name(harness):
     with pytest.raises(ValueError, match=r"idm: precision"):
         IDMActionNode(context=harness.context, parameter_overrides=[Parameter("idm.precision", value="fp8")])
     node = harness.add(IDMActionNode, params={"idm.precision": "bfloat16"},
-                       idm=build_idm(IDMConfig(variant="tiny", fusion="late")))
+                       idm=build_idm(IDMConfig(action_dim=EMB.dof, variant="tiny", fusion="late")))
     frames = np.random.default_rng(4).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     low = node.decoder.predict(frames)
     node.decoder.precision = "float32"
