@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--history", default=None, help="a video of the frames before the image (at the model fps)")
     p.add_argument("--best-of", type=int, default=1, help="draw N chunks and keep the highest reward")
     p.add_argument("--idm", default=None, help="IDM checkpoint for the actions and reward (default: the config's reward_idm)")
-    p.add_argument("--embodiment", default=None, help="embodiment name or YAML (default: cobot_magic)")
+    p.add_argument("--embodiment", default=None, help="embodiment name or YAML (default: the default embodiment)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir once the new one is complete")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

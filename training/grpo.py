@@ -55,7 +55,7 @@ class DataSection:
 @dataclass
 class RewardSection:
     idm: str = ""  # IDM checkpoint dir / EVA .pt, or "random_tiny" (an untrained tiny IDM: smoke tests)
-    embodiment: str | None = None  # default: cobot_magic
+    embodiment: str | None = None  # default: eva_core.embodiment.DEFAULT_EMBODIMENT
     batch_size: int = 64
 
     def validate(self):

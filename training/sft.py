@@ -39,7 +39,7 @@ class DataSection:
     stride_s: float = 1.0  # seconds between clip starts
     instruction: str | None = None  # override every caption
     camera: str | None = None
-    embodiment: str | None = None  # for the synthetic episodes (default: cobot_magic)
+    embodiment: str | None = None  # for the synthetic episodes (default: DEFAULT_EMBODIMENT)
     val_frac: float = 0.2  # fraction of SOURCES (episodes/videos) held out
     cache_dir: str | None = None  # default: OUTPUT/cache
 

@@ -6,7 +6,7 @@ A clip is resampled to `spec.fps` by nearest source frame, centre-cropped to the
 and resized (bicubic, antialiased) to `spec.height x spec.width`, as the world model's input is.
 
     spec = ClipSpec(num_frames=49, fps=16, height=480, width=640)
-    refs = clips_from_sources(["/data/cobot_magic", "eva_data.csv"], spec, stride_s=1.0)
+    refs = clips_from_sources(["/data/episodes", "eva_data.csv"], spec, stride_s=1.0)
     ds = VideoClipDataset(refs, spec)
     item = ds[0]        # {"video": (3, T, H, W) float in [-1, 1], "caption": str, "key": str}
 
