@@ -1,6 +1,6 @@
 """eva-demo: the toy EVA closed loop in the physics twin, recorded and scored (`make demo`).
 
-    eva-demo [--episodes 2] [--tasks pick_block push_block] [--out outputs/demo] [--no-compare]
+    eva-demo [--episodes 3] [--tasks pick_block push_block] [--out outputs/demo] [--no-compare]
 
 With the checkpoints of `make train-demo` in checkpoints/demo/ (manifest.json), every episode is
 one `eva-bringup` of config/demo.yaml (base.yaml + overlay): the twin's cam_high -> planner (the
@@ -44,7 +44,7 @@ def run(argv) -> int:
     ap.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output directory (default outputs/demo)")
     ap.add_argument("--config", default=None, help="bringup params file (default config/demo.yaml; untrained: sim)")
     ap.add_argument("--checkpoints", type=Path, default=None, help="default: checkpoints/demo of the repository")
-    ap.add_argument("--episodes", type=int, default=2, help="episodes per task and variant (default 2)")
+    ap.add_argument("--episodes", type=int, default=3, help="episodes per task and variant (default 3)")
     ap.add_argument("--tasks", nargs="*", default=None, help="twin tasks (default: those trained)")
     ap.add_argument("--seed", type=int, default=1000, help="first episode seed (default 1000, never a training seed)")
     ap.add_argument("--episode-seconds", type=float, default=16.0, help="closed loop per episode (default 16 s)")

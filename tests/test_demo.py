@@ -36,3 +36,21 @@ def test_bad_inputs_fail_in_one_line_before_ros_starts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a_file is not a directory" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_trained_mode_bad_checkpoints_fail_in_one_line_before_ros_starts(tmp_path, capsys):
+    """A checkpoint directory with a manifest but without the checkpoint folders is named, exit 2."""
+    from eva_ros.demo import main
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "manifest.json").write_text('{"config": {}, "files": {}}')
+    assert main(["--checkpoints", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eva-demo: ") and "missing checkpoint directory" in err
+    (ckpt / "manifest.json").write_text("{not json")
+    assert main(["--checkpoints", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "manifest.json: unreadable" in err
+    assert main(["--checkpoints", str(ckpt), "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err

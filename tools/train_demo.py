@@ -279,6 +279,9 @@ def run(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "train_demo", help="run directory")
     ap.add_argument("--export", type=Path, default=REPO / "checkpoints" / "demo", help="checkpoint directory to write")
     ap.add_argument("--no-export", action="store_true", help="leave --export alone")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="an earlier run directory: take its demos, episodes, held-out demos and IDM (and their "
+                         "stage times) instead of running those stages again; the manifest says so")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
@@ -298,10 +301,23 @@ def run(argv=None) -> int:
 
     torch.set_num_threads(2)
     st = Stages()
-    records = st.run("demos", stage_demos, cfg, out)
-    episodes = st.run("episodes", stage_episodes, records, out)
-    heldout = st.run("heldout demos", heldout_demos, cfg, out)
-    idm = st.run("idm", stage_idm, cfg, episodes, out)
+    if args.reuse is not None:
+        prev = args.reuse.resolve()
+        old = json.loads((prev / "summary.json").read_text())
+        for name in ("bags", "episodes", "heldout", "idm"):
+            shutil.copytree(prev / name, out / name, symlinks=True)
+        for name in ("demos", "episodes", "heldout demos", "idm"):
+            st.seconds[name] = old["stage_seconds"][name]
+        records = [dict(r, bag=None) for r in old["demos"]]
+        episodes, idm = out / "episodes", out / "idm" / "idm"
+        heldout = load_heldout(cfg, out / "heldout")
+        print(f"train-demo: reused demos, episodes, held-out demos and the IDM of {prev} "
+              f"(their stage times are that run's)", flush=True)
+    else:
+        records = st.run("demos", stage_demos, cfg, out)
+        episodes = st.run("episodes", stage_episodes, records, out)
+        heldout = st.run("heldout demos", heldout_demos, cfg, out)
+        idm = st.run("idm", stage_idm, cfg, episodes, out)
     sft_final = st.run("sft", stage_sft, cfg, episodes, out)
     vae = st.run("vae", stage_vae, cfg, heldout, sft_final)
     print(f"train-demo: VAE reconstruction on held-out twin clips: {vae}", flush=True)
@@ -313,6 +329,8 @@ def run(argv=None) -> int:
     grpo_metrics = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     manifest = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "reused": ({"run": str(args.reuse), "command": old.get("command"), "stages": ["demos", "episodes", "heldout demos", "idm"]}
+                   if args.reuse is not None else None),
         "config": yaml.safe_load(args.config.read_text()),
         "seeds": {"pipeline": cfg["pipeline"]["seed"], "demo_seeds": cfg["pipeline"]["demo_seeds"],
                   "replay_seeds": cfg["pipeline"]["replay_seeds"]},
