@@ -203,7 +203,8 @@ def record_demo(probe: Probe, overlay: Path, work: Path, task: str, seed: int, r
         # the physics sim arm moves the twin: the camera must not also pose it from /joint_states
         "camera": {**camera, "pose_from_joint_states": False,
                    "source_options": {**camera.get("source_options", {}), "task": task}},
-        "controller": {**(controller or {}), "arm_backend": "sim", "arm": {"task": task, "seed": int(seed)}},
+        "controller": {**(controller or {}), "arm_backend": "sim",
+                       "arm": {"task": task, "seed": int(seed), "physics": True}},   # contacts: a real grasp
         "eva_record": {"out_dir": str(bags), "topics": record_topics, "episode_prefix": f"{task}_seed{seed}",
                        "segment_seconds": 2.0}})
     probe.reset()
