@@ -178,7 +178,9 @@ class RealSenseSource(CameraSource):
         return self._frame(rs, color)
 
     def _read_after_reconnect(self):
-        ok, frames = self._pipe.try_wait_for_frames(int(self.options.frame_timeout * 1000))
+        # a reopened stream may take longer than frame_timeout to deliver its first frame (start-up)
+        wait = max(self.options.frame_timeout, self.options.reconnect_timeout)
+        ok, frames = self._pipe.try_wait_for_frames(int(wait * 1000))
         color = frames.get_color_frame() if ok else None
         if not color:
             raise RuntimeError(f"{self.label}: reopened, but still no frames")
