@@ -54,4 +54,4 @@ bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache artifacts runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache artifacts runs outputs
