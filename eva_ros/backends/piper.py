@@ -246,6 +246,28 @@ class PiperChannel:
         return self.firmware
 
 
+def _channels(embodiment, opt) -> list["PiperChannel"]:
+    """One PiperChannel per Piper arm of the embodiment, on its CAN name (can_left/can_right override)."""
+    out = []
+    for lay in piper_arms(embodiment):
+        override = getattr(opt, f"can_{lay.name}", None) if lay.name in ("left", "right") else None
+        out.append(PiperChannel(lay, override or lay.can, opt))
+    return out
+
+
+def _open_all(channels, disable_on_failure: bool) -> None:
+    """Open every channel or none: a failure closes the ones already open, then re-raises."""
+    opened = []
+    try:
+        for ch in channels:
+            ch.open()
+            opened.append(ch)
+    except Exception:
+        for ch in opened:
+            ch.close(disable=disable_on_failure)
+        raise
+
+
 class PiperArm(ArmBackend):
     """The embodiment's Piper arms (one CAN channel each) as one ArmBackend in action units."""
 
@@ -276,10 +298,7 @@ class PiperArm(ArmBackend):
     def __init__(self, embodiment, options: "PiperArm.Options | dict | None" = None):
         super().__init__(embodiment)
         self.options = opt = options if isinstance(options, Section) else type(self).Options.from_dict(options)
-        self.channels = []
-        for lay in piper_arms(embodiment):
-            override = getattr(opt, f"can_{lay.name}", None) if lay.name in ("left", "right") else None
-            self.channels.append(PiperChannel(lay, override or lay.can, opt))
+        self.channels = _channels(embodiment, opt)
         names = [c.channel for c in self.channels]
         if len(set(names)) != len(names):
             raise ValueError(f"PiperArm: two arms on one CAN channel: {names}")
@@ -295,15 +314,7 @@ class PiperArm(ArmBackend):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def connect(self) -> None:
-        opened = []
-        try:
-            for ch in self.channels:
-                ch.open()
-                opened.append(ch)
-        except Exception:
-            for ch in opened:
-                ch.close()
-            raise
+        _open_all(self.channels, disable_on_failure=True)
         self._connected = True
         deadline = time.monotonic() + self.options.connect_timeout
         while time.monotonic() < deadline and any(c.read(time.time())["error"] for c in self.channels):
@@ -499,23 +510,12 @@ class PiperLeader:
     def __init__(self, embodiment, options: "PiperArm.Options | dict | None" = None):
         self.emb = embodiment
         self.options = opt = options if isinstance(options, Section) else PiperArm.Options.from_dict(options)
-        self.channels = []
-        for lay in piper_arms(embodiment):
-            override = getattr(opt, f"can_{lay.name}", None) if lay.name in ("left", "right") else None
-            self.channels.append(PiperChannel(lay, override or lay.can, opt))
+        self.channels = _channels(embodiment, opt)
         for ch in self.channels:
             ch.label = f"leader {ch.layout.name} arm ({ch.channel})"
 
-    def connect(self) -> None:
-        opened = []
-        try:
-            for ch in self.channels:
-                ch.open()
-                opened.append(ch)
-        except Exception:
-            for ch in opened:
-                ch.close(disable=False)
-            raise
+    def connect(self) -> None:   # nothing is ever sent to a leader arm, not even a disable
+        _open_all(self.channels, disable_on_failure=False)
 
     def read(self, now: float | None = None):
         now = time.time() if now is None else now
