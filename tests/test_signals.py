@@ -44,21 +44,18 @@ def running(probe, log):
     return wait_for(lambda: len(probe.received("/joint_states")) > 10, 90, what="/joint_states from the process")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_bringup_survives_a_bad_trajectory_and_stops_on_a_signal(tmp_path, signum):
-    domain = unique_domain_id()
-    report = tmp_path / "r.json"
-    log = open(tmp_path / "bringup.log", "w+")
-    proc = start([str(BIN / "eva-bringup"), "--quiet", "--config", "loopback", "--nodes", "controller",
-                  "--report", str(report)], ros_env(domain), log)
+def bad_trajectory_then_signal(proc, domain, log, signum) -> tuple[int, str]:
+    """Wait for the process, send it a bad trajectory, check /eva/estop still answers and the process
+    lives, then send `signum`; return (exit code, its log)."""
     probe = Probe(domain)
     try:
         probe.subscribe("/joint_states", JointState, qos.STATE, keep=100)
         running(probe, log)
         pub = probe.publisher("/eva/plan/trajectory", JointTrajectory, qos.PLAN)
         wait_for(lambda: pub.get_subscription_count() > 0, 30, what="the controller's subscription")
-        pub.publish(bad_trajectory(time.time()))
+        pub.publish(bad_trajectory(time.time()))     # used to end the process
         assert probe.call(Trigger, "/eva/estop", Trigger.Request()).success   # still answers
+        assert proc.poll() is None
         proc.send_signal(signum)
         rc = proc.wait(timeout=60)
     finally:
@@ -66,7 +63,17 @@ def test_bringup_survives_a_bad_trajectory_and_stops_on_a_signal(tmp_path, signu
         if proc.poll() is None:
             proc.kill()
     log.seek(0)
-    out = log.read()
+    return rc, log.read()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_bringup_survives_a_bad_trajectory_and_stops_on_a_signal(tmp_path, signum):
+    domain = unique_domain_id()
+    report = tmp_path / "r.json"
+    log = open(tmp_path / "bringup.log", "w+")
+    proc = start([str(BIN / "eva-bringup"), "--quiet", "--config", "loopback", "--nodes", "controller",
+                  "--report", str(report)], ros_env(domain), log)
+    rc, out = bad_trajectory_then_signal(proc, domain, log, signum)
     assert rc == 0, out[-3000:]
     r = json.loads(report.read_text())       # whole: it parses
     assert r["stopped_by"] == signum.name and r["error"] == ""
@@ -81,23 +88,7 @@ def test_a_node_main_survives_a_bad_trajectory_and_stops_cleanly_on_a_signal(tmp
     params = write_params(tmp_path / "p.yaml")
     log = open(tmp_path / "node.log", "w+")
     proc = start([str(BIN / "eva-controller-node"), "--ros-args", "--params-file", str(params)], ros_env(domain), log)
-    probe = Probe(domain)
-    try:
-        probe.subscribe("/joint_states", JointState, qos.STATE, keep=100)
-        running(probe, log)
-        pub = probe.publisher("/eva/plan/trajectory", JointTrajectory, qos.PLAN)
-        wait_for(lambda: pub.get_subscription_count() > 0, 30, what="the controller's subscription")
-        pub.publish(bad_trajectory(time.time()))     # used to end the process
-        assert probe.call(Trigger, "/eva/estop", Trigger.Request()).success
-        assert proc.poll() is None
-        proc.send_signal(signum)
-        rc = proc.wait(timeout=60)
-    finally:
-        probe.close()
-        if proc.poll() is None:
-            proc.kill()
-    log.seek(0)
-    out = log.read()
+    rc, out = bad_trajectory_then_signal(proc, domain, log, signum)
     assert rc == 0, out[-3000:]
     assert "rejected_trajectory" in out and "t_traj" in out
     for bad in ("control_error", "Traceback", "never retrieved", "cannot use Destroyable"):
