@@ -70,7 +70,8 @@ class Sniffer:
 class Rig:
     """Emulator + PiperArm + ControlLoop + a 200 Hz driver thread doing what controller_node does."""
 
-    def __init__(self, emb, arms=None, enable_timeout=1.0, before_connect=None, arm_options=None, **emu_kw):
+    def __init__(self, emb, arms=None, enable_timeout=1.0, before_connect=None, arm_options=None,
+                 feedback_timeout=TIMEOUT, **emu_kw):
         n = next(_ids)
         self.emb = emb
         self.channels = {a.name: f"t{n}_{a.name}" for a in piper_arms(emb)}
@@ -81,9 +82,9 @@ class Rig:
         self.emu.start()
         self.arm = PiperArm(emb, {"can_interface": "virtual", **{f"can_{a}": ch for a, ch in self.channels.items()},
                                   "enable_timeout": enable_timeout, "connect_timeout": 0.5,
-                                  "feedback_timeout": TIMEOUT, **(arm_options or {})})
+                                  "feedback_timeout": feedback_timeout, **(arm_options or {})})
         self.arm.connect()
-        self.loop = ControlLoop(emb, DT, self.arm, feedback_timeout=TIMEOUT)
+        self.loop = ControlLoop(emb, DT, self.arm, feedback_timeout=feedback_timeout)
         self.send_errors = []
         self._stop = threading.Event()
         self._thread = None
@@ -141,7 +142,7 @@ def _running(r, timeout=10):
 
 
 def test_trajectory_executes_and_emulated_joints_track_it(rig, emb):
-    r = rig()
+    r = rig(feedback_timeout=1.0)   # about tracking, not the watchdog: a CI stall must not fault it
     r.start_loop()
     _running(r)
     q0 = r.state().positions
@@ -152,6 +153,7 @@ def test_trajectory_executes_and_emulated_joints_track_it(rig, emb):
     assert r.loop.replace(r.trajectory(pts, 1.5))[0]
 
     def settled():   # the last decoded command of each arm is the target, and the arms are there
+        assert r.loop.state is State.RUNNING, (r.loop.state, r.loop.take_events(), r.send_errors)
         last = all(np.allclose(r.sniffer.joint_commands(a.name)[-1], target[list(a.joint_dims)], atol=1e-3)
                    and abs(r.sniffer.gripper_commands(a.name, a.stroke_m)[-1] - target[a.gripper_dim]) < 1e-3
                    for a in piper_arms(emb))
