@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from eva_core import yaml_io
+
 from eva_core.paths import config_path, urdf_path
 
 DEFAULT_EMBODIMENT = "cobot_magic"  # the one robot name in library code: the default config/<name>.yaml
@@ -250,7 +252,7 @@ def _parse_arms(cfg: dict, where: str, names: list[str], grip: list[bool], strok
 def _build(cfg_file: Path) -> tuple[Embodiment, Path]:
     try:
         with open(cfg_file) as f:
-            doc = yaml.safe_load(f)
+            doc = yaml_io.load(f)
     except yaml.YAMLError as e:
         raise EmbodimentError(f"{cfg_file}: invalid YAML: {' '.join(str(e).split())}") from e
     cfg = _require(doc, "embodiment", str(cfg_file))

@@ -70,12 +70,11 @@ POLICIES = {"reliability": {"reliable": ReliabilityPolicy.RELIABLE, "best_effort
 
 def load_qos_overrides(name: str) -> dict[str, QoSProfile]:
     """topic -> QoSProfile from a ros2-bag QoS overrides YAML (ValueError naming file and key)."""
-    import yaml
-
+    from eva_core import yaml_io
     from eva_core.paths import config_path
 
     path = Path(name) if Path(name).exists() else config_path(name)
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = yaml_io.load(path.read_text()) or {}
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: must map topic -> QoS profile")
     out = {}

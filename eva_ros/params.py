@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from eva_core import yaml_io
+
 from eva_core.config import ConfigError, Section
 
 NODE_KWARGS = dict(automatically_declare_parameters_from_overrides=True)
@@ -40,7 +42,7 @@ def load_params_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise ConfigError(str(path), "", "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_io.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

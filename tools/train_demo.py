@@ -34,6 +34,8 @@ from pathlib import Path
 
 import yaml
 
+from eva_core import yaml_io
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
@@ -285,7 +287,7 @@ def run(argv=None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
-    cfg = yaml.safe_load(args.config.read_text())
+    cfg = yaml_io.load(args.config.read_text())
     for key in ("pipeline", "model", "idm", "sft", "grpo"):
         if not isinstance(cfg.get(key), dict):
             raise ValueError(f"{args.config}: {key}: missing section")
@@ -331,7 +333,7 @@ def run(argv=None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "reused": ({"run": str(args.reuse), "command": old.get("command"), "stages": ["demos", "episodes", "heldout demos", "idm"]}
                    if args.reuse is not None else None),
-        "config": yaml.safe_load(args.config.read_text()),
+        "config": yaml_io.load(args.config.read_text()),
         "seeds": {"pipeline": cfg["pipeline"]["seed"], "demo_seeds": cfg["pipeline"]["demo_seeds"],
                   "replay_seeds": cfg["pipeline"]["replay_seeds"]},
         "demos": [{k: r[k] for k in ("task", "seed", "success")} for r in records],

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from eva_core import yaml_io
+
 from eva_core.atomic_io import atomic_path
 
 
@@ -106,7 +108,7 @@ def _check_type(value, default, source, section, key):
 def load_yaml(path) -> dict:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_io.load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise TrainConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -126,7 +128,7 @@ def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise TrainConfigError(f"--set {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = yaml_io.load(raw)
     return data
 
 

@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from eva_core import yaml_io
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def model_config(args) -> dict:
     cfg: dict = {}
     if args.model_config:
-        data = yaml.safe_load(Path(args.model_config).read_text()) or {}
+        data = yaml_io.load(Path(args.model_config).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{args.model_config}: expected a mapping")
         cfg = dict(data.get("world_model", data))
@@ -55,7 +56,7 @@ def model_config(args) -> dict:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected key=value")
         k, v = item.split("=", 1)
-        cfg[k] = yaml.safe_load(v)
+        cfg[k] = yaml_io.load(v)
     if args.lora:
         prior = cfg.get("lora")
         cfg["lora"] = ([*prior] if isinstance(prior, list) else [prior] if prior else []) + [args.lora]

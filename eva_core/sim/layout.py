@@ -11,8 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import mujoco
-import yaml
 
+from eva_core import yaml_io
 from eva_core.embodiment import Embodiment
 
 
@@ -42,7 +42,7 @@ class ArmLayout:
 
 @lru_cache(maxsize=16)
 def _urdf_joint_of(config_file: Path) -> dict[str, str]:
-    doc = yaml.safe_load(Path(config_file).read_text()) or {}
+    doc = yaml_io.load(Path(config_file).read_text()) or {}
     out = {}
     for dim in (doc.get("embodiment") or {}).get("action") or []:
         if isinstance(dim, dict) and dim.get("type") == "gripper":
