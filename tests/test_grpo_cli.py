@@ -42,6 +42,20 @@ def test_grpo_writes_metrics_media_adapters_and_evaluates(tmp_path):
                  "--lora", str(out / "lora"), *FAST]) == 0
     res = json.loads((ev / "eval.json").read_text())
     assert res["prompts"] == 2 and res["samples_per_prompt"] == 2 and 0 < res["reward_mean_sde"] <= 10
+    assert len(res["rewards_sde"]) == 4 and res["reward_mean_sde"] == pytest.approx(sum(res["rewards_sde"]) / 4)
+    # the initial model, paired sample by sample with the adapter's evaluation
+    base = tmp_path / "eval_base"
+    assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(base), "--eval-only",
+                 "--baseline", str(ev / "eval.json"), *FAST]) == 0
+    vs = json.loads((base / "eval.json").read_text())["vs_baseline"]
+    want = [a - b for a, b in zip(json.loads((base / "eval.json").read_text())["rewards_sde"], res["rewards_sde"])]
+    assert vs["sde"]["n"] == 4 and vs["sde"]["mean_diff"] == pytest.approx(sum(want) / 4)
+    # a baseline of other prompts or seeds is refused, and so is a missing one
+    other = tmp_path / "eval_other"
+    assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(other), "--eval-only",
+                 "--baseline", str(ev / "eval.json"), *FAST, "--set", "log.eval_samples=3"]) == 2
+    assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(tmp_path / "x"), "--eval-only",
+                 "--baseline", str(tmp_path / "missing.json"), *FAST]) == 2
 
 
 def test_eva_defaults_are_the_config_defaults():

@@ -11,19 +11,21 @@ parts are eva_core/world_model/grpo.py.
     eva-train-grpo --config config/training/grpo_tiny.yaml --output-dir runs/grpo_tiny        # CPU
     eva-train-grpo --config config/training/grpo_tiny.yaml --output-dir runs/eval_base --eval-only
     eva-train-grpo --config config/training/grpo_tiny.yaml --output-dir runs/eval_grpo --eval-only \\
-        --lora runs/grpo_tiny/lora
+        --lora runs/grpo_tiny/lora --baseline runs/eval_base/eval.json
     accelerate launch --config_file config/accelerate/fsdp_8gpu.yaml -m training.grpo \\
         --config config/training/grpo.yaml --output-dir runs/grpo_14b
 
 Outputs in --output-dir: metrics.jsonl (step, reward_mean, reward_std, kl, ...), tb/, reward.png,
 rollouts/step_*_{i}.mp4 + _actions.png, lora/ (last adapter) and best/lora/ (best mean reward),
 world_model.yaml / best/world_model.yaml (the planner's `world_model:` section), checkpoints/.
-`--eval-only` writes eval.json: the mean reward on the held-out prompts (SDE and ODE samples).
+`--eval-only` writes eval.json: the mean reward on the held-out prompts (SDE and ODE samples), every
+sample's reward, and with `--baseline` the paired difference to an earlier evaluation (same seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -124,6 +126,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     p.add_argument("--eval-only", action="store_true", help="score the held-out prompts and write eval.json")
     p.add_argument("--lora", default=None, help="with --eval-only: the adapter to evaluate (default: the initial model)")
+    p.add_argument("--baseline", default=None,
+                   help="with --eval-only: an earlier eval.json of the same prompts and seeds; adds the paired "
+                        "per-sample difference (mean, standard error) as vs_baseline")
     p.add_argument("--cpu", action="store_true",
                    help="force the CPU (with `accelerate launch --multi_gpu --num_processes N`: N gloo processes)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
@@ -346,9 +351,25 @@ def evaluate(wm, scorer, prompts, g: GRPOSection, samples: int, seed: int, patch
         sde_r += decode_and_score(wm, scorer, tr.final)[1].score.tolist()
         ode = grpo.rollout(model, p.cond, noise[:1], timesteps, sigmas, torch.zeros_like(full), patch, dtype)
         ode_r += decode_and_score(wm, scorer, ode.final)[1].score.tolist()
-    return {"prompts": len(prompts), "samples_per_prompt": samples,
+    return {"prompts": len(prompts), "samples_per_prompt": samples, "seed": seed,
             "reward_mean_sde": float(np.mean(sde_r)), "reward_std_sde": float(np.std(sde_r)),
-            "reward_mean_ode": float(np.mean(ode_r)), "reward_std_ode": float(np.std(ode_r))}
+            "reward_mean_ode": float(np.mean(ode_r)), "reward_std_ode": float(np.std(ode_r)),
+            "rewards_sde": [float(r) for r in sde_r], "rewards_ode": [float(r) for r in ode_r]}
+
+
+def paired_difference(res: dict, base: dict, where: str) -> dict:
+    """This evaluation minus `base` (the same prompts and seeds), sample by sample: the mean
+    difference and its standard error, for SDE and ODE samples."""
+    out = {}
+    for kind in ("sde", "ode"):
+        a, b = np.asarray(res[f"rewards_{kind}"]), np.asarray(base.get(f"rewards_{kind}") or [])
+        if a.shape != b.shape or res["seed"] != base.get("seed"):
+            raise ValueError(f"{where}: not an evaluation of the same prompts and seeds "
+                             f"({len(b)} vs {len(a)} {kind} samples, seed {base.get('seed')} vs {res['seed']})")
+        d = a - b
+        out[kind] = {"mean_diff": float(d.mean()), "stderr": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
+                     "n": int(len(d)), "better_frac": float((d > 0).mean())}
+    return out
 
 
 def run_eval(args, cfg, out: Path) -> dict:
@@ -357,6 +378,12 @@ def run_eval(args, cfg, out: Path) -> dict:
 
     from accelerate import Accelerator
 
+    base = None
+    if args.baseline:   # read before any work: a bad path fails at once
+        try:
+            base = json.loads(Path(args.baseline).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--baseline {args.baseline}: not a readable eval.json ({e})") from None
     prepare_output_dir(out, resume=False)
     acc = Accelerator(cpu=args.cpu or not torch.cuda.is_available())
     wm, scorer = build(cfg, acc.device)
@@ -371,8 +398,11 @@ def run_eval(args, cfg, out: Path) -> dict:
     res = evaluate(wm, scorer, prompts, cfg["grpo"], cfg["log"].eval_samples, cfg["train"].seed + 12345,
                    tr.config.patch_size, tr.dtype)
     res["lora"] = args.lora
+    if args.baseline:
+        res["vs_baseline"] = {"baseline": args.baseline, **paired_difference(res, base, args.baseline)}
     write_json(out / "eval.json", res)
-    print(f"eva-train-grpo --eval-only: {res}")
+    short = {k: v for k, v in res.items() if not k.startswith("rewards_")}
+    print(f"eva-train-grpo --eval-only: {short}")
     return res
 
 
