@@ -75,7 +75,10 @@ class GRPOSection:
     sde_window: int = 0  # Flow-GRPO-Fast: SDE (and training) on a random window of k steps; 0 = all
     timestep_fraction: float = 0.99
     num_inner_epochs: int = 4
-    train_batch_size: int = 8  # samples per optimiser minibatch
+    train_batch_size: int = 8  # samples per forward/backward minibatch
+    # Optimiser steps per inner epoch; the minibatches between two steps are accumulated. Flow-GRPO
+    # accumulates num_batches_per_epoch // 2 minibatches (x the trained timesteps): 2 steps an epoch.
+    optimizer_steps_per_epoch: int = 2
     clip_range: float = 1e-5
     beta: float = 0.004
     adv_clip: float = 5.0
@@ -87,6 +90,8 @@ class GRPOSection:
             raise ValueError(f"timestep_fraction: must be in (0, 1], got {self.timestep_fraction}")
         if self.std_schedule not in ("eva", "flow_grpo"):
             raise ValueError(f"std_schedule: must be 'eva' or 'flow_grpo', got {self.std_schedule!r}")
+        if self.optimizer_steps_per_epoch < 1 or self.train_batch_size < 1:
+            raise ValueError("optimizer_steps_per_epoch and train_batch_size: must be >= 1")
         if self.clip_range <= 0 or self.beta < 0 or self.adv_clip <= 0:
             raise ValueError("clip_range and adv_clip must be > 0, beta >= 0")
 
@@ -294,7 +299,9 @@ def collect(model, wm, scorer, prompts, g: GRPOSection, timesteps, sigmas, rng: 
 
 def update(accelerator, model, unwrapped, opt, params, trajs, adv, g: GRPOSection, tr: TrainSection, rng, patch,
            dtype) -> dict:
-    """num_inner_epochs over the collected samples; one optimiser step per minibatch."""
+    """num_inner_epochs over the collected samples. Each epoch's minibatches (x their trained steps)
+    are split into `optimizer_steps_per_epoch` runs whose gradients are accumulated, one optimiser
+    step each: a step on one group alone is too noisy to learn from at small scale."""
     from eva_core.world_model import grpo
 
     traj = grpo.Trajectories.cat(trajs) if len(trajs) > 1 else trajs[0]
@@ -306,16 +313,17 @@ def update(accelerator, model, unwrapped, opt, params, trajs, adv, g: GRPOSectio
     model.train()
     for _ in range(g.num_inner_epochs):
         order = torch.tensor(rng.sample(range(n), n))
-        for s in range(0, n, g.train_batch_size):
-            idx = order[s:s + g.train_batch_size]
-            steps = rng.sample(sde_idx, n_train)
-            for j, k in enumerate(steps):
-                sync = j == len(steps) - 1
-                ctx = accelerator.no_sync(model) if not sync else _null()
+        batches = [order[s:s + g.train_batch_size] for s in range(0, n, g.train_batch_size)]
+        runs = np.array_split(np.arange(len(batches)), min(g.optimizer_steps_per_epoch, len(batches)))
+        for run in runs:
+            work = [(batches[b], k) for b in run for k in rng.sample(sde_idx, n_train)]
+            for j, (idx, k) in enumerate(work):
+                ctx = accelerator.no_sync(model) if j < len(work) - 1 else _null()
                 with ctx:
                     out = grpo.grpo_step_loss(model, unwrapped, traj, idx, k, adv[idx], g.clip_range, g.beta, patch,
                                               dtype, dev)
-                    accelerator.backward(out.loss / len(steps))
+                    # weight by the minibatch's share of the run's samples: the mean over the run
+                    accelerator.backward(out.loss * (len(idx) / (n_train * sum(len(batches[b]) for b in run))))
                 for key in ("policy_loss", "kl", "clip_frac", "approx_kl"):
                     stats[key].append(float(getattr(out, key)))
                 stats["ratio"].append(float(out.ratio.mean()))
