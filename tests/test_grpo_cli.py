@@ -43,10 +43,12 @@ def test_grpo_writes_metrics_media_adapters_and_evaluates(tmp_path):
     res = json.loads((ev / "eval.json").read_text())
     assert res["prompts"] == 2 and res["samples_per_prompt"] == 2 and 0 < res["reward_mean_sde"] <= 10
     assert len(res["rewards_sde"]) == 4 and res["reward_mean_sde"] == pytest.approx(sum(res["rewards_sde"]) / 4)
+    assert res["kl_to_reference"] > 0    # two GRPO steps moved the adapter off its reference
     # the initial model, paired sample by sample with the adapter's evaluation
     base = tmp_path / "eval_base"
     assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(base), "--eval-only",
                  "--baseline", str(ev / "eval.json"), *FAST]) == 0
+    assert json.loads((base / "eval.json").read_text())["kl_to_reference"] is None   # no adapter
     vs = json.loads((base / "eval.json").read_text())["vs_baseline"]
     want = [a - b for a, b in zip(json.loads((base / "eval.json").read_text())["rewards_sde"], res["rewards_sde"])]
     assert vs["sde"]["n"] == 4 and vs["sde"]["mean_diff"] == pytest.approx(sum(want) / 4)

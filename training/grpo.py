@@ -19,7 +19,7 @@ Outputs in --output-dir: metrics.jsonl (step, reward_mean, reward_std, kl, ...),
 rollouts/step_*_{i}.mp4 + _actions.png, lora/ (last adapter) and best/lora/ (best mean reward),
 world_model.yaml / best/world_model.yaml (the planner's `world_model:` section), checkpoints/.
 `--eval-only` writes eval.json: the mean reward on the held-out prompts (SDE and ODE samples), every
-sample's reward, and with `--baseline` the paired difference to an earlier evaluation (same seeds).
+sample's reward, the adapter's KL to its reference, and with `--baseline` the paired difference to an earlier evaluation (same seeds).
 """
 
 from __future__ import annotations
@@ -350,19 +350,24 @@ def evaluate(wm, scorer, prompts, g: GRPOSection, samples: int, seed: int, patch
 
     timesteps, sigmas = sampling_schedule(wm, g.num_steps, wm.device)
     model = wm.transformer.eval()
-    sde_r, ode_r = [], []
+    adapted = bool(getattr(model, "peft_config", None))
+    sde_r, ode_r, kls = [], [], []
     for i, p in enumerate(prompts):
         gen = torch.Generator().manual_seed(seed * 7919 + i)
         noise = torch.randn((samples, *wm.latent_shape), generator=gen).to(wm.device)
         full = torch.ones(len(timesteps), dtype=torch.bool)
         tr = grpo.rollout(model, p.cond, noise, timesteps, sigmas, full, patch, dtype, g.std_schedule, g.eta, gen)
         sde_r += decode_and_score(wm, scorer, tr.final)[1].score.tolist()
+        if adapted:
+            kls += grpo.trajectory_kl(model, tr, patch, dtype, wm.device).tolist()
         ode = grpo.rollout(model, p.cond, noise[:1], timesteps, sigmas, torch.zeros_like(full), patch, dtype)
         ode_r += decode_and_score(wm, scorer, ode.final)[1].score.tolist()
     return {"prompts": len(prompts), "samples_per_prompt": samples, "seed": seed,
             "reward_mean_sde": float(np.mean(sde_r)), "reward_std_sde": float(np.std(sde_r)),
             "reward_mean_ode": float(np.mean(ode_r)), "reward_std_ode": float(np.std(ode_r)),
-            "rewards_sde": [float(r) for r in sde_r], "rewards_ode": [float(r) for r in ode_r]}
+            "rewards_sde": [float(r) for r in sde_r], "rewards_ode": [float(r) for r in ode_r],
+            # KL to the adapter-disabled reference along the SDE samples, per step (null without an adapter)
+            "kl_to_reference": float(np.mean(kls)) if kls else None}
 
 
 def paired_difference(res: dict, base: dict, where: str) -> dict:

@@ -153,7 +153,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, clip: float = 5.0, 
 class LossOut:
     loss: torch.Tensor
     policy_loss: torch.Tensor
-    kl: torch.Tensor  # mean KL of the batch (0 when beta == 0 and not computed)
+    kl: torch.Tensor  # mean KL to the reference of the batch (measured also when beta == 0)
     ratio: torch.Tensor  # (B,)
     clip_frac: torch.Tensor
     approx_kl: torch.Tensor
@@ -188,9 +188,22 @@ def grpo_step_loss(model, unwrapped, traj: Trajectories, idx, k, adv, clip_range
                    device) -> LossOut:
     """The loss of trained step k for the samples `idx` (advantages `adv`, on `device`)."""
     out = step_log_prob(model, traj, idx, k, patch_size, dtype, device)
-    kl = None
-    if beta > 0:
-        mean_ref = reference_mean(model, unwrapped, traj, idx, k, patch_size, dtype, device)
-        kl = sde.kl_to_reference(out.mean, mean_ref, out.std)
+    # always measured (with beta = 0 only logged, without a gradient): how far the policy has moved
+    mean_ref = reference_mean(model, unwrapped, traj, idx, k, patch_size, dtype, device)
+    kl = sde.kl_to_reference(out.mean if beta > 0 else out.mean.detach(), mean_ref, out.std)
     old = traj.log_probs[idx, k].to(device)
     return clipped_objective(out.log_prob, old, adv.to(device), clip_range, kl, beta)
+
+
+@torch.no_grad()
+def trajectory_kl(model, traj: Trajectories, patch_size, dtype, device) -> torch.Tensor:
+    """(B,) KL of the policy to its adapter-disabled reference, averaged over the SDE steps of
+    `traj` (the evaluation's measure of how far GRPO moved the model)."""
+    steps = [int(k) for k in torch.nonzero(traj.sde_steps).flatten()]
+    idx = torch.arange(len(traj))
+    total = torch.zeros(len(traj))
+    for k in steps:
+        out = step_log_prob(model, traj, idx, k, patch_size, dtype, device)
+        ref = reference_mean(model, model, traj, idx, k, patch_size, dtype, device)
+        total += sde.kl_to_reference(out.mean, ref, out.std).cpu()
+    return total / max(1, len(steps))
