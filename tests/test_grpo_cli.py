@@ -52,6 +52,8 @@ def test_grpo_writes_metrics_media_adapters_and_evaluates(tmp_path):
     vs = json.loads((base / "eval.json").read_text())["vs_baseline"]
     want = [a - b for a, b in zip(json.loads((base / "eval.json").read_text())["rewards_sde"], res["rewards_sde"])]
     assert vs["sde"]["n"] == 4 and vs["sde"]["mean_diff"] == pytest.approx(sum(want) / 4)
+    per_prompt = [(want[0] + want[1]) / 2, (want[2] + want[3]) / 2]
+    assert vs["sde"]["stderr_prompts"] == pytest.approx(abs(per_prompt[0] - per_prompt[1]) / 2)
     # a baseline of other prompts or seeds is refused, and so is a missing one
     other = tmp_path / "eval_other"
     assert main(["--config", "config/training/grpo_tiny.yaml", "--output-dir", str(other), "--eval-only",

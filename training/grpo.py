@@ -372,7 +372,8 @@ def evaluate(wm, scorer, prompts, g: GRPOSection, samples: int, seed: int, patch
 
 def paired_difference(res: dict, base: dict, where: str) -> dict:
     """This evaluation minus `base` (the same prompts and seeds), sample by sample: the mean
-    difference and its standard error, for SDE and ODE samples."""
+    difference and its standard error over samples and over prompts (the per-prompt mean
+    differences: the conservative one), for SDE and ODE samples."""
     out = {}
     for kind in ("sde", "ode"):
         a, b = np.asarray(res[f"rewards_{kind}"]), np.asarray(base.get(f"rewards_{kind}") or [])
@@ -380,8 +381,11 @@ def paired_difference(res: dict, base: dict, where: str) -> dict:
             raise ValueError(f"{where}: not an evaluation of the same prompts and seeds "
                              f"({len(b)} vs {len(a)} {kind} samples, seed {base.get('seed')} vs {res['seed']})")
         d = a - b
-        out[kind] = {"mean_diff": float(d.mean()), "stderr": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
-                     "n": int(len(d)), "better_frac": float((d > 0).mean())}
+        per_prompt = d.reshape(int(res["prompts"]), -1).mean(1)   # samples of one prompt are correlated
+        se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else None  # noqa: E731
+        out[kind] = {"mean_diff": float(d.mean()), "stderr": se(d), "stderr_prompts": se(per_prompt),
+                     "n": int(len(d)), "better_frac": float((d > 0).mean()),
+                     "prompts_better_frac": float((per_prompt > 0).mean())}
     return out
 
 
