@@ -33,18 +33,9 @@ BIN = Path(sys.executable).parent
 SUCCESS_RE = re.compile(r"sim arm: twin task (\S+) seed (-?\d+): success (True|False)")
 
 
-def merge(dst: dict, src: dict) -> dict:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            merge(dst[k], v)
-        else:
-            dst[k] = v
-    return dst
-
-
 def write_params(path: Path, overlay: Path, overrides: dict) -> Path:
     """base.yaml + `overlay` merged, then `overrides` ({node: {param: value}}), as one params file."""
-    from eva_ros.params import merged_sections, params_layers
+    from eva_ros.params import merge, merged_sections, params_layers
 
     data = merged_sections(params_layers(overlay))
     for node, params in overrides.items():

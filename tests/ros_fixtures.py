@@ -38,26 +38,18 @@ def ros_env(domain_id: int) -> dict:
 def write_params(path: Path, base: str | None = "loopback.yaml", overrides: dict | None = None) -> Path:
     """A params file: config/base.yaml + config/<base> (eva_ros.params.params_layers) with
     `overrides` ({node: {param: value}}) merged in."""
-    from eva_ros.params import merged_sections, params_layers
+    from eva_ros.params import merge, merged_sections, params_layers
 
     data = merged_sections(params_layers(REPO / "config" / base)) if base else {}
     for node, params in (overrides or {}).items():
         section = data.setdefault(node, {}).setdefault("ros__parameters", {})
-        _merge(section, params)
+        merge(section, params)
     # relative data paths in the base resolve against the repo's config/
     cam = data.get("camera", {}).get("ros__parameters", {}).get("source_options", {})
     if "path" in cam and not Path(cam["path"]).is_absolute():
         cam["path"] = str(REPO / "config" / cam["path"])
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
 
 
 class NodeProcess:
