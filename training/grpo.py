@@ -317,13 +317,14 @@ def update(accelerator, model, unwrapped, opt, params, trajs, adv, g: GRPOSectio
         runs = np.array_split(np.arange(len(batches)), min(g.optimizer_steps_per_epoch, len(batches)))
         for run in runs:
             work = [(batches[b], k) for b in run for k in rng.sample(sde_idx, n_train)]
+            run_samples = n_train * sum(len(batches[b]) for b in run)
             for j, (idx, k) in enumerate(work):
                 ctx = accelerator.no_sync(model) if j < len(work) - 1 else _null()
                 with ctx:
                     out = grpo.grpo_step_loss(model, unwrapped, traj, idx, k, adv[idx], g.clip_range, g.beta, patch,
                                               dtype, dev)
                     # weight by the minibatch's share of the run's samples: the mean over the run
-                    accelerator.backward(out.loss * (len(idx) / (n_train * sum(len(batches[b]) for b in run))))
+                    accelerator.backward(out.loss * (len(idx) / run_samples))
                 for key in ("policy_loss", "kl", "clip_frac", "approx_kl"):
                     stats[key].append(float(getattr(out, key)))
                 stats["ratio"].append(float(out.ratio.mean()))
@@ -401,6 +402,8 @@ def run_eval(args, cfg, out: Path) -> dict:
             base = json.loads(Path(args.baseline).read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"--baseline {args.baseline}: not a readable eval.json ({e})") from None
+        if not isinstance(base, dict) or not isinstance(base.get("rewards_sde"), list):
+            raise ValueError(f"--baseline {args.baseline}: not an eval.json with per-sample rewards (rewards_sde)")
     prepare_output_dir(out, resume=False)
     acc = Accelerator(cpu=args.cpu or not torch.cuda.is_available())
     wm, scorer = build(cfg, acc.device)
@@ -412,8 +415,13 @@ def run_eval(args, cfg, out: Path) -> dict:
     if not prompts:
         raise ValueError("data: eval_sources/eval_synthetic: no held-out prompts to evaluate")
     tr = wm.transformer
-    res = evaluate(wm, scorer, prompts, cfg["grpo"], cfg["log"].eval_samples, cfg["train"].seed + 12345,
-                   tr.config.patch_size, tr.dtype)
+    seed, samples = cfg["train"].seed + 12345, cfg["log"].eval_samples
+    if base is not None and (base.get("prompts"), base.get("samples_per_prompt"), base.get("seed")) != \
+            (len(prompts), samples, seed):   # before the evaluation, not after it
+        raise ValueError(f"--baseline {args.baseline}: evaluates {base.get('prompts')} prompts x "
+                         f"{base.get('samples_per_prompt')} samples with seed {base.get('seed')}; this run would "
+                         f"evaluate {len(prompts)} x {samples} with seed {seed}")
+    res = evaluate(wm, scorer, prompts, cfg["grpo"], samples, seed, tr.config.patch_size, tr.dtype)
     res["lora"] = args.lora
     if args.baseline:
         res["vs_baseline"] = {"baseline": args.baseline, **paired_difference(res, base, args.baseline)}
