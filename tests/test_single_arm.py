@@ -81,3 +81,18 @@ def test_a_14d_checkpoint_is_refused_for_the_7d_robot(tmp_path, capsys):
                "--max-steps", "1", "--no-progress", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and "the IDM outputs 14 dims, embodiment 'single_piper' has 7" in err
+
+
+def test_planner_best_of_scores_with_the_nodes_embodiment():
+    """The planner passes its `embodiment` to the world model: best-of-N decodes 7-D actions with
+    the fixture's limits, not the default 14-D ones."""
+    from eva_ros.nodes.planner_node import build_world_model
+
+    wm = build_world_model({"kind": "tiny", "num_frames": 9, "height": 32, "width": 32, "best_of": 2,
+                            "reward_idm": "random_tiny"}, embodiment=EMB)
+    img = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    wm.generate(img, "wave", seed=3)
+    assert len(wm.last_info["best_of"]["scores"]) == 2
+    assert wm.scorer.config.dof == 7
+    frames = np.stack([wm.generate(img, "wave", seed=3, best_of=1)])
+    assert wm.scorer.score_video(torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 127.5 - 1).actions.shape[-1] == 7

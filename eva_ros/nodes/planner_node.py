@@ -25,6 +25,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from eva_core import planner as core
+from eva_core.embodiment import load_embodiment
 from eva_core.images import check_image
 from eva_ros import names, qos
 from eva_ros.conversions import chunk_to_msg, from_time_msg, image_is_finite, msg_to_image
@@ -34,15 +35,15 @@ from eva_ros.params import NODE_KWARGS, load_node_config
 from eva_ros.runtime import run_node, set_torch_threads, stop_thread
 
 
-def build_world_model(options: dict):
-    """WorldModel from the node's `world_model.*` parameters."""
+def build_world_model(options: dict, embodiment=None):
+    """WorldModel from the node's `world_model.*` parameters; `embodiment` gives best-of-N's reward limits."""
     from eva_core.world_model import WorldModel, WorldModelConfig
 
     cfg = dict(options)
     if cfg.get("kind", "tiny") == "tiny":
         cfg.pop("kind", None)
-        return WorldModel.from_config(WorldModelConfig.tiny_default(**cfg))
-    return WorldModel.from_config(WorldModelConfig.from_dict(cfg))
+        return WorldModel.from_config(WorldModelConfig.tiny_default(**cfg), embodiment=embodiment)
+    return WorldModel.from_config(WorldModelConfig.from_dict(cfg), embodiment=embodiment)
 
 
 class PlannerNode(Node):
@@ -50,7 +51,7 @@ class PlannerNode(Node):
         super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = self.cfg = load_node_config(self, PlannerConfig)
         set_torch_threads(p.torch_threads)
-        self.wm = world_model or build_world_model(p.world_model)
+        self.wm = world_model or build_world_model(p.world_model, load_embodiment(p.embodiment))
         if p.warmup:  # first-call costs (lazy init, allocator) here, not in the first chunk
             t0 = time.time()
             self.wm.generate(np.zeros((self.wm.height, self.wm.width, 3), np.uint8), "warm up", seed=0)
