@@ -20,6 +20,28 @@ from eva_core.sim import get_twin
 from eva_ros.backends.arm import ArmState, LoopbackArm
 
 
+class TwinTask:
+    """A twin task whose objects were placed from `seed` at start-up; `report()` logs its success
+    check on stderr as one line that eva-demo reads (eva_ros.demo_runs.SUCCESS_RE)."""
+
+    def __init__(self, task, twin, seed: int):
+        self.task, self.twin, self.seed = task, twin, int(seed)
+
+    @classmethod
+    def place(cls, twin, task_name: str, seed: int | None, embodiment) -> "TwinTask | None":
+        if not task_name or seed is None:
+            return None
+        from eva_core.sim.tasks import make_task
+
+        task = make_task(task_name, embodiment)
+        task.reset(twin, seed)
+        return cls(task, twin, seed)
+
+    def report(self) -> None:
+        print(f"sim arm: twin task {self.task.name} seed {self.seed}: success {self.task.success(self.twin)}",
+              file=sys.stderr, flush=True)
+
+
 class SimArm(LoopbackArm):
     """Simulated arms of the process-wide twin `twin` (optionally with a task's objects)."""
 
@@ -36,12 +58,7 @@ class SimArm(LoopbackArm):
     def __init__(self, embodiment, options: "SimArm.Options | dict | None" = None, *, clock=time.time):
         super().__init__(embodiment, options, clock=clock)
         self.twin = get_twin(self.options.twin, embodiment, task=self.options.task or None)
-        self.task = None
-        if self.options.task and self.options.seed is not None:
-            from eva_core.sim.tasks import make_task
-
-            self.task = make_task(self.options.task, embodiment)
-            self.task.reset(self.twin, self.options.seed)
+        self.task = TwinTask.place(self.twin, self.options.task, self.options.seed, embodiment)
         self.twin.set_action(self._pos)
         self.twin.driven = self.options.physics   # sim cameras of this process stop posing it
 
@@ -56,8 +73,7 @@ class SimArm(LoopbackArm):
     def close(self) -> None:
         super().close()
         if self.task is not None:
-            print(f"sim arm: twin task {self.task.name} seed {self.options.seed}: success {self.task.success(self.twin)}",
-                  file=sys.stderr, flush=True)
+            self.task.report()
 
     def read_state(self) -> ArmState | None:
         state = super().read_state()

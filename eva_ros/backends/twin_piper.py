@@ -16,6 +16,7 @@ from eva_core.config import param
 from eva_core.sim import TwinPlant, get_twin
 from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
 from eva_ros.backends.piper import PiperArm
+from eva_ros.backends.sim_arm import TwinTask
 
 
 class TwinPiperArm(PiperArm):
@@ -25,11 +26,14 @@ class TwinPiperArm(PiperArm):
                                    choices=("virtual",))
         twin: str = param("default", "name of the process-wide twin the emulated arms move")
         task: str = param("", "twin task whose objects the twin holds ('' for none; as the sim cameras')")
+        seed: int | None = param(None, "with a task: place its objects from this seed at start-up (and log "
+                                       "the task's success check at close), as the sim arm does")
 
     def __init__(self, embodiment, options: "TwinPiperArm.Options | dict | None" = None):
         opt = options if isinstance(options, TwinPiperArm.Options) else TwinPiperArm.Options.from_dict(options)
         self.twin = get_twin(opt.twin, embodiment, task=opt.task or None)
         self.twin.driven = True   # sim cameras of this process stop posing it from /joint_states
+        self.task = TwinTask.place(self.twin, opt.task, opt.seed, embodiment)
         arms = piper_arms(embodiment)
         if all(a.name in ("left", "right") for a in arms):   # channels private to this twin
             channels = {a.name: f"{opt.twin}_{a.can}" for a in arms}
@@ -53,3 +57,5 @@ class TwinPiperArm(PiperArm):
             super().close()
         finally:
             self.emulator.stop()
+            if self.task is not None:
+                self.task.report()
