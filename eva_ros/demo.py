@@ -5,7 +5,8 @@
 With the checkpoints of `make train-demo` in checkpoints/demo/ (manifest.json), every episode is
 one `eva-bringup` of config/demo.yaml (base.yaml + overlay): the twin's cam_high -> planner (the
 tiny Wan2.1 I2V world model, receding horizon, GRPO LoRA) -> idm_action (the trained IDM, reward,
-safety filter) -> controller -> the physics sim arm, which moves the twin the camera renders. The
+safety filter) -> controller -> the physics sim arm, which moves the twin the camera renders
+(`--config demo_piper`: the robot's Piper backend over virtual CAN to the Piper emulator instead). The
 twin task is placed from a fixed seed per episode; its success check is read at the end. With
 --compare (default) the same seeds also run the SFT-only model at N = 1 and SFT best-of-N.
 Before the closed loop, idm_replay_success: ground-truth scripted demos on held-out seeds are

@@ -76,7 +76,8 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     _, ckpt, _ = trained
     out = tmp_path / "demo"
     proc = subprocess.run([str(Path(sys.executable).parent / "eva-demo"), "--checkpoints", str(ckpt), "--episodes", "1",
-                           "--no-compare", "--no-replay", "--episode-seconds", "6", "--out", str(out)],
+                           "--no-compare", "--no-replay", "--episode-seconds", "6", "--out", str(out),
+                           "--config", "demo_piper"],   # the Piper backend over CAN to the emulator
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -91,4 +92,6 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     wm = params["planner"]["ros__parameters"]["world_model"]
     assert wm["transformer_dir"] == str(ckpt.resolve() / "transformer") and wm["lora"] == str(ckpt.resolve() / "lora")
     assert params["idm_action"]["ros__parameters"]["idm"]["checkpoint"] == str(ckpt.resolve() / "idm")
+    # the arms are the robot's Piper backend over virtual CAN to the emulator on the twin
+    assert params["controller"]["ros__parameters"]["arm_backend"] == "twin_piper"
     assert (out / "rollout.mp4").stat().st_size > 1000 and (out / "actions.png").stat().st_size > 10_000
