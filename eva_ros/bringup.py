@@ -89,6 +89,7 @@ def summarize(reports: dict, duration: float) -> dict:
         "chunks_planned": total("chunks_planned"),
         "trajectories_published": total("idm_trajectories"),
         "trajectories_executed": total("trajectories_executed"),
+        "trajectories_expired": total("trajectories_expired"),   # ended before they reached the controller
         "commands_sent": total("commands_sent"),
         "limit_violations": total("limit_violations"),
         "watchdog_events": total("watchdog_events"),
@@ -195,7 +196,7 @@ def _main(argv) -> int:
                  args.nodes.split(",") if args.nodes else None, progress=not args.quiet)
     s = result["summary"]
     print(f"eva-bringup: {s['chunks_planned']} chunks planned, {s['trajectories_executed']} trajectories executed, "
-          f"{s['commands_sent']} commands sent, {s['limit_violations']} limit violations, "
+          f"{s['trajectories_expired']} expired before they arrived, {s['commands_sent']} commands sent, {s['limit_violations']} limit violations, "
           f"{s['watchdog_events']} watchdog events")
     if result["error"]:
         print(f"eva-bringup: stopped abnormally: {result['error']}", file=sys.stderr)

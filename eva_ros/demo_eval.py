@@ -158,7 +158,7 @@ def run_trained(args, ckpt: Path) -> int:
                     ep = score_episode(variant, task, seed, r)
                     episodes.append(ep)
                     print(f"eva-demo: {variant:>14} {task:<11} seed {seed}: success {ep['success']}, "
-                          f"reward {ep['mean_reward']}, chunks {ep['chunks_executed']}, "
+                          f"reward {ep['mean_reward']}, chunks {ep['chunks_executed']} (expired {ep['chunks_expired']}), "
                           f"limit violations {ep['limit_violations']} ({time.time() - t:.0f} s)", flush=True)
                     if variant == "grpo":
                         rec = r["recording"]
@@ -203,6 +203,7 @@ def score_episode(variant: str, task: str, seed: int, r: dict) -> dict:
     return {"variant": variant, "task": task, "seed": seed, "success": bool(r["success"]),
             "success_reported": r["success"] is not None, "exit": r["exit"],
             "chunks_planned": s.get("chunks_planned", 0), "chunks_executed": s.get("trajectories_executed", 0),
+            "chunks_expired": s.get("trajectories_expired", 0),   # ended before they reached the arm
             "commands_sent": s.get("commands_sent", 0), "limit_violations": s.get("limit_violations", 0),
             "watchdog_events": s.get("watchdog_events", 0),
             "mean_reward": round(float(np.mean(scores)), 4) if scores else None, "rewards": [round(v, 4) for v in scores],
@@ -237,6 +238,7 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
                 "episodes": len(eps), "success_rate": sum(e["success"] for e in eps) / len(eps),
                 "mean_reward": _mean([e["mean_reward"] for e in eps]),
                 "chunks_executed": sum(e["chunks_executed"] for e in eps),
+                "chunks_expired": sum(e.get("chunks_expired", 0) for e in eps),
                 "generations_per_chunk": gens,
                 "generated_chunks": sum(e["chunks_planned"] for e in eps) * gens,
                 "limit_violations": sum(e["limit_violations"] for e in eps),

@@ -34,6 +34,8 @@ def test_loopback_acceptance_run(tmp_path):
     for key in ("camera_to_plan", "plan_to_trajectory", "trajectory_to_first_command"):
         assert s["latency_ms"][key]["count"] > 0 and s["latency_ms"][key]["p50_ms"] > 0
     assert "watchdog_events" in s
+    # expired chunks are the controller's count, reported beside the executed ones
+    assert s["trajectories_expired"] == r["nodes_report"]["controller"]["trajectories_expired"]
     assert set(r["nodes_report"]) == {"camera", "planner", "idm_action", "controller"}
     assert r["environment"]["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA"
     assert not list(tmp_path.glob(".r.json*")), "temporary report file left behind"
