@@ -95,3 +95,18 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     # the arms are the robot's Piper backend over virtual CAN to the emulator on the twin
     assert params["controller"]["ros__parameters"]["arm_backend"] == "twin_piper"
     assert (out / "rollout.mp4").stat().st_size > 1000 and (out / "actions.png").stat().st_size > 10_000
+
+
+def test_export_from_a_finished_run_writes_the_same_checkpoints(trained, tmp_path):
+    out, ckpt, _ = trained
+    again = tmp_path / "again"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--export-from", str(out),
+                           "--export", str(again)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first, second = (json.loads((d / "manifest.json").read_text()) for d in (ckpt, again))
+    assert second["files"] == first["files"] and second["command"] == first["command"]
+    assert "--export-from" in second["exported_by"]
+    # a directory that is not a finished run is refused in one line
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--export-from", str(tmp_path),
+                           "--export", str(tmp_path / "x")], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "summary.json: missing" in proc.stderr and not (tmp_path / "x").exists()

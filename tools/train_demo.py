@@ -1,7 +1,8 @@
 """train-demo: the whole EVA method at toy scale on this CPU, from nothing, seeded (`make train-demo`).
 
     python tools/train_demo.py [--config config/training/demo.yaml] [--out runs/train_demo]
-                               [--export checkpoints/demo] [--overwrite]
+                               [--export checkpoints/demo] [--overwrite] [--no-export]
+    python tools/train_demo.py --export-from RUN [--export checkpoints/demo]   (a finished --no-export run)
 
 Stages (each one timed and printed):
   demos     scripted IK demos in the twin, executed through the ROS graph (twin camera + controller
@@ -209,8 +210,7 @@ def grpo_config(cfg: dict, out: Path, sft_final: Path, idm: Path, episodes: Path
 def stage_grpo(gcfg: Path, out: Path) -> Path:
     sh([sys.executable, "-m", "training.grpo", "--config", gcfg, "--output-dir", out / "grpo", "--cpu"],
        out / "logs" / "grpo.log")
-    best = out / "grpo" / "best" / "lora"
-    return best if best.is_dir() else out / "grpo" / "lora"
+    return run_parts(out)["lora"]
 
 
 def stage_evaluate(cfg: dict, out: Path, gcfg: Path, idm_dir: Path, lora: Path, heldout: dict) -> dict:
@@ -273,6 +273,30 @@ def stage_export(cfg: dict, out: Path, export: Path, parts: dict, manifest: dict
     return export
 
 
+def run_parts(out: Path) -> dict:
+    """The checkpoint directories a finished run exports (what the stages returned)."""
+    best = out / "grpo" / "best" / "lora"
+    return {"idm": out / "idm" / "idm", "vae": out / "sft" / "final" / "vae",
+            "transformer": out / "sft" / "final" / "transformer", "lora": best if best.is_dir() else out / "grpo" / "lora"}
+
+
+def export_finished(out: Path, export: Path, argv) -> int:
+    """--export-from: the export stage alone, on a run whose summary.json says it finished."""
+    summary = out / "summary.json"
+    if not summary.is_file():
+        raise ValueError(f"{summary}: missing; --export-from takes a finished train-demo run directory")
+    manifest = json.loads(summary.read_text())
+    parts = run_parts(out)
+    for name, path in parts.items():
+        if not path.is_dir():
+            raise ValueError(f"{path}: missing ({name}); is {out} a finished train-demo run?")
+    cfg = manifest["config"]
+    manifest["exported_by"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    stage_export(cfg, out, export, parts, manifest, True)
+    print(f"train-demo: exported {out} to {export}", flush=True)
+    return 0
+
+
 # ---- main --------------------------------------------------------------------------------------------
 def run(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="train-demo", description=__doc__.split("\n\n")[0],
@@ -285,8 +309,13 @@ def run(argv=None) -> int:
                     help="an earlier run directory: take its demos, episodes, held-out demos and IDM (and their "
                          "stage times) instead of running those stages again; the manifest says so")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    ap.add_argument("--export-from", type=Path, default=None,
+                    help="export a finished run directory (one trained with --no-export) to --export and stop; "
+                         "its manifest keeps that run's command, seeds, metrics and stage times")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
+    if args.export_from is not None:
+        return export_finished(args.export_from.resolve(), args.export.resolve(), argv)
     cfg = yaml_io.load(args.config.read_text())
     for key in ("pipeline", "model", "idm", "sft", "grpo"):
         if not isinstance(cfg.get(key), dict):
@@ -347,7 +376,9 @@ def run(argv=None) -> int:
     }
     (out / "summary.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     if not args.no_export:
-        parts = {"idm": idm, "vae": sft_final / "vae", "transformer": sft_final / "transformer", "lora": lora}
+        parts = run_parts(out)   # what the stages returned (idm, sft_final, lora), as --export-from finds them
+        if parts != {"idm": idm, "vae": sft_final / "vae", "transformer": sft_final / "transformer", "lora": lora}:
+            raise RuntimeError(f"train-demo: run_parts({out}) disagrees with the stages' outputs")
         st.run("export", stage_export, cfg, out, args.export.resolve(), parts, manifest, True)
         manifest["stage_seconds"] = st.seconds
         (args.export / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
