@@ -196,7 +196,8 @@ def _main(argv) -> int:
                  args.nodes.split(",") if args.nodes else None, progress=not args.quiet)
     s = result["summary"]
     print(f"eva-bringup: {s['chunks_planned']} chunks planned, {s['trajectories_executed']} trajectories executed, "
-          f"{s['trajectories_expired']} expired before they arrived, {s['commands_sent']} commands sent, {s['limit_violations']} limit violations, "
+          f"{s['trajectories_expired']} expired before they arrived, {s['commands_sent']} commands sent, "
+          f"{s['limit_violations']} limit violations, "
           f"{s['watchdog_events']} watchdog events")
     if result["error"]:
         print(f"eva-bringup: stopped abnormally: {result['error']}", file=sys.stderr)

@@ -238,7 +238,7 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
                 "episodes": len(eps), "success_rate": sum(e["success"] for e in eps) / len(eps),
                 "mean_reward": _mean([e["mean_reward"] for e in eps]),
                 "chunks_executed": sum(e["chunks_executed"] for e in eps),
-                "chunks_expired": sum(e.get("chunks_expired", 0) for e in eps),
+                "chunks_expired": sum(e["chunks_expired"] for e in eps),
                 "generations_per_chunk": gens,
                 "generated_chunks": sum(e["chunks_planned"] for e in eps) * gens,
                 "limit_violations": sum(e["limit_violations"] for e in eps),
