@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -50,10 +51,14 @@ def bad_trajectory_then_signal(proc, domain, log, signum) -> tuple[int, str]:
     probe = Probe(domain)
     try:
         probe.subscribe("/joint_states", JointState, qos.STATE, keep=100)
+        probe.subscribe("/diagnostics", DiagnosticArray, qos.DIAGNOSTICS)
         running(probe, log)
         pub = probe.publisher("/eva/plan/trajectory", JointTrajectory, qos.PLAN)
         wait_for(lambda: pub.get_subscription_count() > 0, 30, what="the controller's subscription")
         pub.publish(bad_trajectory(time.time()))     # used to end the process
+        # the signal must come after the rejection, not race it (a loaded machine delays delivery)
+        wait_for(lambda: probe.latest_values("eva/controller").get("trajectories_rejected") == "1", 60,
+                 what="the controller's rejection of the bad trajectory (its diagnostics)")
         assert probe.call(Trigger, "/eva/estop", Trigger.Request()).success   # still answers
         assert proc.poll() is None
         proc.send_signal(signum)
