@@ -49,3 +49,20 @@ def test_sft_and_grpo_on_two_processes_keep_the_ranks_in_sync(tmp_path):
     rows = [json.loads(line) for line in (grpo / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["kl"] >= 0 for r in rows)
     assert (grpo / "lora" / "adapter_model.safetensors").is_file()
+
+
+def test_only_rank_0_checks_and_creates_the_output_dir(tmp_path, monkeypatch):
+    """Rank 1 starting after rank 0 began writing must not see "not empty" (a race seen on CI-like load)."""
+    from training.common import prepare_output_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("rank 0 already writes\n")
+    monkeypatch.setenv("RANK", "1")
+    prepare_output_dir(run, resume=False)          # no check, no write
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    prepare_output_dir(tmp_path / "absent", resume=False)
+    assert not (tmp_path / "absent").exists()      # rank 0 creates it
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(FileExistsError, match="not empty"):
+        prepare_output_dir(run, resume=False)      # rank 0 still refuses an existing run

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -156,7 +157,12 @@ def config_to_dict(sections: dict) -> dict:
 
 # ---- output directory and checkpoints ---------------------------------------------------------
 def prepare_output_dir(out: Path, resume: bool) -> None:
-    """A new run needs an absent or empty directory; an existing run is only ever resumed."""
+    """A new run needs an absent or empty directory; an existing run is only ever resumed.
+
+    Under `accelerate launch` only rank 0 checks and creates it (before the process group exists,
+    which every rank then joins): a rank checking after another has begun writing saw "not empty"."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--output-dir {out}: exists and is not a directory")
