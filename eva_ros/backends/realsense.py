@@ -127,14 +127,21 @@ class RealSenseSource(CameraSource):
     def _open(self) -> None:
         rs = _rs()
         pipe = rs.pipeline()
+        cfg = self._config()
         try:
-            profile = pipe.start(self._config())
+            if self.options.path:
+                # the playback mode is set before streaming starts (start() reuses the resolved device):
+                # set after start(), a non-real-time playback dropped its first frames in real time
+                cfg.resolve(rs.pipeline_wrapper(pipe)).get_device().as_playback().set_real_time(self.options.realtime)
+            profile = pipe.start(cfg)
         except RuntimeError as exc:
             raise RuntimeError(f"{self.label}: cannot start the colour stream "
                                f"({self.options.width}x{self.options.height} @ {self.options.fps:g} Hz): {exc}") from exc
         dev = profile.get_device()
         if self.options.path:
-            dev.as_playback().set_real_time(self.options.realtime)
+            if dev.as_playback().is_real_time() != self.options.realtime:
+                pipe.stop()
+                raise RuntimeError(f"{self.label}: the playback of {self.options.path} did not keep realtime={self.options.realtime}")
         else:
             for sensor in dev.query_sensors():   # device timestamps on the host clock
                 if sensor.supports(rs.option.global_time_enabled):
