@@ -122,3 +122,24 @@ def test_eva_sim_demos_writes_successful_episodes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:   # argparse: usage + exit 2
         demos_main(["--task", "no_such_task", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("name,body", [("pick_block_narrow", "red_block"), ("push_block_narrow", "blue_block")])
+def test_narrow_tasks_place_in_front_of_the_first_arm_within_their_ranges(name, body):
+    task, wide = make_task(name, EMB), make_task(name.removesuffix("_narrow"), EMB)
+    twin = task.make_twin()
+    try:
+        arm = twin.arms[0]
+        narrow_xy, wide_xy = [], []
+        for seed in range(12):
+            task.reset(twin, seed)
+            narrow_xy.append(twin.body_pose(body)[0][:2] - arm.base[:2])
+            wide.reset(twin, seed)
+            wide_xy.append(twin.body_pose(body)[0][:2] - arm.base[:2])
+        narrow_xy, wide_xy = np.array(narrow_xy), np.array(wide_xy)
+        assert np.all(np.abs(narrow_xy[:, 1]) <= 0.005 + 1e-9)                    # laterally within +-5 mm
+        assert np.all((narrow_xy[:, 0] >= task.forward[0] - 1e-9) & (narrow_xy[:, 0] <= task.forward[1] + 1e-9))
+        assert np.ptp(narrow_xy[:, 0]) > 1e-4                                     # still seeded, not fixed
+        assert np.ptp(wide_xy[:, 1]) > 0.3                                        # the wide task uses both arms
+    finally:
+        twin.close()

@@ -8,6 +8,10 @@ tasks run on any embodiment with the arms they need. A scripted plan is a list o
     pick_block    "pick up the red block"                    one arm, the nearest one
     push_block    "push the blue block onto the green target" one arm
     lift_bar      "lift the bar with both arms"               two arms, one at each end
+
+    pick_block_narrow, push_block_narrow: the same tasks in front of the first arm, placed within
+    +-5 mm and a few degrees: what a world model that cannot resolve the object's place (the toy
+    EVA of docs/toy_eva.md, 48x64 frames) can still plan, as one motion.
 """
 
 from __future__ import annotations
@@ -136,11 +140,14 @@ class PickBlock(Task):
     name = "pick_block"
     instruction = "pick up the red block"
     objects = (SceneObject("red_block", (0.02, 0.02, 0.02), (0.85, 0.15, 0.12, 1.0)),)
+    first_arm = False                        # placements: any arm, or only the first
+    forward, lateral, yaw = (0.29, 0.36), (-0.05, 0.05), 0.4   # m, m, rad
 
     def place(self, twin, rng):
-        arm = twin.arms[rng.integers(len(twin.arms))]
-        xy = self.front(twin, arm, rng)
-        twin.set_body_pose("red_block", [*xy, self.rest_z(twin, self.objects[0])], _yaw_quat(rng.uniform(-0.4, 0.4)))
+        arm = _placement_arm(twin, rng, self.first_arm)
+        xy = self.front(twin, arm, rng, self.forward, self.lateral)
+        twin.set_body_pose("red_block", [*xy, self.rest_z(twin, self.objects[0])],
+                           _yaw_quat(rng.uniform(-self.yaw, self.yaw)))
 
 
     def success(self, twin):
@@ -165,11 +172,14 @@ class PushBlock(Task):
     objects = (SceneObject("blue_block", (0.02, 0.02, 0.02), (0.15, 0.3, 0.85, 1.0), friction=0.3),
                SceneObject("green_target", (0.03, 0.03, 0.0008), (0.2, 0.75, 0.25, 1.0), free=False))
 
+    first_arm = False
+    forward, lateral, heading, distance = (0.27, 0.31), (-0.05, 0.05), 0.35, (0.08, 0.12)   # m, m, rad, m
+
     def place(self, twin, rng):
-        arm = twin.arms[rng.integers(len(twin.arms))]
-        xy = self.front(twin, arm, rng, forward=(0.27, 0.31))
-        heading = rng.uniform(-0.35, 0.35)
-        goal = xy + rng.uniform(0.08, 0.12) * np.array([np.cos(heading), np.sin(heading)])
+        arm = _placement_arm(twin, rng, self.first_arm)
+        xy = self.front(twin, arm, rng, self.forward, self.lateral)
+        heading = rng.uniform(-self.heading, self.heading)
+        goal = xy + rng.uniform(*self.distance) * np.array([np.cos(heading), np.sin(heading)])
         top = self.table_top(twin)
         twin.set_body_pose("blue_block", [*xy, self.rest_z(twin, self.objects[0])], _yaw_quat(heading))
         twin.set_body_pose("green_target", [*goal, top + 0.0008])
@@ -261,6 +271,23 @@ class LiftBar(Task):
         return [Waypoint(start, 0.3), *self._grasp_lift(twin, ik, start, grasps, lift=0.09, approach=0.06)]
 
 
+class PickBlockNarrow(PickBlock):
+    name = "pick_block_narrow"
+    first_arm = True
+    forward, lateral, yaw = (0.32, 0.33), (-0.005, 0.005), 0.05
+
+
+class PushBlockNarrow(PushBlock):
+    name = "push_block_narrow"
+    first_arm = True
+    forward, lateral, heading, distance = (0.285, 0.295), (-0.005, 0.005), 0.05, (0.095, 0.105)
+
+
+def _placement_arm(twin: Twin, rng, first: bool) -> ArmLayout:
+    i = rng.integers(len(twin.arms))   # drawn either way: a seed places the wide tasks as it always did
+    return twin.arms[0] if first else twin.arms[i]
+
+
 def _finger_reach(twin: Twin, arm: ArmLayout) -> float:
     """Half the length of the gripper's finger geoms: from the TCP (their centre) to the tips."""
     m = twin.model
@@ -283,7 +310,7 @@ def _tilt_axis_y(quat) -> float:
     return float(np.arcsin(np.clip(abs(yz), 0.0, 1.0)))
 
 
-TASKS = {t.name: t for t in (PickBlock, PushBlock, LiftBar)}
+TASKS = {t.name: t for t in (PickBlock, PushBlock, LiftBar, PickBlockNarrow, PushBlockNarrow)}
 
 
 def make_task(name: str, emb: Embodiment) -> Task:
