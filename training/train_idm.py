@@ -108,13 +108,31 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---- data ------------------------------------------------------------------------------------
-def split_by_episode(n: int, val_frac: float, seed: int) -> tuple[list[int], list[int]]:
-    """Whole episodes go to train or val (never frames of one episode to both)."""
-    if n < 2:
-        raise ValueError(f"need at least 2 episodes for a train/val split, got {n}")
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = min(n - 1, max(1, round(n * val_frac)))
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+def split_by_episode(n: int, val_frac: float, seed: int, groups: list | None = None) -> tuple[list[int], list[int]]:
+    """Whole episodes go to train or val (never frames of one episode to both). With `groups`
+    (a key per episode), whole groups do: an episode and its copies (a VAE round trip) stay together."""
+    keys = list(range(n)) if groups is None else list(groups)
+    if len(keys) != n:
+        raise ValueError(f"groups: {len(keys)} keys for {n} episodes")
+    uniq = list(dict.fromkeys(keys))
+    if len(uniq) < 2:
+        raise ValueError(f"need at least 2 episodes for a train/val split, got {len(uniq)}")
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    n_val = min(len(uniq) - 1, max(1, round(len(uniq) * val_frac)))
+    val = {uniq[i] for i in order[:n_val]}
+    return [i for i in range(n) if keys[i] not in val], [i for i in range(n) if keys[i] in val]
+
+
+def episode_group(path) -> str:
+    """The episode a file was derived from (its `derived_from` attribute), else the file itself."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            src = f.attrs.get("derived_from")
+    except OSError:
+        src = None
+    return str(src.decode() if isinstance(src, bytes) else src) if src else str(Path(path).resolve())
 
 
 def read_kwargs(path, args, emb: Embodiment) -> dict:
@@ -370,7 +388,8 @@ def build_model(args, emb: Embodiment, resume: Path | None, n_files: int) -> IDM
 def split_clips(clips: Clips, args):
     if len(clips.files) < 2:
         raise UserError(f"need at least 2 readable episodes for a train/val split; {clips.summary()}")
-    train_ids, val_ids = split_by_episode(len(clips.files), args.val_frac, args.seed)
+    groups = [episode_group(f) for f in clips.files]
+    train_ids, val_ids = split_by_episode(len(clips.files), args.val_frac, args.seed, groups)
     pick = lambda ids: ([clips.frames[i] for i in ids], [clips.actions[i] for i in ids])  # noqa: E731
     return train_ids, val_ids, pick(train_ids), pick(val_ids)
 
