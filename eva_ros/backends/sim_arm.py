@@ -48,7 +48,7 @@ class SimArm(LoopbackArm):
     @dataclass
     class Options(LoopbackArm.Options):
         twin: str = param("default", "name of the process-wide twin these arms drive")
-        task: str = param("", "twin task whose objects the twin holds (pick_block, push_block, lift_bar); "
+        task: str = param("", "twin task whose objects the twin holds (pick_block, push_block, lift_bar, pick_block_narrow, push_block_narrow); "
                               "'' for none. The first user of a twin name builds it")
         physics: bool = param(False, "step the physics (servos, contacts, held objects); false: pose the twin "
                                      "kinematically (what config/sim.yaml's closed-loop demo uses)")
