@@ -16,7 +16,7 @@ from ros_fixtures import unique_domain_id
 
 pytestmark = pytest.mark.timeout(1500)
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("demos", "episodes", "heldout demos", "idm", "sft", "vae", "grpo", "evaluate", "export")
+STAGES = ("demos", "episodes", "heldout demos", "sft", "vae", "vae round trip", "idm", "grpo", "evaluate", "export")
 
 
 def _env():
@@ -55,6 +55,20 @@ def test_demos_came_through_the_ros_graph_and_the_recorder(trained):
     assert np.ptp(ep.qpos, axis=0).max() > 0.3 and np.ptp(ep.action, axis=0).max() > 0.3   # the arm moved
 
 
+def test_the_idm_also_learned_from_the_episodes_vae_round_trips(trained):
+    import h5py
+
+    out, _, _ = trained
+    episodes, copies = sorted((out / "episodes").glob("*.hdf5")), sorted((out / "episodes_vae").glob("*.hdf5"))
+    assert len(copies) == len(episodes) >= 1
+    with h5py.File(copies[0]) as f, h5py.File(episodes[0]) as g:
+        assert f.attrs["derived_from"] == str(episodes[0].resolve())
+        assert not np.array_equal(f["observations/images/cam_high"][()], g["observations/images/cam_high"][()])
+        np.testing.assert_array_equal(f["action"][()], g["action"][()])
+    idm = json.loads((out / "idm" / "eval.json").read_text())
+    assert idm["train_episodes"] + idm["val_episodes"] == 2 * len(episodes)
+
+
 def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):
     _, ckpt, _ = trained
     m = json.loads((ckpt / "manifest.json").read_text())
@@ -68,7 +82,7 @@ def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):
     assert m["seeds"]["demo_seeds"] == [0, 1] and "demo_ci.yaml" in m["command"]
     vae = m["metrics"]["vae"]
     assert vae["fitted"]["mse"] < vae["random_init"]["mse"]   # the fitted VAE reconstructs better than the random one
-    assert set(m["metrics"]["idm_replay"]) == {"pick_block"}
+    assert set(m["metrics"]["idm_replay"]) == {"pick_block_narrow"}
     assert set(m["metrics"]["heldout_reward"]) == {"sft", "grpo"}
 
 
@@ -88,7 +102,7 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     # the nodes were started on exactly these checkpoints (a path that does not load fails start-up)
     import yaml
 
-    params = yaml.safe_load((out / "work" / "params" / "grpo_pick_block_1000.yaml").read_text())
+    params = yaml.safe_load((out / "work" / "params" / "grpo_pick_block_narrow_1000.yaml").read_text())
     wm = params["planner"]["ros__parameters"]["world_model"]
     assert wm["transformer_dir"] == str(ckpt.resolve() / "transformer") and wm["lora"] == str(ckpt.resolve() / "lora")
     assert params["idm_action"]["ros__parameters"]["idm"]["checkpoint"] == str(ckpt.resolve() / "idm")

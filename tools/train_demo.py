@@ -8,10 +8,13 @@ Stages (each one timed and printed):
   demos     scripted IK demos in the twin, executed through the ROS graph (twin camera + controller
             on the sim arm) and recorded by eva-record (rosbag2 MCAP), one graph per task and seed
   episodes  eva-bag-to-episodes: the bags -> episode HDF5 (frames, measured joints, commands)
-  idm       eva-train-idm on those episodes
   sft       eva-train-sft: fits the tiny AutoencoderKLWan to the twin frames first, then diffusion
             forcing on the tiny Wan2.1 I2V transformer (full fine-tune of the random tiny model)
   vae       reconstruction error of the fitted VAE (and of the random one) on held-out twin frames
+  vae round trip  (idm.vae_augment) the episodes' frames through the fitted VAE, as the planner's
+            decoded frames are (eva_core/world_model/vae_roundtrip.py)
+  idm       eva-train-idm on the episodes (and their VAE round trips); without vae_augment it runs
+            before sft
   grpo      eva-train-grpo: Flow-GRPO LoRA on the SFT model, reward = the trained IDM's executability
   evaluate  idm_replay_success per task (held-out seeds), held-out reward of SFT vs GRPO
             (eva-train-grpo --eval-only, same seeds and noise)
@@ -112,10 +115,10 @@ def stage_episodes(records: list[dict], out: Path) -> Path:
     return eps
 
 
-def stage_idm(cfg: dict, episodes: Path, out: Path) -> Path:
+def stage_idm(cfg: dict, data: list[Path], out: Path) -> Path:
     c = cfg["idm"]
     seed = cfg["pipeline"]["seed"]
-    sh([sys.executable, "-m", "training.train_idm", "--data", episodes, "--variant", c["variant"],
+    sh([sys.executable, "-m", "training.train_idm", "--data", *data, "--variant", c["variant"],
         "--image-size", c["image_size"], "--max-steps", c["max_steps"], "--batch-size", c["batch_size"],
         "--lr", c["lr"], "--color-jitter", c["color_jitter"], "--eval-every", c["eval_every"],
         "--save-every", c["save_every"], "--seed", seed, "--threads", 2, "--cpu", "--no-progress",
@@ -134,6 +137,19 @@ def stage_sft(cfg: dict, episodes: Path, out: Path) -> Path:
     sh([sys.executable, "-m", "training.sft", "--config", path, "--output-dir", out / "sft", "--cpu"],
        out / "logs" / "sft.log")
     return out / "sft" / "final"
+
+
+def stage_vae_roundtrip(cfg: dict, episodes: Path, sft_final: Path, out: Path) -> Path:
+    """The episodes' frames through the fitted VAE (the IDM's second training set)."""
+    from diffusers import AutoencoderKLWan
+
+    from eva_core.world_model.vae_roundtrip import roundtrip_episodes
+
+    vae = AutoencoderKLWan.from_pretrained(str(sft_final / "vae"), local_files_only=True).eval()
+    m = cfg["model"]
+    files = roundtrip_episodes(vae, episodes, out / "episodes_vae", int(m["num_frames"]), float(m["fps"]), "cam_high")
+    print(f"train-demo: {len(files)} episodes round-tripped through the VAE into {out / 'episodes_vae'}", flush=True)
+    return out / "episodes_vae"
 
 
 def stage_vae(cfg: dict, heldout: dict, sft_final: Path) -> dict:
@@ -307,8 +323,9 @@ def run(argv=None) -> int:
     ap.add_argument("--export", type=Path, default=REPO / "checkpoints" / "demo", help="checkpoint directory to write")
     ap.add_argument("--no-export", action="store_true", help="leave --export alone")
     ap.add_argument("--reuse", type=Path, default=None,
-                    help="an earlier run directory: take its demos, episodes, held-out demos and IDM (and their "
-                         "stage times) instead of running those stages again; the manifest says so")
+                    help="an earlier run directory: take its demos, episodes, held-out demos (and IDM, unless "
+                         "idm.vae_augment, where the IDM needs this run's VAE) and their stage times instead "
+                         "of running those stages again; the manifest says so")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     ap.add_argument("--export-from", type=Path, default=None,
                     help="export a finished run directory (one trained with --no-export) to --export and stop; "
@@ -333,26 +350,33 @@ def run(argv=None) -> int:
 
     torch.set_num_threads(2)
     st = Stages()
+    augment = bool(cfg["idm"].get("vae_augment", False))
+    reused = ["demos", "episodes", "heldout demos"] + ([] if augment else ["idm"])
+    idm = None
     if args.reuse is not None:
         prev = args.reuse.resolve()
         old = json.loads((prev / "summary.json").read_text())
-        for name in ("bags", "episodes", "heldout", "idm"):
+        for name in ("bags", "episodes", "heldout") + (() if augment else ("idm",)):
             shutil.copytree(prev / name, out / name, symlinks=True)
-        for name in ("demos", "episodes", "heldout demos", "idm"):
+        for name in reused:
             st.seconds[name] = old["stage_seconds"][name]
         records = [dict(r, bag=None) for r in old["demos"]]
-        episodes, idm = out / "episodes", out / "idm" / "idm"
+        episodes = out / "episodes"
+        idm = None if augment else out / "idm" / "idm"
         heldout = load_heldout(cfg, out / "heldout")
-        print(f"train-demo: reused demos, episodes, held-out demos and the IDM of {prev} "
-              f"(their stage times are that run's)", flush=True)
+        print(f"train-demo: reused {', '.join(reused)} of {prev} (their stage times are that run's)", flush=True)
     else:
         records = st.run("demos", stage_demos, cfg, out)
         episodes = st.run("episodes", stage_episodes, records, out)
         heldout = st.run("heldout demos", heldout_demos, cfg, out)
-        idm = st.run("idm", stage_idm, cfg, episodes, out)
+        if not augment:
+            idm = st.run("idm", stage_idm, cfg, [episodes], out)
     sft_final = st.run("sft", stage_sft, cfg, episodes, out)
     vae = st.run("vae", stage_vae, cfg, heldout, sft_final)
     print(f"train-demo: VAE reconstruction on held-out twin clips: {vae}", flush=True)
+    if augment:
+        rt = st.run("vae round trip", stage_vae_roundtrip, cfg, episodes, sft_final, out)
+        idm = st.run("idm", stage_idm, cfg, [episodes, rt], out)
     gcfg = grpo_config(cfg, out, sft_final, idm, episodes)
     lora = st.run("grpo", stage_grpo, gcfg, out)
     ev = st.run("evaluate", stage_evaluate, cfg, out, gcfg, idm, lora, heldout)
@@ -361,7 +385,7 @@ def run(argv=None) -> int:
     grpo_metrics = [json.loads(line) for line in (out / "grpo" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     manifest = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "reused": ({"run": str(args.reuse), "command": old.get("command"), "stages": ["demos", "episodes", "heldout demos", "idm"]}
+        "reused": ({"run": str(args.reuse), "command": old.get("command"), "stages": reused}
                    if args.reuse is not None else None),
         "config": yaml_io.load(args.config.read_text()),
         "seeds": {"pipeline": cfg["pipeline"]["seed"], "demo_seeds": cfg["pipeline"]["demo_seeds"],
