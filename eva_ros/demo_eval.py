@@ -219,9 +219,9 @@ def _replay_note(replays: dict, cam: dict) -> str:
     low = [t for t, r in replays.items() if r["idm_replay_success"] is not None and r["idm_replay_success"] < 0.9]
     if not low:
         return ""
-    return (f"idm_replay_success below 0.9 on {low}: the toy IDM sees {cam['height']}x{cam['width']} frames, where the wrist rotations and "
-            "the 1-2 pixel block are barely visible; its per-frame action error (action_mae, rad) moves the grasp "
-            "by about a centimetre, more than the task tolerates (docs/toy_eva.md)")
+    return (f"idm_replay_success below 0.9 on {low}: the toy IDM sees {cam['height']}x{cam['width']} frames; its per-frame "
+            "action error (action_mae, rad, all dimensions) adds up over an open-loop replay of the whole demonstration "
+            "to more than the task tolerates (a push that stops short, a grasp beside the block: docs/toy_eva.md)")
 
 
 def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dict:

@@ -124,3 +124,17 @@ def test_export_from_a_finished_run_writes_the_same_checkpoints(trained, tmp_pat
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--export-from", str(tmp_path),
                            "--export", str(tmp_path / "x")], env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "summary.json: missing" in proc.stderr and not (tmp_path / "x").exists()
+
+
+def test_toy_eva_diagnostics_run_on_the_checkpoints(trained):
+    _, ckpt, _ = trained
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "toy_eva_diagnostics.py"), "--checkpoints", str(ckpt),
+                           "--seeds", "100"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    err = next(x for x in lines if "IDM action error" in x)
+    cam, vae = float(err.split("camera frames ")[1].split(",")[0]), float(err.split("round trip ")[1])
+    assert 0 < cam < 3 and 0 < vae < 3
+    reward = next(x for x in lines if "executability reward" in x)
+    assert "still 10.000" in reward                      # a still chunk is perfectly executable
+    assert any("seed 100 replay success" in x and "red_block" in x for x in lines)
