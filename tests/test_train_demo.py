@@ -138,3 +138,19 @@ def test_toy_eva_diagnostics_run_on_the_checkpoints(trained):
     reward = next(x for x in lines if "executability reward" in x)
     assert "still 10.000" in reward                      # a still chunk is perfectly executable
     assert any("seed 100 replay success" in x and "red_block" in x for x in lines)
+
+
+def test_a_bad_vae_augment_is_refused_before_the_run_directory_is_touched(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config" / "training" / "demo_ci.yaml").read_text())
+    cfg["idm"]["vae_augment"] = "yes"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--config", str(bad), "--out", str(out),
+                           "--overwrite", "--no-export"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "idm.vae_augment" in proc.stderr
+    assert (out / "keep.txt").read_text() == "user data"

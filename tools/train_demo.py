@@ -338,6 +338,9 @@ def run(argv=None) -> int:
     for key in ("pipeline", "model", "idm", "sft", "grpo"):
         if not isinstance(cfg.get(key), dict):
             raise ValueError(f"{args.config}: {key}: missing section")
+    augment = cfg["idm"].get("vae_augment", False)
+    if not isinstance(augment, bool):
+        raise ValueError(f"{args.config}: idm.vae_augment: must be true or false, got {augment!r}")
     out = args.out.resolve()
     if out.exists():
         if not args.overwrite:
@@ -350,7 +353,6 @@ def run(argv=None) -> int:
 
     torch.set_num_threads(2)
     st = Stages()
-    augment = bool(cfg["idm"].get("vae_augment", False))
     reused = ["demos", "episodes", "heldout demos"] + ([] if augment else ["idm"])
     idm = None
     if args.reuse is not None:
