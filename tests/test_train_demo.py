@@ -67,6 +67,7 @@ def test_the_idm_also_learned_from_the_episodes_vae_round_trips(trained):
         np.testing.assert_array_equal(f["action"][()], g["action"][()])
     idm = json.loads((out / "idm" / "eval.json").read_text())
     assert idm["train_episodes"] + idm["val_episodes"] == 2 * len(episodes)
+    assert idm["val_episodes"] % 2 == 0   # an episode and its round trip are split together
 
 
 def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):

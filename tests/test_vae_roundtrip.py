@@ -50,6 +50,7 @@ def test_episodes_are_copied_with_only_their_frames_changed(vae, tmp_path):
     a, b = read_aloha_hdf5(f), read_aloha_hdf5(written)
     np.testing.assert_array_equal(a.action, b.action)
     np.testing.assert_array_equal(a.qpos, b.qpos)
+    assert b.meta["derived_from"] == str(f.resolve()) and "derived_from" not in a.meta   # the IDM split's group
     np.testing.assert_array_equal(b.frames, roundtrip_frames(vae, a.frames, 5, 2))
     assert not list(dst.glob(".*tmp*"))
     with pytest.raises(FileExistsError):                       # never overwritten

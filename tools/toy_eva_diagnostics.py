@@ -41,8 +41,7 @@ def run(argv=None) -> int:
 
     from eva_core.embodiment import load_embodiment
     from eva_core.idm import load_idm
-    from eva_core.sim.idm_replay import decode_video, ground_truth_demos
-    from eva_core.sim.tasks import make_task
+    from eva_core.sim.idm_replay import decode_video, ground_truth_demos, replay_end
     from eva_core.world_model.best_of import load_scorer
     from eva_core.world_model.vae_roundtrip import roundtrip_clip
 
@@ -75,19 +74,10 @@ def run(argv=None) -> int:
         scores = {k: float(np.mean(np.asarray(scorer.score_frames(np.stack(v)))))
                   for k, v in (("ground truth", gt), ("still", still), ("ground truth after the VAE", gt_vae))}
         print(f"{task}: executability reward " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-        t = make_task(task, emb)
-        twin = t.make_twin()
-        try:
-            for seed, ep in demos:
-                t.reset(twin, seed)
-                steps = max(1, int(round(1.0 / (ep.fps * twin.timestep))))
-                for a in decode_video(idm, ep.frames, emb):
-                    twin.set_targets(a)
-                    twin.step(steps)
-                where = {o.name: np.round(twin.body_pose(o.name)[0], 3).tolist() for o in t.objects}
-                print(f"{task}: seed {seed} replay success {t.success(twin)}; objects at {where}")
-        finally:
-            twin.close()
+        for seed, ep in demos:
+            ok, where = replay_end(task, emb, seed, decode_video(idm, ep.frames, emb), ep.fps)
+            where = {k: np.round(v, 3).tolist() for k, v in where.items()}
+            print(f"{task}: seed {seed} replay success {ok}; objects at {where}")
     return 0
 
 

@@ -210,11 +210,6 @@ def decode_and_score(wm, scorer, final_latents: torch.Tensor):
     return video.cpu(), res, t1 - t0, time.perf_counter() - t1
 
 
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """(3, T, H, W) [-1, 1] -> (T, H, W, 3) uint8."""
-    return ((video.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
 def save_adapter(accelerator, model, out_dir: Path, deploy_cfg: dict) -> Path:
     """peft layout (adapter_model.safetensors + adapter_config.json) + world_model.yaml beside it."""
     from safetensors.torch import save_file
@@ -263,12 +258,13 @@ def plot_rewards(path: Path, rows: list[dict]) -> None:
 
 def save_rollout_media(out: Path, step: int, video: torch.Tensor, res, fps: float, n: int, names=None) -> None:
     from eva_core.reward.plots import plot_action_curves
+    from eva_core.world_model import encoders
 
     import matplotlib.pyplot as plt
 
     for i in range(min(n, video.shape[0])):
         stem = out / "rollouts" / f"step_{step:06d}_{i}"
-        write_mp4(stem.with_suffix(".mp4"), to_uint8(video[i]), fps)
+        write_mp4(stem.with_suffix(".mp4"), encoders.video_to_frames(video[i]), fps)
         fig = plot_action_curves(res.actions[i].numpy(), stem.parent / f"{stem.name}_actions.png", fps=fps,
                                  names=names, title=f"step {step} rollout {i}: reward {float(res.score[i]):.3f}")
         plt.close(fig)

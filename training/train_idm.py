@@ -123,18 +123,6 @@ def split_by_episode(n: int, val_frac: float, seed: int, groups: list | None = N
     return [i for i in range(n) if keys[i] not in val], [i for i in range(n) if keys[i] in val]
 
 
-def episode_group(path) -> str:
-    """The episode a file was derived from (its `derived_from` attribute), else the file itself."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            src = f.attrs.get("derived_from")
-    except OSError:
-        src = None
-    return str(src.decode() if isinstance(src, bytes) else src) if src else str(Path(path).resolve())
-
-
 def read_kwargs(path, args, emb: Embodiment) -> dict:
     """Reader options: only the training camera is decoded (saves memory on 3-camera files)."""
     kw = {"camera": args.camera, "cameras": []}
@@ -160,6 +148,7 @@ class Clips:
     frames: list = field(default_factory=list)   # (N, 3, S, S) uint8 tensors
     actions: list = field(default_factory=list)  # (N, D) arrays
     files: list = field(default_factory=list)
+    groups: list = field(default_factory=list)   # the episode each file is (or was derived from)
     skipped: list = field(default_factory=list)  # (file, reason)
 
     def summary(self) -> str:
@@ -193,6 +182,7 @@ def load_clips(files, size: int, args, emb: Embodiment) -> Clips:
         clips.frames.append(resize_frames(ep.frames, size))
         clips.actions.append(ep.action)
         clips.files.append(str(f))
+        clips.groups.append(ep.meta.get("derived_from") or str(Path(f).resolve()))
     return clips
 
 
@@ -388,8 +378,7 @@ def build_model(args, emb: Embodiment, resume: Path | None, n_files: int) -> IDM
 def split_clips(clips: Clips, args):
     if len(clips.files) < 2:
         raise UserError(f"need at least 2 readable episodes for a train/val split; {clips.summary()}")
-    groups = [episode_group(f) for f in clips.files]
-    train_ids, val_ids = split_by_episode(len(clips.files), args.val_frac, args.seed, groups)
+    train_ids, val_ids = split_by_episode(len(clips.files), args.val_frac, args.seed, clips.groups)
     pick = lambda ids: ([clips.frames[i] for i in ids], [clips.actions[i] for i in ids])  # noqa: E731
     return train_ids, val_ids, pick(train_ids), pick(val_ids)
 

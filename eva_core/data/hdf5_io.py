@@ -149,6 +149,8 @@ def read_aloha_hdf5(path, camera: str | None = None, cameras="all", fps: float |
                 "format": _attr_str(f, "format", "aloha")}
         if "base_action" in f:
             meta["base_action"] = _matrix(f, "/base_action", path, n, finite=False)
+        if "derived_from" in f.attrs:   # a copy of another episode (eva_core/world_model/vae_roundtrip.py)
+            meta["derived_from"] = _attr_str(f, "derived_from", "")
         raw_fps = fps if fps is not None else f.attrs.get("fps", ALOHA_DEFAULT_FPS)
         try:
             ep_fps = float(raw_fps)

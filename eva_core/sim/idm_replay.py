@@ -59,6 +59,11 @@ def decode_video(idm, frames: np.ndarray, emb: Embodiment) -> np.ndarray:
 
 def replay(task_name: str, emb: Embodiment, seed: int, actions: np.ndarray, fps: float) -> bool:
     """Execute one action per frame from the task's `seed`; the task's success check at the end."""
+    return replay_end(task_name, emb, seed, actions, fps)[0]
+
+
+def replay_end(task_name: str, emb: Embodiment, seed: int, actions: np.ndarray, fps: float) -> tuple[bool, dict]:
+    """`replay`, and where the task's objects ended up: (success, {object: world xyz})."""
     task = make_task(task_name, emb)
     twin = task.make_twin()
     try:
@@ -67,7 +72,7 @@ def replay(task_name: str, emb: Embodiment, seed: int, actions: np.ndarray, fps:
         for a in actions:
             twin.set_targets(a)
             twin.step(steps)
-        return bool(task.success(twin))
+        return bool(task.success(twin)), {o.name: np.asarray(twin.body_pose(o.name)[0]) for o in task.objects}
     finally:
         twin.close()
 

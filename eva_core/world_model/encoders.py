@@ -94,3 +94,8 @@ def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     mean, std = _latent_stats(vae, latents)
     lat = latents.float() * std + mean
     return vae.decode(lat.to(device=p.device, dtype=p.dtype)).sample.float().clamp(-1, 1)
+
+
+def video_to_frames(video: torch.Tensor):
+    """A decoded video (3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8 frames (rounded, clipped), on the CPU."""
+    return ((video.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()

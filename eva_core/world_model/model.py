@@ -219,7 +219,7 @@ class WorldModel:
         _sync(self.device)
         t2 = time.perf_counter()
         video = encoders.vae_decode(self.c.vae, latents)[0]  # (3, T, H, W) in [-1, 1]
-        frames = ((video.permute(1, 2, 3, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        frames = encoders.video_to_frames(video)
         t3 = time.perf_counter()
         self.last_timing = {"encode": t1 - t0, "denoise": t2 - t1, "decode": t3 - t2, "total": t3 - t0}
         self.last_info = {"context_frames": clip.shape[2], "hist_latents": inp.hist_len, "seed": seed,

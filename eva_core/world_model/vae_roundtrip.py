@@ -18,18 +18,18 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
+
+from eva_core.data.video_clips import fit_frames
+from eva_core.world_model.encoders import vae_decode, vae_encode, video_to_frames
 
 IMAGES_GROUP = "observations/images"
 
 
-@torch.no_grad()
 def roundtrip_clip(vae, frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> the same frames after the VAE's encode (posterior mode) and decode."""
-    p = next(vae.parameters())
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(p.device, p.dtype).permute(3, 0, 1, 2)[None] / 127.5 - 1
-    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-    return ((rec[0].permute(1, 2, 3, 0).float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+    """(T, H, W, 3) uint8 -> the same frames after the VAE's encode (posterior mode) and decode, the
+    world model's own conversions (eva_core.world_model.encoders)."""
+    h, w = frames.shape[1:3]
+    return video_to_frames(vae_decode(vae, vae_encode(vae, fit_frames(frames, h, w)[None]))[0])
 
 
 def roundtrip_frames(vae, frames: np.ndarray, clip_frames: int, step: int) -> np.ndarray:
