@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,38 +66,34 @@ def idle_time(spans: list, end: float | None = None) -> dict:
 
 
 def replay_all(ckpt: Path, cfg: dict, tasks: list, work: Path) -> dict:
-    """idm_replay_success per task on the manifest's held-out replay seeds (eva-sim-demos renders
-    the ground truth in its own process; the IDM decodes it; the twin executes it)."""
+    """idm_replay_success per task on the manifest's held-out replay seeds: the scripted demos run
+    through the ROS graph and eva-record, as the IDM's training demos did; the IDM decodes their
+    videos; the twin executes the decoded actions (and, as the control, the recorded commands)."""
     from eva_core.data.hdf5_io import read_aloha_hdf5
     from eva_core.embodiment import load_embodiment
     from eva_core.idm import load_idm
-    from eva_core.sim.idm_replay import decode_video, replay
+    from eva_core.sim.idm_replay import replay_demos
+    from eva_ros.demo_runs import bags_to_episodes, record_demos
 
     p = cfg["pipeline"]
-    cam = p["camera"]
     seeds = [int(s) for s in p["replay_seeds"]]
     emb = load_embodiment()
     idm = load_idm(ckpt / "idm")
+    graph = work / "heldout_graph"
+    if graph.exists():
+        shutil.rmtree(graph)   # this tool's scratch from an earlier run: the demos are recorded anew
+    records = record_demos(tasks, seeds, graph, p["camera"], float(p.get("demo_time_scale", 1.0)),
+                           say=lambda line: print(f"eva-demo: held-out {line}", flush=True))
     out = {}
     for task in tasks:
-        d = work / "heldout" / task
-        if not d.is_dir():
-            subprocess.run([str(BIN / "eva-sim-demos"), "--task", task, "--episodes", str(len(seeds)), "--seed",
-                            str(seeds[0]), "--out", str(d), "--fps", str(cam["fps"]), "--height", str(cam["height"]),
-                            "--width", str(cam["width"]), "--cameras", "cam_high"], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        res, err = {}, []
-        for f in sorted(d.glob("episode_*.hdf5")):
-            ep = read_aloha_hdf5(f)
-            seed = int(f.stem.split("_")[-1])
-            actions = decode_video(idm, ep.frames, emb)
-            err.append(float(np.abs(actions - ep.action).mean()))
-            res[str(seed)] = replay(task, emb, seed, actions, ep.fps)
-        out[task] = {"seeds": sorted(res), "success": res,
-                     "idm_replay_success": sum(res.values()) / len(res) if res else None,
-                     "action_mae": round(float(np.mean(err)), 4) if err else None}
-        print(f"eva-demo: idm_replay_success {task}: {out[task]['idm_replay_success']} "
-              f"({sum(res.values())}/{len(res)}, action MAE {out[task]['action_mae']})", flush=True)
+        files = bags_to_episodes([r for r in records if r["task"] == task], graph / "episodes" / task,
+                                 graph / "logs" / f"bag_to_episodes_{task}.log")
+        demos = [(seed, read_aloha_hdf5(f)) for (_, seed), f in sorted(files.items())]
+        out[task] = {**replay_demos(idm, task, emb, demos, len(seeds)), "route": "ros_graph"}
+        r = out[task]
+        print(f"eva-demo: idm_replay_success {task}: {r['idm_replay_success']} "
+              f"({sum(r['success'].values())}/{len(r['success'])} demos; their recorded commands replayed: "
+              f"{r['gt_replay_success']}; action MAE {r['action_mae']})", flush=True)
     return out
 
 
@@ -219,9 +215,12 @@ def _replay_note(replays: dict, cam: dict) -> str:
     low = [t for t, r in replays.items() if r["idm_replay_success"] is not None and r["idm_replay_success"] < 0.9]
     if not low:
         return ""
-    return (f"idm_replay_success below 0.9 on {low}: the toy IDM sees {cam['height']}x{cam['width']} frames; its per-frame "
-            "action error (action_mae, rad, all dimensions) adds up over an open-loop replay of the whole demonstration "
-            "to more than the task tolerates (a push that stops short, a grasp beside the block: docs/toy_eva.md)")
+    truth = [t for t in low if (replays[t].get("gt_replay_success") or 0) < 0.9]
+    why = (f"on {truth} the demos' own recorded commands fail the replay too (the twin, not the IDM); " if truth else "")
+    return (f"idm_replay_success below 0.9 on {low}: {why}the toy IDM sees {cam['height']}x{cam['width']} frames; "
+            "its per-frame action error (action_mae, rad, all dimensions) adds up over an open-loop replay of the "
+            "whole demonstration to more than the task tolerates (a push that stops short, a grasp beside the "
+            "block: docs/toy_eva.md)")
 
 
 def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dict:

@@ -31,6 +31,9 @@ import yaml
 
 BIN = Path(sys.executable).parent
 SUCCESS_RE = re.compile(r"sim arm: twin task (\S+) seed (-?\d+): success (True|False)")
+EPISODE_SEED_RE = re.compile(r"_seed(-?\d+)_")
+# what a demonstration's bag holds: the robot path's camera, measured joints and commands
+RECORD_TOPICS = ["joint_states", "cam_high/color/image_raw", "eva/instruction", "eva/controller/command"]
 
 
 def write_params(path: Path, overlay: Path, overrides: dict) -> Path:
@@ -226,6 +229,58 @@ def record_demo(probe: Probe, overlay: Path, work: Path, task: str, seed: int, r
     episodes = sorted(p for p in bags.iterdir() if p.is_dir()) if bags.exists() else []
     return {"task": task, "seed": int(seed), "success": graph.success(), "bag": str(episodes[-1]) if episodes else None,
             "recorder_exit": rc_rec, "seconds": round(len(actions) / rate, 2)}
+
+
+def sim_camera(cam: dict) -> dict:
+    """The camera node's params for the twin's cam_high at a pipeline's {height, width, fps}."""
+    return {"source": "sim", "fps": float(cam["fps"]),
+            "source_options": {"camera": "cam_high", "height": int(cam["height"]), "width": int(cam["width"])}}
+
+
+def record_demos(tasks, seeds, work: Path, cam: dict, time_scale: float = 1.0, say=print) -> list[dict]:
+    """`record_demo` for every task and seed (config/sim.yaml graphs, one at a time) into work/bags."""
+    from eva_core.embodiment import load_embodiment
+    from eva_core.paths import config_path
+
+    env = ros_env()
+    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]   # the probe joins the graphs' domain
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    probe = Probe(load_embodiment())
+    records = []
+    try:
+        for task in tasks:
+            for seed in seeds:
+                t = time.time()
+                r = record_demo(probe, config_path("sim"), work, task, int(seed), RECORD_TOPICS, sim_camera(cam),
+                                env, time_scale=time_scale)
+                records.append(r)
+                say(f"demo {task} seed {seed}: success {r['success']} ({time.time() - t:.0f} s)")
+    finally:
+        probe.close()
+    return records
+
+
+def bags_to_episodes(records: list[dict], out: Path, log: Path) -> dict:
+    """eva-bag-to-episodes on the successful records' bags into `out` (its output is in `log`);
+    {(task, seed): episode file}. A failed conversion raises, naming the log."""
+    ok = [r for r in records if r["success"] and r["bag"]]
+    if not ok:
+        return {}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as fh:
+        rc = subprocess.run([str(BIN / "eva-bag-to-episodes"), *(r["bag"] for r in ok), "--out", str(out)],
+                            stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise RuntimeError(f"eva-bag-to-episodes exited {rc}; see {log}")
+    return {(r["task"], r["seed"]): out / f"{Path(r['bag']).name}.hdf5" for r in ok}
+
+
+def episode_seed(path: Path) -> int:
+    """The seed in a recorded episode's file name (eva-record's prefix <task>_seed<N>)."""
+    m = EPISODE_SEED_RE.search(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path}: no _seed<N>_ in the file name (not a record_demo episode)")
+    return int(m.group(1))
 
 
 def closed_loop(overlay: Path, work: Path, name: str, overrides: dict, duration: float, env: dict,

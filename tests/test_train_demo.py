@@ -84,6 +84,8 @@ def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):
     vae = m["metrics"]["vae"]
     assert vae["fitted"]["mse"] < vae["random_init"]["mse"]   # the fitted VAE reconstructs better than the random one
     assert set(m["metrics"]["idm_replay"]) == {"pick_block_narrow"}
+    assert m["heldout_demos"] == [{"task": "pick_block_narrow", "seed": 100, "success": True}]
+    assert m["metrics"]["idm_replay"]["pick_block_narrow"]["gt_replay_success"] == 1.0
     assert set(m["metrics"]["heldout_reward"]) == {"sft", "grpo"}
 
 
@@ -91,7 +93,7 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     _, ckpt, _ = trained
     out = tmp_path / "demo"
     proc = subprocess.run([str(Path(sys.executable).parent / "eva-demo"), "--checkpoints", str(ckpt), "--episodes", "1",
-                           "--no-compare", "--no-replay", "--episode-seconds", "6", "--out", str(out),
+                           "--no-compare", "--episode-seconds", "6", "--out", str(out),
                            "--config", "demo_piper"],   # the Piper backend over CAN to the emulator
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -100,6 +102,10 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     assert ep["variant"] == "grpo" and ep["success_reported"]
     assert ep["chunks_executed"] > 0 and ep["commands_sent"] > 0 and ep["limit_violations"] == 0
     assert ep["mean_reward"] is not None
+    # idm_replay's ground truth came through the graph and the recorder, like the IDM's training demos
+    rep = report["idm_replay"]["pick_block_narrow"]
+    assert rep["route"] == "ros_graph" and rep["seeds"] == ["100"] and rep["gt_replay_success"] is not None
+    assert list((out / "work" / "heldout_graph" / "bags").rglob("*.mcap"))
     # the nodes were started on exactly these checkpoints (a path that does not load fails start-up)
     import yaml
 

@@ -8,6 +8,8 @@ Stages (each one timed and printed):
   demos     scripted IK demos in the twin, executed through the ROS graph (twin camera + controller
             on the sim arm) and recorded by eva-record (rosbag2 MCAP), one graph per task and seed
   episodes  eva-bag-to-episodes: the bags -> episode HDF5 (frames, measured joints, commands)
+  heldout demos  the same, on the held-out replay seeds: idm_replay's ground truth, GRPO's held-out
+            prompts, the VAE's held-out frames
   sft       eva-train-sft: fits the tiny AutoencoderKLWan to the twin frames first, then diffusion
             forcing on the tiny Wan2.1 I2V transformer (full fine-tune of the random tiny model)
   vae       reconstruction error of the fitted VAE (and of the random one) on held-out twin frames
@@ -43,7 +45,6 @@ from eva_core import yaml_io
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
-RECORD_TOPICS = ["joint_states", "cam_high/color/image_raw", "eva/instruction", "eva/controller/command"]
 
 
 class Stages:
@@ -79,39 +80,22 @@ def sh(argv: list[str], log: Path) -> None:
 
 # ---- stages ------------------------------------------------------------------------------------------
 def stage_demos(cfg: dict, out: Path) -> list[dict]:
-    from eva_core.embodiment import load_embodiment
-    from eva_ros.demo_runs import Probe, record_demo, ros_env
+    from eva_ros.demo_runs import record_demos
 
     p = cfg["pipeline"]
-    cam = p["camera"]
-    camera = {"source": "sim", "fps": float(cam["fps"]),
-              "source_options": {"camera": "cam_high", "height": int(cam["height"]), "width": int(cam["width"])}}
-    env = ros_env()
-    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    emb = load_embodiment()
-    probe = Probe(emb)
-    records = []
-    try:
-        for task in p["tasks"]:
-            for seed in p["demo_seeds"]:
-                t = time.time()
-                r = record_demo(probe, REPO / "config" / "sim.yaml", out, task, int(seed), RECORD_TOPICS, camera, env,
-                                time_scale=float(p.get("demo_time_scale", 1.0)))
-                records.append(r)
-                print(f"train-demo: demo {task} seed {seed}: success {r['success']} ({time.time() - t:.0f} s)", flush=True)
-    finally:
-        probe.close()
-    ok = [r for r in records if r["success"] and r["bag"]]
-    if not ok:
+    records = record_demos(p["tasks"], p["demo_seeds"], out, p["camera"], float(p.get("demo_time_scale", 1.0)),
+                           say=lambda line: print(f"train-demo: {line}", flush=True))
+    if not any(r["success"] and r["bag"] for r in records):
         raise RuntimeError("no successful demonstration was recorded; see the logs in " + str(out / "logs"))
     return records
 
 
 def stage_episodes(records: list[dict], out: Path) -> Path:
+    from eva_ros.demo_runs import bags_to_episodes
+
     eps = out / "episodes"
-    bags = [r["bag"] for r in records if r["success"] and r["bag"]]
-    sh([BIN / "eva-bag-to-episodes", *bags, "--out", eps], out / "logs" / "bag_to_episodes.log")
+    made = bags_to_episodes(records, eps, out / "logs" / "bag_to_episodes.log")
+    print(f"train-demo: {len(made)} episodes in {eps}", flush=True)
     return eps
 
 
@@ -186,28 +170,29 @@ def stage_vae(cfg: dict, heldout: dict, sft_final: Path) -> dict:
 
 
 def heldout_demos(cfg: dict, out: Path) -> dict:
-    """Scripted demos on the held-out replay seeds (eva-sim-demos, in its own process: its EGL
-    renderer stays out of this one), also GRPO's held-out prompts. {task: [(seed, Episode)]}."""
-    return load_heldout(cfg, out / "heldout", make=True)
-
-
-def load_heldout(cfg: dict, root: Path, make: bool = False) -> dict:
-    from eva_core.data.hdf5_io import read_aloha_hdf5
+    """Scripted demos on the held-out replay seeds, recorded through the ROS graph exactly as the
+    training demos are (an IDM is only as good as on the recording path it learned): the ground
+    truth of idm_replay_success, GRPO's held-out prompts and the VAE's held-out frames.
+    Returns (records, {task: [(seed, Episode)]})."""
+    from eva_ros.demo_runs import bags_to_episodes, record_demos
 
     p = cfg["pipeline"]
-    cam = p["camera"]
-    seeds = [int(s) for s in p["replay_seeds"]]
-    if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
-        raise ValueError("pipeline: replay_seeds: must be consecutive (eva-sim-demos --seed S --episodes N)")
-    demos = {}
+    records = record_demos(p["tasks"], p["replay_seeds"], out / "heldout_graph", p["camera"],
+                           float(p.get("demo_time_scale", 1.0)),
+                           say=lambda line: print(f"train-demo: held-out {line}", flush=True))
     for task in p["tasks"]:
-        d = root / task
-        if make:
-            sh([BIN / "eva-sim-demos", "--task", task, "--episodes", len(seeds), "--seed", seeds[0], "--out", d,
-                "--fps", cam["fps"], "--height", cam["height"], "--width", cam["width"], "--cameras", "cam_high"],
-               root.parent / "logs" / f"heldout_{task}.log")
-        demos[task] = [(int(f.stem.split("_")[-1]), read_aloha_hdf5(f)) for f in sorted(d.glob("episode_*.hdf5"))]
-    return demos
+        bags_to_episodes([r for r in records if r["task"] == task], out / "heldout" / task,
+                         out / "logs" / f"heldout_{task}.log")
+    return records, load_heldout(cfg, out / "heldout")
+
+
+def load_heldout(cfg: dict, root: Path) -> dict:
+    from eva_core.data.hdf5_io import read_aloha_hdf5
+    from eva_ros.demo_runs import episode_seed
+
+    return {task: sorted(((episode_seed(f), read_aloha_hdf5(f)) for f in (root / task).glob("*.hdf5")),
+                         key=lambda pair: pair[0])
+            for task in cfg["pipeline"]["tasks"]}
 
 
 def grpo_config(cfg: dict, out: Path, sft_final: Path, idm: Path, episodes: Path) -> Path:
@@ -232,18 +217,15 @@ def stage_grpo(gcfg: Path, out: Path) -> Path:
 def stage_evaluate(cfg: dict, out: Path, gcfg: Path, idm_dir: Path, lora: Path, heldout: dict) -> dict:
     from eva_core.embodiment import load_embodiment
     from eva_core.idm import load_idm
-    from eva_core.sim.idm_replay import decode_video, replay
+    from eva_core.sim.idm_replay import replay_demos
 
     emb = load_embodiment()
     idm = load_idm(idm_dir)
     replays = {}
     for task, demos in heldout.items():
-        res = {}
-        for seed, ep in demos:
-            res[str(seed)] = replay(task, emb, seed, decode_video(idm, ep.frames, emb), ep.fps)
-        replays[task] = {"seeds": sorted(res), "success": res,
-                         "idm_replay_success": sum(res.values()) / len(res) if res else None}
-        print(f"train-demo: idm_replay_success {task}: {replays[task]['idm_replay_success']}", flush=True)
+        replays[task] = replay_demos(idm, task, emb, demos, len(cfg["pipeline"]["replay_seeds"]))
+        print(f"train-demo: idm_replay_success {task}: {replays[task]['idm_replay_success']} "
+              f"(its ground-truth commands replayed: {replays[task]['gt_replay_success']})", flush=True)
     rewards = {}
     for name, extra in (("sft", []), ("grpo", ["--lora", lora])):
         d = out / f"eval_{name}"
@@ -366,11 +348,12 @@ def run(argv=None) -> int:
         episodes = out / "episodes"
         idm = None if augment else out / "idm" / "idm"
         heldout = load_heldout(cfg, out / "heldout")
+        heldout_records = old.get("heldout_demos", [])
         print(f"train-demo: reused {', '.join(reused)} of {prev} (their stage times are that run's)", flush=True)
     else:
         records = st.run("demos", stage_demos, cfg, out)
         episodes = st.run("episodes", stage_episodes, records, out)
-        heldout = st.run("heldout demos", heldout_demos, cfg, out)
+        heldout_records, heldout = st.run("heldout demos", heldout_demos, cfg, out)
         if not augment:
             idm = st.run("idm", stage_idm, cfg, [episodes], out)
     sft_final = st.run("sft", stage_sft, cfg, episodes, out)
@@ -393,6 +376,7 @@ def run(argv=None) -> int:
         "seeds": {"pipeline": cfg["pipeline"]["seed"], "demo_seeds": cfg["pipeline"]["demo_seeds"],
                   "replay_seeds": cfg["pipeline"]["replay_seeds"]},
         "demos": [{k: r[k] for k in ("task", "seed", "success")} for r in records],
+        "heldout_demos": [{k: r[k] for k in ("task", "seed", "success")} for r in heldout_records],
         "metrics": {"idm": {k: idm_eval.get(k) for k in ("mae", "baseline_mae", "mae_joints", "baseline_mae_joints",
                                                          "accuracy_per_dim", "accuracy_all_dims", "step")},
                     "vae": vae, "sft": sft_summary,
