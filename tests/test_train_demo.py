@@ -134,11 +134,15 @@ def test_export_from_a_finished_run_writes_the_same_checkpoints(trained, tmp_pat
 
 
 def test_toy_eva_diagnostics_run_on_the_checkpoints(trained):
-    _, ckpt, _ = trained
+    out, ckpt, _ = trained
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "toy_eva_diagnostics.py"), "--checkpoints", str(ckpt),
-                           "--seeds", "100"], env=_env(), capture_output=True, text=True, timeout=600)
+                           "--seeds", "100", "--heldout", str(out / "heldout")],
+                          env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
+    assert any("1 demos of 1 seeds (recorded through the graph in" in x for x in lines)
+    lag = next(x for x in lines if "command minus the measured joints" in x)
+    assert 0 < float(lag.split("mean ")[1].split(",")[0]) < 1
     err = next(x for x in lines if "IDM action error" in x)
     cam, vae = float(err.split("camera frames ")[1].split(",")[0]), float(err.split("round trip ")[1])
     assert 0 < cam < 3 and 0 < vae < 3
