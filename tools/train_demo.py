@@ -137,7 +137,8 @@ def stage_vae_roundtrip(cfg: dict, episodes: Path, sft_final: Path, out: Path) -
 
 
 def stage_vae(cfg: dict, heldout: dict, sft_final: Path) -> dict:
-    """MSE/PSNR of VAE reconstructions of held-out twin clips: the fitted VAE vs the random one."""
+    """MSE/PSNR of VAE reconstructions of held-out twin clips (one per demo, where the arm moves
+    most): the fitted VAE vs the random one and vs predicting the mean frame."""
     import numpy as np
     import torch
     from diffusers import AutoencoderKLWan
@@ -150,9 +151,11 @@ def stage_vae(cfg: dict, heldout: dict, sft_final: Path) -> dict:
     for _task, demos in heldout.items():
         for _seed, ep in demos:
             step = max(1, int(round(ep.fps / m["fps"])))
-            f = ep.frames[::step][:n]
-            if len(f) == n:
-                clips.append(f)
+            f, q = ep.frames[::step], ep.qpos[::step]
+            if len(f) >= n:   # each demo's clip with the most joint motion (a recording starts and ends at rest)
+                motion = [np.abs(np.diff(q[i:i + n], axis=0)).sum() for i in range(len(f) - n + 1)]
+                i = int(np.argmax(motion))
+                clips.append(f[i:i + n])
     if not clips:
         return {}
     x = torch.from_numpy(np.stack(clips)).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3)  # B C T H W in [-1, 1]
