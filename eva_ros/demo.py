@@ -9,8 +9,9 @@ safety filter) -> controller -> the physics sim arm, which moves the twin the ca
 (`--config demo_piper`: the robot's Piper backend over virtual CAN to the Piper emulator instead). The
 twin task is placed from a fixed seed per episode; its success check is read at the end. With
 --compare (default) the same seeds also run the SFT-only model at N = 1 and SFT best-of-N.
-Before the closed loop, idm_replay_success: ground-truth scripted demos on held-out seeds are
-decoded by the IDM and the actions executed in the twin. Outputs in --out:
+Before the closed loop, idm_replay_success: scripted demos on the held-out seeds, recorded through
+the graph and eva-record as the IDM's training demos were, are decoded by the IDM and the actions
+executed in the twin (their recorded commands too, as the control). Outputs in --out:
   report.json    per variant and task: success, mean executability reward of executed chunks,
                  limit violations, latency percentiles, arm idle time between chunks; idm_replay
   rollout.mp4    camera view beside the current generated chunk, labelled task/episode/success
