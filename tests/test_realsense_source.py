@@ -27,7 +27,9 @@ def frame_image(i: int) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-def record(path, n=N):
+def record(path, n=N, period=0.005):
+    """n frames into a .db3 recording. The recorder stamps frames as they arrive, so playback at
+    real time lasts n * period (the frames' own 30 fps timestamps do not set it)."""
     dev = rs.software_device()
     sensor = dev.add_sensor("Color")
     intr = rs.intrinsics()
@@ -47,7 +49,7 @@ def record(path, n=N):
         f.timestamp, f.domain, f.frame_number = 1000.0 + i * 1000.0 / FPS, rs.timestamp_domain.hardware_clock, i
         f.profile = profile.as_video_stream_profile()
         sensor.on_video_frame(f)
-        time.sleep(0.005)
+        time.sleep(period)
     sensor.stop()
     sensor.close()
     del recorder   # flushes and closes the file
@@ -61,7 +63,8 @@ def recording(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def long_recording(tmp_path_factory):
-    return record(tmp_path_factory.mktemp("rs") / "long.db3", n=150)   # 5 s: outlasts a drop and a reconnect
+    # 150 frames at 30 fps, 5 s of real-time playback: outlasts a drop and a reconnect
+    return record(tmp_path_factory.mktemp("rs") / "long.db3", n=150, period=1.0 / FPS)
 
 
 def index_of(img) -> int:
