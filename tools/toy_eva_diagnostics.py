@@ -35,9 +35,14 @@ def chunks(frames: np.ndarray, step: int, n: int, every: int):
         yield t, np.arange(t, t + step * n, step)
 
 
+def moved_dims(ep) -> np.ndarray:
+    """The action dimensions a demo moves."""
+    return np.flatnonzero(np.ptp(np.asarray(ep.action), axis=0) > 1e-3)
+
+
 def moved_joints(ep, emb) -> list[int]:
     """The arm joints (not grippers) a demo moves."""
-    return [d for d in np.flatnonzero(np.ptp(np.asarray(ep.action), axis=0) > 1e-3) if d not in emb.gripper_dims]
+    return [d for d in moved_dims(ep) if d not in emb.gripper_dims]
 
 
 def run(argv=None) -> int:
@@ -80,7 +85,7 @@ def run(argv=None) -> int:
         err_cam, err_vae, gt, still, gt_vae = [], [], [], [], []
         for _seed, ep in demos:
             act = np.asarray(ep.action)
-            arm = np.flatnonzero(np.ptp(act, axis=0) > 1e-3)   # the dimensions the demo moves
+            arm = moved_dims(ep)
             for _t, idx in chunks(ep.frames, step, n, step):
                 clip, rec = ep.frames[idx], roundtrip_clip(vae, ep.frames[idx])
                 err_cam.append(np.abs(decode_video(idm, clip, emb)[:, arm] - act[idx][:, arm]).mean())

@@ -95,9 +95,3 @@ def replay_demos(idm, task_name: str, emb: Embodiment, demos, tried: int | None 
             "demo_success": n / tried if tried else None,
             "action_mae": round(float(np.mean(errors)), 4) if errors else None}
 
-
-def idm_replay_success(idm, task_name: str, emb: Embodiment, seeds, fps: float, size, time_scale: float = 1.0) -> dict:
-    """`replay_demos` on scripted demos rendered here (no ROS graph: run_demo's own timing)."""
-    seeds = list(seeds)
-    return replay_demos(idm, task_name, emb, ground_truth_demos(task_name, emb, seeds, fps, size, time_scale),
-                        len(seeds))
