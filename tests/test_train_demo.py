@@ -151,6 +151,13 @@ def test_toy_eva_diagnostics_run_on_the_checkpoints(trained):
     assert any("seed 100 replay success" in x and "red_block" in x for x in lines)
 
 
+def test_toy_eva_diagnostics_refuses_a_missing_heldout_directory_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "toy_eva_diagnostics.py"), "--heldout",
+                           str(tmp_path / "nowhere")], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--heldout" in proc.stderr and "nowhere" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_a_bad_vae_augment_is_refused_before_the_run_directory_is_touched(tmp_path):
     import yaml
 

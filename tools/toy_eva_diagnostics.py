@@ -53,6 +53,8 @@ def run(argv=None) -> int:
     ap.add_argument("--heldout", type=Path, default=None,
                     help="graph-recorded held-out episodes, DIR/<task>/*.hdf5 (default: render them here)")
     args = ap.parse_args(argv)
+    if args.heldout is not None and not args.heldout.is_dir():
+        raise FileNotFoundError(f"--heldout {args.heldout}: not a directory (want DIR/<task>/*.hdf5)")
     import torch
     from diffusers import AutoencoderKLWan
 
