@@ -25,6 +25,7 @@ import numpy as np
 from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, nonfinite_dims
 from eva_core.timeseries import StampedHistory
 
+CHUNK_ANCHORS = ("observation", "arrival")   # what point 0 of a chunk's trajectory runs at
 FPS_MAX = 1000.0            # frames per second of a chunk: (0, FPS_MAX]
 MAX_CHUNK_DURATION = 30.0   # s: n_exec / fps, the executed span of one chunk (EVA: ~1.5 of 3 s)
 MAX_CHUNK_FRAMES = 1000     # T (EVA: 49); the IDM resizes every frame, so a message of tiny frames
@@ -61,8 +62,11 @@ class ChunkMeta:
     n_exec: int            # 1 <= n_exec <= T - 1 (action i needs frames 0..i)
     stamp: float           # capture time of the observation (frame 0), s since epoch
     t_plan: float | None = None  # publish time of the chunk (latency accounting)
+    anchor: str = "observation"  # point 0 runs at `stamp`, or ("arrival") when its trajectory is published
 
     def __post_init__(self):
+        if self.anchor not in CHUNK_ANCHORS:
+            raise ValueError(f"anchor: one of {CHUNK_ANCHORS}, got {self.anchor!r}")
         for key in ("chunk_id", "frames", "n_exec"):
             if not _is_int(getattr(self, key)):
                 raise ValueError(f"{key}: must be an integer, got {getattr(self, key)!r}")
@@ -101,12 +105,14 @@ class ChunkMeta:
         t_plan = get("t_plan", float, "a number") if "t_plan" in fields else None
         return cls(chunk_id=get("id", int, "an integer"), frames=get("frames", int, "an integer"),
                    fps=get("fps", float, "a number"), n_exec=get("n_exec", int, "an integer"),
-                   stamp=float(stamp), t_plan=t_plan)
+                   stamp=float(stamp), t_plan=t_plan, anchor=fields.get("anchor", "observation"))
 
     def to_fields(self) -> dict:
         out = {"id": self.chunk_id, "frames": self.frames, "fps": repr(float(self.fps)), "n_exec": self.n_exec}
         if self.t_plan is not None:
             out["t_plan"] = f"{self.t_plan:.6f}"
+        if self.anchor != "observation":   # the default is left out: older readers parse the rest
+            out["anchor"] = self.anchor
         return out
 
 

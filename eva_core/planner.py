@@ -8,9 +8,17 @@ Asynchronous replanning: generation of chunk k+1 starts from the newest observat
 chunk k executes, early enough that k+1 arrives before k runs out:
     start when  now >= exec_end(k) - expected_latency - lead_margin
 where expected_latency is a running estimate of observation -> trajectory time. Policies:
-- "lead" (default): the rule above; at most one generation at a time.
+- "lead" (default): the rule above; at most one generation at a time. When generation is slower
+  than a chunk (expected_latency + lead_margin >= n_exec / fps) every chunk would end before it
+  arrives, so with `sync_fallback` it runs synchronously instead, as "sync" below, until the
+  latency fits again.
+- "sync": plan only while the arm stands still (`settle_time` after the last chunk ends), and
+  execute the chunk from its arrival (`anchor = "arrival"`), since the arm has not moved since
+  its observation. Slower than "lead" (the arm waits while the model plans) but never late.
 - "continuous": start again as soon as the previous generation finished.
 - "on_demand": only when asked (`request_replan`, e.g. the /eva/replan service).
+A chunk is anchored at its observation (`anchor = "observation"`, the default) unless it is
+finished too late to run and the arm was still when it was observed: then at its arrival.
 Stale observations (older than `max_obs_age`) are rejected: planning from them would execute
 actions for a scene that has moved on.
 """
@@ -20,9 +28,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from eva_core.chunk_decoding import MAX_CHUNK_DURATION
 from eva_core.timeseries import StampedHistory, nearest_index
 
-POLICIES = ("lead", "continuous", "on_demand")
+POLICIES = ("lead", "sync", "continuous", "on_demand")
 
 
 @dataclass
@@ -33,6 +42,8 @@ class PlannerConfig:
     lead_margin: float = 0.1       # s of slack so chunk k+1 lands before chunk k ends
     initial_latency: float = 0.5   # s; latency guess before the first measurement
     latency_smoothing: float = 0.3  # EMA weight of a new latency sample
+    sync_fallback: bool = True     # lead: run synchronously while generation is slower than a chunk
+    settle_time: float = 0.3       # s; sync: wait this long after a chunk's end (IDM + arm settle)
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -41,6 +52,8 @@ class PlannerConfig:
             raise ValueError(f"n_exec must be >= 1, got {self.n_exec}")
         if self.max_obs_age <= 0:
             raise ValueError(f"max_obs_age must be > 0, got {self.max_obs_age}")
+        if not self.settle_time >= 0:   # NaN fails too
+            raise ValueError(f"settle_time must be >= 0, got {self.settle_time}")
 
 
 @dataclass
@@ -55,14 +68,21 @@ class Chunk:
     status: str = "generating"  # generating | done | failed
     reason: str = ""
     timing: dict = field(default_factory=dict)
+    anchor: str = "observation"   # chunk_decoding.CHUNK_ANCHORS: point 0 runs at obs_stamp, or at its arrival (`finished`)
+    late: bool = False            # finished after its window from obs_stamp (minus lead_margin) had passed
 
     @property
     def exec_duration(self) -> float:
         return self.n_exec / self.fps
 
     @property
+    def exec_start(self) -> float:
+        """When point 0 runs (for an arrival anchor, the planner's publish time: the IDM adds its decode)."""
+        return self.finished if self.anchor == "arrival" and self.finished is not None else self.obs_stamp
+
+    @property
     def exec_end(self) -> float:
-        return self.obs_stamp + self.exec_duration
+        return self.exec_start + self.exec_duration
 
     @property
     def generation_latency(self) -> float | None:
@@ -85,7 +105,17 @@ class RecedingHorizonPlanner:
         self._next_id = 0
         self._replan_requested = False
         self._lock = threading.Lock()
-        self.counts = {"planned": 0, "failed": 0, "stale_rejected": 0, "replan_requests": 0}
+        self.motion_end = float("-inf")        # when the last chunk that can run ends (arm still after)
+        self.counts = {"planned": 0, "failed": 0, "stale_rejected": 0, "replan_requests": 0,
+                       "synchronous": 0, "late": 0}
+
+    @property
+    def synchronous(self) -> bool:
+        """Plan only while the arm is still: policy sync, or lead while generation is slower than a chunk."""
+        c = self.config
+        slow = (self.expected_latency + c.lead_margin >= self.n_exec / self.fps
+                or (self.last_done is not None and self.last_done.late))   # the newest measurement, without the EMA's lag
+        return c.policy == "sync" or (c.policy == "lead" and c.sync_fallback and slow)
 
     # -- observations --------------------------------------------------------------------
     def check_observation(self, obs_stamp: float | None, now: float) -> tuple[bool, str]:
@@ -120,6 +150,11 @@ class RecedingHorizonPlanner:
                 return True, "first chunk"
             if self.config.policy == "continuous":
                 return True, "continuous"
+            if self.synchronous:   # from a frame taken after the arm stopped
+                start_at = self.motion_end + self.config.settle_time
+                if now >= start_at:
+                    return True, "arm still (synchronous)"
+                return False, f"synchronous: next start in {start_at - now:.3f} s"
             start_at = self.last_done.exec_end - self.expected_latency - self.config.lead_margin
             if now >= start_at:
                 return True, "lead time reached"
@@ -137,15 +172,38 @@ class RecedingHorizonPlanner:
             return chunk
 
     def finish(self, chunk: Chunk, now: float, timing: dict | None = None) -> Chunk:
-        """Mark `chunk` generated; updates the latency estimate (observation -> now)."""
+        """Mark `chunk` generated; updates the latency estimate (observation -> now) and sets its
+        anchor: a chunk too late to run from its observation runs from its arrival if the arm had
+        stopped before it was observed (policy sync always, lead with `sync_fallback`)."""
         with self._lock:
             self._check_current(chunk)
             chunk.finished, chunk.status, chunk.timing = now, "done", dict(timing or {})
-            a = self.config.latency_smoothing
+            c = self.config
+            late = chunk.late = now + c.lead_margin >= chunk.exec_end
+            arm_was_still = chunk.obs_stamp >= self.motion_end
+            if arm_was_still and (c.policy == "sync" or (late and c.policy == "lead" and c.sync_fallback)):
+                chunk.anchor = "arrival"
+                self.counts["synchronous"] += 1
+            elif late:   # it ends before it can arrive; the arm keeps doing what it did
+                self.counts["late"] += 1
+            if chunk.anchor == "arrival" or not late:
+                self.motion_end = max(self.motion_end, chunk.exec_end)
+            a = c.latency_smoothing
             self.expected_latency = (1 - a) * self.expected_latency + a * (now - chunk.obs_stamp)
             self.current, self.last_done = None, chunk
             self.counts["planned"] += 1
             return chunk
+
+    def trajectory_published(self, end_time: float, now: float) -> None:
+        """A decoded trajectory runs until `end_time` (its stamp + duration): the arm is not still
+        before then. Refines the estimate from `finish`, which cannot see the IDM's decode time.
+        ValueError for an end beyond one chunk's bound (it would hold synchronous planning off)."""
+        end_time = float(end_time)
+        if not end_time - now <= MAX_CHUNK_DURATION:   # NaN fails too
+            raise ValueError(f"trajectory ends {end_time - now:.3g} s from now, beyond the "
+                             f"{MAX_CHUNK_DURATION:g} s bound on one chunk; ignored")
+        with self._lock:
+            self.motion_end = max(self.motion_end, end_time)
 
     def fail(self, chunk: Chunk, now: float, reason: str) -> Chunk:
         with self._lock:

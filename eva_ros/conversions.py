@@ -125,7 +125,7 @@ def decode_meta(prefix: str, text: str) -> dict:
 
 
 def chunk_to_msg(frames: np.ndarray, stamp: float, chunk_id: int, fps: float, n_exec: int,
-                 t_plan: float) -> Image:
+                 t_plan: float, anchor: str = "observation") -> Image:
     """(T, H, W, 3) frames -> one Image with the frames stacked along the height.
     The metadata is checked like a received chunk's (ValueError on a bad value)."""
     frames = np.asarray(frames)
@@ -133,7 +133,7 @@ def chunk_to_msg(frames: np.ndarray, stamp: float, chunk_id: int, fps: float, n_
         raise ValueError(f"chunk_to_msg: expected (T, H, W, 3), got {frames.shape}")
     t, h, w, _ = frames.shape
     meta = ChunkMeta(chunk_id=int(chunk_id), frames=t, fps=float(fps), n_exec=int(n_exec), stamp=float(stamp),
-                     t_plan=float(t_plan))
+                     t_plan=float(t_plan), anchor=anchor)
     return image_to_msg(frames.reshape(t * h, w, 3), stamp, encode_meta(CHUNK_PREFIX, meta.to_fields()))
 
 
@@ -234,6 +234,13 @@ def trajectory_to_msg(names, positions: np.ndarray, dt: float, stamp: float, fra
         p.time_from_start = to_duration_msg(i * dt)
         msg.points.append(p)
     return msg
+
+
+def trajectory_end(msg: JointTrajectory, topic: str = "/eva/plan/trajectory") -> float:
+    """When the trajectory's last point runs: header.stamp + its time_from_start (s)."""
+    if not msg.points:
+        raise ValueError(f"{topic}: trajectory has no points")
+    return from_time_msg(msg.header.stamp) + from_duration_msg(msg.points[-1].time_from_start)
 
 
 def msg_to_trajectory(msg: JointTrajectory, names, topic: str = "/eva/plan/trajectory"):

@@ -85,7 +85,7 @@ EVENT_DOCS = {
     Event.BACKEND_ERROR: "reading the backend raised",
     Event.CONTROL_ERROR: "a control tick failed; e-stopped (latched)",
     Event.EXECUTOR_STOPPED: "an executor thread died; the controller e-stopped the backend",
-    Event.REJECTED_TRAJECTORY: "a malformed trajectory message was not executed",
+    Event.REJECTED_TRAJECTORY: "a malformed trajectory message was not executed (controller) or not counted (planner)",
     Event.TRAJECTORY_EXPIRED: "a trajectory ended before it arrived",
     Event.REJECTED_COMMAND: "the final safety filter rejected a command; not sent",
     Event.BAD_JOINT_STATE: "a malformed joint_states message was ignored",

@@ -18,7 +18,7 @@ from eva_core.safety import SafetyConfig
 from eva_core.trajectory import FollowerConfig
 
 NODE_KINDS = ("camera", "planner", "idm_action", "controller")
-POLICIES = ("lead", "continuous", "on_demand")          # eva_core.planner.POLICIES (tested equal)
+POLICIES = ("lead", "sync", "continuous", "on_demand")        # eva_core.planner.POLICIES (tested equal)
 IDM_VARIANTS = ("resnet_plus", "resnet18", "tiny")      # eva_core.idm.VARIANTS (tested equal)
 IDM_FUSIONS = ("early", "late")                         # eva_core.idm.FUSIONS
 IDM_PRECISIONS = ("float32", "bfloat16", "auto")        # eva_core.idm.PRECISIONS
@@ -78,6 +78,8 @@ class PlannerConfig(NodeSection):
     max_obs_age: float = param(0.5, "an observation older than this is rejected", unit="s", gt=0)
     policy: str = param("lead", "when to start the next chunk", choices=POLICIES)
     lead_margin: float = param(0.1, "policy lead: start this much before the running chunk's end", unit="s", ge=0)
+    sync_fallback: bool = param(True, "policy lead: plan synchronously while generation is slower than a chunk")
+    settle_time: float = param(0.3, "synchronous planning: wait this long after a chunk's end", unit="s", ge=0)
     initial_latency: float = param(0.5, "generation latency assumed before the first measurement", unit="s", ge=0)
     check_period: float = param(0.01, "period of the planning worker's decision check", unit="s", gt=0)
     torch_threads: int = param(1, "torch.set_num_threads; 0 leaves torch's default", ge=0)

@@ -78,6 +78,7 @@ GOOD = dict(chunk_id=3, frames=9, fps=16.0, n_exec=8, stamp=100.0)
     ({"fps": 1e-6}, "n_exec"),                                  # 8e6 s: ~1e9 points at 200 Hz
     ({"stamp": float("nan")}, "stamp"), ({"t_plan": float("inf")}, "t_plan"),
     ({"chunk_id": 1.5}, "chunk_id"), ({"n_exec": True}, "n_exec"), ({"fps": "16"}, "fps"),
+    ({"anchor": "later"}, "anchor"), ({"anchor": ""}, "anchor"),
 ])
 def test_chunk_meta_ranges(change, field):
     with pytest.raises(ValueError, match=f"^{field}: "):
@@ -100,6 +101,15 @@ def test_chunk_meta_duration_bound_and_text_fields():
         ChunkMeta.from_fields({k: v for k, v in fields.items() if k != "frames"}, 100.0)
     with pytest.raises(ValueError, match="^fps: must be a finite number"):
         ChunkMeta.from_fields({**fields, "fps": "nan"}, 100.0)
+
+
+def test_chunk_anchor_round_trips_and_is_left_out_by_default():
+    assert "anchor" not in ChunkMeta(**GOOD).to_fields()   # the encoding older readers know
+    m = ChunkMeta(**GOOD, anchor="arrival")
+    assert m.to_fields()["anchor"] == "arrival"
+    assert ChunkMeta.from_fields({k: str(v) for k, v in m.to_fields().items()}, 100.0) == m
+    with pytest.raises(ValueError, match="^anchor: "):
+        ChunkMeta.from_fields({**{k: str(v) for k, v in m.to_fields().items()}, "anchor": "soon"}, 100.0)
 
 
 def test_resample_spans_n_exec_frames_at_the_control_dt():

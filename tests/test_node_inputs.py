@@ -142,6 +142,34 @@ def test_planner_rejects_bad_images_converts_float_frames_and_lives_on(harness):
     assert node.frames_rejected >= 3 and not hasattr(node, "sub_joints")    # no 200 Hz /joint_states
 
 
+def test_synchronous_planner_waits_for_the_published_trajectory_and_rejects_bad_ones(harness):
+    from eva_ros.conversions import trajectory_to_msg
+    from eva_ros.nodes.planner_node import PlannerNode
+
+    wm = ConstantWorldModel()   # 4 of 5 frames at 16 fps: 0.25 s chunks
+    node = harness.add(PlannerNode, world_model=wm, params={"instruction": "wave", "policy": "sync", "n_exec": 4,
+                                                           "settle_time": 0.0, "camera_topic": "/cam", "warmup": False})
+    harness.subscribe("/eva/plan/frames", Image, qos.PLAN)
+    cam = harness.probe.create_publisher(Image, "/cam", qos.IMAGE)
+    trajs = harness.probe.create_publisher(JointTrajectory, "/eva/plan/trajectory", qos.PLAN)
+    wait_for(lambda: cam.publish(image_to_msg(np.zeros((16, 16, 3), np.uint8), time.time()))
+             or harness.got("/eva/plan/frames"), 30, period=0.05, what="the first chunk")
+    assert "anchor=arrival" in harness.got("/eva/plan/frames")[0].header.frame_id
+    empty = JointTrajectory()
+    far = trajectory_to_msg(EMB.joint_names, np.zeros((2, EMB.dof)), 1.0, time.time() + 3600.0, "eva_traj:id=9")
+    for msg in (empty, far):
+        trajs.publish(msg)
+        time.sleep(0.1)
+    wait_for(lambda: len(harness.events("eva/planner", "rejected_trajectory")) >= 2, 30, what="rejected_trajectory events")
+    seen = " | ".join(s.message for s in harness.events("eva/planner", "rejected_trajectory"))
+    assert "/eva/plan/trajectory: trajectory has no points" in seen and "beyond the 30 s bound" in seen
+    # a decoded trajectory running 3 s from now holds the next chunk off until it ends
+    trajs.publish(trajectory_to_msg(EMB.joint_names, np.zeros((2, EMB.dof)), 3.0, time.time(), "eva_traj:id=0"))
+    wait_for(lambda: node.core.motion_end > time.time() + 2.0, 30, what="the trajectory's end taken as the arm's")
+    start, why = node.core.should_start(time.time())
+    assert not start and why.startswith("synchronous: next start in")
+
+
 def test_camera_reports_bad_frames_from_its_source_and_keeps_capturing(harness):
     from eva_ros.backends.camera import CameraFrame, SyntheticSource
     from eva_ros.nodes.camera_node import CameraNode

@@ -48,6 +48,43 @@ def test_lead_policy_starts_next_chunk_before_the_current_one_runs_out():
     assert p.counts["planned"] == 1
 
 
+def test_lead_falls_back_to_synchronous_planning_when_generation_is_slower_than_a_chunk():
+    # chunks of 8 frames at 16 fps run 0.5 s; generation takes 1.0 s
+    p = make(n_exec=8, lead_margin=0.1, initial_latency=0.3, latency_smoothing=1.0, settle_time=0.2)
+    assert not p.synchronous
+    c0 = p.finish(p.begin(100.0, "x", 100.0), now=101.0)   # its window [100.0, 100.5] has passed
+    assert c0.anchor == "arrival" and c0.exec_start == 101.0 and c0.exec_end == pytest.approx(101.5)
+    assert p.synchronous and p.counts["synchronous"] == 1 and p.counts["late"] == 0
+    # the lead rule would start at 101.5 - 1.0 - 0.1 = 100.4; synchronous waits for the arm to stop
+    assert not p.should_start(101.6)[0]
+    assert p.should_start(101.71) == (True, "arm still (synchronous)")
+    c1 = p.finish(p.begin(101.71, "x", 101.71), now=102.71)
+    assert c1.anchor == "arrival" and p.counts["synchronous"] == 2
+    # generation gets fast again: the estimate falls below the chunk and lead takes over
+    c2 = p.finish(p.begin(103.5, "x", 103.5), now=103.6)
+    assert not p.synchronous and c2.anchor == "observation"
+    assert p.should_start(103.85) == (True, "lead time reached")   # 104.0 - 0.1 - 0.1
+
+
+def test_a_late_chunk_observed_while_the_arm_moved_is_not_re_anchored():
+    p = make(n_exec=8, lead_margin=0.1, initial_latency=0.2, latency_smoothing=0.0)   # estimate stays 0.2
+    p.finish(p.begin(100.0, "x", 100.0), now=100.2)     # runs [100.0, 100.5]
+    late = p.finish(p.begin(100.3, "x", 100.3), now=101.0)   # observed mid-motion, window [100.3, 100.8] gone
+    assert late.anchor == "observation" and p.counts["late"] == 1 and p.counts["synchronous"] == 0
+    assert p.motion_end == pytest.approx(100.5)          # the late chunk will not run
+
+
+def test_sync_policy_and_no_fallback():
+    s = make(policy="sync", n_exec=8, settle_time=0.3)
+    c = s.finish(s.begin(100.0, "x", 100.0), now=100.1)  # fast, but sync anchors at arrival anyway
+    assert c.anchor == "arrival" and not s.should_start(100.8)[0] and s.should_start(100.91)[0]
+    off = make(n_exec=8, sync_fallback=False, latency_smoothing=1.0)
+    c = off.finish(off.begin(100.0, "x", 100.0), now=101.0)
+    assert c.anchor == "observation" and not off.synchronous and off.counts["late"] == 1
+    with pytest.raises(ValueError, match="settle_time"):
+        PlannerConfig(settle_time=float("nan"))
+
+
 def test_continuous_and_on_demand_policies():
     cont = make(policy="continuous")
     c = cont.begin(0.0, "x", 0.0)
@@ -101,3 +138,16 @@ def test_frame_history_picks_frames_at_the_chunk_rate():
     assert h.select(59 / 30.0, 0, 16.0) == []
     assert h.select(0.0, 2, 16.0) == []       # nothing older than the observation
     assert len(h) == 31                       # pruned to the horizon: frames 29..59
+
+
+def test_the_published_trajectory_refines_when_the_arm_is_still():
+    p = make(policy="sync", n_exec=8, settle_time=0.1)
+    p.finish(p.begin(100.0, "x", 100.0), now=101.0)       # planner's estimate: runs [101.0, 101.5]
+    p.trajectory_published(101.8, now=101.3)              # the IDM took 0.3 s: it really ends at 101.8
+    assert not p.should_start(101.7)[0] and p.should_start(101.91)[0]
+    p.trajectory_published(101.0, now=101.3)              # an earlier end never shortens the wait
+    assert p.motion_end == 101.8
+    for bad in (101.3 + 31.0, float("nan")):
+        with pytest.raises(ValueError, match="bound on one chunk"):
+            p.trajectory_published(bad, now=101.3)
+    assert p.motion_end == 101.8

@@ -26,8 +26,8 @@ from eva_ros import qos  # noqa: E402
 from eva_ros.backends import LoopbackArm, UnsafeCommandError, make_arm, make_camera  # noqa: E402
 from eva_ros.bringup import _drain, _spin  # noqa: E402
 from eva_ros.backends.camera import PlaybackSource, write_demo_video  # noqa: E402
-from eva_ros.conversions import (chunk_to_msg, image_to_msg, msg_to_chunk, msg_to_image, msg_to_trajectory,  # noqa: E402
-                                 trajectory_to_msg)
+from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_to_msg, msg_to_chunk, msg_to_image,  # noqa: E402
+                                 msg_to_trajectory, trajectory_meta, trajectory_to_msg)
 from ros_fixtures import call_service, diagnostic_events, unique_domain_id, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -280,6 +280,27 @@ def test_idm_node_rejects_chunks_without_a_fresh_joint_state(harness):
         chunk_pub.publish(chunk_to_msg(frames, now, 2, 16.0, 8, now))
         return harness.got("/eva/plan/trajectory")
     wait_for(send_fresh, 60, period=0.3, what="a trajectory from a fresh state")
+
+
+def test_idm_node_stamps_an_arrival_anchored_chunk_with_its_publish_time(harness):
+    from eva_core.idm import IDMConfig, build_idm
+    from eva_ros.nodes.idm_action_node import IDMActionNode
+
+    harness.add(IDMActionNode, idm=build_idm(IDMConfig(action_dim=EMB.dof, variant="tiny")))
+    harness.subscribe("/eva/plan/trajectory", JointTrajectory, qos.PLAN)
+    js_pub = harness.probe.create_publisher(JointState, "/joint_states", qos.STATE)
+    chunk_pub = harness.probe.create_publisher(Image, "/eva/plan/frames", qos.PLAN)
+    frames = np.random.default_rng(2).integers(0, 255, (9, 32, 32, 3), dtype=np.uint8)
+    obs = time.time() - 0.4   # planned from a frame 0.4 s old, with the arm still
+
+    def send():
+        js_pub.publish(joint_state(HOME, obs))
+        chunk_pub.publish(chunk_to_msg(frames, obs, 3, 16.0, 8, time.time(), anchor="arrival"))
+        return harness.got("/eva/plan/trajectory")
+    wait_for(send, 60, period=0.3, what="a trajectory from an arrival-anchored chunk")
+    msg = harness.got("/eva/plan/trajectory")[0]
+    assert from_time_msg(msg.header.stamp) > obs + 0.3   # point 0 runs when it is published, not at obs
+    assert from_time_msg(msg.header.stamp) == pytest.approx(trajectory_meta(msg).t_traj, abs=1e-5)
 
 
 def test_controller_feedback_loss_stops_and_reports(harness):

@@ -1,7 +1,8 @@
 """idm_action_node: generated chunks -> eva_core.chunk_decoding.ChunkDecoder -> JointTrajectory.
 
 Subscribes eva/plan/frames (encoding: eva_ros.conversions) and joint_states (the decoder's state
-history); publishes eva/plan/trajectory (header.stamp = observation time = point 0,
+history); publishes eva/plan/trajectory (header.stamp = point 0 = the observation time, or the
+publish time for a chunk anchored at its arrival (planner policy sync),
 time_from_start = i * control dt, /joint_states units) and eva/plan/score (std_msgs/Float32,
 the reward of every chunk that got that far). A rejected chunk is an event of its kind
 (eva_core.chunk_decoding.Reject); a low reward also calls eva/replan. Every callback is
@@ -92,7 +93,8 @@ class IDMActionNode(Node):
                 self.replan.call_async(Trigger.Request())
             return
         meta, t_traj, q = result.meta, time.time(), self.emb.action_to_joint_positions(result.positions)
-        self.pub_traj.publish(trajectory_to_msg(self.emb.joint_names, q, result.dt, meta.stamp,
+        start = t_traj if meta.anchor == "arrival" else meta.stamp   # arrival: the arm was still since the observation
+        self.pub_traj.publish(trajectory_to_msg(self.emb.joint_names, q, result.dt, start,
                                                 TrajectoryMeta(meta.chunk_id, t_traj, score).to_frame_id()))
         if meta.t_plan is not None:
             self.plan_to_traj.add(t_traj - meta.t_plan)

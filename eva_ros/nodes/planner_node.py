@@ -23,12 +23,13 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import check_image
 from eva_ros import names, qos
-from eva_ros.conversions import chunk_to_msg, from_time_msg, image_is_finite, msg_to_image
+from eva_ros.conversions import chunk_to_msg, from_time_msg, image_is_finite, msg_to_image, trajectory_end
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, Event, LatencyStats
 from eva_ros.node_config import PlannerConfig
 from eva_ros.params import NODE_KWARGS, load_node_config
@@ -58,7 +59,8 @@ class PlannerNode(Node):
             self.get_logger().info(f"world model warm-up: {time.time() - t0:.2f} s")
         self.core = core.RecedingHorizonPlanner(
             core.PlannerConfig(n_exec=p.n_exec, max_obs_age=p.max_obs_age, policy=p.policy,
-                               lead_margin=p.lead_margin, initial_latency=p.initial_latency),
+                               lead_margin=p.lead_margin, initial_latency=p.initial_latency,
+                               sync_fallback=p.sync_fallback, settle_time=p.settle_time),
             fps=self.wm.fps, num_frames=self.wm.num_frames)
         self._lock = threading.Lock()
         self._frame: tuple[np.ndarray, float] | None = None   # newest (image, capture stamp)
@@ -67,6 +69,7 @@ class PlannerNode(Node):
         self.history = core.FrameHistory(horizon=(p.history_frames + 2) / self.wm.fps + 1.0)
         self._instruction = p.instruction
         self._last_stale_stamp = None
+        self._synchronous = p.policy == "sync"
         self.frames_received = 0
         self.frames_rejected = 0
         self.cam_to_plan = LatencyStats()
@@ -76,6 +79,9 @@ class PlannerNode(Node):
         self.sub_image = self.create_subscription(Image, p.camera_topic, self._on_image, qos.IMAGE, callback_group=io)
         self.sub_instr = self.create_subscription(String, names.INSTRUCTION, self._on_instruction, qos.LATCHED,
                                                   callback_group=io)
+        # the decoded trajectories: when the arm is still again (synchronous planning)
+        self.sub_traj = self.create_subscription(JointTrajectory, names.PLAN_TRAJECTORY, self._on_trajectory,
+                                                 qos.PLAN, callback_group=io)
         self.pub = self.create_publisher(Image, names.PLAN_FRAMES, qos.PLAN)
         self.srv = self.create_service(Trigger, names.REPLAN, self._on_replan, callback_group=io)
         self.diag = DiagnosticsReporter(self, "eva/planner", self.diagnostic_values)
@@ -108,6 +114,11 @@ class PlannerNode(Node):
         if self.cfg.history_frames > 0:
             self.history.add(stamp, img)
         return True
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        topic = self.sub_traj.topic_name
+        self.diag.guard(topic, lambda m: self.core.trajectory_published(trajectory_end(m, topic), time.time()), msg,
+                        Event.REJECTED_TRAJECTORY)
 
     def _on_instruction(self, msg: String) -> None:
         self.diag.guard(self.sub_instr.topic_name, self._take_instruction, msg)
@@ -172,9 +183,15 @@ class PlannerNode(Node):
             self.diag.event(Event.NONFINITE_PLAN, f"chunk {chunk.chunk_id}: generated frames contain NaN/inf; dropped")
             return
         t_plan = time.time()
-        msg = chunk_to_msg(frames, stamp, chunk.chunk_id, self.wm.fps, chunk.n_exec, t_plan)
-        self.core.finish(chunk, t_plan, getattr(self.wm, "last_timing", {}))
+        self.core.finish(chunk, t_plan, getattr(self.wm, "last_timing", {}))   # sets chunk.anchor
+        msg = chunk_to_msg(frames, stamp, chunk.chunk_id, self.wm.fps, chunk.n_exec, t_plan, chunk.anchor)
         self.pub.publish(msg)
+        if self.core.synchronous != self._synchronous:   # say it once per change, not per chunk
+            self._synchronous = self.core.synchronous
+            self.get_logger().info(
+                f"chunk {chunk.chunk_id}: {t_plan - stamp:.2f} s from frame to plan, chunks run "
+                f"{chunk.exec_duration:.2f} s: " + ("planning synchronously (the arm waits for each chunk)"
+                                                    if self._synchronous else "planning ahead again (policy lead)"))
         self.cam_to_plan.add(t_plan - stamp)
         self.generation.add(chunk.generation_latency)
         self.diag.set_level(OK, f"chunk {chunk.chunk_id} published")
@@ -186,12 +203,15 @@ class PlannerNode(Node):
         return {"chunks_planned": c["planned"], "chunks_failed": c["failed"],
                 "stale_rejected": c["stale_rejected"], "frames_received": self.frames_received,
                 "frames_rejected": self.frames_rejected, "expected_latency_s": round(self.core.expected_latency, 4),
+                "synchronous": self.core.synchronous, "chunks_synchronous": c["synchronous"], "chunks_late": c["late"],
                 "generation_p50_ms": g.get("p50_ms", ""), "generation_p99_ms": g.get("p99_ms", "")}
 
     def report(self) -> dict:
         return {"chunks_planned": self.core.counts["planned"], "chunks_failed": self.core.counts["failed"],
                 "stale_observations_rejected": self.core.counts["stale_rejected"],
                 "replan_requests": self.core.counts["replan_requests"],
+                "chunks_synchronous": self.core.counts["synchronous"],   # ran from their arrival
+                "chunks_late": self.core.counts["late"],                 # ended before they could arrive
                 "frames_rejected": self.frames_rejected,
                 "latency_camera_to_plan": self.cam_to_plan.summary(),
                 "generation_latency": self.generation.summary()}
