@@ -17,8 +17,12 @@ where expected_latency is a running estimate of observation -> trajectory time. 
   its observation. Slower than "lead" (the arm waits while the model plans) but never late.
 - "continuous": start again as soon as the previous generation finished.
 - "on_demand": only when asked (`request_replan`, e.g. the /eva/replan service).
-A chunk is anchored at its observation (`anchor = "observation"`, the default) unless it is
-finished too late to run and the arm was still when it was observed: then at its arrival.
+A chunk is anchored at its observation (`anchor = "observation"`, the default) unless the arm
+was still when it was observed and the chunk was planned synchronously or finished too late to
+run from its observation: then at its arrival. "Late" and the lead time count the IDM's decode
+too (`decode_latency`, measured from the trajectories the planner hears). Lead enters the
+synchronous fallback at once and leaves it only when the latency is under SYNC_EXIT_FRACTION of
+the chunk, so it does not flip between the two on every chunk.
 Stale observations (older than `max_obs_age`) are rejected: planning from them would execute
 actions for a scene that has moved on.
 """
@@ -32,6 +36,8 @@ from eva_core.chunk_decoding import MAX_CHUNK_DURATION
 from eva_core.timeseries import StampedHistory, nearest_index
 
 POLICIES = ("lead", "sync", "continuous", "on_demand")
+SYNC_EXIT_FRACTION = 0.5    # lead leaves synchronous planning once the latency is under half a chunk
+                            # (3/4 flip-flopped on a host whose latency jitters by +-40 %)
 
 
 @dataclass
@@ -106,16 +112,20 @@ class RecedingHorizonPlanner:
         self._replan_requested = False
         self._lock = threading.Lock()
         self.motion_end = float("-inf")        # when the last chunk that can run ends (arm still after)
+        self.decode_latency = 0.0              # s, EMA of plan -> trajectory (the IDM), heard on its topic
+        self._fallback = False                 # lead is planning synchronously
         self.counts = {"planned": 0, "failed": 0, "stale_rejected": 0, "replan_requests": 0,
                        "synchronous": 0, "late": 0}
 
     @property
     def synchronous(self) -> bool:
         """Plan only while the arm is still: policy sync, or lead while generation is slower than a chunk."""
-        c = self.config
-        slow = (self.expected_latency + c.lead_margin >= self.n_exec / self.fps
-                or (self.last_done is not None and self.last_done.late))   # the newest measurement, without the EMA's lag
-        return c.policy == "sync" or (c.policy == "lead" and c.sync_fallback and slow)
+        return self.config.policy == "sync" or self._fallback
+
+    @property
+    def total_latency(self) -> float:
+        """Expected observation -> trajectory time: generation plus the IDM's decode."""
+        return self.expected_latency + self.decode_latency
 
     # -- observations --------------------------------------------------------------------
     def check_observation(self, obs_stamp: float | None, now: float) -> tuple[bool, str]:
@@ -126,6 +136,12 @@ class RecedingHorizonPlanner:
         if age > self.config.max_obs_age:
             return False, f"observation is {age:.3f} s old (max_obs_age {self.config.max_obs_age} s)"
         return True, ""
+
+    def observed_still(self, obs_stamp: float) -> bool:
+        """Was this frame taken after the arm stopped? Synchronous planning waits for one, since a
+        chunk from a frame of the moving arm cannot run from its arrival."""
+        with self._lock:
+            return not self.synchronous or obs_stamp >= self.motion_end
 
     def reject_stale(self) -> None:
         with self._lock:
@@ -155,7 +171,7 @@ class RecedingHorizonPlanner:
                 if now >= start_at:
                     return True, "arm still (synchronous)"
                 return False, f"synchronous: next start in {start_at - now:.3f} s"
-            start_at = self.last_done.exec_end - self.expected_latency - self.config.lead_margin
+            start_at = self.last_done.exec_end - self.total_latency - self.config.lead_margin
             if now >= start_at:
                 return True, "lead time reached"
             return False, f"next start in {start_at - now:.3f} s"
@@ -179,9 +195,9 @@ class RecedingHorizonPlanner:
             self._check_current(chunk)
             chunk.finished, chunk.status, chunk.timing = now, "done", dict(timing or {})
             c = self.config
-            late = chunk.late = now + c.lead_margin >= chunk.exec_end
+            late = chunk.late = now + self.decode_latency + c.lead_margin >= chunk.exec_end
             arm_was_still = chunk.obs_stamp >= self.motion_end
-            if arm_was_still and (c.policy == "sync" or (late and c.policy == "lead" and c.sync_fallback)):
+            if arm_was_still and (self.synchronous or (late and c.policy == "lead" and c.sync_fallback)):
                 chunk.anchor = "arrival"
                 self.counts["synchronous"] += 1
             elif late:   # it ends before it can arrive; the arm keeps doing what it did
@@ -190,20 +206,35 @@ class RecedingHorizonPlanner:
                 self.motion_end = max(self.motion_end, chunk.exec_end)
             a = c.latency_smoothing
             self.expected_latency = (1 - a) * self.expected_latency + a * (now - chunk.obs_stamp)
+            if c.policy == "lead" and c.sync_fallback:   # enter at once; leave with a margin (no flip-flop)
+                budget = chunk.exec_duration - c.lead_margin
+                if late or self.total_latency >= budget:
+                    self._fallback = True
+                elif self.total_latency < SYNC_EXIT_FRACTION * budget:
+                    self._fallback = False
             self.current, self.last_done = None, chunk
             self.counts["planned"] += 1
             return chunk
 
-    def trajectory_published(self, end_time: float, now: float) -> None:
+    def trajectory_published(self, end_time: float, now: float, chunk_id: int | None = None,
+                             t_traj: float | None = None) -> None:
         """A decoded trajectory runs until `end_time` (its stamp + duration): the arm is not still
-        before then. Refines the estimate from `finish`, which cannot see the IDM's decode time.
+        before then. Refines the estimate from `finish`, which cannot see the IDM's decode time;
+        for the newest chunk, its publish time `t_traj` also measures that decode time.
         ValueError for an end beyond one chunk's bound (it would hold synchronous planning off)."""
         end_time = float(end_time)
         if not end_time - now <= MAX_CHUNK_DURATION:   # NaN fails too
             raise ValueError(f"trajectory ends {end_time - now:.3g} s from now, beyond the "
                              f"{MAX_CHUNK_DURATION:g} s bound on one chunk; ignored")
         with self._lock:
-            self.motion_end = max(self.motion_end, end_time)
+            if end_time > now:   # one that ended already expires at the controller: the arm does not run it
+                self.motion_end = max(self.motion_end, end_time)
+            last = self.last_done
+            if last is not None and chunk_id == last.chunk_id and t_traj is not None:
+                decode = float(t_traj) - last.finished
+                if 0.0 <= decode <= MAX_CHUNK_DURATION:
+                    a = self.config.latency_smoothing
+                    self.decode_latency = (1 - a) * self.decode_latency + a * decode
 
     def fail(self, chunk: Chunk, now: float, reason: str) -> Chunk:
         with self._lock:

@@ -60,10 +60,13 @@ def test_lead_falls_back_to_synchronous_planning_when_generation_is_slower_than_
     assert p.should_start(101.71) == (True, "arm still (synchronous)")
     c1 = p.finish(p.begin(101.71, "x", 101.71), now=102.71)
     assert c1.anchor == "arrival" and p.counts["synchronous"] == 2
-    # generation gets fast again: the estimate falls below the chunk and lead takes over
+    # generation gets fast again: the estimate falls below the chunk and lead takes over; this
+    # chunk was still planned with the arm at rest, so it runs from its arrival
     c2 = p.finish(p.begin(103.5, "x", 103.5), now=103.6)
-    assert not p.synchronous and c2.anchor == "observation"
-    assert p.should_start(103.85) == (True, "lead time reached")   # 104.0 - 0.1 - 0.1
+    assert not p.synchronous and c2.anchor == "arrival"
+    assert p.should_start(103.95) == (True, "lead time reached")   # 103.6 + 0.5 - 0.1 - 0.1
+    c3 = p.finish(p.begin(103.95, "x", 103.95), now=104.05)
+    assert c3.anchor == "observation" and not c3.late               # planned ahead, from a moving arm
 
 
 def test_a_late_chunk_observed_while_the_arm_moved_is_not_re_anchored():
@@ -147,7 +150,38 @@ def test_the_published_trajectory_refines_when_the_arm_is_still():
     assert not p.should_start(101.7)[0] and p.should_start(101.91)[0]
     p.trajectory_published(101.0, now=101.3)              # an earlier end never shortens the wait
     assert p.motion_end == 101.8
+    p.trajectory_published(102.5, now=102.6)              # ended before it was heard: it expires, never runs
+    assert p.motion_end == 101.8
     for bad in (101.3 + 31.0, float("nan")):
         with pytest.raises(ValueError, match="bound on one chunk"):
             p.trajectory_published(bad, now=101.3)
     assert p.motion_end == 101.8
+
+
+def test_synchronous_planning_ends_only_well_inside_the_chunk_and_counts_the_idm_decode():
+    p = make(n_exec=8, lead_margin=0.1, latency_smoothing=1.0, settle_time=0.0)   # 0.5 s chunks, budget 0.4 s
+    c = p.finish(p.begin(100.0, "x", 100.0), now=100.6)           # late: synchronous
+    assert p.synchronous
+    p.trajectory_published(101.35, now=100.9, chunk_id=c.chunk_id, t_traj=100.85)   # the IDM took 0.25 s
+    assert p.decode_latency == pytest.approx(0.25) and p.total_latency == pytest.approx(0.85)
+    p.trajectory_published(101.35, now=100.9, chunk_id=c.chunk_id + 5, t_traj=100.88)   # not the newest: no sample
+    assert p.decode_latency == pytest.approx(0.25)
+    # 0.1 s generation + 0.25 s decode: inside the 0.4 s budget but above half of it, so still synchronous
+    c = p.finish(p.begin(101.4, "x", 101.4), now=101.5)
+    assert not c.late and c.anchor == "arrival" and p.synchronous
+    p.trajectory_published(102.1, now=101.6, chunk_id=c.chunk_id, t_traj=101.55)   # decode 0.05 s
+    c = p.finish(p.begin(102.2, "x", 102.2), now=102.3)            # 0.1 + 0.05 < 0.2: lead again
+    assert not p.synchronous and c.anchor == "arrival"             # (it was observed with the arm still)
+    # a chunk whose decode would land it after its window is late, though generation alone fits
+    p.trajectory_published(103.0, now=102.7, chunk_id=c.chunk_id, t_traj=102.65)   # decode 0.35 s
+    late = p.finish(p.begin(102.8, "x", 102.8), now=103.0)         # 103.0 + 0.35 + 0.1 >= 103.3
+    assert late.late and p.synchronous
+
+
+def test_synchronous_planning_waits_for_a_frame_of_the_arm_at_rest():
+    p = make(policy="sync", n_exec=8, settle_time=0.0)
+    assert p.observed_still(50.0)                          # nothing ran yet
+    p.finish(p.begin(100.0, "x", 100.0), now=100.1)        # runs [100.1, 100.6]
+    assert p.should_start(100.61)[0]
+    assert not p.observed_still(100.55) and p.observed_still(100.6)
+    assert make(n_exec=8).observed_still(0.0)              # lead, not falling back: any fresh frame

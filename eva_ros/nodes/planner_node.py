@@ -29,7 +29,8 @@ from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import check_image
 from eva_ros import names, qos
-from eva_ros.conversions import chunk_to_msg, from_time_msg, image_is_finite, msg_to_image, trajectory_end
+from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_is_finite, msg_to_image, trajectory_end,
+                                 trajectory_meta)
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, Event, LatencyStats
 from eva_ros.node_config import PlannerConfig
 from eva_ros.params import NODE_KWARGS, load_node_config
@@ -117,8 +118,12 @@ class PlannerNode(Node):
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         topic = self.sub_traj.topic_name
-        self.diag.guard(topic, lambda m: self.core.trajectory_published(trajectory_end(m, topic), time.time()), msg,
-                        Event.REJECTED_TRAJECTORY)
+        self.diag.guard(topic, self._take_trajectory, msg, Event.REJECTED_TRAJECTORY)
+
+    def _take_trajectory(self, msg: JointTrajectory) -> None:
+        topic = self.sub_traj.topic_name
+        meta = trajectory_meta(msg, topic)
+        self.core.trajectory_published(trajectory_end(msg, topic), time.time(), meta.chunk_id, meta.t_traj)
 
     def _on_instruction(self, msg: String) -> None:
         self.diag.guard(self.sub_instr.topic_name, self._take_instruction, msg)
@@ -166,6 +171,8 @@ class PlannerNode(Node):
                 self.diag.set_level(WARN, reason)
                 self.diag.event(Event.STALE_OBSERVATION, reason)
             return
+        if not self.core.observed_still(stamp):   # synchronous: wait for a frame of the arm at rest
+            return
         with self._lock:
             if instruction != self._instruction:  # changed since read: plan the new one next check
                 return
@@ -203,6 +210,7 @@ class PlannerNode(Node):
         return {"chunks_planned": c["planned"], "chunks_failed": c["failed"],
                 "stale_rejected": c["stale_rejected"], "frames_received": self.frames_received,
                 "frames_rejected": self.frames_rejected, "expected_latency_s": round(self.core.expected_latency, 4),
+                "decode_latency_s": round(self.core.decode_latency, 4),
                 "synchronous": self.core.synchronous, "chunks_synchronous": c["synchronous"], "chunks_late": c["late"],
                 "generation_p50_ms": g.get("p50_ms", ""), "generation_p99_ms": g.get("p99_ms", "")}
 
