@@ -8,10 +8,10 @@ Asynchronous replanning: generation of chunk k+1 starts from the newest observat
 chunk k executes, early enough that k+1 arrives before k runs out:
     start when  now >= exec_end(k) - expected_latency - lead_margin
 where expected_latency is a running estimate of observation -> trajectory time. Policies:
-- "lead" (default): the rule above; at most one generation at a time. When generation is slower
-  than a chunk (expected_latency + lead_margin >= n_exec / fps) every chunk would end before it
-  arrives, so with `sync_fallback` it runs synchronously instead, as "sync" below, until the
-  latency fits again.
+- "lead" (default): the rule above; at most one generation at a time. When planning is slower
+  than a chunk (a chunk was late, or the expected latency reaches n_exec / fps - lead_margin)
+  every chunk would end before it arrives, so with `sync_fallback` it plans as "sync" below
+  until the latency fits again.
 - "sync": plan only while the arm stands still (`settle_time` after the last chunk ends), and
   execute the chunk from its arrival (`anchor = "arrival"`), since the arm has not moved since
   its observation. Slower than "lead" (the arm waits while the model plans) but never late.
