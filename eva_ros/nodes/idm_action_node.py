@@ -2,7 +2,7 @@
 
 Subscribes eva/plan/frames (encoding: eva_ros.conversions) and joint_states (the decoder's state
 history); publishes eva/plan/trajectory (header.stamp = point 0 = the observation time, or the
-publish time for a chunk anchored at its arrival (planner policy sync),
+publish time for a chunk anchored at its arrival (synchronous planning: policy sync or lead's fallback),
 time_from_start = i * control dt, /joint_states units) and eva/plan/score (std_msgs/Float32,
 the reward of every chunk that got that far). A rejected chunk is an event of its kind
 (eva_core.chunk_decoding.Reject); a low reward also calls eva/replan. Every callback is
