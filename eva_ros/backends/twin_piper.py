@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from eva_core.config import param
 from eva_core.sim import TwinPlant, get_twin
-from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
+from eva_core.piper.layout import piper_arms
+from eva_core.sim.piper_emulator import PiperEmulator
 from eva_ros.backends.piper import PiperArm
 from eva_ros.backends.sim_arm import TwinTask
 
