@@ -25,7 +25,8 @@ import numpy as np
 
 from eva_core.control import State
 from eva_core.embodiment import load_embodiment
-from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
+from eva_core.piper.layout import piper_arms
+from eva_core.sim.piper_emulator import PiperEmulator
 from eva_core.trajectory import Trajectory
 from eva_ros.backends.piper import PiperArm
 from eva_ros.hardware_check import LoopDriver

@@ -49,7 +49,7 @@ def main() -> int:
     from eva_core.data.rosbag_episodes import ConvertOptions, convert_bag
     from eva_core.embodiment import load_embodiment
     from eva_core.sim.demos import action_stream
-    from eva_core.sim.tasks import make_task
+    from eva_core.sim.registry import make_task
     from eva_ros import qos
     from eva_ros.conversions import trajectory_to_msg
     from eva_ros.params import merged_sections, params_layers

@@ -105,7 +105,7 @@ def run_trained(args, ckpt: Path) -> int:
     cfg = manifest["config"]
     tasks = args.tasks or list(cfg["pipeline"]["tasks"])
     from eva_core.embodiment import load_embodiment
-    from eva_core.sim.tasks import TASKS, make_task
+    from eva_core.sim.registry import TASKS, make_task
 
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:

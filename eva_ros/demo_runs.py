@@ -167,7 +167,7 @@ def scripted_trajectory(emb, task_name: str, seed: int, start: np.ndarray, rate_
     from dataclasses import replace
 
     from eva_core.sim.demos import action_stream
-    from eva_core.sim.tasks import make_task
+    from eva_core.sim.registry import make_task
 
     task = make_task(task_name, emb)
     twin = task.make_twin()

@@ -23,7 +23,7 @@ import numpy as np
 
 from eva_core.cli import UserError, add_debug_arg, cli_main
 from eva_core.embodiment import DEFAULT_EMBODIMENT, load_embodiment
-from eva_core.sim import piper_protocol as P
+from eva_core.piper import protocol as P
 
 PROG = "eva-check-hardware"
 

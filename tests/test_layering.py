@@ -1,6 +1,7 @@
 """Layering rules from ARCHITECTURE.md, checked on the source."""
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,3 +134,93 @@ def test_the_control_loop_commands_only_the_final_filters_output():
         assert sources and all(_is_call_on_self_attr(v, filters, "step") for v in sources)
         rejected = [n for n in ast.walk(fn) if isinstance(n, ast.Attribute) and n.attr == "rejected"]
         assert rejected and all(n.lineno < call.lineno for n in rejected)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULE_CLASS = re.compile(r"^eva_core(\.\w+)+:\w+$")
+
+
+def _import_targets(path: Path, modules: set[str]) -> set[str]:
+    """The modules of `modules` that `path` imports, at module level or inside a function, or names
+    as a registry's "module:Class" (`from pkg import name` counts as pkg.name when that is a
+    module, else as pkg)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            bases, names = [a.name for a in node.names], [None]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_CLASS.match(node.value):
+            bases, names = [node.value.partition(":")[0]], [None]   # a registry's lazy "module:Class"
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join(up + ([node.module] if node.module else []))
+            bases, names = [base], [a.name for a in node.names]
+        else:
+            continue
+        for base in bases:
+            for n in names:
+                target = f"{base}.{n}" if n and f"{base}.{n}" in modules else base
+                while target and target not in modules:   # `import a.b.c` of a package: its nearest module
+                    target = target.rpartition(".")[0]
+                if target:
+                    out.add(target)
+    out.discard(name)
+    return out
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph` (as a path that ends where it starts), or None."""
+    state: dict[str, int] = {}   # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m):
+        state[m] = 1
+        path.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                return path[path.index(t):] + [t]
+            if t not in state and (found := visit(t)):
+                return found
+        path.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def _eva_core_graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in (ROOT / "eva_core").rglob("*.py")}
+    return {m: _import_targets(p, set(files)) for m, p in files.items()}
+
+
+def test_no_import_cycle_among_eva_core_modules():
+    """Every import counts, lazy ones inside functions too: a lazy import hides a cycle from
+    Python, not from the reader."""
+    graph = _eva_core_graph()
+    assert "eva_core.sim.tasks" in graph["eva_core.sim.registry"]   # a "module:Class" string counts
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_real_piper_backend_imports_nothing_from_the_sim():
+    """The protocol and the arm layout live in eva_core.piper, shared with the emulator."""
+    path = ROOT / "eva_ros" / "backends" / "piper.py"
+    core = {_module_name(p) for p in (ROOT / "eva_core").rglob("*.py")}
+    targets = _import_targets(path, core)
+    assert "eva_core.piper.protocol" in targets and "eva_core.piper.layout" in targets
+    assert not [t for t in targets if t == "eva_core.sim" or t.startswith("eva_core.sim.")], targets

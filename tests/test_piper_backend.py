@@ -18,8 +18,9 @@ import pytest
 from eva_core import units
 from eva_core.control import ControlLoop, Kind, State
 from eva_core.embodiment import load_embodiment
-from eva_core.sim import piper_protocol as P
-from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
+from eva_core.piper import protocol as P
+from eva_core.piper.layout import piper_arms
+from eva_core.sim.piper_emulator import PiperEmulator
 from eva_core.trajectory import Trajectory
 from eva_ros.backends.piper import ArmFault, PiperArm
 from tests.ros_fixtures import wait_for

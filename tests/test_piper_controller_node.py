@@ -21,8 +21,9 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from eva_core.embodiment import load_embodiment
-from eva_core.sim import piper_protocol as P
-from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
+from eva_core.piper import protocol as P
+from eva_core.piper.layout import piper_arms
+from eva_core.sim.piper_emulator import PiperEmulator
 from eva_ros import names, qos
 from eva_ros.conversions import trajectory_to_msg
 from eva_ros.nodes.controller_node import ControllerNode

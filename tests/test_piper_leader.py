@@ -13,7 +13,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 
 from eva_core.embodiment import load_embodiment
-from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
+from eva_core.piper.layout import piper_arms
+from eva_core.sim.piper_emulator import PiperEmulator
 from eva_ros import names, qos
 from eva_ros.nodes.leader_arm_node import LeaderArmNode
 from tests.ros_fixtures import diagnostic_events, unique_domain_id, wait_for

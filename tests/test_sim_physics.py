@@ -11,7 +11,8 @@ from eva_core.data.hdf5_io import read_aloha_hdf5
 from eva_core.embodiment import load_embodiment
 from eva_core.sim.demos import action_stream, run_demo
 from eva_core.sim.demos_cli import main as demos_main
-from eva_core.sim.tasks import LIFT, TASKS, make_task
+from eva_core.sim.registry import TASKS, make_task
+from eva_core.sim.tasks import LIFT
 
 EMB = load_embodiment()
 FIXTURE = Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml"
@@ -138,7 +139,7 @@ def test_narrow_tasks_place_in_front_of_the_first_arm_within_their_ranges(name, 
             wide_xy.append(twin.body_pose(body)[0][:2] - arm.base[:2])
         narrow_xy, wide_xy = np.array(narrow_xy), np.array(wide_xy)
         assert np.all(np.abs(narrow_xy[:, 1]) <= 0.005 + 1e-9)                    # laterally within +-5 mm
-        assert np.all((narrow_xy[:, 0] >= task.forward[0] - 1e-9) & (narrow_xy[:, 0] <= task.forward[1] + 1e-9))
+        assert np.all((narrow_xy[:, 0] >= task.params.forward[0] - 1e-9) & (narrow_xy[:, 0] <= task.params.forward[1] + 1e-9))
         assert np.ptp(narrow_xy[:, 0]) > 1e-4                                     # still seeded, not fixed
         assert np.ptp(wide_xy[:, 1]) > 0.3                                        # the wide task uses both arms
     finally:

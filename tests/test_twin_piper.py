@@ -9,7 +9,8 @@ import pytest
 from eva_core.embodiment import load_embodiment
 from eva_core.sim import get_twin, reset_twins
 from eva_core.sim.demos import action_stream
-from eva_core.sim.tasks import LIFT, make_task
+from eva_core.sim.registry import make_task
+from eva_core.sim.tasks import LIFT
 from eva_ros.backends import make_arm
 
 pytestmark = pytest.mark.timeout(120)

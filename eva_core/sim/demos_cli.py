@@ -19,7 +19,7 @@ from eva_core.cli import add_debug_arg, add_overwrite_arg, check_new_dir, cli_ma
 
 
 def _parser() -> argparse.ArgumentParser:
-    from eva_core.sim.tasks import TASKS
+    from eva_core.sim.registry import TASKS
 
     ap = argparse.ArgumentParser(prog="eva-sim-demos", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1],
@@ -52,7 +52,7 @@ def run(argv) -> int:
     from eva_core.embodiment import load_embodiment
     from eva_core.sim.demos import run_demo
     from eva_core.sim.ik import IKError
-    from eva_core.sim.tasks import make_task
+    from eva_core.sim.registry import make_task
 
     out = Path(args.out)
     check_new_dir(out, args.overwrite)

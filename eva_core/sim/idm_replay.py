@@ -16,7 +16,7 @@ import torch
 
 from eva_core.embodiment import Embodiment
 from eva_core.sim.demos import run_demo
-from eva_core.sim.tasks import make_task
+from eva_core.sim.registry import make_task
 
 
 class _SlowTask:

@@ -2,7 +2,7 @@
 
 `PiperEmulator(emb, channels={"left": "can_left", "right": "can_right"})` opens one python-can
 bus per arm (`interface="virtual"`: same process only) and runs one 200 Hz thread that, per arm:
-- answers the host's commands in the protocol of piper_sdk V2 (eva_core/sim/piper_protocol.py):
+- answers the host's commands in the protocol of piper_sdk V2 (eva_core/piper/protocol.py):
   enable/disable (0x471) with per-motor status, CAN/joint mode (0x151), joint and gripper
   targets (0x155-0x157, 0x159), e-stop / resume (0x150), firmware and limit queries;
 - applies the targets through a `plant` (default `KinematicPlant`: the embodiment's position
@@ -33,33 +33,10 @@ import can
 import numpy as np
 
 from eva_core import units
-from eva_core.sim import piper_protocol as P
+from eva_core.piper import protocol as P
+from eva_core.piper.layout import PiperArmLayout, piper_arms
 
 FIRMWARE_VERSION = "S-V1.6-3"
-
-
-@dataclass(frozen=True)
-class PiperArmLayout:
-    """Where one Piper arm sits in the action vector."""
-    name: str
-    can: str                       # CAN channel name
-    joint_dims: tuple[int, ...]    # 6 action indices (rad)
-    gripper_dim: int | None        # action index of the gripper (0..1), or None
-    stroke_m: float                # gripper stroke at action 1.0
-
-
-def piper_arms(emb) -> list[PiperArmLayout]:
-    """The embodiment's `arms` table as Piper layouts: each arm 6 joints + at most one gripper."""
-    out = []
-    for a in emb.arms:
-        if len(a.joint_dims) != 6:
-            raise ValueError(f"{emb.config_file}: arms: {a.name}: a Piper arm has 6 joints, this one has "
-                             f"{len(a.joint_dims)} (dims {list(a.dims)})")
-        stroke = a.gripper_stroke_m if a.gripper_dim is not None else units.SDK_GRIPPER_RANGE_M
-        out.append(PiperArmLayout(a.name, a.can, tuple(a.joint_dims), a.gripper_dim, float(stroke)))
-    if not out:
-        raise ValueError(f"{emb.config_file}: arms: empty; a Piper emulator or backend needs the arms table")
-    return out
 
 
 class KinematicPlant:

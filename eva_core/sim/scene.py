@@ -81,7 +81,8 @@ class SceneConfig:
     offscreen: tuple[int, int] = (640, 480)   # largest render size (width, height)
 
 
-def _load_urdf(emb: Embodiment) -> mujoco.MjSpec:
+def load_urdf(emb: Embodiment) -> mujoco.MjSpec:
+    """The embodiment's URDF as a MuJoCo spec (fixed links and visual geometry kept)."""
     text = emb.urdf_file.read_text()
     # keep fixed links (camera frames) as bodies, keep visual geometry
     i = text.index("<robot ")
@@ -124,10 +125,13 @@ def table_pose(cfg: SceneConfig, arms: list[ArmLayout]) -> tuple[np.ndarray, np.
     return np.array([xy[0], xy[1], cfg.table.top - half[2]]), half
 
 
-def build_spec(emb: Embodiment, cfg: SceneConfig | None = None) -> mujoco.MjSpec:
+def build_spec(emb: Embodiment, cfg: SceneConfig | None = None, *, spec: mujoco.MjSpec | None = None,
+               arms: list[ArmLayout] | None = None) -> mujoco.MjSpec:
+    """The scene on `spec` (default: `load_urdf(emb)`), edited in place; `arms`: the layout the
+    caller already has (default: computed from the spec)."""
     cfg = cfg or SceneConfig()
-    spec = _load_urdf(emb)
-    arms = arm_layout(emb, spec)
+    spec = load_urdf(emb) if spec is None else spec
+    arms = arm_layout(emb, spec) if arms is None else arms
     spec.option.timestep = cfg.timestep
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
@@ -193,10 +197,11 @@ def _servo(spec: mujoco.MjSpec, joint: str, kp: float, kv: float, force: float) 
     act.forcerange = [-force, force]
 
 
-def qpos_indices(model: mujoco.MjModel, emb: Embodiment) -> tuple[np.ndarray, np.ndarray]:
-    """qpos and qvel addresses of each action dim (grippers: the actuated finger)."""
+def qpos_indices(model: mujoco.MjModel, emb: Embodiment, joints: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """qpos and qvel addresses of each action dim (grippers: the actuated finger); `joints`: the
+    caller's `actuated_joints(emb)`."""
     qadr, vadr = [], []
-    for name in actuated_joints(emb):
+    for name in actuated_joints(emb) if joints is None else joints:
         jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
         if jid < 0:
             raise ValueError(f"{emb.urdf_file}: joint {name!r} missing from the MuJoCo model")

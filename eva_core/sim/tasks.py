@@ -1,6 +1,8 @@
 """Twin tasks: an instruction, objects placed from a seed, a success check, and a scripted plan.
 
-Every pose is placed relative to the embodiment's arms (their bases from the URDF), so the same
+Each task class has a typed `Params` section (eva_core.config): its placement ranges and success
+thresholds. The task names are those of eva_core/sim/registry.py (`make_task` builds a task by
+name, its parameters checked). Every pose is placed relative to the embodiment's arms (their bases from the URDF), so the same
 tasks run on any embodiment with the arms they need. A scripted plan is a list of `Waypoint`s
 (action targets and durations) built with IK; `variant="fail"` builds a plan that must fail
 (for the success checks' negative tests).
@@ -16,10 +18,12 @@ tasks run on any embodiment with the arms they need. A scripted plan is a list o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from eva_core.config import Section, param
 from eva_core.embodiment import Embodiment
 from eva_core.sim.ik import PITCH, ArmIK, IKError, grasp_rotation
 from eva_core.sim.layout import ArmLayout
@@ -43,15 +47,36 @@ def _yaw_quat(yaw: float) -> np.ndarray:
     return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
 
+def _check_pair(section: Section, key: str, positive: bool = False) -> None:
+    """`section.<key>` is a (low, high) pair with low <= high (and low > 0 if `positive`)."""
+    lo_hi = getattr(section, key)
+    if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+        section.error(key, f"need [low, high] with low <= high, got {list(lo_hi)}")
+    if positive and lo_hi[0] <= 0:
+        section.error(key, f"need values > 0, got {list(lo_hi)}")
+
+
 class Task:
-    name = ""
     instruction = ""
     min_arms = 1
     objects: tuple[SceneObject, ...] = ()
+    defaults: dict = {}   # a variant's parameters (a subclass that differs only in them)
 
-    def __init__(self, emb: Embodiment):
+    @dataclass
+    class Params(Section):
+        """No parameters."""
+
+    def __init__(self, emb: Embodiment, params: "Task.Params | Mapping | None" = None, *, name: str = "",
+                 source: str = "<dict>", section: str = "task_params"):
         self.emb = emb
+        self.name = name or type(self).__name__
+        self.params = params if isinstance(params, self.Params) else self.parse_params(params, source, section)
         self.plan_info: dict = {}
+
+    @classmethod
+    def parse_params(cls, params: Mapping | None = None, source: str = "<dict>", section: str = "task_params"):
+        """The task's `Params` from a mapping over its variant's defaults (ConfigError on a typo)."""
+        return cls.Params.from_dict({**cls.defaults, **(params or {})}, source=source, section=section)
 
     def make_twin(self, scene: SceneConfig | None = None) -> Twin:
         scene = scene or SceneConfig()
@@ -137,17 +162,29 @@ class Task:
 
 
 class PickBlock(Task):
-    name = "pick_block"
     instruction = "pick up the red block"
     objects = (SceneObject("red_block", (0.02, 0.02, 0.02), (0.85, 0.15, 0.12, 1.0)),)
-    first_arm = False                        # placements: any arm, or only the first
-    forward, lateral, yaw = (0.29, 0.36), (-0.05, 0.05), 0.4   # m, m, rad
+
+    @dataclass
+    class Params(Section):
+        first_arm: bool = param(False, "place the block in front of the first arm only (else of an arm drawn "
+                                       "from the seed)")
+        forward: tuple[float, float] = param((0.29, 0.36), "range of the block's distance in front of the arm's "
+                                                           "base", unit="m")
+        lateral: tuple[float, float] = param((-0.05, 0.05), "range of its offset across, towards the middle",
+                                             unit="m")
+        yaw: float = param(0.4, "its yaw is drawn from [-yaw, yaw]", unit="rad", ge=0)
+
+        def validate(self):
+            _check_pair(self, "forward")
+            _check_pair(self, "lateral")
 
     def place(self, twin, rng):
-        arm = _placement_arm(twin, rng, self.first_arm)
-        xy = self.front(twin, arm, rng, self.forward, self.lateral)
+        p = self.params
+        arm = _placement_arm(twin, rng, p.first_arm)
+        xy = self.front(twin, arm, rng, p.forward, p.lateral)
         twin.set_body_pose("red_block", [*xy, self.rest_z(twin, self.objects[0])],
-                           _yaw_quat(rng.uniform(-self.yaw, self.yaw)))
+                           _yaw_quat(rng.uniform(-p.yaw, p.yaw)))
 
 
     def success(self, twin):
@@ -167,19 +204,33 @@ class PickBlock(Task):
 
 
 class PushBlock(Task):
-    name = "push_block"
     instruction = "push the blue block onto the green target"
     objects = (SceneObject("blue_block", (0.02, 0.02, 0.02), (0.15, 0.3, 0.85, 1.0), friction=0.3),
                SceneObject("green_target", (0.03, 0.03, 0.0008), (0.2, 0.75, 0.25, 1.0), free=False))
 
-    first_arm = False
-    forward, lateral, heading, distance = (0.27, 0.31), (-0.05, 0.05), 0.35, (0.08, 0.12)   # m, m, rad, m
+    @dataclass
+    class Params(Section):
+        first_arm: bool = param(False, "place the block in front of the first arm only (else of an arm drawn "
+                                       "from the seed)")
+        forward: tuple[float, float] = param((0.27, 0.31), "range of the block's distance in front of the arm's "
+                                                           "base", unit="m")
+        lateral: tuple[float, float] = param((-0.05, 0.05), "range of its offset across, towards the middle",
+                                             unit="m")
+        heading: float = param(0.35, "the push heading is drawn from [-heading, heading]", unit="rad", ge=0)
+        distance: tuple[float, float] = param((0.08, 0.12), "range of the target's distance from the block",
+                                              unit="m")
+
+        def validate(self):
+            _check_pair(self, "forward")
+            _check_pair(self, "lateral")
+            _check_pair(self, "distance", positive=True)
 
     def place(self, twin, rng):
-        arm = _placement_arm(twin, rng, self.first_arm)
-        xy = self.front(twin, arm, rng, self.forward, self.lateral)
-        heading = rng.uniform(-self.heading, self.heading)
-        goal = xy + rng.uniform(*self.distance) * np.array([np.cos(heading), np.sin(heading)])
+        p = self.params
+        arm = _placement_arm(twin, rng, p.first_arm)
+        xy = self.front(twin, arm, rng, p.forward, p.lateral)
+        heading = rng.uniform(-p.heading, p.heading)
+        goal = xy + rng.uniform(*p.distance) * np.array([np.cos(heading), np.sin(heading)])
         top = self.table_top(twin)
         twin.set_body_pose("blue_block", [*xy, self.rest_z(twin, self.objects[0])], _yaw_quat(heading))
         twin.set_body_pose("green_target", [*goal, top + 0.0008])
@@ -229,13 +280,24 @@ class PushBlock(Task):
 
 
 class LiftBar(Task):
-    name = "lift_bar"
     instruction = "lift the bar with both arms"
     min_arms = 2
     # heavy enough that one gripper cannot hold it level by friction alone
     objects = (SceneObject("bar", (0.02, 0.2, 0.02), (0.9, 0.75, 0.1, 1.0), mass=0.4),)
-    GRIP_FROM_END = 0.035
-    MAX_TILT = 0.15  # rad: both ends held keeps the bar level
+
+    @dataclass
+    class Params(Section):
+        forward: tuple[float, float] = param((0.28, 0.34), "range of the bar's distance in front of the arms' "
+                                                           "middle", unit="m")
+        lateral: tuple[float, float] = param((-0.03, 0.03), "range of its offset across", unit="m")
+        yaw: float = param(0.15, "its yaw off across the arms is drawn from [-yaw, yaw]", unit="rad", ge=0)
+        grip_from_end: float = param(0.035, "each gripper grasps this far from an end", unit="m", ge=0)
+        max_tilt: float = param(0.15, "success: the bar tilts less than this (both ends held keep it level)",
+                                unit="rad", gt=0)
+
+        def validate(self):
+            _check_pair(self, "forward")
+            _check_pair(self, "lateral")
 
     def _pair(self, twin):
         arms = sorted(twin.arms, key=lambda a: a.base[1])
@@ -245,13 +307,14 @@ class LiftBar(Task):
         a, b = self._pair(twin)
         mid = (np.array(a.base[:2]) + np.array(b.base[:2])) / 2
         sep = np.subtract(b.base[:2], a.base[:2])
-        yaw = np.arctan2(sep[1], sep[0]) - np.pi / 2 + rng.uniform(-0.15, 0.15)
-        xy = mid + np.array([rng.uniform(0.28, 0.34), rng.uniform(-0.03, 0.03)])
+        p = self.params
+        yaw = np.arctan2(sep[1], sep[0]) - np.pi / 2 + rng.uniform(-p.yaw, p.yaw)
+        xy = mid + np.array([rng.uniform(*p.forward), rng.uniform(*p.lateral)])
         twin.set_body_pose("bar", [*xy, self.rest_z(twin, self.objects[0])], _yaw_quat(yaw))
 
     def success(self, twin):
         pos, quat = twin.body_pose("bar")
-        return bool(pos[2] > self.rest_z(twin, self.objects[0]) + LIFT and _tilt_axis_y(quat) < self.MAX_TILT
+        return bool(pos[2] > self.rest_z(twin, self.objects[0]) + LIFT and _tilt_axis_y(quat) < self.params.max_tilt
                     and twin.contacts("bar", "world") == 0)
 
     def plan(self, twin, variant="success"):
@@ -259,7 +322,7 @@ class LiftBar(Task):
         pos, quat = twin.body_pose("bar")
         yaw = 2 * np.arctan2(quat[3], quat[0])
         along = np.array([-np.sin(yaw), np.cos(yaw), 0.0])    # the bar's long (y) axis in the world
-        half = self.objects[0].half_size[1] - self.GRIP_FROM_END
+        half = self.objects[0].half_size[1] - self.params.grip_from_end
         grasps = []
         for arm in self._pair(twin):
             sign = np.sign(arm.base[1] - pos[1]) * np.sign(along[1])
@@ -272,15 +335,12 @@ class LiftBar(Task):
 
 
 class PickBlockNarrow(PickBlock):
-    name = "pick_block_narrow"
-    first_arm = True
-    forward, lateral, yaw = (0.32, 0.33), (-0.005, 0.005), 0.05
+    defaults = {"first_arm": True, "forward": (0.32, 0.33), "lateral": (-0.005, 0.005), "yaw": 0.05}
 
 
 class PushBlockNarrow(PushBlock):
-    name = "push_block_narrow"
-    first_arm = True
-    forward, lateral, heading, distance = (0.285, 0.295), (-0.005, 0.005), 0.05, (0.095, 0.105)
+    defaults = {"first_arm": True, "forward": (0.285, 0.295), "lateral": (-0.005, 0.005), "heading": 0.05,
+                "distance": (0.095, 0.105)}
 
 
 def _placement_arm(twin: Twin, rng, first: bool) -> ArmLayout:
@@ -309,11 +369,3 @@ def _tilt_axis_y(quat) -> float:
     yz = 2 * (y * z + w * x)   # world z component of the body y axis
     return float(np.arcsin(np.clip(abs(yz), 0.0, 1.0)))
 
-
-TASKS = {t.name: t for t in (PickBlock, PushBlock, LiftBar, PickBlockNarrow, PushBlockNarrow)}
-
-
-def make_task(name: str, emb: Embodiment) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; tasks: {sorted(TASKS)}")
-    return TASKS[name](emb)

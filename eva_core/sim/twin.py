@@ -7,8 +7,8 @@ the CPU goes (scripted demos), or `advance_to(t)` paced by a clock (the ROS grap
 `set_action(action)` teleports the robot (kinematic pose, zero velocity); a camera node in its own
 process uses it to pose its copy of the twin from /joint_states.
 
-One twin per name and process (`get_twin`), so a composed bringup's sim arm and sim cameras
-share it. Thread-safe: physics holds `_lock` briefly per call; rendering copies the state and
+One twin per name and process (`eva_core.sim.registry.get_twin`), so a composed bringup's sim arm
+and sim cameras share it. Thread-safe: physics holds `_lock` briefly per call; rendering copies the state and
 renders under its own lock, so a slow render never blocks the 200 Hz arm thread.
 """
 
@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from eva_core.embodiment import DEFAULT_EMBODIMENT, Embodiment, load_embodiment
+from eva_core.embodiment import Embodiment
 
 MAX_CATCH_UP_S = 0.1  # advance_to never simulates more than this per call (a stalled caller)
 
@@ -29,19 +29,22 @@ class Twin:
         os.environ.setdefault("MUJOCO_GL", "egl")
         import mujoco
 
-        from eva_core.sim.layout import arm_layout
-        from eva_core.sim.scene import SceneConfig, build_spec, qpos_indices
+        from eva_core.sim.layout import actuated_joints, arm_layout
+        from eva_core.sim.scene import SceneConfig, build_spec, load_urdf, qpos_indices
 
         self._mujoco = mujoco
         self.emb = emb
         self.scene = scene or SceneConfig()
-        self.model = build_spec(emb, self.scene).compile()
+        spec = load_urdf(emb)
+        # the arm layout and the joint of each action dim, computed once and passed down
+        self.arms = arm_layout(emb, spec)
+        self.joints = actuated_joints(emb)
+        self.model = build_spec(emb, self.scene, spec=spec, arms=self.arms).compile()
         self.data = mujoco.MjData(self.model)       # physics state, under _lock
         self._render_data = mujoco.MjData(self.model)
-        self.arms = arm_layout(emb, self.model)
-        self._qadr, self._vadr = qpos_indices(self.model, emb)
+        self._qadr, self._vadr = qpos_indices(self.model, emb, self.joints)
         self._act = np.array([mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_ACTUATOR, n)
-                              for n in _actuated(emb)])
+                              for n in self.joints])
         self._lock = threading.RLock()
         self._render_lock = threading.Lock()
         self._renderers: dict[tuple[int, int], object] = {}
@@ -229,41 +232,3 @@ class TwinPlant:
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         self.twin.advance_to(self.clock())
         return self.twin.read()
-
-
-def _actuated(emb: Embodiment) -> list[str]:
-    from eva_core.sim.layout import actuated_joints
-
-    return actuated_joints(emb)
-
-
-_TWINS: dict[str, Twin] = {}
-_TWINS_LOCK = threading.Lock()
-
-
-def get_twin(name: str = "default", embodiment: str | Embodiment = DEFAULT_EMBODIMENT, task: str | None = None) -> Twin:
-    """The process-wide twin called `name`, built on first use (with `task`'s objects, if given).
-    Asking an existing twin for another task is an error (the arm and cameras must agree)."""
-    with _TWINS_LOCK:
-        twin = _TWINS.get(name)
-        if twin is None:
-            emb = embodiment if isinstance(embodiment, Embodiment) else load_embodiment(embodiment)
-            if task:
-                from eva_core.sim.tasks import make_task
-
-                twin = make_task(task, emb).make_twin()
-            else:
-                twin = Twin(emb)
-            twin.task_name = task or ""
-            _TWINS[name] = twin
-        elif task and task != twin.task_name:
-            raise ValueError(f"twin {name!r} was built with task {twin.task_name!r}, not {task!r}; "
-                             f"give the sim arm and the sim cameras the same task")
-        return twin
-
-
-def reset_twins() -> None:
-    with _TWINS_LOCK:
-        for t in _TWINS.values():
-            t.close()
-        _TWINS.clear()

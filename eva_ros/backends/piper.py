@@ -42,8 +42,8 @@ import numpy as np
 
 from eva_core import units
 from eva_core.config import Section, param
-from eva_core.sim import piper_protocol as P
-from eva_core.sim.piper_emulator import PiperArmLayout, piper_arms
+from eva_core.piper import protocol as P
+from eva_core.piper.layout import PiperArmLayout, piper_arms
 from eva_ros.backends.arm import ArmBackend, ArmFault, ArmState
 
 log = logging.getLogger("eva_ros.piper")

@@ -15,8 +15,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from eva_core.config import param
-from eva_core.sim import get_twin
+from eva_core.config import Section, param
+from eva_core.sim.registry import get_twin, make_task, task_params, unknown_task
 from eva_ros.backends.arm import ArmState, LoopbackArm
 
 
@@ -28,14 +28,25 @@ class TwinTask:
         self.task, self.twin, self.seed = task, twin, int(seed)
 
     @classmethod
-    def place(cls, twin, task_name: str, seed: int | None, embodiment) -> "TwinTask | None":
+    def place(cls, twin, task_name: str, seed: int | None, embodiment, params=None) -> "TwinTask | None":
         if not task_name or seed is None:
             return None
-        from eva_core.sim.tasks import make_task
-
-        task = make_task(task_name, embodiment)
+        task = make_task(task_name, embodiment, params)
         task.reset(twin, seed)
         return cls(task, twin, seed)
+
+    @staticmethod
+    def check_options(opts: Section) -> None:
+        """An arm's `task` is a registered task and its `task_params` are the task's `Params`:
+        a typo is a ConfigError naming the key (`<section>.task_params` for a parameter)."""
+        if opts.task and (problem := unknown_task(opts.task)):
+            opts.error("task", problem)
+        if opts.task_params and not opts.task:
+            opts.error("task_params", "parameters without a task")
+        if opts.task:
+            section = getattr(opts, "_section", "")
+            task_params(opts.task, opts.task_params, source=getattr(opts, "_source", "") or "<dict>",
+                        section=f"{section}.task_params" if section else "task_params")
 
     def report(self) -> None:
         print(f"sim arm: twin task {self.task.name} seed {self.seed}: success {self.task.success(self.twin)}",
@@ -48,17 +59,23 @@ class SimArm(LoopbackArm):
     @dataclass
     class Options(LoopbackArm.Options):
         twin: str = param("default", "name of the process-wide twin these arms drive")
-        task: str = param("", "twin task whose objects the twin holds (pick_block, push_block, lift_bar, pick_block_narrow, push_block_narrow); "
-                              "'' for none. The first user of a twin name builds it")
+        task: str = param("", "twin task whose objects the twin holds (a name of eva_core/sim/registry.py; "
+                              "'' for none). The first user of a twin name builds it")
+        task_params: dict = param({}, "parameters of the task (the keys of its Params in eva_core/sim/tasks.py)")
         physics: bool = param(False, "step the physics (servos, contacts, held objects); false: pose the twin "
                                      "kinematically (what config/sim.yaml's closed-loop demo uses)")
         seed: int | None = param(None, "with a task: place its objects from this seed at start-up (and log "
                                        "the task's success check at close)")
 
+        def validate(self):
+            super().validate()
+            TwinTask.check_options(self)
+
     def __init__(self, embodiment, options: "SimArm.Options | dict | None" = None, *, clock=time.time):
         super().__init__(embodiment, options, clock=clock)
-        self.twin = get_twin(self.options.twin, embodiment, task=self.options.task or None)
-        self.task = TwinTask.place(self.twin, self.options.task, self.options.seed, embodiment)
+        o = self.options
+        self.twin = get_twin(o.twin, embodiment, task=o.task or None)
+        self.task = TwinTask.place(self.twin, o.task, o.seed, embodiment, o.task_params)
         self.twin.set_action(self._pos)
         self.twin.driven = self.options.physics   # sim cameras of this process stop posing it
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eva_core.config import Section, param
-from eva_core.sim import get_twin
+from eva_core.sim.registry import get_twin, unknown_task
 from eva_ros.backends.camera import CameraFrame, CameraSource
 
 
@@ -28,6 +28,10 @@ class SimCameraSource(CameraSource):
         fps: float = param(15.0, "nominal frame rate (the node's fps paces the stream)", unit="Hz", gt=0)
         twin: str = param("default", "name of the process-wide twin to render")
         task: str = param("", "twin task whose objects the twin holds ('' for none; as the sim arm's)")
+
+        def validate(self):
+            if self.task and (problem := unknown_task(self.task)):
+                self.error("task", problem)
 
     def __init__(self, embodiment, options: "SimCameraSource.Options | dict | None" = None):
         o = self.options = options if isinstance(options, Section) else self.Options.from_dict(options)

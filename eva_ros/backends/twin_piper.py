@@ -13,8 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from eva_core.config import param
+from eva_core.piper.layout import piper_arms
 from eva_core.sim import TwinPlant, get_twin
-from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
+from eva_core.sim.piper_emulator import PiperEmulator
 from eva_ros.backends.piper import PiperArm
 from eva_ros.backends.sim_arm import TwinTask
 
@@ -26,14 +27,19 @@ class TwinPiperArm(PiperArm):
                                    choices=("virtual",))
         twin: str = param("default", "name of the process-wide twin the emulated arms move")
         task: str = param("", "twin task whose objects the twin holds ('' for none; as the sim cameras')")
+        task_params: dict = param({}, "parameters of the task (the keys of its Params in eva_core/sim/tasks.py)")
         seed: int | None = param(None, "with a task: place its objects from this seed at start-up (and log "
                                        "the task's success check at close), as the sim arm does")
+
+        def validate(self):
+            super().validate()
+            TwinTask.check_options(self)
 
     def __init__(self, embodiment, options: "TwinPiperArm.Options | dict | None" = None):
         opt = options if isinstance(options, TwinPiperArm.Options) else TwinPiperArm.Options.from_dict(options)
         self.twin = get_twin(opt.twin, embodiment, task=opt.task or None)
         self.twin.driven = True   # sim cameras of this process stop posing it from /joint_states
-        self.task = TwinTask.place(self.twin, opt.task, opt.seed, embodiment)
+        self.task = TwinTask.place(self.twin, opt.task, opt.seed, embodiment, opt.task_params)
         arms = piper_arms(embodiment)
         if all(a.name in ("left", "right") for a in arms):   # channels private to this twin
             channels = {a.name: f"{opt.twin}_{a.can}" for a in arms}
