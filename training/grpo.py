@@ -38,7 +38,7 @@ import yaml
 
 from eva_core.config import ConfigError, Section, param
 from training.common import (append_jsonl, latest_checkpoint, load_config, load_emb, prepare_output_dir, resume_from,
-                             run_cli, save_checkpoint, write_mp4, write_rank_digest)
+                             run_cli, save_checkpoint, world_model_config, write_mp4, write_rank_digest)
 
 
 @dataclass
@@ -58,7 +58,7 @@ class DataSection(Section):
 
 @dataclass
 class RewardSection(Section):
-    idm: str = param("", 'IDM checkpoint dir / EVA .pt, or "random_tiny" (an untrained tiny IDM: smoke tests)')
+    idm: str | None = param(None, 'IDM checkpoint dir / EVA .pt, or "random_tiny" (an untrained tiny IDM: smoke tests)')
     embodiment: str | None = param(None, "embodiment (default: eva_core.embodiment.DEFAULT_EMBODIMENT)")
     batch_size: int = param(64, "clips per IDM scoring call", ge=1)
 
@@ -123,7 +123,7 @@ class GRPOConfig(Section):
     log: LogSection = param(LogSection, "logging, videos and checkpoints")
 
     def validate(self):
-        world_model_config(self.model, self._source, "model")
+        world_model_config(self.model, self._source, f"{self._section}.model" if self._section else "model")
         if not self.reward.idm:
             raise ConfigError(self._source, "reward", "idm", "required (an IDM checkpoint directory or EVA .pt)")
 

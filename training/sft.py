@@ -104,7 +104,7 @@ class SFTConfig(Section):
     log: LogSection = param(LogSection, "logging, evaluation and checkpoints")
 
     def validate(self):
-        world_model_config(self.model, self._source, "model")
+        world_model_config(self.model, self._source, f"{self._section}.model" if self._section else "model")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
