@@ -9,6 +9,10 @@ accelerate makes the same script run on CPU, one GPU or many (`accelerate launch
     eva-train-idm --data /data/episodes --variant resnet18 --out runs/idm_r18 --flip 0.5
     eva-train-idm --resume auto --out runs/idm_r18            # continue from the newest checkpoint
     eva-train-idm --eval-only runs/idm_r18/idm --data ... --export-eva runs/idm_r18/IDM.pt
+    eva-train-idm --config idm.yaml --set lr=3e-4 --out runs/idm   # IDMTrainConfig keys, one per flag
+
+Settings: IDMTrainConfig defaults < --config YAML < --set key=value < the flags given; a typo,
+wrong type or out-of-range value is a one-line error before any work.
 
 Outputs in --out: idm/ (safetensors + config.json + normalisation), checkpoints/step_*/ (resume),
 tb/ (TensorBoard), loss.png, eval.json, and optionally an EVA-layout .pt (--export-eva).
