@@ -224,12 +224,12 @@ def test_ros_interface_parameter_tables_match_the_code():
 def test_exponent_floats_without_a_dot_are_numbers_in_every_config_entry(tmp_path):
     """PyYAML (YAML 1.1) reads `1e-4` as a string; our configs and --set read it as a float."""
     from eva_core import yaml_io
-    from training.common import load_sections
-    from training.grpo import SCHEMA
+    from training.common import load_config
+    from training.grpo import GRPOConfig
 
     assert yaml_io.load("a: 1e-4\nb: -3E2\nc: '1e-3'\nd: 2\ne: x1e3") == {"a": 1e-4, "b": -300.0, "c": "1e-3", "d": 2, "e": "x1e3"}
-    cfg = load_sections("config/training/grpo_tiny.yaml", SCHEMA, ["train.lr=2e-3", "grpo.clip_range=1e-5"])
-    assert cfg["train"].lr == 2e-3 and cfg["grpo"].clip_range == 1e-5
+    cfg = load_config(GRPOConfig, "config/training/grpo_tiny.yaml", ["train.lr=2e-3", "grpo.clip_range=1e-5"])
+    assert cfg.train.lr == 2e-3 and cfg.grpo.clip_range == 1e-5
     f = tmp_path / "t.yaml"
     f.write_text("reward:\n  idm: random_tiny\ntrain:\n  lr: 5e-4\n")
-    assert load_sections(f, SCHEMA)["train"].lr == 5e-4
+    assert load_config(GRPOConfig, f).train.lr == 5e-4

@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from training.common import load_sections
-from training.grpo import SCHEMA, main
+from training.common import load_config
+from training.grpo import GRPOConfig, main
 
 FAST = ["--set", "log.progress=false", "--set", "data.synthetic=1", "--set", "data.eval_synthetic=1",
         "--set", "train.epochs=2", "--set", "grpo.group_size=4", "--set", "grpo.prompts_per_step=1",
@@ -63,18 +63,18 @@ def test_grpo_writes_metrics_media_adapters_and_evaluates(tmp_path):
 
 
 def test_eva_defaults_are_the_config_defaults():
-    cfg = load_sections("config/training/grpo.yaml", SCHEMA)
-    g, tr = cfg["grpo"], cfg["train"]
+    cfg = load_config(GRPOConfig, "config/training/grpo.yaml")
+    g, tr = cfg.grpo, cfg.train
     assert (tr.lr, g.group_size, g.num_steps, g.num_inner_epochs, g.clip_range, g.beta, g.adv_clip) == \
         (2e-4, 8, 40, 4, 1e-5, 0.004, 5.0)
     assert (g.timestep_fraction, tr.grad_clip, tr.weight_decay, tr.lora_rank, tr.lora_alpha) == (0.99, 1.0, 1e-4, 32, 32.0)
-    from training.sft import SCHEMA as SFT
+    from training.sft import SFTConfig
 
-    s = load_sections("config/training/sft.yaml", SFT)
-    assert (s["train"].lr, s["train"].betas, s["train"].weight_decay, s["train"].warmup_steps) == (8e-6, [0.9, 0.95], 0.05, 100)
-    assert (s["train"].batch_size, s["train"].grad_accum) == (2, 4)
-    assert s["diffusion_forcing"].history_probs == [0.5, 0.1, 0.1, 0.1, 0.1, 0.1]
-    assert (s["diffusion_forcing"].clean_hist_prob, s["diffusion_forcing"].shift) == (0.7, 3.0)
+    s = load_config(SFTConfig, "config/training/sft.yaml")
+    assert (s.train.lr, s.train.betas, s.train.weight_decay, s.train.warmup_steps) == (8e-6, [0.9, 0.95], 0.05, 100)
+    assert (s.train.batch_size, s.train.grad_accum) == (2, 4)
+    assert s.diffusion_forcing.history_probs == [0.5, 0.1, 0.1, 0.1, 0.1, 0.1]
+    assert (s.diffusion_forcing.clean_hist_prob, s.diffusion_forcing.shift) == (0.7, 3.0)
 
 
 def test_grpo_needs_a_reward_idm(tmp_path, capsys):
@@ -97,3 +97,30 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     assert digest(split) == digest(straight)
     rewards = lambda d: [json.loads(x)["reward_mean"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert rewards(split) == pytest.approx(rewards(straight), rel=1e-6)
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ("grpo.group_sise=4", "grpo: group_sise: unknown key; did you mean 'group_size'?"),
+    ("grpo.group_size=1", "grpo: group_size: must be >= 2, got 1"),
+    ("reward.batch_size=true", "reward: batch_size: expected int"),
+    ("model.tiny.ffn_dimm=8", "model.tiny: ffn_dimm: unknown key; did you mean 'ffn_dim'?"),
+])
+def test_a_typo_at_any_depth_is_refused_before_the_output_directory(tmp_path, capsys, setting, needle):
+    cfg = tmp_path / "grpo.yaml"
+    cfg.write_text(open("config/training/grpo_tiny.yaml").read())
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    for argv in (["--set", setting], ["--set", setting, "--eval-only"]):
+        assert main(["--config", str(cfg), "--output-dir", str(out), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{cfg}: {needle}" in err, err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_a_typo_in_the_yaml_file_itself_is_refused_by_name(tmp_path, capsys):
+    cfg = tmp_path / "grpo.yaml"
+    cfg.write_text(open("config/training/grpo_tiny.yaml").read().replace("  clip_range:", "  clip_rang:"))
+    assert main(["--config", str(cfg), "--output-dir", str(tmp_path / "run")]) == 2
+    assert f"{cfg}: grpo: clip_rang: unknown key; did you mean 'clip_range'?" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -103,3 +103,28 @@ def test_config_errors_are_one_line_and_name_the_key(tmp_path, capsys):
     rc = _run(["--config", "config/training/sft_tiny.yaml", "--output-dir", str(tmp_path / "y"),
                "--set", "diffusion_forcing.clean_hist_prob=1.5"])
     assert rc == 2 and "clean_hist_prob" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (("train", "warmup_step", 5), "train: warmup_step: unknown key; did you mean 'warmup_steps'?"),
+    (("diffusion_forcing", "clean_hist_prbo", 0.5),
+     "diffusion_forcing: clean_hist_prbo: unknown key; did you mean 'clean_hist_prob'?"),
+    (("model", "num_frame", 9), "model: num_frame: unknown key; did you mean 'num_frames'?"),
+    (("model", "tiny", {"num_layer": 2}), "model.tiny: num_layer: unknown key; did you mean 'num_layers'?"),
+    (("train", "lr", "fast"), "train: lr: expected float"),
+    (("log", "save_every", 0), "log: save_every: must be >= 1, got 0"),
+    (("trian", "lr", 1.0), "trian: unknown key; did you mean 'train'?"),
+])
+def test_a_yaml_typo_at_any_depth_is_refused_before_the_output_directory(tmp_path, capsys, edit, needle):
+    import yaml
+
+    section, key, value = edit
+    data = yaml.safe_load(open("config/training/sft_tiny.yaml"))
+    data.setdefault(section, {})[key] = value
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert _run(["--config", str(path), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{path}: {needle}" in err, err
+    assert not out.exists()

@@ -170,5 +170,46 @@ def test_a_bad_vae_augment_is_refused_before_the_run_directory_is_touched(tmp_pa
     (out / "keep.txt").write_text("user data")
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--config", str(bad), "--out", str(out),
                            "--overwrite", "--no-export"], env=_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "idm.vae_augment" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "idm: vae_augment: expected bool" in proc.stderr
     assert (out / "keep.txt").read_text() == "user data"
+
+
+def _train_demo_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_demo", REPO / "tools" / "train_demo.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod   # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda c: c["model"]["tiny"].update(num_layer=2), "model.tiny: num_layer: unknown key; did you mean 'num_layers'?"),
+    (lambda c: c["sft"]["diffusion_forcing"].update(clean_hist_prbo=0.7),
+     "sft.diffusion_forcing: clean_hist_prbo: unknown key; did you mean 'clean_hist_prob'?"),
+    (lambda c: c["grpo"]["grpo"].update(group_size=1), "grpo.grpo: group_size: must be >= 2, got 1"),
+    (lambda c: c["idm"].update(max_step=20), "idm: max_step: unknown key; did you mean 'max_steps'?"),
+    (lambda c: c["pipeline"]["camera"].update(fps=0), "pipeline.camera: fps: must be > 0"),
+    (lambda c: c["pipeline"].update(tasks=["pick_blok_narrow"]),
+     "pipeline: tasks: unknown task 'pick_blok_narrow'; did you mean 'pick_block_narrow'?"),
+    (lambda c: c.update(sfr=c["sft"]), "sfr: unknown key; did you mean 'sft'?"),
+])
+def test_a_typo_at_any_depth_is_refused_before_any_work(tmp_path, capsys, edit, needle):
+    """Checked at start (no demo recorded), and neither --out nor an existing run is touched."""
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config" / "training" / "demo_ci.yaml").read_text())
+    edit(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    main = _train_demo_main()
+    out = tmp_path / "run"
+    assert main(["--config", str(bad), "--out", str(out), "--no-export"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{bad}: {needle}" in err, err
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    assert main(["--config", str(bad), "--out", str(out), "--overwrite", "--no-export"]) == 2
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]

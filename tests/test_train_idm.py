@@ -39,7 +39,7 @@ def test_resume_export_and_eval_only(tmp_path):
     run([*args, "--max-steps", "10"])
     ckpts = sorted((out / "checkpoints").glob("step_*"))
     assert [c.name for c in ckpts] == ["step_00000005", "step_00000010"]
-    state = json.loads((ckpts[-1] / "trainer_state.json").read_text())
+    state = json.loads((ckpts[-1] / "state.json").read_text())
     assert state["step"] == 10
     m = run([*args, "--max-steps", "15", "--resume", "auto", "--export-eva", str(tmp_path / "IDM.pt")])
     assert json.loads((out / "eval.json").read_text())["step"] == 15
@@ -175,3 +175,30 @@ def test_an_unwritable_output_fails_before_any_work(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--synthetic", "4", "--out", str(out), "--export-eva", str(tmp_path / "a_file" / "IDM.pt"), *COMMON]) == 2
     assert not out.exists()  # no synthetic data, no logs: nothing ran
+
+
+def test_a_config_typo_is_refused_by_name_before_any_work(tmp_path, capsys):
+    """--config YAML keys, --set and the flags are one IDMTrainConfig: a typo, a wrong type or an
+    out-of-range value is one line naming file and key, and --out is never created."""
+    out = tmp_path / "run"
+    cfg = tmp_path / "idm.yaml"
+    cfg.write_text("variant: tiny\nsynthetic: 2\nbach_size: 8\n")
+    assert main(["--config", str(cfg), "--out", str(out)]) == 2
+    assert f"{cfg}: bach_size: unknown key; did you mean 'batch_size'?" in capsys.readouterr().err
+    cfg.write_text("variant: tiny\nsynthetic: 2\nlr: fast\n")
+    assert main(["--config", str(cfg), "--out", str(out)]) == 2
+    assert f"{cfg}: lr: expected float" in capsys.readouterr().err
+    assert main(["--synthetic", "2", "--out", str(out), "--set", "flip=-0.5"]) == 2
+    assert "--set: flip: must be >= 0" in capsys.readouterr().err
+    assert main(["--synthetic", "2", "--out", str(out), "--batch-size", "0"]) == 2
+    assert "command line: batch_size: must be >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_config_yaml_set_and_flags_layer_in_that_order(tmp_path):
+    from training.train_idm import parse_args
+
+    cfg = tmp_path / "idm.yaml"
+    cfg.write_text("variant: tiny\nbatch_size: 8\nlr: 1e-4\nout: runs/a\n")
+    a = parse_args(["--config", str(cfg), "--set", "lr=2e-4", "--set", "seed=3", "--seed", "4"])
+    assert (a.variant, a.batch_size, a.lr, a.seed, a.out, a.epochs) == ("tiny", 8, 2e-4, 4, "runs/a", 20)

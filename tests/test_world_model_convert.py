@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from eva_core.config import ConfigError
 from eva_core.world_model import WorldModel, WorldModelConfig
 from eva_core.world_model import checkpoint as ck
 from eva_core.world_model import convert, tiny
@@ -197,9 +198,9 @@ def test_three_loading_paths_agree(tmp_path, tiny_dir):
 
 
 def test_config_errors_are_clear(tmp_path):
-    with pytest.raises(KeyError, match="heigth"):
+    with pytest.raises(ConfigError, match="heigth: unknown key; did you mean 'height'"):
         WorldModelConfig.from_dict({"kind": "tiny", "heigth": 64})
-    with pytest.raises(ValueError, match="ckpt"):
+    with pytest.raises(ConfigError, match="ckpt"):
         WorldModelConfig.from_dict({"kind": "lightning", "model_dir": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="nowhere"):
         WorldModel.from_config({"kind": "diffusers", "model_dir": str(tmp_path / "nowhere")})

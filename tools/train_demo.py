@@ -29,6 +29,7 @@ Outputs in --out (refused if it exists, unless --overwrite); --export is replace
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import json
 import os
@@ -36,15 +37,92 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 import yaml
 
-from eva_core import yaml_io
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
+
+from eva_core import yaml_io  # noqa: E402
+from eva_core.config import ConfigError, Section, param  # noqa: E402
+
+
+# ---- config ------------------------------------------------------------------------------------------
+@dataclass
+class CameraSection(Section):
+    height: int = param(48, "twin camera image height (= the world model's)", unit="px", ge=1)
+    width: int = param(64, "twin camera image width (= the world model's)", unit="px", ge=1)
+    fps: float = param(10.0, "twin camera frame rate", unit="Hz", gt=0)
+
+
+@dataclass(kw_only=True)
+class PipelineSection(Section):
+    seed: int = param(0, "seed of every stage")
+    tasks: list[str] = param(MISSING, "twin tasks (eva_core.sim.tasks.TASKS)")
+    demo_time_scale: float = param(1.0, ">1 slows the scripted plans (the arm lags on a loaded CPU)", gt=0)
+    demo_seeds: list[int] = param(MISSING, "scripted demos per task, through the ROS graph")
+    camera: CameraSection = param(CameraSection, "what the twin camera renders")
+    replay_seeds: list[int] = param(MISSING, "held-out seeds for idm_replay_success")
+    max_export_mb: float = param(20.0, "refuse an export over this size", unit="MB", gt=0)
+
+    def validate(self):
+        from eva_core.sim.tasks import TASKS
+
+        for task in self.tasks:
+            if task not in TASKS:
+                near = difflib.get_close_matches(task, list(TASKS), n=1)
+                self.error("tasks", f"unknown task {task!r}; " + (f"did you mean {near[0]!r}?" if near else
+                                                                  f"known: {', '.join(TASKS)}"))
+        if not self.tasks or not self.demo_seeds or not self.replay_seeds:
+            self.error("tasks" if not self.tasks else "demo_seeds" if not self.demo_seeds else "replay_seeds",
+                       "must not be empty")
+
+
+def _idm_section():
+    from training.train_idm import IDMTrainConfig
+
+    @dataclass
+    class IDMSection(IDMTrainConfig):
+        """eva-train-idm's keys (the pipeline sets data, seed, out, cpu, threads, no_progress)."""
+
+        vae_augment: bool = param(False, "also train on the episodes' VAE round trips (the IDM stage runs after sft)")
+
+    return IDMSection
+
+
+def check_config(cfg: dict, source: str) -> None:
+    """Every section of a train-demo config, at every depth, before any work: the pipeline, the
+    model (WorldModelConfig), the IDM (eva-train-idm's config) and the SFT and GRPO configs as the
+    stages will write them. A typo, wrong type or bad value is one ConfigError line."""
+    from training.common import world_model_config
+    from training.grpo import GRPOConfig
+    from training.sft import SFTConfig
+
+    known = ("pipeline", "model", "idm", "sft", "grpo")
+    for key in cfg:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1)
+            raise ConfigError(source, "", str(key), "unknown key; " + (f"did you mean {near[0]!r}?" if near else
+                                                                       f"valid keys: {', '.join(known)}"))
+    for key in known:
+        if not isinstance(cfg.get(key), dict):
+            raise ConfigError(source, key, "", "missing section (a mapping)")
+    PipelineSection.from_dict(cfg["pipeline"], source=source, section="pipeline")
+    world_model_config(cfg["model"], source, "model")
+    _idm_section().from_dict(cfg["idm"], source=source, section="idm")
+    stand_in = "<filled in by the pipeline>"
+    for name, cls in (("sft", SFTConfig), ("grpo", GRPOConfig)):
+        section = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg[name].items()}
+        for filled in ("model", "reward"):
+            if filled in section:
+                raise ConfigError(source, name, filled, "set by the pipeline (the top-level model, the trained IDM)")
+        section["model"] = cfg["model"]
+        if name == "grpo":
+            section["reward"] = {"idm": stand_in}
+        cls.from_dict(section, source=source, section=name)
 
 
 class Stages:
@@ -100,12 +178,12 @@ def stage_episodes(records: list[dict], out: Path) -> Path:
 
 
 def stage_idm(cfg: dict, data: list[Path], out: Path) -> Path:
-    c = cfg["idm"]
-    seed = cfg["pipeline"]["seed"]
-    sh([sys.executable, "-m", "training.train_idm", "--data", *data, "--variant", c["variant"],
-        "--image-size", c["image_size"], "--max-steps", c["max_steps"], "--batch-size", c["batch_size"],
-        "--lr", c["lr"], "--color-jitter", c["color_jitter"], "--eval-every", c["eval_every"],
-        "--save-every", c["save_every"], "--seed", seed, "--threads", 2, "--cpu", "--no-progress",
+    """eva-train-idm with the config's idm keys (as --config); the pipeline sets data, seed and the run flags."""
+    path = out / "configs" / "idm.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg["idm"].items() if k != "vae_augment"}, sort_keys=False))
+    sh([sys.executable, "-m", "training.train_idm", "--config", path, "--data", *data,
+        "--seed", cfg["pipeline"]["seed"], "--threads", 2, "--cpu", "--no-progress",
         "--out", out / "idm"], out / "logs" / "idm.log")
     return out / "idm" / "idm"
 
@@ -319,13 +397,11 @@ def run(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.export_from is not None:
         return export_finished(args.export_from.resolve(), args.export.resolve(), argv)
-    cfg = yaml_io.load(args.config.read_text())
-    for key in ("pipeline", "model", "idm", "sft", "grpo"):
-        if not isinstance(cfg.get(key), dict):
-            raise ValueError(f"{args.config}: {key}: missing section")
+    from training.common import load_yaml
+
+    cfg = load_yaml(args.config)
+    check_config(cfg, str(args.config))
     augment = cfg["idm"].get("vae_augment", False)
-    if not isinstance(augment, bool):
-        raise ValueError(f"{args.config}: idm.vae_augment: must be true or false, got {augment!r}")
     out = args.out.resolve()
     if out.exists():
         if not args.overwrite:

@@ -1,158 +1,74 @@
-"""Shared plumbing of the world-model training scripts (sft.py, grpo.py, generate.py).
+"""Shared plumbing of the training scripts (sft.py, grpo.py, train_idm.py, generate.py).
 
-Strict YAML configs (unknown keys are one-line errors naming file, section and key, with a
-nearest-key hint), `--set section.key=value` overrides, output-directory rules (never destroy an
-existing run: resume it or refuse), resumable accelerate checkpoints, and atomic mp4 writing.
+Configs are `eva_core.config.Section`s read from YAML with `--set section.key=value` overrides:
+a typo, wrong type or out-of-range value at any depth is a one-line `ConfigError` before any
+work. Also: the one CLI wrapper, output-directory rules (never destroy an existing run: resume
+it or refuse), resumable checkpoints, and atomic mp4 writing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import json
-import math
 import os
 import shutil
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Mapping
 
 import numpy as np
 import yaml
 
 from eva_core import yaml_io
-
 from eva_core.atomic_io import atomic_path
-
-
-class TrainConfigError(ValueError):
-    """A bad training config value: str(exc) is one line naming file, section and key."""
+from eva_core.cli import cli_main
+from eva_core.config import ConfigError
 
 
 def run_cli(prog: str, fn, argv=None) -> int:
-    """eva_core.cli.cli_main when present (one-line errors, exit 2; --debug shows tracebacks).
+    """eva_core.cli.cli_main around `fn(argv)` (one-line errors, exit 2; --debug shows tracebacks).
 
     `fn`'s return value (a path, a summary) is for Python callers; the exit status is 0."""
-    inner = fn
-    fn = lambda a: (inner(a), None)[1]  # noqa: E731
-    try:
-        from eva_core.cli import cli_main
-    except ImportError:  # the shared helper is not there: the same behaviour, locally
-        argv = list(sys.argv[1:] if argv is None else argv)
-        debug = "--debug" in argv
-        argv = [a for a in argv if a != "--debug"]
-        try:
-            fn(argv)
-            return 0
-        except (ValueError, OSError, KeyError) as e:
-            if debug:
-                raise
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"{prog}: {msg}", file=sys.stderr)
-            return 2
-    return cli_main(prog, fn, argv)
+    return cli_main(prog, lambda a: (fn(a), None)[1], argv)
 
 
 # ---- config ---------------------------------------------------------------------------------
-def section_from_dict(cls, data: Any, source: str, section: str):
-    """Build dataclass `cls` from a mapping: unknown keys, wrong types and non-finite floats fail."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise TrainConfigError(f"{source}: {section}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            near = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise TrainConfigError(f"{source}: {section}: {key}: unknown key{hint}")
-    kw = {}
-    for key, value in data.items():
-        default = getattr(cls(), key) if _has_default(fields[key]) else None
-        kw[key] = _check_type(value, default, source, section, key)
-    try:
-        obj = cls(**kw)
-    except (TypeError, ValueError) as e:
-        raise TrainConfigError(f"{source}: {section}: {e}") from None
-    check = getattr(obj, "validate", None)
-    if check:
-        try:
-            check()
-        except ValueError as e:
-            raise TrainConfigError(f"{source}: {section}: {e}") from None
-    return obj
-
-
-def _has_default(f) -> bool:
-    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-
-
-def _check_type(value, default, source, section, key):
-    where = f"{source}: {section}: {key}"
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise TrainConfigError(f"{where}: expected true/false, got {value!r}")
-    elif isinstance(default, (int, float)) and default is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TrainConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(value, int):
-            raise TrainConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise TrainConfigError(f"{where}: must be finite, got {value!r}")
-    elif isinstance(default, str) and value is not None and not isinstance(value, str):
-        raise TrainConfigError(f"{where}: expected a string, got {value!r}")
-    elif isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
-        raise TrainConfigError(f"{where}: expected a list, got {value!r}")
-    return value
-
-
 def load_yaml(path) -> dict:
     path = Path(path)
     try:
         data = yaml_io.load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise TrainConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(str(path), "", "", f"not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise TrainConfigError(f"{path}: top level must be a mapping of sections")
+        raise ConfigError(str(path), "", "", "top level must be a mapping of sections")
     return data
 
 
-def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """`section.key=value` (value parsed as YAML) into the nested mapping."""
     for item in overrides or []:
         if "=" not in item:
-            raise TrainConfigError(f"--set {item!r}: expected section.key=value")
+            raise ConfigError("--set", "", item, "expected section.key=value")
         dotted, raw = item.split("=", 1)
         parts = dotted.split(".")
         node = data
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise TrainConfigError(f"--set {item!r}: {p} is not a section")
+                raise ConfigError("--set", ".".join(parts[:i]), p, f"not a section ({item!r})")
         node[parts[-1]] = yaml_io.load(raw)
     return data
 
 
-def load_sections(path, schema: dict, overrides=None) -> dict:
-    """{section: dataclass} from a YAML file; sections not in `schema` are errors."""
-    source = str(path)
-    data = apply_overrides(load_yaml(path), overrides, source)
-    for name in data:
-        if name not in schema:
-            near = difflib.get_close_matches(name, list(schema), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise TrainConfigError(f"{source}: {name}: unknown section{hint}")
-    out = {}
-    for name, cls in schema.items():
-        if cls is dict:
-            out[name] = dict(data.get(name) or {})
-        else:
-            out[name] = section_from_dict(cls, data.get(name), source, name)
-    return out
+def load_config(cls, path, overrides=None):
+    """Section `cls` from a YAML file plus `--set` overrides, checked at every depth."""
+    return cls.from_dict(apply_overrides(load_yaml(path), overrides), source=str(path))
 
 
-def config_to_dict(sections: dict) -> dict:
-    return {k: (v if isinstance(v, dict) else dataclasses.asdict(v)) for k, v in sections.items()}
+def world_model_config(model: Mapping, source: str = "<dict>", section: str = "model", **extra):
+    """The WorldModelConfig of a training config's `model:` mapping (+ `extra` keys); keys left out
+    come from the kind's preset (kind tiny, the default: tiny_default's sizes). Raises ConfigError."""
+    from eva_core.world_model.config import WorldModelConfig
+
+    return WorldModelConfig.from_dict({**model, **extra}, source=source, section=section)
 
 
 # ---- output directory and checkpoints ---------------------------------------------------------
@@ -180,15 +96,28 @@ def checkpoints(out: Path) -> list[Path]:
     return sorted((p for p in root.glob("step_*") if (p / "state.json").is_file()), key=lambda p: p.name)
 
 
-def save_checkpoint(accelerator, out: Path, step: int, extra: dict, keep: int = 2) -> Path:
-    """accelerator.save_state into checkpoints/step_N (written beside, then renamed)."""
+def latest_checkpoint(out: Path) -> Path | None:
+    found = checkpoints(out)
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator, out: Path, step: int, extra: dict, keep: int = 2, save_state=None) -> Path:
+    """checkpoints/step_N: the training state and state.json ({"step": N, **extra}), written
+    beside and then renamed; only the newest `keep` stay. Call it on every process.
+
+    The state is accelerator.save_state, or `save_state(dir)` on the main process for a trainer
+    with its own layout (eva-train-idm: safetensors + JSON)."""
     root = Path(out) / "checkpoints"
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}"
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    if save_state is None:
+        accelerator.save_state(str(tmp))
+    elif accelerator.is_main_process:
+        tmp.mkdir(parents=True)
+        save_state(tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "state.json").write_text(json.dumps({"step": step, **extra}) + "\n")
@@ -201,14 +130,26 @@ def save_checkpoint(accelerator, out: Path, step: int, extra: dict, keep: int = 
     return final
 
 
-def resume_from(accelerator, out: Path) -> tuple[int, dict]:
-    """Load the newest checkpoint of `out` (step, extra), or (0, {}) if there is none."""
-    found = checkpoints(out)
-    if not found:
+def read_checkpoint(path: Path) -> tuple[int, dict]:
+    """(step, extra) of a checkpoint's state.json; a missing or bad one is a one-line error."""
+    state_file = Path(path) / "state.json"
+    if not state_file.is_file():
+        raise ValueError(f"{path}: not a resumable checkpoint (missing state.json)")
+    try:
+        state = json.loads(state_file.read_text())
+        return int(state.pop("step")), state
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{state_file}: not a checkpoint state ({type(e).__name__}: {e})") from None
+
+
+def resume_from(accelerator, checkpoint: Path | None, load_state=None) -> tuple[int, dict]:
+    """Load `checkpoint` (accelerator.load_state, or `load_state(dir)`); (step, extra), or
+    (0, {}) without one."""
+    if checkpoint is None:
         return 0, {}
-    accelerator.load_state(str(found[-1]))
-    state = json.loads((found[-1] / "state.json").read_text())
-    return int(state.pop("step")), state
+    step, extra = read_checkpoint(checkpoint)
+    (load_state or (lambda p: accelerator.load_state(str(p))))(checkpoint)
+    return step, extra
 
 
 def write_rank_digest(accelerator, params, out: Path) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from eva_core import yaml_io
+from eva_core.config import ConfigError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,16 +46,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def model_config(args) -> dict:
+def model_config(args):
+    """The checked WorldModelConfig: --model-config, then --set, --lora, --idm, --best-of. A typo,
+    wrong type or bad value is a one-line ConfigError naming the file, section and key."""
+    from eva_core.world_model.config import WorldModelConfig
+    from training.common import load_yaml
+
     cfg: dict = {}
+    source, section = "--set", ""
     if args.model_config:
-        data = yaml_io.load(Path(args.model_config).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{args.model_config}: expected a mapping")
-        cfg = dict(data.get("world_model", data))
+        data = load_yaml(args.model_config)
+        source, section = str(args.model_config), "world_model" if "world_model" in data else ""
+        cfg = dict(data.get("world_model", data) or {})
     for item in args.set:
         if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value")
+            raise ConfigError("--set", "", item, "expected key=value")
         k, v = item.split("=", 1)
         cfg[k] = yaml_io.load(v)
     if args.lora:
@@ -66,7 +72,7 @@ def model_config(args) -> dict:
     if not cfg.get("reward_idm"):
         raise ValueError("no IDM for the actions and reward: pass --idm PATH (or set reward_idm in the model config)")
     cfg["best_of"] = int(args.best_of)
-    return cfg
+    return WorldModelConfig.from_dict(cfg, source=source, section=section)
 
 
 def read_image(path) -> np.ndarray:
@@ -85,21 +91,16 @@ def generate(argv=None) -> dict:
     from eva_core.cli import check_new_dir, replace_dir_atomically
     from eva_core.data.video_clips import read_video
     from eva_core.reward.plots import plot_action_curves
-    from eva_core.world_model import WorldModel, WorldModelConfig
+    from eva_core.world_model import WorldModel
     from training.common import load_emb, write_mp4
 
     args = parse_args(argv)
     out = Path(args.output_dir)
     check_new_dir(out, args.overwrite)
-    cfg = model_config(args)
+    wcfg = model_config(args)
     image = read_image(args.image)
     history = list(read_video(args.history)[0]) if args.history else None
     emb = load_emb(args.embodiment)
-    if cfg.get("kind", "tiny") == "tiny":
-        cfg.pop("kind", None)
-        wcfg = WorldModelConfig.tiny_default(**cfg)
-    else:
-        wcfg = WorldModelConfig.from_dict(cfg)
     wm = WorldModel.from_config(wcfg, embodiment=emb)
     print(f"eva-generate: {wm.num_frames} frames {wm.height}x{wm.width} at {wm.fps} fps, best of {wcfg.best_of}")
     frames = wm.generate(image, args.instruction, history=history, seed=args.seed)
@@ -120,7 +121,7 @@ def generate(argv=None) -> dict:
                "components": {k: float(v[0]) for k, v in result.components.items()},
                "frames": int(frames.shape[0]), "fps": wm.fps, "context_frames": wm.last_info.get("context_frames"),
                "seed": wm.last_info.get("seed"), "best_of": wm.last_info.get("best_of"),
-               "timing_s": wm.last_timing, "lora": cfg.get("lora")}
+               "timing_s": wm.last_timing, "lora": wcfg.lora}
     write_json(tmp / "result.json", summary)
     replace_dir_atomically(tmp, out, args.overwrite)
     print(f"eva-generate: reward {summary['reward']:.3f}; wrote {out}/video.mp4, actions.png, result.json")

@@ -28,100 +28,104 @@ import argparse
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from training.common import (append_jsonl, load_emb, write_rank_digest, config_to_dict, load_sections, prepare_output_dir, resume_from,
-                             run_cli, save_checkpoint, write_mp4)
+from eva_core.config import ConfigError, Section, param
+from training.common import (append_jsonl, latest_checkpoint, load_config, load_emb, prepare_output_dir, resume_from,
+                             run_cli, save_checkpoint, world_model_config, write_mp4, write_rank_digest)
 
 
 @dataclass
-class DataSection:
-    sources: list = field(default_factory=list)  # episode files/dirs and EVA CSVs: training prompts
-    synthetic: int = 0  # also N synthetic episodes (seed synthetic_seed) as training prompts
-    synthetic_seed: int = 0
-    eval_sources: list = field(default_factory=list)  # held-out prompts
-    eval_synthetic: int = 0
-    eval_synthetic_seed: int = 1
-    synthetic_frames: int = 32
-    stride_s: float = 1.0
-    instruction: str | None = None
-    camera: str | None = None
-    max_prompts: int = 0  # 0: all clips
+class DataSection(Section):
+    sources: list[str] = param([], "episode files/dirs and EVA CSVs: training prompts")
+    synthetic: int = param(0, "also N synthetic episodes (seed synthetic_seed) as training prompts", ge=0)
+    synthetic_seed: int = param(0, "seed of the synthetic training episodes")
+    eval_sources: list[str] = param([], "held-out prompts (--eval-only)")
+    eval_synthetic: int = param(0, "N synthetic held-out episodes", ge=0)
+    eval_synthetic_seed: int = param(1, "seed of the synthetic held-out episodes")
+    synthetic_frames: int = param(32, "frames per synthetic episode", ge=1)
+    stride_s: float = param(1.0, "seconds between prompt frames", unit="s", gt=0)
+    instruction: str | None = param(None, "override every caption")
+    camera: str | None = param(None, "camera (default: the file's primary camera)")
+    max_prompts: int = param(0, "at most this many prompts (0: all clips)", ge=0)
 
 
 @dataclass
-class RewardSection:
-    idm: str = ""  # IDM checkpoint dir / EVA .pt, or "random_tiny" (an untrained tiny IDM: smoke tests)
-    embodiment: str | None = None  # default: eva_core.embodiment.DEFAULT_EMBODIMENT
-    batch_size: int = 64
-
-    def validate(self):
-        if not self.idm:
-            raise ValueError("idm: required (an IDM checkpoint directory or EVA .pt)")
+class RewardSection(Section):
+    idm: str | None = param(None, 'IDM checkpoint dir / EVA .pt, or "random_tiny" (an untrained tiny IDM: smoke tests)')
+    embodiment: str | None = param(None, "embodiment (default: eva_core.embodiment.DEFAULT_EMBODIMENT)")
+    batch_size: int = param(64, "clips per IDM scoring call", ge=1)
 
 
 @dataclass
-class GRPOSection:
-    group_size: int = 8
-    prompts_per_step: int = 1  # per process
-    num_steps: int = 40  # sampling steps (UniPC sigma grid, shift from the model config)
-    std_schedule: str = "eva"  # "eva": sigmas[1]·σ; "flow_grpo": sqrt(σ/(1-σ))·eta
-    eta: float = 0.7
-    sde_window: int = 0  # Flow-GRPO-Fast: SDE (and training) on a random window of k steps; 0 = all
-    timestep_fraction: float = 0.99
-    num_inner_epochs: int = 4
-    train_batch_size: int = 8  # samples per forward/backward minibatch
+class GRPOSection(Section):
+    group_size: int = param(8, "rollouts per prompt (advantages are normalised within a group)", ge=2)
+    prompts_per_step: int = param(1, "prompts per process and step", ge=1)
+    num_steps: int = param(40, "sampling steps (UniPC sigma grid, shift from the model config)", ge=1)
+    std_schedule: str = param("eva", 'SDE noise: "eva": sigmas[1]·σ; "flow_grpo": sqrt(σ/(1-σ))·eta',
+                              choices=("eva", "flow_grpo"))
+    eta: float = param(0.7, "flow_grpo noise scale", ge=0)
+    sde_window: int = param(0, "Flow-GRPO-Fast: SDE (and training) on a random window of k steps; 0 = all", ge=0)
+    timestep_fraction: float = param(0.99, "fraction of the SDE steps trained", gt=0, le=1)
+    num_inner_epochs: int = param(4, "passes over each step's samples", ge=1)
+    train_batch_size: int = param(8, "samples per forward/backward minibatch", ge=1)
     # Optimiser steps per inner epoch; the minibatches between two steps are accumulated. Flow-GRPO
     # accumulates num_batches_per_epoch // 2 minibatches (x the trained timesteps): 2 steps an epoch.
-    optimizer_steps_per_epoch: int = 2
-    clip_range: float = 1e-5
-    beta: float = 0.004
-    adv_clip: float = 5.0
+    optimizer_steps_per_epoch: int = param(2, "optimiser steps per inner epoch", ge=1)
+    clip_range: float = param(1e-5, "PPO ratio clip", gt=0)
+    beta: float = param(0.004, "weight of the KL to the reference", ge=0)
+    adv_clip: float = param(5.0, "advantage clip", gt=0)
+
+
+@dataclass
+class TrainSection(Section):
+    lora_rank: int = param(32, "LoRA rank", ge=1)
+    lora_alpha: float = param(32.0, "LoRA alpha", gt=0)
+    lr: float = param(2e-4, "AdamW learning rate", gt=0)
+    betas: list[float] = param([0.9, 0.999], "AdamW betas")
+    weight_decay: float = param(1e-4, "AdamW weight decay", ge=0)
+    grad_clip: float = param(1.0, "gradient-norm clip", gt=0)
+    epochs: int = param(100, "GRPO iterations (rollout + update)", ge=1)
+    mixed_precision: str = param("auto", "auto: bf16 on GPU, no on CPU", choices=("auto", "no", "bf16", "fp16"))
+    gradient_checkpointing: bool = param(True, "recompute activations in the backward pass")
+    seed: int = param(0, "seed")
 
     def validate(self):
-        if self.group_size < 2:
-            raise ValueError("group_size: must be >= 2 (advantages are normalised within a group)")
-        if not 0 < self.timestep_fraction <= 1:
-            raise ValueError(f"timestep_fraction: must be in (0, 1], got {self.timestep_fraction}")
-        if self.std_schedule not in ("eva", "flow_grpo"):
-            raise ValueError(f"std_schedule: must be 'eva' or 'flow_grpo', got {self.std_schedule!r}")
-        if self.optimizer_steps_per_epoch < 1 or self.train_batch_size < 1:
-            raise ValueError("optimizer_steps_per_epoch and train_batch_size: must be >= 1")
-        if self.clip_range <= 0 or self.beta < 0 or self.adv_clip <= 0:
-            raise ValueError("clip_range and adv_clip must be > 0, beta >= 0")
+        if len(self.betas) != 2:
+            self.error("betas", f"expected 2 values, got {self.betas}")
 
 
 @dataclass
-class TrainSection:
-    lora_rank: int = 32
-    lora_alpha: float = 32.0
-    lr: float = 2e-4
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    epochs: int = 100  # GRPO iterations (rollout + update)
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = True
-    seed: int = 0
+class LogSection(Section):
+    video_every: int = param(10, "steps between rollout videos", ge=1)
+    videos: int = param(2, "rollout videos each time (0: none)", ge=0)
+    save_every: int = param(10, "steps between resumable checkpoints", ge=1)
+    keep: int = param(1, "checkpoints to keep (0: all)", ge=0)
+    eval_samples: int = param(4, "samples per held-out prompt, for --eval-only", ge=1)
+    progress: bool = param(True, "show a progress bar")
 
 
 @dataclass
-class LogSection:
-    video_every: int = 10
-    videos: int = 2
-    save_every: int = 10
-    keep: int = 1
-    eval_samples: int = 4  # per held-out prompt, for --eval-only
-    progress: bool = True
+class GRPOConfig(Section):
+    """The whole `eva-train-grpo` config (config/training/grpo*.yaml)."""
 
+    model: dict = param({}, "WorldModelConfig keys (kind tiny, the default: over WorldModelConfig.tiny_default)")
+    data: DataSection = param(DataSection, "training and held-out prompts")
+    reward: RewardSection = param(RewardSection, "the frozen IDM reward")
+    grpo: GRPOSection = param(GRPOSection, "Flow-GRPO")
+    train: TrainSection = param(TrainSection, "optimisation")
+    log: LogSection = param(LogSection, "logging, videos and checkpoints")
 
-SCHEMA = {"model": dict, "data": DataSection, "reward": RewardSection, "grpo": GRPOSection,
-          "train": TrainSection, "log": LogSection}
+    def validate(self):
+        world_model_config(self.model, self._source, f"{self._section}.model" if self._section else "model")
+        if not self.reward.idm:
+            raise ConfigError(self._source, "reward", "idm", "required (an IDM checkpoint directory or EVA .pt)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -185,11 +189,11 @@ def build(cfg, device):
     from eva_core.world_model.best_of import load_scorer
     from training.sft import build_world_model
 
-    wm = build_world_model(cfg["model"], device)
+    wm = build_world_model(cfg.model, device)
     if wm.cfg.conditioning != "history":
         raise ValueError("model: conditioning: GRPO needs 'history' (diffusion-forcing) conditioning")
-    scorer = load_scorer(cfg["reward"].idm, cfg["reward"].embodiment, fps=wm.fps)
-    scorer.batch_size = cfg["reward"].batch_size
+    scorer = load_scorer(cfg.reward.idm, cfg.reward.embodiment, fps=wm.fps)
+    scorer.batch_size = cfg.reward.batch_size
     return wm, scorer
 
 
@@ -315,7 +319,7 @@ def update(accelerator, model, unwrapped, opt, params, trajs, adv, g: GRPOSectio
             work = [(batches[b], k) for b in run for k in rng.sample(sde_idx, n_train)]
             run_samples = n_train * sum(len(batches[b]) for b in run)
             for j, (idx, k) in enumerate(work):
-                ctx = accelerator.no_sync(model) if j < len(work) - 1 else _null()
+                ctx = accelerator.no_sync(model) if j < len(work) - 1 else nullcontext()
                 with ctx:
                     out = grpo.grpo_step_loss(model, unwrapped, traj, idx, k, adv[idx], g.clip_range, g.beta, patch,
                                               dtype, dev)
@@ -329,14 +333,6 @@ def update(accelerator, model, unwrapped, opt, params, trajs, adv, g: GRPOSectio
             opt.step()
             opt.zero_grad(set_to_none=True)
     return {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -405,19 +401,19 @@ def run_eval(args, cfg, out: Path) -> dict:
     wm, scorer = build(cfg, acc.device)
     if args.lora:
         lora.load_lora(wm.transformer, args.lora)
-    d = cfg["data"]
+    d = cfg.data
     prompts = load_prompts(wm, d.eval_sources, d.eval_synthetic, d.eval_synthetic_seed, d, out, "eval", acc,
-                           cfg["reward"].embodiment)
+                           cfg.reward.embodiment)
     if not prompts:
         raise ValueError("data: eval_sources/eval_synthetic: no held-out prompts to evaluate")
     tr = wm.transformer
-    seed, samples = cfg["train"].seed + 12345, cfg["log"].eval_samples
+    seed, samples = cfg.train.seed + 12345, cfg.log.eval_samples
     if base is not None and (base.get("prompts"), base.get("samples_per_prompt"), base.get("seed")) != \
             (len(prompts), samples, seed):   # before the evaluation, not after it
         raise ValueError(f"--baseline {args.baseline}: evaluates {base.get('prompts')} prompts x "
                          f"{base.get('samples_per_prompt')} samples with seed {base.get('seed')}; this run would "
                          f"evaluate {len(prompts)} x {samples} with seed {seed}")
-    res = evaluate(wm, scorer, prompts, cfg["grpo"], samples, seed, tr.config.patch_size, tr.dtype)
+    res = evaluate(wm, scorer, prompts, cfg.grpo, samples, seed, tr.config.patch_size, tr.dtype)
     res["lora"] = args.lora
     if args.baseline:
         res["vs_baseline"] = {"baseline": args.baseline, **paired_difference(res, base, args.baseline)}
@@ -430,11 +426,11 @@ def run_eval(args, cfg, out: Path) -> dict:
 # ---- training -----------------------------------------------------------------------------------
 def train(argv=None):
     args = parse_args(argv)
-    cfg = load_sections(args.config, SCHEMA, args.set)
+    cfg = load_config(GRPOConfig, args.config, args.set)
     out = Path(args.output_dir)
     if args.eval_only:
         return run_eval(args, cfg, out)
-    data, g, tr, log = cfg["data"], cfg["grpo"], cfg["train"], cfg["log"]
+    data, g, tr, log = cfg.data, cfg.grpo, cfg.train, cfg.log
     prepare_output_dir(out, args.resume)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -448,7 +444,7 @@ def train(argv=None):
     main = accelerator.is_main_process
     wm, scorer = build(cfg, accelerator.device)
     prompts = load_prompts(wm, data.sources, data.synthetic, data.synthetic_seed, data, out, "train", accelerator,
-                           cfg["reward"].embodiment)
+                           cfg.reward.embodiment)
     if not prompts:
         raise ValueError("data: sources/synthetic: no training prompts")
     transformer = wm.transformer
@@ -457,11 +453,11 @@ def train(argv=None):
     opt = torch.optim.AdamW(params, lr=tr.lr, betas=tuple(tr.betas), weight_decay=tr.weight_decay)
     model, opt = accelerator.prepare(transformer, opt)
     unwrapped = accelerator.unwrap_model(model)
-    step, extra = resume_from(accelerator, out) if args.resume else (0, {})
+    step, extra = resume_from(accelerator, latest_checkpoint(out) if args.resume else None)
     best = extra.get("best_reward", -float("inf"))
     timesteps, sigmas = sampling_schedule(wm, g.num_steps, wm.device)
     if main:
-        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         print(f"eva-train-grpo: {len(prompts)} training prompts, group {g.group_size}, {g.num_steps} steps, "
               f"{accelerator.num_processes} process(es)")
     writer = None
@@ -506,7 +502,7 @@ def train(argv=None):
             bar.set_postfix(reward=f"{rec['reward_mean']:.3f}", kl=f"{rec['kl']:.2e}")
         if rec["reward_mean"] > best:
             best = rec["reward_mean"]
-            save_adapter(accelerator, model, out / "best", cfg["model"])
+            save_adapter(accelerator, model, out / "best", cfg.model)
             if main:
                 from eva_core.atomic_io import write_json
 
@@ -514,7 +510,7 @@ def train(argv=None):
         if step % log.save_every == 0 or step == tr.epochs:
             save_checkpoint(accelerator, out, step, {"best_reward": best}, log.keep)
     bar.close()
-    save_adapter(accelerator, model, out, cfg["model"])
+    save_adapter(accelerator, model, out, cfg.model)
     if main:
         writer.close()
         print(f"eva-train-grpo: done; reward {rows[0]['reward_mean']:.3f} -> {rows[-1]['reward_mean']:.3f} "

@@ -20,89 +20,91 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 
-from training.common import (append_jsonl, load_emb, write_rank_digest, config_to_dict, load_sections, prepare_output_dir, resume_from,
-                             run_cli, save_checkpoint, write_mp4)
+from eva_core.config import Section, param
+from training.common import (append_jsonl, latest_checkpoint, load_config, load_emb, prepare_output_dir, resume_from,
+                             run_cli, save_checkpoint, world_model_config, write_mp4, write_rank_digest)
 
 
 @dataclass
-class DataSection:
-    sources: list = field(default_factory=list)  # episode files/dirs (HDF5) and EVA CSVs
-    synthetic: int = 0  # also write N synthetic episodes (eva_core.data.synthetic) and train on them
-    synthetic_frames: int = 64
-    synthetic_seed: int = 0
-    stride_s: float = 1.0  # seconds between clip starts
-    instruction: str | None = None  # override every caption
-    camera: str | None = None
-    embodiment: str | None = None  # for the synthetic episodes (default: DEFAULT_EMBODIMENT)
-    val_frac: float = 0.2  # fraction of SOURCES (episodes/videos) held out
-    cache_dir: str | None = None  # default: OUTPUT/cache
+class DataSection(Section):
+    sources: list[str] = param([], "episode files/dirs (HDF5) and EVA CSVs")
+    synthetic: int = param(0, "also write N synthetic episodes (eva_core.data.synthetic) and train on them", ge=0)
+    synthetic_frames: int = param(64, "frames per synthetic episode", ge=1)
+    synthetic_seed: int = param(0, "seed of the synthetic episodes")
+    stride_s: float = param(1.0, "seconds between clip starts", unit="s", gt=0)
+    instruction: str | None = param(None, "override every caption")
+    camera: str | None = param(None, "camera to train on (default: the file's primary camera)")
+    embodiment: str | None = param(None, "embodiment of the synthetic episodes (default: DEFAULT_EMBODIMENT)")
+    val_frac: float = param(0.2, "fraction of SOURCES (episodes/videos) held out", ge=0, lt=1)
+    cache_dir: str | None = param(None, "feature cache (default: OUTPUT/cache)")
+
+
+@dataclass
+class DFSection(Section):
+    history_probs: list[float] = param([0.5, 0.1, 0.1, 0.1, 0.1, 0.1],
+                                       "probability of 1, 2, ... history latent frames")
+    clean_hist_prob: float = param(0.7, "probability that the history frames are noise-free", ge=0, le=1)
+    shift: float = param(3.0, "timestep shift of the training noise levels", gt=0)
 
     def validate(self):
-        if not 0 <= self.val_frac < 1:
-            raise ValueError(f"val_frac: must be in [0, 1), got {self.val_frac}")
-        if self.stride_s <= 0:
-            raise ValueError(f"stride_s: must be > 0, got {self.stride_s}")
+        if not self.history_probs or min(self.history_probs) < 0 or sum(self.history_probs) <= 0:
+            self.error("history_probs", f"must be non-negative with a positive sum, got {self.history_probs}")
 
 
 @dataclass
-class DFSection:
-    history_probs: list = field(default_factory=lambda: [0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
-    clean_hist_prob: float = 0.7
-    shift: float = 3.0
-
-    def validate(self):
-        if not 0 <= self.clean_hist_prob <= 1:
-            raise ValueError(f"clean_hist_prob: must be in [0, 1], got {self.clean_hist_prob}")
-
-
-@dataclass
-class TrainSection:
-    mode: str = "lora"  # "lora" | "full"
-    lora_rank: int = 32
-    lora_alpha: float = 32.0
-    lr: float = 8e-6
-    betas: list = field(default_factory=lambda: [0.9, 0.95])
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-    batch_size: int = 2  # per process
-    grad_accum: int = 4
-    max_steps: int = 10000  # optimiser steps
-    grad_clip: float = 1.0
-    mixed_precision: str = "auto"  # auto: bf16 on GPU, no on CPU
-    gradient_checkpointing: bool = True
-    seed: int = 0
+class TrainSection(Section):
+    mode: str = param("lora", "train a LoRA adapter or the full transformer", choices=("lora", "full"))
+    lora_rank: int = param(32, "LoRA rank", ge=1)
+    lora_alpha: float = param(32.0, "LoRA alpha", gt=0)
+    lr: float = param(8e-6, "AdamW learning rate", gt=0)
+    betas: list[float] = param([0.9, 0.95], "AdamW betas")
+    weight_decay: float = param(0.05, "AdamW weight decay", ge=0)
+    warmup_steps: int = param(100, "linear warmup steps", ge=0)
+    batch_size: int = param(2, "clips per process and step", ge=1)
+    grad_accum: int = param(4, "gradient accumulation steps", ge=1)
+    max_steps: int = param(10000, "optimiser steps", ge=1)
+    grad_clip: float = param(1.0, "gradient-norm clip", gt=0)
+    mixed_precision: str = param("auto", "auto: bf16 on GPU, no on CPU", choices=("auto", "no", "bf16", "fp16"))
+    gradient_checkpointing: bool = param(True, "recompute activations in the backward pass")
+    seed: int = param(0, "seed")
     # Tiny models only: fit the (random) VAE as an autoencoder on the training clips first, so decoded
     # pixels mean something to the IDM reward. EVA never trains the pretrained Wan VAE: keep 0 there.
-    fit_vae_steps: int = 0
-    fit_vae_lr: float = 2e-3
+    fit_vae_steps: int = param(0, "steps fitting the tiny random VAE first (0: none)", ge=0)
+    fit_vae_lr: float = param(2e-3, "learning rate of the VAE fit", gt=0)
 
     def validate(self):
-        if self.mode not in ("lora", "full"):
-            raise ValueError(f"mode: must be 'lora' or 'full', got {self.mode!r}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision: must be auto/no/bf16/fp16, got {self.mixed_precision!r}")
-        if self.max_steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("max_steps, batch_size and grad_accum must be >= 1")
+        if len(self.betas) != 2:
+            self.error("betas", f"expected 2 values, got {self.betas}")
 
 
 @dataclass
-class LogSection:
-    log_every: int = 10
-    eval_every: int = 500
-    save_every: int = 500
-    keep: int = 2
-    sample_videos: int = 1  # sample videos per evaluation (0: none)
-    progress: bool = True
+class LogSection(Section):
+    log_every: int = param(10, "steps between logged losses", ge=1)
+    eval_every: int = param(500, "steps between evaluations", ge=1)
+    save_every: int = param(500, "steps between resumable checkpoints", ge=1)
+    keep: int = param(2, "checkpoints to keep (0: all)", ge=0)
+    sample_videos: int = param(1, "sample videos per evaluation (0: none)", ge=0)
+    progress: bool = param(True, "show a progress bar")
 
 
-SCHEMA = {"model": dict, "data": DataSection, "diffusion_forcing": DFSection, "train": TrainSection,
-          "log": LogSection}
+@dataclass
+class SFTConfig(Section):
+    """The whole `eva-train-sft` config (config/training/sft*.yaml)."""
+
+    model: dict = param({}, "WorldModelConfig keys (kind tiny, the default: over WorldModelConfig.tiny_default)")
+    data: DataSection = param(DataSection, "training clips")
+    diffusion_forcing: DFSection = param(DFSection, "EVA's diffusion-forcing noise recipe")
+    train: TrainSection = param(TrainSection, "optimisation")
+    log: LogSection = param(LogSection, "logging, evaluation and checkpoints")
+
+    def validate(self):
+        world_model_config(self.model, self._source, f"{self._section}.model" if self._section else "model")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -128,13 +130,9 @@ def make_accelerator(train: TrainSection, cpu: bool = False):
 
 
 def build_world_model(model_cfg: dict, device):
-    from eva_core.world_model import WorldModel, WorldModelConfig
+    from eva_core.world_model import WorldModel
 
-    cfg = {**model_cfg, "device": str(device)}
-    if cfg.get("kind", "tiny") == "tiny":
-        cfg.pop("kind", None)
-        return WorldModel.from_config(WorldModelConfig.tiny_default(**cfg))
-    return WorldModel.from_config(WorldModelConfig.from_dict(cfg))
+    return WorldModel.from_config(world_model_config(model_cfg, device=str(device)))
 
 
 def split_refs(refs, val_frac: float, seed: int):
@@ -283,8 +281,8 @@ def export_final(accelerator, model, wm, model_cfg: dict, train: TrainSection, o
 
 def train(argv=None) -> Path:
     args = parse_args(argv)
-    cfg = load_sections(args.config, SCHEMA, args.set)
-    data, df, tr, log = cfg["data"], cfg["diffusion_forcing"], cfg["train"], cfg["log"]
+    cfg = load_config(SFTConfig, args.config, args.set)
+    data, df, tr, log = cfg.data, cfg.diffusion_forcing, cfg.train, cfg.log
     out = Path(args.output_dir)
     prepare_output_dir(out, args.resume)
     accelerator = make_accelerator(tr, args.cpu)
@@ -294,7 +292,7 @@ def train(argv=None) -> Path:
 
     set_seed(tr.seed)
     main = accelerator.is_main_process
-    wm = build_world_model(cfg["model"], accelerator.device)
+    wm = build_world_model(cfg.model, accelerator.device)
     spec, refs = gather_clips(data, wm, out, accelerator)
     train_refs, val_refs = split_refs(refs, data.val_frac, tr.seed)
     cache_dir = Path(data.cache_dir) if data.cache_dir else out / "cache"
@@ -302,7 +300,7 @@ def train(argv=None) -> Path:
     train_ds = features(wm, train_refs, spec, cache_dir, accelerator, log.progress)
     val_ds = features(wm, val_refs, spec, cache_dir, accelerator, False)
     if main:
-        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         print(f"eva-train-sft: {len(train_refs)} train / {len(val_refs)} val clips of {spec.num_frames} frames "
               f"at {spec.fps} fps, {spec.height}x{spec.width}; {accelerator.num_processes} process(es)")
 
@@ -314,7 +312,7 @@ def train(argv=None) -> Path:
     loader = torch.utils.data.DataLoader(train_ds, batch_size=tr.batch_size, shuffle=True, collate_fn=collate,
                                          drop_last=len(train_ds) >= tr.batch_size * accelerator.num_processes)
     model, opt, loader, sched = accelerator.prepare(transformer, opt, loader, sched)
-    step, _ = resume_from(accelerator, out) if args.resume else (0, {})
+    step, _ = resume_from(accelerator, latest_checkpoint(out) if args.resume else None)
 
     writer = None
     if main:
@@ -374,7 +372,7 @@ def train(argv=None) -> Path:
             if step >= tr.max_steps:
                 break
     bar.close()
-    model_cfg = {**cfg["model"], **({"vae_dir": str(vae_dir.resolve())} if vae_dir else {})}
+    model_cfg = {**cfg.model, **({"vae_dir": str(vae_dir.resolve())} if vae_dir else {})}
     final = export_final(accelerator, model, wm, model_cfg, tr, out)
     if main:
         from eva_core.atomic_io import write_json

@@ -9,6 +9,10 @@ accelerate makes the same script run on CPU, one GPU or many (`accelerate launch
     eva-train-idm --data /data/episodes --variant resnet18 --out runs/idm_r18 --flip 0.5
     eva-train-idm --resume auto --out runs/idm_r18            # continue from the newest checkpoint
     eva-train-idm --eval-only runs/idm_r18/idm --data ... --export-eva runs/idm_r18/IDM.pt
+    eva-train-idm --config idm.yaml --set lr=3e-4 --out runs/idm   # IDMTrainConfig keys, one per flag
+
+Settings: IDMTrainConfig defaults < --config YAML < --set key=value < the flags given; a typo,
+wrong type or out-of-range value is a one-line error before any work.
 
 Outputs in --out: idm/ (safetensors + config.json + normalisation), checkpoints/step_*/ (resume),
 tb/ (TensorBoard), loss.png, eval.json, and optionally an EVA-layout .pt (--export-eva).
@@ -19,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,79 +34,139 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from eva_core.atomic_io import atomic_dir, atomic_path, write_json
-from eva_core.cli import UserError, add_debug_arg, check_writable, cli_main
+from eva_core.atomic_io import atomic_path, write_json
+from eva_core.cli import UserError, add_debug_arg, check_writable
+from eva_core.config import ConfigError, Section, param
 from eva_core.data import detect_layout, find_episode_files, make_synthetic_dataset, read_episode
 from eva_core.embodiment import DEFAULT_EMBODIMENT, Embodiment, load_embodiment
 from eva_core.idm import FUSIONS, IDM, IDMConfig, VARIANTS, build_idm, export_eva_pt, load_idm, save_idm
 from eva_core.idm.checkpoint import read_safetensors
 from eva_core.idm.model import resize_square
 from eva_core.images import normalize_imagenet, to_uint8
+from training.common import (apply_overrides, latest_checkpoint, load_config, read_checkpoint, resume_from, run_cli,
+                             save_checkpoint)
 
 JOINT_TOL, GRIPPER_TOL = 0.05, 0.5  # EVA's accuracy thresholds (rad; normalised gripper)
 PROG = "eva-train-idm"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+@dataclass
+class IDMTrainConfig(Section):
+    """Every setting of eva-train-idm, flat: a key per command-line flag (`--batch-size` is
+    `batch_size`). Read from --config YAML, then --set key=value, then the flags given."""
+
+    # data
+    data: list[str] = param([], "episode .hdf5 files or directories (ALOHA/Cobot Magic, RoboTwin, ours)")
+    embodiment: str = param(DEFAULT_EMBODIMENT, "name under config/ or a YAML path (action layout)")
+    synthetic: int = param(0, "generate N synthetic episodes into OUT/synthetic_data and train on them", ge=0)
+    synthetic_frames: int = param(64, "frames per synthetic episode", ge=1)
+    synthetic_size: int = param(64, "side of the synthetic frames", unit="px", ge=1)
+    camera: str | None = param(None, "camera to train on (default: the file's primary camera)")
+    fps: float | None = param(None, "override the episodes' frame rate (RoboTwin has none)", unit="Hz", gt=0)
+    grippers_in_metres: bool = param(False, "ALOHA files store gripper strokes in metres (Cobot Magic): divide "
+                                            "by the embodiment's strokes")
+    val_frac: float = param(0.2, "fraction of EPISODES held out for validation", ge=0)
+    strict: bool = param(False, "a bad episode file is fatal (default: report it and skip it)")
+    # model
+    variant: str = param("resnet18", "IDM variant", choices=VARIANTS)
+    image_size: int | None = param(None, "input side (default: the variant's)", unit="px", ge=1)
+    fusion: str | None = param(None, "early: frames stacked on channels (EVA); late: shared per-frame encoder "
+                                     "(default: the variant's)", choices=FUSIONS)
+    backbone_weights: str | None = param(None, "local torchvision ResNet .pth for the backbone (never downloaded)")
+    init: str | None = param(None, "start from an IDM checkpoint (our dir or EVA .pt)")
+    # optimisation
+    epochs: int = param(20, "passes over the training frames", ge=1)
+    max_steps: int | None = param(None, "total optimiser steps (overrides epochs)", ge=1)
+    batch_size: int = param(32, "windows per step", ge=1)
+    lr: float = param(1e-3, "AdamW learning rate", ge=0)
+    weight_decay: float = param(1e-4, "AdamW weight decay", ge=0)
+    warmup_frac: float = param(0.1, "fraction of the steps in linear warmup (then cosine)", ge=0)
+    smooth_l1_beta: float = param(1.0, "SmoothL1 beta", ge=0)
+    color_jitter: float = param(0.2, "max brightness/contrast/saturation jitter; widens from 0 over the first half",
+                                ge=0)
+    flip: float = param(0.0, "probability of a horizontal flip that mirrors the arms (the embodiment's "
+                             "mirror_permutation)", ge=0)
+    seed: int = param(0, "seed")
+    # run
+    out: str = param("", "output directory (required)")
+    resume: str | None = param(None, "'auto' (newest in OUT/checkpoints) or a checkpoint directory")
+    eval_every: int = param(200, "steps between evaluations", ge=1)
+    save_every: int = param(500, "steps between resumable checkpoints", ge=1)
+    keep: int = param(2, "resumable checkpoints to keep (0: all)", ge=0)
+    log_every: int = param(10, "steps between logged losses", ge=1)
+    export_eva: str | None = param(None, "also write the EVA-layout .pt here")
+    eval_only: str | None = param(None, "evaluate this IDM checkpoint on the val split and exit")
+    threads: int | None = param(None, "torch CPU threads", ge=1)
+    cpu: bool = param(False, "force CPU even if a GPU is present")
+    mixed_precision: str = param("no", "accelerate mixed precision", choices=("no", "fp16", "bf16"))
+    num_workers: int = param(0, "DataLoader worker processes", ge=0)
+    no_progress: bool = param(False, "no progress bars")
+
+
+def parse_args(argv=None) -> IDMTrainConfig:
+    """The checked config: IDMTrainConfig defaults < --config YAML < --set < the flags given."""
+    S = argparse.SUPPRESS  # a flag not given leaves the config's value
     p = argparse.ArgumentParser(prog=PROG, description="Train the EVA-style inverse dynamics model "
-                                "(frames -> the embodiment's action vector).")
+                                "(frames -> the embodiment's action vector).", argument_default=S)
+    c = p.add_argument_group("config")
+    c.add_argument("--config", default=None, help="YAML of IDMTrainConfig keys (a key per flag: batch_size, ...)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     d = p.add_argument_group("data")
-    d.add_argument("--data", nargs="*", default=[], help="episode .hdf5 files or directories (ALOHA/Cobot Magic, RoboTwin, ours)")
-    d.add_argument("--embodiment", default=DEFAULT_EMBODIMENT, help="name under config/ or a YAML path (action layout)")
-    d.add_argument("--synthetic", type=int, default=0, help="generate N synthetic episodes into OUT/synthetic_data and train on them")
-    d.add_argument("--synthetic-frames", type=int, default=64)
-    d.add_argument("--synthetic-size", type=int, default=64)
-    d.add_argument("--camera", default=None, help="camera to train on (default: the file's primary camera)")
-    d.add_argument("--fps", type=float, default=None, help="override the episodes' frame rate (RoboTwin has none)")
+    d.add_argument("--data", nargs="*", help="episode .hdf5 files or directories (ALOHA/Cobot Magic, RoboTwin, ours)")
+    d.add_argument("--embodiment", help="name under config/ or a YAML path (action layout)")
+    d.add_argument("--synthetic", type=int, help="generate N synthetic episodes into OUT/synthetic_data and train on them")
+    d.add_argument("--synthetic-frames", type=int)
+    d.add_argument("--synthetic-size", type=int)
+    d.add_argument("--camera", help="camera to train on (default: the file's primary camera)")
+    d.add_argument("--fps", type=float, help="override the episodes' frame rate (RoboTwin has none)")
     d.add_argument("--grippers-in-metres", action="store_true",
                    help="ALOHA files store gripper strokes in metres (Cobot Magic): divide by the embodiment's strokes")
-    d.add_argument("--val-frac", type=float, default=0.2, help="fraction of EPISODES held out for validation")
+    d.add_argument("--val-frac", type=float, help="fraction of EPISODES held out for validation")
     d.add_argument("--strict", action="store_true", help="a bad episode file is fatal (default: report it and skip it)")
     m = p.add_argument_group("model")
-    m.add_argument("--variant", choices=VARIANTS, default="resnet18")
-    m.add_argument("--image-size", type=int, default=None, help="input side (default: the variant's)")
-    m.add_argument("--fusion", choices=FUSIONS, default=None,
+    m.add_argument("--variant", choices=VARIANTS)
+    m.add_argument("--image-size", type=int, help="input side (default: the variant's)")
+    m.add_argument("--fusion", choices=FUSIONS,
                    help="early: frames stacked on channels (EVA); late: shared per-frame encoder (default: the variant's)")
-    m.add_argument("--backbone-weights", default=None, help="local torchvision ResNet .pth for the backbone (never downloaded)")
-    m.add_argument("--init", default=None, help="start from an IDM checkpoint (our dir or EVA .pt)")
+    m.add_argument("--backbone-weights", help="local torchvision ResNet .pth for the backbone (never downloaded)")
+    m.add_argument("--init", help="start from an IDM checkpoint (our dir or EVA .pt)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int, default=20)
-    o.add_argument("--max-steps", type=int, default=None, help="total optimiser steps (overrides --epochs)")
-    o.add_argument("--batch-size", type=int, default=32)
-    o.add_argument("--lr", type=float, default=1e-3)
-    o.add_argument("--weight-decay", type=float, default=1e-4)
-    o.add_argument("--warmup-frac", type=float, default=0.1)
-    o.add_argument("--smooth-l1-beta", type=float, default=1.0)
-    o.add_argument("--color-jitter", type=float, default=0.2, help="max brightness/contrast/saturation jitter; widens from 0 over the first half")
-    o.add_argument("--flip", type=float, default=0.0,
+    o.add_argument("--epochs", type=int)
+    o.add_argument("--max-steps", type=int, help="total optimiser steps (overrides --epochs)")
+    o.add_argument("--batch-size", type=int)
+    o.add_argument("--lr", type=float)
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--warmup-frac", type=float)
+    o.add_argument("--smooth-l1-beta", type=float)
+    o.add_argument("--color-jitter", type=float, help="max brightness/contrast/saturation jitter; widens from 0 over the first half")
+    o.add_argument("--flip", type=float,
                    help="probability of a horizontal flip that mirrors the arms (the embodiment's mirror_permutation)")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=int)
     r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--resume", default=None, help="'auto' (newest in OUT/checkpoints) or a checkpoint directory")
-    r.add_argument("--eval-every", type=int, default=200, help="steps between evaluations")
-    r.add_argument("--save-every", type=int, default=500, help="steps between resumable checkpoints")
-    r.add_argument("--keep", type=int, default=2, help="resumable checkpoints to keep")
-    r.add_argument("--log-every", type=int, default=10)
-    r.add_argument("--export-eva", default=None, help="also write the EVA-layout .pt here")
-    r.add_argument("--eval-only", default=None, help="evaluate this IDM checkpoint on the val split and exit")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--out", help="output directory (required)")
+    r.add_argument("--resume", help="'auto' (newest in OUT/checkpoints) or a checkpoint directory")
+    r.add_argument("--eval-every", type=int, help="steps between evaluations")
+    r.add_argument("--save-every", type=int, help="steps between resumable checkpoints")
+    r.add_argument("--keep", type=int, help="resumable checkpoints to keep")
+    r.add_argument("--log-every", type=int)
+    r.add_argument("--export-eva", help="also write the EVA-layout .pt here")
+    r.add_argument("--eval-only", help="evaluate this IDM checkpoint on the val split and exit")
+    r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("--cpu", action="store_true", help="force CPU even if a GPU is present")
-    r.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
-    r.add_argument("--num-workers", type=int, default=0)
+    r.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
+    r.add_argument("--num-workers", type=int)
     r.add_argument("--no-progress", action="store_true")
     add_debug_arg(r)
-    args = p.parse_args(argv)
-    for name in ("batch_size", "epochs", "eval_every", "save_every", "log_every", "synthetic_frames", "synthetic_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("lr", "val_frac", "flip", "color_jitter", "warmup_frac"):
-        v = getattr(args, name)
-        if not math.isfinite(v) or v < 0:
-            p.error(f"--{name.replace('_', '-')} must be a finite number >= 0, got {v}")
-    if args.max_steps is not None and args.max_steps < 1:
-        p.error("--max-steps must be >= 1")
-    return args
+    ns = vars(p.parse_args(argv))
+    config, overrides = ns.pop("config"), ns.pop("set")
+    ns.pop("debug", None)
+    cfg = load_config(IDMTrainConfig, config, overrides) if config else \
+        IDMTrainConfig.from_dict(apply_overrides({}, overrides), source="--set")
+    if ns:  # the flags given, checked by name (e.g. "command line: batch_size: must be >= 1, got 0")
+        cfg = IDMTrainConfig.from_dict({**cfg.to_dict(), **ns}, source="command line")
+    if not cfg.out:
+        raise ConfigError(config or "command line", "", "out", "required: the output directory (--out DIR)")
+    return cfg
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -269,48 +331,40 @@ def evaluate(model: IDM, loader, device, train_mean: torch.Tensor, emb: Embodime
     }
 
 
-# ---- checkpoints (safetensors + JSON, resumable) -------------------------------------------------
-def save_checkpoint(ckpt_dir: Path, model: IDM, optimizer, scheduler, step: int, epoch: int, history: dict, keep: int):
+# ---- checkpoints (training/common.save_checkpoint in the IDM's layout: safetensors + JSON) -------
+def checkpoint(acc, out: Path, raw: IDM, optimizer, scheduler, step: int, epoch: int, history: dict, keep: int) -> Path:
+    """checkpoints/step_N/: idm/, optimizer.safetensors (its tensors) and state.json (step, epoch,
+    history, the optimizer's param groups and scalars, the scheduler). Call it on every process."""
     tensors, scalars = {}, {}
     opt_sd = optimizer.state_dict()
     for pid, st in opt_sd["state"].items():
         for name, v in st.items():
             (tensors if torch.is_tensor(v) else scalars)[f"{pid}.{name}"] = v.detach().cpu().contiguous() if torch.is_tensor(v) else v
-    state = {"step": step, "epoch": epoch, "param_groups": opt_sd["param_groups"], "optimizer_scalars": scalars,
+    extra = {"epoch": epoch, "param_groups": opt_sd["param_groups"], "optimizer_scalars": scalars,
              "scheduler": scheduler.state_dict(), "history": history}
-    dest = ckpt_dir / f"step_{step:08d}"
-    with atomic_dir(dest) as tmp:
-        save_idm(model, tmp / "idm")
+
+    def write(tmp: Path) -> None:
+        save_idm(raw, tmp / "idm")
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1) + "\n")
-    for old in sorted(ckpt_dir.glob("step_*"))[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return dest
+
+    return save_checkpoint(acc, out, step, extra, keep, save_state=write)
 
 
-def load_checkpoint(path: Path) -> tuple[dict, dict, dict]:
-    """(trainer state, optimizer state dict, scheduler state dict) of a resumable checkpoint;
-    the model itself is loaded with load_idm(path / "idm")."""
-    for name in ("trainer_state.json", "optimizer.safetensors", "idm"):
+def load_checkpoint(path: Path) -> tuple[int, dict, dict, dict]:
+    """(step, state.json extras, optimizer state dict, scheduler state dict) of a resumable
+    checkpoint; the model itself is loaded with load_idm(path / "idm")."""
+    for name in ("state.json", "optimizer.safetensors", "idm"):
         if not (path / name).exists():
             raise UserError(f"{path}: not a resumable checkpoint (missing {name})")
-    state_file = path / "trainer_state.json"
+    step, state = read_checkpoint(path)
     try:
-        state = json.loads(state_file.read_text())
         opt_state: dict = {}
         for key, v in {**read_safetensors(path / "optimizer.safetensors"), **state["optimizer_scalars"]}.items():
             pid, name = key.split(".", 1)
             opt_state.setdefault(int(pid), {})[name] = v
-        return state, {"state": opt_state, "param_groups": state["param_groups"]}, state["scheduler"]
-    except json.JSONDecodeError as e:
-        raise UserError(f"{state_file}: invalid JSON: {e}") from e
-    except (KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"{state_file}: not a trainer state ({type(e).__name__}: {e})") from e
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step_*"))
-    return ckpts[-1] if ckpts else None
+        return step, state, {"state": opt_state, "param_groups": state["param_groups"]}, state["scheduler"]
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise UserError(f"{path / 'state.json'}: not a trainer state ({type(e).__name__}: {e})") from e
 
 
 def plot_history(history: dict, path: Path) -> None:
@@ -346,13 +400,14 @@ def check_outputs(args) -> Path:
 
 
 def episode_files(args, out: Path, acc, emb: Embodiment) -> list[Path]:
+    data = list(args.data)
     if args.synthetic:
         if acc.is_main_process:
             make_synthetic_dataset(out / "synthetic_data", args.synthetic, args.synthetic_frames,
                                    args.synthetic_size, seed=args.seed, progress=not args.no_progress, embodiment=emb)
         acc.wait_for_everyone()
-        args.data = [*args.data, str(out / "synthetic_data")]
-    files = find_episode_files(*args.data)
+        data.append(str(out / "synthetic_data"))
+    files = find_episode_files(*data)
     if not files:
         raise UserError("no episodes: pass --data DIR/FILES or --synthetic N")
     return files
@@ -425,8 +480,8 @@ def train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, tr
                 acc.log({"val/mae": metrics["mae"], "val/baseline_mae": metrics["baseline_mae"],
                          "val/accuracy_per_dim": metrics["accuracy_per_dim"]}, step=step)
                 plot_history(history, out / "loss.png")
-            if acc.is_main_process and (step % args.save_every == 0 or step == total):
-                save_checkpoint(out / "checkpoints", raw, optimizer, scheduler, step, epoch, history, args.keep)
+            if step % args.save_every == 0 or step == total:
+                checkpoint(acc, out, raw, optimizer, scheduler, step, epoch, history, args.keep)
             if step >= total:
                 break
         epoch += 1
@@ -447,16 +502,23 @@ def make_loaders(args, cfg: IDMConfig, train, val) -> tuple[DataLoader, DataLoad
 
 def restore(resumed, resume: Path | None, optimizer, scheduler, acc) -> tuple[int, int, dict]:
     """(step, epoch, history): zeros for a fresh run, else the checkpoint's (optimizer and
-    scheduler state loaded)."""
+    scheduler state loaded through training/common.resume_from)."""
     if resumed is None:
         return 0, 0, {"train": [], "val": []}
-    state, opt_sd, sched_sd = resumed
+    _, _, opt_sd, sched_sd = resumed
+
+    def load(path: Path) -> None:
+        try:
+            optimizer.load_state_dict(opt_sd)
+            scheduler.load_state_dict(sched_sd)
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: optimizer/scheduler state does not match the model: {e}") from e
+
+    step, state = resume_from(acc, resume, load_state=load)
     try:
-        optimizer.load_state_dict(opt_sd)
-        scheduler.load_state_dict(sched_sd)
-        step, epoch, history = int(state["step"]), int(state["epoch"]), state["history"]
+        epoch, history = int(state["epoch"]), state["history"]
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{resume}: optimizer/scheduler state does not match the model: {e}") from e
+        raise UserError(f"{resume / 'state.json'}: not a trainer state ({type(e).__name__}: {e})") from e
     acc.print(f"resumed from {resume} at step {step}")
     return step, epoch, history
 
@@ -522,7 +584,7 @@ def run(argv=None) -> dict:
     step, epoch, history = restore(resumed, resume, optimizer, scheduler, acc)
     model, optimizer, train_dl = acc.prepare(model, optimizer, train_dl)
     raw = acc.unwrap_model(model)
-    hparams = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+    hparams = {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))}
     acc.init_trackers("tb", config=hparams)
 
     metrics, step = train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, train_mean, emb, out,
@@ -539,7 +601,7 @@ def run(argv=None) -> dict:
 
 def main(argv=None) -> int:
     """Console entry point (`eva-train-idm`): one-line errors, exit 2; --debug for the traceback."""
-    return cli_main(PROG, lambda a: (run(a), 0)[1], argv)
+    return run_cli(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,52 @@
-"""Configuration of the Wan2.1 I2V world model (one dataclass, built from a dict or YAML)."""
+"""Configuration of the Wan2.1 I2V world model: `WorldModelConfig`, a typed `Section`.
+
+    cfg = WorldModelConfig.from_dict(yaml_section, source="run.yaml", section="world_model")
+
+`from_dict` fills the keys a mapping leaves out from its kind's preset (`KIND_PRESETS`: kind
+"tiny", the default, starts from the small CPU-fast sizes of `tiny_default`), then the field
+defaults (EVA's, FACTS.md §4). Torch-free: node_config and the training CLIs check configs here.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-KINDS = ("tiny", "diffusers", "lightning")
+from eva_core.config import Section, param
+
+KINDS = ("tiny", "diffusers", "lightning")   # built in; eva_core.world_model.registry may add more
+SCHEDULERS = ("unipc", "euler")
+CONDITIONINGS = ("history", "wan_i2v")
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")   # loading.resolve_dtype
+
+# keys a kind starts from when a mapping does not set them (before the field defaults)
+KIND_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(height=64, width=64, num_frames=9, fps=16.0, scheduler="euler", num_steps=4, seed=0),
+}
 
 
 @dataclass
-class WorldModelConfig:
-    """Everything `WorldModel.from_config` needs. Defaults follow EVA (FACTS.md §4).
+class TinyConfig(Section):
+    """Sizes of the tiny random components (kind "tiny"); the architecture stays the real I2V one.
+    The defaults generate one 64x64x9 chunk with 4 steps in a fraction of a second on one CPU core."""
+
+    num_layers: int = param(2, "transformer blocks", ge=1)
+    num_attention_heads: int = param(2, "attention heads", ge=1)
+    attention_head_dim: int = param(12, "width of one attention head", ge=1)
+    ffn_dim: int = param(32, "transformer feed-forward width", ge=1)
+    text_dim: int = param(32, "UMT5 d_model (the text embedding width)", ge=1)
+    image_dim: int = param(16, "CLIP hidden size (the image embedding width)", ge=1)
+    freq_dim: int = param(32, "timestep embedding width", ge=1)
+    vae_base_dim: int = param(8, "base channels of the causal Wan VAE", ge=1)
+    clip_image_size: int = param(32, "CLIP input size", unit="px", ge=1)
+    clip_patch_size: int = param(16, "CLIP patch size", unit="px", ge=1)
+    seed: int = param(0, "torch seed of the random weights (+0 transformer, +1 VAE, +2 text, +3 image)")
+
+
+@dataclass
+class WorldModelConfig(Section):
+    """Everything `WorldModel.from_config` needs (or a registered kind's builder).
 
     kind:
       "tiny"       random tiny components built in code (tests, CPU demo)
@@ -20,104 +55,86 @@ class WorldModelConfig:
                    `.ckpt` (converted on load) or a transformer directory made by `eva-convert-ckpt`
     """
 
-    kind: str = "tiny"
-    model_dir: str | None = None
-    ckpt: str | None = None
-    trust_pickle: bool = False  # only for `kind="lightning"` with a .ckpt holding non-tensor objects
-    # optional LoRA adapter directory loaded (and optionally merged) at start; a list of them is
-    # merged in order (an SFT adapter, then the GRPO adapter trained on top of it)
-    lora: str | list | None = None
-    merge_lora: bool = True
-    # optional fine-tuned transformer directory (diffusers layout, what `eva-train-sft` writes in
-    # full mode) that replaces the base transformer of any kind
-    transformer_dir: str | None = None
-    vae_dir: str | None = None  # optional VAE directory (diffusers AutoencoderKLWan) replacing the base VAE
+    kind: str = param("tiny", "tiny | diffusers | lightning (or a kind registered in eva_core.world_model.registry)")
+    model_dir: str | None = param(None, "diffusers Wan I2V directory (kinds diffusers, lightning)")
+    ckpt: str | None = param(None, "kind lightning: an LVP/EVA .ckpt or a directory made by eva-convert-ckpt")
+    trust_pickle: bool = param(False, "kind lightning: allow a .ckpt holding non-tensor objects")
+    lora: str | list[str] | None = param(
+        None, "LoRA adapter directory loaded at start; a list is merged in order (SFT, then GRPO)")
+    merge_lora: bool = param(True, "merge the LoRA adapter(s) into the transformer")
+    transformer_dir: str | None = param(
+        None, "fine-tuned transformer directory (diffusers layout, eva-train-sft full mode) replacing the base one")
+    vae_dir: str | None = param(None, "VAE directory (diffusers AutoencoderKLWan) replacing the base VAE")
 
-    # Rejection sampling (the baseline EVA argues against): draw `best_of` chunks and keep the one
-    # with the highest executability reward, scored by the IDM at `reward_idm` (a checkpoint
-    # directory or EVA .pt; `"random_tiny"` builds an untrained tiny IDM, for tests only)
-    best_of: int = 1
-    reward_idm: str | None = None
+    # Rejection sampling (the baseline EVA argues against)
+    best_of: int = param(1, "draw this many chunks and keep the one with the highest executability reward", ge=1)
+    reward_idm: str | None = param(
+        None, "IDM that scores best-of candidates: checkpoint directory or EVA .pt ('random_tiny': tests only)")
 
     # Output video (EVA: 480x640, 49 frames at 16 fps)
-    height: int = 480
-    width: int = 640
-    num_frames: int = 49
-    fps: float = 16.0
+    height: int = param(480, "frame height (multiple of 16)", unit="px", gt=0)
+    width: int = param(640, "frame width (multiple of 16)", unit="px", gt=0)
+    num_frames: int = param(49, "frames per chunk (4k+1: the Wan VAE's temporal stride is 4)", ge=1)
+    fps: float = param(16.0, "frame rate of the generated video", unit="Hz", gt=0)
 
     # Sampler
-    scheduler: str = "unipc"  # "unipc" or "euler" (flow matching)
-    num_steps: int = 40
-    shift: float = 3.0
-    hist_guidance: float = 1.5
-    lang_guidance: float = 2.5
-    neg_prompt: str = ""  # the "no-language" branch prompt
-    max_history_latents: int = 2  # EVA: 1 or 2 history latent frames
-    # "history": EVA/LVP diffusion forcing (history latents in the noisy stream, the 20 extra
-    #            input channels are zero); "wan_i2v": stock Wan I2V (mask + first-frame latent)
-    conditioning: str = "history"
-    text_len: int = 512  # diffusers' Wan attention hard-codes a 512-token text context
+    scheduler: str = param("unipc", "unipc | euler (flow matching)", choices=SCHEDULERS)
+    num_steps: int = param(40, "sampling steps", ge=1)
+    shift: float = param(3.0, "flow shift of the scheduler", gt=0)
+    hist_guidance: float = param(1.5, "history guidance scale")
+    lang_guidance: float = param(2.5, "language guidance scale")
+    neg_prompt: str = param("", "the no-language branch prompt")
+    max_history_latents: int = param(2, "history latent frames (EVA: 1 or 2)", choices=(1, 2))
+    conditioning: str = param(
+        "history", "history: EVA/LVP diffusion forcing; wan_i2v: stock Wan I2V (mask + first-frame latent)",
+        choices=CONDITIONINGS)
+    text_len: int = param(512, "text context tokens (diffusers' Wan attention hard-codes 512)", choices=(512,))
 
     # Runtime
-    device: str = "auto"  # "auto" -> cuda if available else cpu
-    dtype: str = "auto"  # "auto" -> bfloat16 on cuda, float32 on cpu
-    cpu_offload: bool = False  # accelerate model CPU offload (one component on the GPU at a time)
-    vae_tiling: bool = False
-    seed: int | None = None  # default seed when generate(seed=None)
+    device: str = param("auto", "torch device; auto: cuda if available else cpu")
+    dtype: str = param("auto", "auto: bfloat16 on cuda, float32 on cpu", choices=DTYPES)
+    cpu_offload: bool = param(False, "accelerate model CPU offload (one component on the GPU at a time)")
+    vae_tiling: bool = param(False, "tiled VAE decoding")
+    seed: int | None = param(None, "default seed when generate(seed=None)")
 
-    # Tiny-model sizes (kind="tiny" only); the architecture stays the real I2V one
-    tiny: dict[str, Any] = field(default_factory=dict)
+    tiny: TinyConfig = param(TinyConfig, "kind tiny: sizes of the random components")
 
     @classmethod
     def tiny_default(cls, **overrides: Any) -> "WorldModelConfig":
-        """A config that generates a chunk on CPU in well under a second."""
-        base = dict(kind="tiny", height=64, width=64, num_frames=9, fps=16.0,
-                    scheduler="euler", num_steps=4, seed=0)
-        base.update(overrides)
-        return cls.from_dict(base)
+        """A config that generates a chunk on CPU in well under a second (kind "tiny"'s preset)."""
+        return cls.from_dict({"kind": "tiny", **overrides})
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | "WorldModelConfig") -> "WorldModelConfig":
+    def from_dict(cls, data: Mapping[str, Any] | "WorldModelConfig" | None = None, *,
+                  source: str = "<dict>", section: str = "") -> "WorldModelConfig":
+        """Validated config (an instance is returned as is); keys left out come from the kind's
+        preset, then the field defaults. Raises ConfigError."""
         if isinstance(data, cls):
             return data
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise KeyError(f"unknown world-model config key(s): {unknown}; valid keys: {sorted(names)}")
-        cfg = cls(**dict(data))
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        if isinstance(data, Mapping):
+            kind = data.get("kind", cls.__dataclass_fields__["kind"].default)
+            data = {**(KIND_PRESETS.get(kind, {}) if isinstance(kind, str) else {}), **data}
+        return super().from_dict(data, source=source, section=section)
 
     def validate(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"world-model config 'kind' must be one of {KINDS}, got {self.kind!r}")
+        from eva_core.world_model.registry import kinds
+
+        known = kinds()
+        if self.kind not in known:
+            self.error("kind", f"must be one of {list(known)}, got {self.kind!r}")
         if self.kind in ("diffusers", "lightning") and not self.model_dir:
-            raise ValueError(f"world-model kind {self.kind!r} needs 'model_dir'")
+            self.error("model_dir", f"kind {self.kind!r} needs 'model_dir'")
         if self.kind == "lightning" and not self.ckpt:
-            raise ValueError("world-model kind 'lightning' needs 'ckpt' (a .ckpt file or converted dir)")
-        if self.scheduler not in ("unipc", "euler"):
-            raise ValueError(f"'scheduler' must be 'unipc' or 'euler', got {self.scheduler!r}")
-        if self.conditioning not in ("history", "wan_i2v"):
-            raise ValueError(f"'conditioning' must be 'history' or 'wan_i2v', got {self.conditioning!r}")
+            self.error("ckpt", "kind 'lightning' needs 'ckpt' (a .ckpt file or converted dir)")
         if (self.num_frames - 1) % 4:
-            raise ValueError(f"'num_frames' must be 4k+1 (Wan VAE temporal stride 4), got {self.num_frames}")
-        if self.height % 16 or self.width % 16:
-            raise ValueError(f"'height'/'width' must be multiples of 16, got {self.height}x{self.width}")
-        if self.num_steps < 1:
-            raise ValueError("'num_steps' must be >= 1")
-        if self.text_len != 512:
-            raise ValueError("'text_len' must be 512: diffusers' Wan I2V attention splits image/text tokens at "
-                             f"seq_len - 512 (got {self.text_len})")
-        if not isinstance(self.best_of, int) or isinstance(self.best_of, bool) or self.best_of < 1:
-            raise ValueError(f"'best_of' must be an integer >= 1, got {self.best_of!r}")
+            self.error("num_frames", f"must be 4k+1 (Wan VAE temporal stride 4), got {self.num_frames}")
+        for key in ("height", "width"):
+            if getattr(self, key) % 16:
+                self.error(key, f"must be a multiple of 16, got {getattr(self, key)}")
         if self.best_of > 1 and not self.reward_idm:
-            raise ValueError("'best_of' > 1 needs 'reward_idm' (the IDM that scores the candidates)")
-        if self.max_history_latents not in (1, 2):
-            raise ValueError("'max_history_latents' must be 1 or 2")
+            self.error("best_of", "best_of > 1 needs 'reward_idm' (the IDM that scores the candidates)")
 
     @property
     def latent_frames(self) -> int:
         return (self.num_frames - 1) // 4 + 1
+

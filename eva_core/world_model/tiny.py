@@ -12,29 +12,17 @@ from typing import Any
 
 import torch
 
-# Sizes chosen so one 64x64x9 chunk with 4 steps takes a fraction of a second on one CPU core.
-TINY_DEFAULTS: dict[str, Any] = {
-    "num_layers": 2,
-    "num_attention_heads": 2,
-    "attention_head_dim": 12,
-    "ffn_dim": 32,
-    "text_dim": 32,  # = UMT5 d_model
-    "image_dim": 16,  # = CLIP hidden size
-    "freq_dim": 32,
-    "vae_base_dim": 8,
-    "clip_image_size": 32,
-    "clip_patch_size": 16,
-    "seed": 0,
-}
+from eva_core.world_model.config import TinyConfig
+
+# the sizes' one home is TinyConfig (WorldModelConfig.tiny); this dict is its defaults
+TINY_DEFAULTS: dict[str, Any] = TinyConfig().to_dict()
 
 
-def tiny_sizes(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    sizes = dict(TINY_DEFAULTS)
-    unknown = set(overrides or {}) - set(sizes)
-    if unknown:
-        raise KeyError(f"unknown tiny world-model size key(s): {sorted(unknown)}; valid: {sorted(sizes)}")
-    sizes.update(overrides or {})
-    return sizes
+def tiny_sizes(overrides: TinyConfig | dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sizes as a dict: TinyConfig's defaults updated by `overrides` (checked: ConfigError)."""
+    if isinstance(overrides, TinyConfig):
+        return overrides.to_dict()
+    return TinyConfig.from_dict(overrides or {}, section="world_model.tiny").to_dict()
 
 
 def tiny_transformer_config(sizes: dict[str, Any] | None = None) -> dict[str, Any]:
