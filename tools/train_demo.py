@@ -61,7 +61,7 @@ class CameraSection(Section):
 @dataclass(kw_only=True)
 class PipelineSection(Section):
     seed: int = param(0, "seed of every stage")
-    tasks: list[str] = param(MISSING, "twin tasks (eva_core.sim.tasks.TASKS)")
+    tasks: list[str] = param(MISSING, "twin tasks (eva_core.sim.registry.TASKS)")
     demo_time_scale: float = param(1.0, ">1 slows the scripted plans (the arm lags on a loaded CPU)", gt=0)
     demo_seeds: list[int] = param(MISSING, "scripted demos per task, through the ROS graph")
     camera: CameraSection = param(CameraSection, "what the twin camera renders")
@@ -69,13 +69,11 @@ class PipelineSection(Section):
     max_export_mb: float = param(20.0, "refuse an export over this size", unit="MB", gt=0)
 
     def validate(self):
-        from eva_core.sim.tasks import TASKS
+        from eva_core.sim.registry import unknown_task
 
         for task in self.tasks:
-            if task not in TASKS:
-                near = difflib.get_close_matches(task, list(TASKS), n=1)
-                self.error("tasks", f"unknown task {task!r}; " + (f"did you mean {near[0]!r}?" if near else
-                                                                  f"known: {', '.join(TASKS)}"))
+            if unknown_task(task):
+                self.error("tasks", unknown_task(task))
         if not self.tasks or not self.demo_seeds or not self.replay_seeds:
             self.error("tasks" if not self.tasks else "demo_seeds" if not self.demo_seeds else "replay_seeds",
                        "must not be empty")
