@@ -202,3 +202,17 @@ def test_config_yaml_set_and_flags_layer_in_that_order(tmp_path):
     cfg.write_text("variant: tiny\nbatch_size: 8\nlr: 1e-4\nout: runs/a\n")
     a = parse_args(["--config", str(cfg), "--set", "lr=2e-4", "--set", "seed=3", "--seed", "4"])
     assert (a.variant, a.batch_size, a.lr, a.seed, a.out, a.epochs) == ("tiny", 8, 2e-4, 4, "runs/a", 20)
+
+
+def test_resume_auto_refuses_step_directories_it_cannot_resume(tmp_path):
+    """A run whose checkpoints no longer parse (an older layout) is not restarted over."""
+    from training.common import latest_checkpoint
+
+    assert latest_checkpoint(tmp_path) is None
+    old = tmp_path / "checkpoints" / "step_00000010"
+    old.mkdir(parents=True)
+    (old / "trainer_state.json").write_text('{"step": 10}')
+    with pytest.raises(ValueError, match="step_00000010: not a resumable checkpoint"):
+        latest_checkpoint(tmp_path)
+    (old / "state.json").write_text('{"step": 10}')
+    assert latest_checkpoint(tmp_path) == old

@@ -97,8 +97,17 @@ def checkpoints(out: Path) -> list[Path]:
 
 
 def latest_checkpoint(out: Path) -> Path | None:
+    """The newest resumable checkpoint of run `out`, None for a run without checkpoints; step
+    directories that none of them resumes (e.g. an older layout's trainer_state.json) are an
+    error, not a fresh start over the run."""
     found = checkpoints(out)
-    return found[-1] if found else None
+    if found:
+        return found[-1]
+    stale = sorted(p for p in (Path(out) / "checkpoints").glob("step_*") if p.is_dir())
+    if stale:
+        raise ValueError(f"{stale[-1]}: not a resumable checkpoint (missing state.json; "
+                         "written by an older version?); resume it with that version or use --overwrite")
+    return None
 
 
 def save_checkpoint(accelerator, out: Path, step: int, extra: dict, keep: int = 2, save_state=None) -> Path:
