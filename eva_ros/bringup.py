@@ -56,7 +56,7 @@ def load_bringup_section(path) -> dict:
 def node_specs(nodes: list[str]) -> list[tuple[str, str]]:
     """["camera", "camera:wrist_cam"] -> [(kind, node_name)] in construction order."""
     specs = [(s.split(":")[0], s.split(":", 1)[1] if ":" in s else s) for s in nodes]
-    return sorted(specs, key=lambda kn: ORDER.index(kn[0]))
+    return sorted(specs, key=lambda kn: ORDER.index(kn[0]) if kn[0] in ORDER else len(ORDER))   # unknown: checked later
 
 
 def build_nodes(specs, nodes: list | None = None) -> list:

@@ -233,13 +233,15 @@ def check_bringup(paths, specs=None):
     node's section (`specs`: [(kind, node_name)], default: from the section's `nodes`).
     Returns (BringupConfig, {node_name: config})."""
     from eva_ros.node_config import SECTIONS, BringupConfig
+    from eva_ros.registry import bringup_kinds
 
     bringup = check_params_files(paths, {"eva_bringup": BringupConfig})["eva_bringup"]
     if specs is None:
         specs = [(s.partition(":")[0], s.partition(":")[2] or s.partition(":")[0]) for s in bringup.nodes]
     for kind, _name in specs:
-        if kind not in SECTIONS or kind == "eva_bringup":
-            raise ConfigError(source_of(paths), "eva_bringup", "nodes", f"unknown node kind {kind!r}")
+        if kind not in bringup_kinds():
+            raise ConfigError(source_of(paths), "eva_bringup", "nodes",
+                              f"unknown node kind {kind!r}; known: {', '.join(bringup_kinds())}")
     nodes = check_params_files(paths, {name: SECTIONS[kind] for kind, name in specs})
     return bringup, nodes
 
