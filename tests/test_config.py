@@ -146,6 +146,18 @@ def test_bringup_section_checks_node_kinds():
         BringupConfig.from_dict({"nodes": ["kamera"]}, source="x.yaml", section="eva_bringup")
     with pytest.raises(ConfigError, match="unique"):
         BringupConfig.from_dict({"nodes": ["camera", "camera"]})
+    # registered nodes that run as their own process (no eva-bringup report) are refused by name
+    with pytest.raises(ConfigError, match="nodes: unknown node kind 'leader_arm'; known: camera, planner"):
+        BringupConfig.from_dict({"nodes": ["leader_arm"]}, source="x.yaml", section="eva_bringup")
+
+
+def test_bringup_check_refuses_a_node_it_does_not_compose():
+    from eva_core.paths import config_path
+    from eva_ros.bringup import node_specs
+    from eva_ros.params import check_bringup
+
+    with pytest.raises(ConfigError, match="eva_bringup: nodes: unknown node kind 'eva_record'"):
+        check_bringup([config_path("base.yaml")], node_specs(["controller", "eva_record"]))
 
 
 def test_backend_options_are_validated_by_make():
