@@ -35,7 +35,7 @@ from eva_ros.params import (check_bringup, load_params_files, node_params, param
                             ros_params_args)
 from eva_ros.runtime import (GIL_SWITCH_INTERVAL, SpinThread, StopSignals, configure_transport, halt_nodes,
                              wait_until_stopped)
-from eva_ros.registry import NODE_KINDS, node_class  # noqa: F401 - NODE_KINDS: tests point a kind elsewhere
+from eva_ros.registry import NODE_KINDS, node_class
 from eva_ros.runtime import drain as _drain, spin as _spin  # noqa: F401 - test harnesses use these
 
 # construction order: the model nodes first (imports and model builds hold the GIL for seconds),
@@ -64,7 +64,7 @@ def build_nodes(specs, nodes: list | None = None) -> list:
     built (and running their threads) when a later constructor raises."""
     nodes = [] if nodes is None else nodes
     for kind, name in specs:
-        nodes.append((kind, node_class(NODE_KINDS[kind])(node_name=name)))   # an entry or a "module:Class"
+        nodes.append((kind, node_class(NODE_KINDS[kind])(node_name=name)))
     return nodes
 
 
