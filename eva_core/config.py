@@ -49,9 +49,9 @@ def param(default, doc: str, *, unit: str = "", gt=None, ge=None, lt=None, le=No
     """A dataclass field with a one-line `doc`, a `unit` and constraints (checked on construction).
 
     A mutable default (list, dict, a Section instance or a Section class) becomes a default_factory.
-    `dataclasses.MISSING` as default makes the key required. `dynamic`: its user reads it again
-    while running (a ROS parameter that may be set); otherwise it is read once, at start-up, and
-    its ROS parameter is read-only.
+    `dataclasses.MISSING` as default makes the key required. `dynamic`: its node applies a new
+    value while running, so its ROS parameter may be set (eva_ros.params.declare_config); by
+    default a value is read once, at start-up, and its ROS parameter is read-only.
     """
     meta = {"doc": doc, "unit": unit, "gt": gt, "ge": ge, "lt": lt, "le": le,
             "choices": None if choices is None else tuple(choices), "dynamic": bool(dynamic)}

@@ -26,7 +26,7 @@ import math
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -356,7 +356,7 @@ def parameter_type(tp):
               str: Parameter.Type.STRING}
     if tp in scalar:
         return scalar[tp]
-    if typing.get_origin(tp) in (list, tuple, typing.Sequence) or tp in (list, tuple):
+    if typing.get_origin(tp) in (list, tuple, Sequence) or tp in (list, tuple):
         args = typing.get_args(tp)
         return _array_type(args[0]) if args else None
     return None
