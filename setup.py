@@ -1,6 +1,7 @@
 """eva_ros: ament_python package that also installs with pip (`pip install -e .`)."""
 
 from glob import glob
+import importlib.util
 import os
 
 from setuptools import find_packages, setup
@@ -18,13 +19,17 @@ def share_tree(folder):
     return sorted(entries.items())
 
 
-NODES = {
-    "eva-camera-node": "eva_ros.nodes.camera_node:main",
-    "eva-planner-node": "eva_ros.nodes.planner_node:main",
-    "eva-idm-action-node": "eva_ros.nodes.idm_action_node:main",
-    "eva-controller-node": "eva_ros.nodes.controller_node:main",
-    "eva-leader-arm-node": "eva_ros.nodes.leader_arm_node:main",
-}
+def node_scripts():
+    """script -> "module:main" of every node, from the node registry (eva_ros/registry.py, loaded by
+    its path: standard library only, so nothing of the package or its dependencies is imported)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "eva_ros", "registry.py")
+    spec = importlib.util.spec_from_file_location("_eva_node_registry", path)
+    registry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(registry)
+    return registry.console_scripts()
+
+
+NODES = node_scripts()
 CLIS = {
     "eva-bringup": "eva_ros.bringup:main",
     "eva-check-hardware": "eva_ros.hardware_check:main",
@@ -36,7 +41,6 @@ CLIS = {
     "eva-train-grpo": "training.grpo:main",
     "eva-generate": "training.generate:main",
     "eva-sim-demos": "eva_core.sim.demos_cli:main",
-    "eva-record": "eva_ros.bag_recorder:main",
     "eva-bag-to-episodes": "eva_core.data.rosbag_episodes:main",
     "eva-view-episode": "eva_core.data.view_episode:main",
 }

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 from typing import Mapping
 
 import numpy as np
 
+from eva_core.events import Reject  # one home of the event kinds; re-exported here
 from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, nonfinite_dims
 from eva_core.timeseries import StampedHistory
 
@@ -30,17 +30,6 @@ FPS_MAX = 1000.0            # frames per second of a chunk: (0, FPS_MAX]
 MAX_CHUNK_DURATION = 30.0   # s: n_exec / fps, the executed span of one chunk (EVA: ~1.5 of 3 s)
 MAX_CHUNK_FRAMES = 1000     # T (EVA: 49); the IDM resizes every frame, so a message of tiny frames
                             # must not ask for unbounded work
-
-
-class Reject(str, Enum):
-    """Why a chunk produced no trajectory (the values are the diagnostic event kinds)."""
-    BAD_CHUNK = "bad_chunk"
-    NONFINITE_FRAMES = "nonfinite_frames"
-    NONFINITE_ACTIONS = "nonfinite_actions"
-    LOW_REWARD = "low_reward"
-    NO_JOINT_STATE = "no_joint_state"
-    STALE_JOINT_STATE = "stale_joint_state"
-    SAFETY_REJECTED = "safety_rejected"
 
 
 COUNTERS = {Reject.BAD_CHUNK: "rejected_frames", Reject.NONFINITE_FRAMES: "rejected_frames",

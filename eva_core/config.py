@@ -44,14 +44,17 @@ class ConfigError(ValueError):
         return ConfigError(source, self.section, self.key, self.problem)
 
 
-def param(default, doc: str, *, unit: str = "", gt=None, ge=None, lt=None, le=None, choices=None):
+def param(default, doc: str, *, unit: str = "", gt=None, ge=None, lt=None, le=None, choices=None,
+          dynamic: bool = False):
     """A dataclass field with a one-line `doc`, a `unit` and constraints (checked on construction).
 
     A mutable default (list, dict, a Section instance or a Section class) becomes a default_factory.
-    `dataclasses.MISSING` as default makes the key required.
+    `dataclasses.MISSING` as default makes the key required. `dynamic`: its node applies a new
+    value while running, so its ROS parameter may be set (eva_ros.params.declare_config); by
+    default a value is read once, at start-up, and its ROS parameter is read-only.
     """
     meta = {"doc": doc, "unit": unit, "gt": gt, "ge": ge, "lt": lt, "le": le,
-            "choices": None if choices is None else tuple(choices)}
+            "choices": None if choices is None else tuple(choices), "dynamic": bool(dynamic)}
     if isinstance(default, type) and issubclass(default, Section):
         return dataclasses.field(default_factory=default, metadata=meta)
     if isinstance(default, (list, dict, set, Section)):

@@ -41,6 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from eva_core.events import EventKind  # one home of the event kinds; re-exported here
 from eva_core.safety import SafetyConfig, SafetyFilter
 from eva_core.trajectory import FollowerConfig, Trajectory, TrajectoryFollower
 
@@ -63,20 +64,6 @@ class Level(IntEnum):   # the same values as diagnostic_msgs/DiagnosticStatus
     OK = 0
     WARN = 1
     ERROR = 2
-
-
-class EventKind(str, Enum):
-    """Events of the loop (the adapter publishes each as a diagnostics event of that name)."""
-    ESTOP = "estop"
-    ENABLE_FAILED = "enable_failed"
-    WATCHDOG_FEEDBACK = "watchdog_feedback_timeout"
-    WATCHDOG_TRAJECTORY = "watchdog_trajectory_timeout"
-    BACKEND_FAULT = "backend_fault"
-    CONTROL_ERROR = "control_error"
-    EXECUTOR_STOPPED = "executor_stopped"
-    REJECTED_TRAJECTORY = "rejected_trajectory"
-    TRAJECTORY_EXPIRED = "trajectory_expired"
-    REJECTED_COMMAND = "rejected_command"
 
 
 class Event(NamedTuple):

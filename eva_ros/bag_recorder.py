@@ -23,45 +23,15 @@ import importlib
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
-from eva_core.config import Section, param
 from eva_core.data.bag_writer import SegmentedBagWriter, TopicInfo
+from eva_ros.node_config import DEFAULT_TOPICS, RecordConfig, read_qos_overrides  # noqa: F401 - re-exported
 from eva_ros.params import NODE_KWARGS, load_node_config
-
-DEFAULT_TOPICS = ["joint_states", "leader/joint_states", "cam_high/color/image_raw",
-                  "cam_left_wrist/color/image_raw", "cam_right_wrist/color/image_raw", "eva/instruction",
-                  "eva/controller/command"]
-
-
-@dataclass
-class RecordConfig(Section):
-    embodiment: str = param("", "ignored here (every params file has it)")
-    out_dir: str = param("bags", "directory of the episode directories (created)")
-    topics: list[str] = param(DEFAULT_TOPICS, "topics to record (relative names follow the namespace)")
-    segment_seconds: float = param(2.0, "close a segment after this long; a kill loses at most one", unit="s", gt=0)
-    segment_bytes: int = param(0, "also close a segment after this many bytes (0: no limit)", ge=0)
-    storage: str = param("mcap", "rosbag2 storage plugin", choices=("mcap", "sqlite3"))
-    auto_start: bool = param(True, "start an episode at start-up")
-    episode_prefix: str = param("episode", "episode directory name prefix")
-    discovery_period: float = param(0.5, "look for new publishers this often", unit="s", gt=0)
-    storage_preset: str = param("zstd_fast", "ros2 bag --storage-preset-profile (record.launch.py only)",
-                                choices=("", "fastwrite", "zstd_fast", "zstd_small"))
-    qos_overrides_file: str = param("", "QoS per topic, ros2 bag's --qos-profile-overrides-path format "
-                                        "(a path, or one under config/); '' for none")
-
-    def validate(self) -> None:
-        if self.qos_overrides_file:
-            try:
-                load_qos_overrides(self.qos_overrides_file)
-            except (OSError, ValueError) as e:
-                self.error("qos_overrides_file", str(e))
-
 
 POLICIES = {"reliability": {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT},
             "durability": {"volatile": DurabilityPolicy.VOLATILE, "transient_local": DurabilityPolicy.TRANSIENT_LOCAL},
@@ -70,29 +40,8 @@ POLICIES = {"reliability": {"reliable": ReliabilityPolicy.RELIABLE, "best_effort
 
 def load_qos_overrides(name: str) -> dict[str, QoSProfile]:
     """topic -> QoSProfile from a ros2-bag QoS overrides YAML (ValueError naming file and key)."""
-    from eva_core import yaml_io
-    from eva_core.paths import config_path
-
-    path = Path(name) if Path(name).exists() else config_path(name)
-    doc = yaml_io.load(path.read_text()) or {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: must map topic -> QoS profile")
-    out = {}
-    for topic, prof in doc.items():
-        if not isinstance(prof, dict):
-            raise ValueError(f"{path}: {topic}: must be a mapping")
-        kw = {"depth": 10}
-        for key, value in prof.items():
-            if key == "depth":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"{path}: {topic}: depth: must be an int >= 1, got {value!r}")
-                kw["depth"] = value
-            elif key in POLICIES and value in POLICIES[key]:
-                kw[key] = POLICIES[key][value]
-            else:
-                raise ValueError(f"{path}: {topic}: {key}: unsupported ({key}: {value!r})")
-        out[str(topic)] = QoSProfile(**kw)
-    return out
+    return {topic: QoSProfile(**{k: POLICIES[k][v] if k in POLICIES else v for k, v in kw.items()})
+            for topic, kw in read_qos_overrides(name).items()}
 
 
 def _msg_class(msgtype: str):

@@ -23,7 +23,6 @@ percentiles of every node plus a `summary` with the acceptance numbers.
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 import time
@@ -36,14 +35,9 @@ from eva_ros.params import (check_bringup, load_params_files, node_params, param
                             ros_params_args)
 from eva_ros.runtime import (GIL_SWITCH_INTERVAL, SpinThread, StopSignals, configure_transport, halt_nodes,
                              wait_until_stopped)
+from eva_ros.registry import NODE_KINDS, node_class
 from eva_ros.runtime import drain as _drain, spin as _spin  # noqa: F401 - test harnesses use these
 
-NODE_KINDS = {
-    "camera": "eva_ros.nodes.camera_node:CameraNode",
-    "planner": "eva_ros.nodes.planner_node:PlannerNode",
-    "idm_action": "eva_ros.nodes.idm_action_node:IDMActionNode",
-    "controller": "eva_ros.nodes.controller_node:ControllerNode",
-}
 # construction order: the model nodes first (imports and model builds hold the GIL for seconds),
 # the controller last, so its 200 Hz thread does not start into those stalls.
 ORDER = ["idm_action", "planner", "camera", "controller"]
@@ -62,7 +56,7 @@ def load_bringup_section(path) -> dict:
 def node_specs(nodes: list[str]) -> list[tuple[str, str]]:
     """["camera", "camera:wrist_cam"] -> [(kind, node_name)] in construction order."""
     specs = [(s.split(":")[0], s.split(":", 1)[1] if ":" in s else s) for s in nodes]
-    return sorted(specs, key=lambda kn: ORDER.index(kn[0]))
+    return sorted(specs, key=lambda kn: ORDER.index(kn[0]) if kn[0] in ORDER else len(ORDER))   # unknown: checked later
 
 
 def build_nodes(specs, nodes: list | None = None) -> list:
@@ -70,8 +64,7 @@ def build_nodes(specs, nodes: list | None = None) -> list:
     built (and running their threads) when a later constructor raises."""
     nodes = [] if nodes is None else nodes
     for kind, name in specs:
-        module, _, cls = NODE_KINDS[kind].partition(":")
-        nodes.append((kind, getattr(importlib.import_module(module), cls)(node_name=name)))
+        nodes.append((kind, node_class(NODE_KINDS[kind])(node_name=name)))
     return nodes
 
 

@@ -1,4 +1,5 @@
-"""Diagnostics helpers: latency statistics, the event kinds, and a /diagnostics publisher per node."""
+"""Diagnostics helpers: latency statistics and a /diagnostics publisher per node. The event kinds
+(`Event`, `EVENT_DOCS`) are defined in eva_core.events and re-exported here."""
 
 from __future__ import annotations
 
@@ -9,88 +10,12 @@ from enum import Enum
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from eva_core.events import EVENT_DOCS, Event  # noqa: F401 - re-exported for the nodes
 from eva_ros import names, qos
 from eva_ros.conversions import to_time_msg
 
 OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR,
                           DiagnosticStatus.STALE)
-
-
-class Event(str, Enum):
-    """Every diagnostic event kind (the `event` key of an event's status on /diagnostics).
-
-    A new kind is one line here plus one in EVENT_DOCS; docs/ros_interface.md lists them all."""
-
-    # camera
-    READ_ERROR = "read_error"
-    CAMERA_DROPPED = "camera_dropped"            # RealSense watchdog (eva_ros/backends/realsense.py)
-    CAMERA_RECONNECTED = "camera_reconnected"
-    CAMERA_RECONNECT_FAILED = "camera_reconnect_failed"
-    LEADER_SILENT = "leader_silent"              # leader_arm_node: a leader arm sends no frames
-    # camera, planner
-    NONFINITE_FRAME = "nonfinite_frame"
-    # planner
-    BAD_FRAME = "bad_frame"
-    STALE_OBSERVATION = "stale_observation"
-    PLANNING_ERROR = "planning_error"
-    NONFINITE_PLAN = "nonfinite_plan"
-    # idm_action (eva_core.chunk_decoding.Reject)
-    BAD_CHUNK = "bad_chunk"
-    NONFINITE_FRAMES = "nonfinite_frames"
-    NONFINITE_ACTIONS = "nonfinite_actions"
-    LOW_REWARD = "low_reward"
-    NO_JOINT_STATE = "no_joint_state"
-    STALE_JOINT_STATE = "stale_joint_state"
-    SAFETY_REJECTED = "safety_rejected"
-    # controller (eva_core.control.EventKind)
-    ESTOP = "estop"
-    ENABLE_FAILED = "enable_failed"
-    WATCHDOG_FEEDBACK_TIMEOUT = "watchdog_feedback_timeout"
-    WATCHDOG_TRAJECTORY_TIMEOUT = "watchdog_trajectory_timeout"
-    BACKEND_FAULT = "backend_fault"
-    BACKEND_ERROR = "backend_error"
-    CONTROL_ERROR = "control_error"
-    EXECUTOR_STOPPED = "executor_stopped"
-    REJECTED_TRAJECTORY = "rejected_trajectory"
-    TRAJECTORY_EXPIRED = "trajectory_expired"
-    REJECTED_COMMAND = "rejected_command"
-    # any node
-    BAD_JOINT_STATE = "bad_joint_state"
-    CALLBACK_ERROR = "callback_error"
-
-
-EVENT_DOCS = {
-    Event.READ_ERROR: "the camera source raised while reading a frame",
-    Event.CAMERA_DROPPED: "no frames for frame_timeout; the source resets the camera and reopens it",
-    Event.CAMERA_RECONNECTED: "the camera delivers frames again after a reset and reopen",
-    Event.CAMERA_RECONNECT_FAILED: "the camera did not come back within reconnect_timeout; retried on the next read",
-    Event.LEADER_SILENT: "a leader (master) arm sends no frames (silent until moved) or stopped; nothing published",
-    Event.NONFINITE_FRAME: "a frame with NaN/inf pixels was dropped",
-    Event.BAD_FRAME: "an image message that cannot be decoded was dropped",
-    Event.STALE_OBSERVATION: "the newest camera frame is older than max_obs_age; no chunk planned",
-    Event.PLANNING_ERROR: "world-model generation failed; the planner retries",
-    Event.NONFINITE_PLAN: "the generated frames hold NaN/inf; the chunk was dropped",
-    Event.BAD_CHUNK: "a chunk message with bad frames or metadata was rejected",
-    Event.NONFINITE_FRAMES: "a chunk with NaN/inf frames was rejected",
-    Event.NONFINITE_ACTIONS: "the IDM produced NaN/inf actions; no trajectory",
-    Event.LOW_REWARD: "the chunk's executability reward is below reward_threshold; replanning",
-    Event.NO_JOINT_STATE: "no joint state yet; no trajectory",
-    Event.STALE_JOINT_STATE: "no joint state within max_state_age of the observation; no trajectory",
-    Event.SAFETY_REJECTED: "the safety filter rejected the chunk; no trajectory",
-    Event.ESTOP: "e-stop requested; commands stopped until eva/enable",
-    Event.ENABLE_FAILED: "the backend did not confirm enable",
-    Event.WATCHDOG_FEEDBACK_TIMEOUT: "backend feedback older than feedback_timeout; stopped (latched)",
-    Event.WATCHDOG_TRAJECTORY_TIMEOUT: "no trajectory for trajectory_timeout; holding the last safe target",
-    Event.BACKEND_FAULT: "the backend reports a fault or disabled itself; latched until eva/enable",
-    Event.BACKEND_ERROR: "reading the backend raised",
-    Event.CONTROL_ERROR: "a control tick failed; e-stopped (latched)",
-    Event.EXECUTOR_STOPPED: "an executor thread died; the controller e-stopped the backend",
-    Event.REJECTED_TRAJECTORY: "a malformed trajectory message was not executed (controller) or not counted (planner)",
-    Event.TRAJECTORY_EXPIRED: "a trajectory ended before it arrived",
-    Event.REJECTED_COMMAND: "the final safety filter rejected a command; not sent",
-    Event.BAD_JOINT_STATE: "a malformed joint_states message was ignored",
-    Event.CALLBACK_ERROR: "a callback raised on a message; the message was dropped, the node lives on",
-}
 
 
 class LatencyStats:
@@ -166,8 +91,8 @@ class DiagnosticsReporter:
             self.level, self.message = level, message
 
     def event(self, kind: Event, message: str, level=WARN) -> None:
-        """Publish one event status at once and count it (`kind` is an Event)."""
-        kind = kind.value if isinstance(kind, Event) else str(kind)
+        """Publish one event status at once and count it (`kind`: a kind of eva_core.events)."""
+        kind = kind.value if isinstance(kind, Enum) else str(kind)
         with self._lock:
             count = self.events[kind] = self.events.get(kind, 0) + 1
         if level >= WARN:

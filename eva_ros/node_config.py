@@ -5,19 +5,20 @@ eva-bringup checks every section of its files with the same classes before rclpy
 parameter tables of docs/ros_interface.md are generated from these classes
 (tools/gen_param_docs.py). Backend options stay a dict here (`source_options`, `arm`): the
 backend named by `source` / `arm_backend` validates them with its own `Options` class.
-No rclpy here.
+Which node reads which class: eva_ros/registry.py (NODE_KINDS). No rclpy here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from eva_core.config import Section, param
+from eva_core.config import ConfigError, Section, param
 from eva_core.embodiment import DEFAULT_EMBODIMENT
 from eva_core.safety import SafetyConfig
 from eva_core.trajectory import FollowerConfig
+from eva_ros.registry import NODE_KINDS, bringup_kinds
 
-NODE_KINDS = ("camera", "planner", "idm_action", "controller")
 POLICIES = ("lead", "sync", "continuous", "on_demand")        # eva_core.planner.POLICIES (tested equal)
 IDM_VARIANTS = ("resnet_plus", "resnet18", "tiny")      # eva_core.idm.VARIANTS (tested equal)
 IDM_FUSIONS = ("early", "late")                         # eva_core.idm.FUSIONS
@@ -134,7 +135,7 @@ class ControllerConfig(NodeSection):
 
 @dataclass
 class BringupConfig(Section):
-    nodes: list[str] = param(list(NODE_KINDS), 'nodes to compose: "kind" or "kind:node_name"')
+    nodes: list[str] = param(bringup_kinds(), 'nodes to compose: "kind" or "kind:node_name"')
     fastdds_transport: str = param("LARGE_DATA", "FASTDDS_BUILTIN_TRANSPORTS (a value already in the environment wins)")
     fastdds_shm_profile: bool = param(True, "add config/fastdds_shm.xml (16 MB shared-memory segment)")
     discovery_range: str = param("", "ROS_AUTOMATIC_DISCOVERY_RANGE; empty: leave as is", choices=DISCOVERY_RANGES)
@@ -146,14 +147,87 @@ class BringupConfig(Section):
         names = []
         for spec in self.nodes:
             kind, _, name = spec.partition(":")
-            if kind not in NODE_KINDS:
-                self.error("nodes", f"unknown node kind {kind!r}; known: {', '.join(NODE_KINDS)}")
+            if kind not in bringup_kinds():
+                self.error("nodes", f"unknown node kind {kind!r}; known: {', '.join(bringup_kinds())}")
             names.append(name or kind)
         if len(set(names)) != len(names):
             self.error("nodes", f"node names must be unique, got {names}")
 
 
-# params-file section (= default node name) -> config class
-SECTIONS: dict[str, type[Section]] = {"camera": CameraConfig, "planner": PlannerConfig,
-                                      "idm_action": IDMActionConfig, "controller": ControllerConfig,
+@dataclass
+class LeaderArmConfig(NodeSection):
+    rate_hz: float = param(200.0, "publish rate of leader/joint_states", unit="Hz", gt=0, le=1000)
+    arm: dict = param({}, "PiperArm.Options of the leader buses (can_interface, can_left, can_right, "
+                          "feedback_timeout)")
+
+    def validate(self) -> None:
+        from eva_ros.backends.piper import PiperArm
+
+        try:
+            PiperArm.Options.from_dict(self.arm, section="arm")
+        except ConfigError as exc:
+            self.error(f"arm.{exc.key}", exc.problem)
+
+
+DEFAULT_TOPICS = ["joint_states", "leader/joint_states", "cam_high/color/image_raw",
+                  "cam_left_wrist/color/image_raw", "cam_right_wrist/color/image_raw", "eva/instruction",
+                  "eva/controller/command"]
+QOS_POLICIES = {"reliability": ("reliable", "best_effort"), "durability": ("volatile", "transient_local"),
+                "history": ("keep_last", "keep_all")}
+
+
+def read_qos_overrides(name: str) -> dict[str, dict]:
+    """topic -> {"depth": n, policy: value name} from a ros2-bag QoS overrides YAML (a path, or one
+    under config/); ValueError naming file and key. eva_ros.bag_recorder makes QoSProfiles of them."""
+    from eva_core import yaml_io
+    from eva_core.paths import config_path
+
+    path = Path(name) if Path(name).exists() else config_path(name)
+    doc = yaml_io.load(path.read_text()) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: must map topic -> QoS profile")
+    out = {}
+    for topic, prof in doc.items():
+        if not isinstance(prof, dict):
+            raise ValueError(f"{path}: {topic}: must be a mapping")
+        kw = {"depth": 10}
+        for key, value in prof.items():
+            if key == "depth":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"{path}: {topic}: depth: must be an int >= 1, got {value!r}")
+                kw["depth"] = value
+            elif key in QOS_POLICIES and value in QOS_POLICIES[key]:
+                kw[key] = value
+            else:
+                raise ValueError(f"{path}: {topic}: {key}: unsupported ({key}: {value!r})")
+        out[str(topic)] = kw
+    return out
+
+
+@dataclass
+class RecordConfig(Section):
+    embodiment: str = param(DEFAULT_EMBODIMENT, "ignored here (every params file has it)")
+    out_dir: str = param("bags", "directory of the episode directories (created)")
+    topics: list[str] = param(DEFAULT_TOPICS, "topics to record (relative names follow the namespace)")
+    segment_seconds: float = param(2.0, "close a segment after this long; a kill loses at most one", unit="s", gt=0)
+    segment_bytes: int = param(0, "also close a segment after this many bytes (0: no limit)", ge=0)
+    storage: str = param("mcap", "rosbag2 storage plugin", choices=("mcap", "sqlite3"))
+    auto_start: bool = param(True, "start an episode at start-up")
+    episode_prefix: str = param("episode", "episode directory name prefix")
+    discovery_period: float = param(0.5, "look for new publishers this often", unit="s", gt=0)
+    storage_preset: str = param("zstd_fast", "ros2 bag --storage-preset-profile (record.launch.py only)",
+                                choices=("", "fastwrite", "zstd_fast", "zstd_small"))
+    qos_overrides_file: str = param("", "QoS per topic, ros2 bag's --qos-profile-overrides-path format "
+                                        "(a path, or one under config/); '' for none")
+
+    def validate(self) -> None:
+        if self.qos_overrides_file:
+            try:
+                read_qos_overrides(self.qos_overrides_file)
+            except (OSError, ValueError) as e:
+                self.error("qos_overrides_file", str(e))
+
+
+# params-file section (= default node name) -> config class: every registered node, and eva-bringup's own
+SECTIONS: dict[str, type[Section]] = {**{kind: k.config_class() for kind, k in NODE_KINDS.items()},
                                       "eva_bringup": BringupConfig}

@@ -1,10 +1,15 @@
 """Node parameters through the typed config (eva_core.config, eva_ros/node_config.py).
 
-A node is created with `NODE_KWARGS` (`automatically_declare_parameters_from_overrides=True`),
-so every parameter it was given (params files, `/**` wildcards, `-p name:=value`) is declared;
-`load_node_config(node, Cls)` collects them all, unflattens the dotted names into nested maps and
-validates them with `Cls.from_dict`: an unknown key, a wrong type or an out-of-range value is a
-one-line `ConfigError` naming the params file, the section (the node name) and the key.
+`load_node_config(node, Cls)` reads every parameter override the node was given (params files,
+`/**` wildcards, `-p name:=value`, `parameter_overrides=`), unflattens the dotted names into nested
+maps and validates them with `Cls.from_dict`: an unknown key, a wrong type or an out-of-range
+value is a one-line `ConfigError` naming the params file, the section (the node name) and the key.
+Then it declares each field of `Cls` as a ROS parameter, as ros2_controllers does
+(`declare_config`): nested sections dotted (`safety.max_velocity`), a `ParameterDescriptor` with
+the type, the field's doc and unit, its bounds as a `FloatingPointRange` / `IntegerRange`, and
+`read_only` unless the field is `param(..., dynamic=True)` (every node reads its config once, at
+start-up, so `ros2 param set` is refused with a reason). A dict field holding a backend's options
+(`source_options`, `arm`) declares the keys it was given. Nodes pass `NODE_KWARGS` to `Node`.
 
 Params files are layered, as ROS does with several `--params-file`: a later file overrides an
 earlier one key by key (config/base.yaml, then an overlay such as config/sim.yaml).
@@ -15,18 +20,23 @@ files before rclpy starts; tests use them directly).
 from __future__ import annotations
 
 import array
+import dataclasses
 import difflib
+import math
 import sys
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
 
 from eva_core import yaml_io
 
-from eva_core.config import ConfigError, Section
+from eva_core.config import ConfigError, Section, constraint_text
 
-NODE_KWARGS = dict(automatically_declare_parameters_from_overrides=True)
+# load_node_config declares the parameters, typed; nothing is declared from the overrides by itself
+NODE_KWARGS = dict(automatically_declare_parameters_from_overrides=False)
 WILDCARD = "/**"
 # parameters rclpy declares on every node: not part of any eva section
 ROS_RESERVED = ("use_sim_time", "start_type_description_service", "qos_overrides")
@@ -223,13 +233,15 @@ def check_bringup(paths, specs=None):
     node's section (`specs`: [(kind, node_name)], default: from the section's `nodes`).
     Returns (BringupConfig, {node_name: config})."""
     from eva_ros.node_config import SECTIONS, BringupConfig
+    from eva_ros.registry import bringup_kinds
 
     bringup = check_params_files(paths, {"eva_bringup": BringupConfig})["eva_bringup"]
     if specs is None:
         specs = [(s.partition(":")[0], s.partition(":")[2] or s.partition(":")[0]) for s in bringup.nodes]
     for kind, _name in specs:
-        if kind not in SECTIONS or kind == "eva_bringup":
-            raise ConfigError(source_of(paths), "eva_bringup", "nodes", f"unknown node kind {kind!r}")
+        if kind not in bringup_kinds():
+            raise ConfigError(source_of(paths), "eva_bringup", "nodes",
+                              f"unknown node kind {kind!r}; known: {', '.join(bringup_kinds())}")
     nodes = check_params_files(paths, {name: SECTIONS[kind] for kind, name in specs})
     return bringup, nodes
 
@@ -296,9 +308,10 @@ def unflatten(flat: Mapping) -> dict:
 
 
 def node_overrides(node) -> dict:
-    """Every parameter the node was given (not rclpy's own), unflattened."""
+    """Every parameter override the node was given (not rclpy's own), unflattened. rclpy keeps
+    them in `Node._parameter_overrides` (no public accessor) until a parameter is declared."""
     flat = {}
-    for name, p in node.get_parameters_by_prefix("").items():
+    for name, p in node._parameter_overrides.items():
         if name.split(".")[0] in ROS_RESERVED:
             continue
         value = p.value
@@ -307,7 +320,8 @@ def node_overrides(node) -> dict:
 
 
 def load_node_config(node, cls: type[Section]):
-    """The node's typed config: every override it received, validated by `cls` (ConfigError)."""
+    """The node's typed config: every override it received, validated by `cls` (ConfigError), then
+    declared as the node's parameters (`declare_config`)."""
     files = _context_files(node)
     layers = []
     for f in files:
@@ -315,6 +329,112 @@ def load_node_config(node, cls: type[Section]):
             layers.append((f, load_params_yaml(f)))
         except ConfigError:
             pass  # rcl parsed it already; only used to name the file in errors
-    return validate_section(cls, node_overrides(node), layers=layers, node_name=node.get_name(),
-                            source=source_of(files))
+    cfg = validate_section(cls, node_overrides(node), layers=layers, node_name=node.get_name(),
+                           source=source_of(files))
+    declare_config(node, cfg)
+    return cfg
 
+
+# -- declared parameters ----------------------------------------------------------------------
+_INT64 = (-2**63, 2**63 - 1)
+_DOUBLE = (-sys.float_info.max, sys.float_info.max)
+
+
+def _array_type(item):
+    from rclpy.parameter import Parameter
+
+    return {bool: Parameter.Type.BOOL_ARRAY, int: Parameter.Type.INTEGER_ARRAY, float: Parameter.Type.DOUBLE_ARRAY,
+            str: Parameter.Type.STRING_ARRAY}.get(item)
+
+
+def parameter_type(tp):
+    """The rclpy Parameter.Type of a field type; None where ROS has no static type for it
+    (`X | None`, dicts, Any): such a parameter is declared with dynamic typing."""
+    from rclpy.parameter import Parameter
+
+    scalar = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
+              str: Parameter.Type.STRING}
+    if tp in scalar:
+        return scalar[tp]
+    if typing.get_origin(tp) in (list, tuple, Sequence) or tp in (list, tuple):
+        args = typing.get_args(tp)
+        return _array_type(args[0]) if args else None
+    return None
+
+
+def _range(meta, ptype):
+    """(FloatingPointRange | None, IntegerRange | None) from gt/ge/lt/le. ROS ranges are inclusive:
+    a strict bound of a float is given as its closure (the typed config keeps it strict), of an
+    int as the next integer; a missing side is the type's limit."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+    from rclpy.parameter import Parameter
+
+    lo = next((meta[k] for k in ("ge", "gt") if meta.get(k) is not None), None)
+    hi = next((meta[k] for k in ("le", "lt") if meta.get(k) is not None), None)
+    if lo is None and hi is None:
+        return None, None
+    if ptype == Parameter.Type.DOUBLE:
+        return FloatingPointRange(from_value=float(_DOUBLE[0] if lo is None else lo),
+                                  to_value=float(_DOUBLE[1] if hi is None else hi), step=0.0), None
+    if ptype == Parameter.Type.INTEGER:
+        if lo is not None and meta.get("ge") is None:
+            lo = math.floor(lo) + 1
+        if hi is not None and meta.get("le") is None:
+            hi = math.ceil(hi) - 1
+        return None, IntegerRange(from_value=int(_INT64[0] if lo is None else lo),
+                                  to_value=int(_INT64[1] if hi is None else hi), step=0)
+    return None, None
+
+
+def describe_field(name: str, meta, ptype) -> "ParameterDescriptor":  # noqa: F821
+    """The ParameterDescriptor of a field: type, doc + unit, constraints, range, read_only."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    unit = meta.get("unit", "")
+    d = ParameterDescriptor(name=name, description=meta.get("doc", "") + (f" [{unit}]" if unit else ""),
+                            additional_constraints=constraint_text(meta),
+                            read_only=not meta.get("dynamic", False), dynamic_typing=ptype is None)
+    fp, ints = _range(meta, ptype)
+    if fp is not None:
+        d.floating_point_range = [fp]
+    if ints is not None:
+        d.integer_range = [ints]
+    return d
+
+
+def _flat_items(prefix: str, value):
+    """(dotted name, leaf value) of a nested mapping (a backend's options)."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _flat_items(f"{prefix}.{k}", v)
+    else:
+        yield prefix, value
+
+
+def declare_config(node, cfg: Section, prefix: str = "") -> None:
+    """Declare every field of `cfg` (its validated value) as a parameter of `node`; nested
+    sections recurse with dotted names, a dict field declares the keys it holds."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        name, value, tp = prefix + f.name, getattr(cfg, f.name), hints[f.name]
+        if isinstance(value, Section):
+            declare_config(node, value, prefix=name + ".")
+            continue
+        if isinstance(value, Mapping):   # a backend's options: validated by its Options class
+            for key, leaf in _flat_items(name, value):
+                _declare(node, key, leaf, describe_field(key, {**f.metadata, "gt": None, "ge": None, "lt": None,
+                                                               "le": None, "choices": None}, None))
+            continue
+        ptype = parameter_type(tp)
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            ptype = None   # X | None: the value's own type
+        _declare(node, name, value, describe_field(name, f.metadata, ptype), ptype)
+
+
+def _declare(node, name: str, value, descriptor, ptype=None) -> None:
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, list) and not value and ptype is not None:
+        node.declare_parameter(name, ptype, descriptor, ignore_override=True)   # [] has no type of its own
+    else:
+        node.declare_parameter(name, value, descriptor, ignore_override=True)

@@ -146,6 +146,18 @@ def test_bringup_section_checks_node_kinds():
         BringupConfig.from_dict({"nodes": ["kamera"]}, source="x.yaml", section="eva_bringup")
     with pytest.raises(ConfigError, match="unique"):
         BringupConfig.from_dict({"nodes": ["camera", "camera"]})
+    # registered nodes that run as their own process (no eva-bringup report) are refused by name
+    with pytest.raises(ConfigError, match="nodes: unknown node kind 'leader_arm'; known: camera, planner"):
+        BringupConfig.from_dict({"nodes": ["leader_arm"]}, source="x.yaml", section="eva_bringup")
+
+
+def test_bringup_check_refuses_a_node_it_does_not_compose():
+    from eva_core.paths import config_path
+    from eva_ros.bringup import node_specs
+    from eva_ros.params import check_bringup
+
+    with pytest.raises(ConfigError, match="eva_bringup: nodes: unknown node kind 'eva_record'"):
+        check_bringup([config_path("base.yaml")], node_specs(["controller", "eva_record"]))
 
 
 def test_backend_options_are_validated_by_make():
@@ -194,17 +206,81 @@ def test_names_are_relative_except_diagnostics():
 
 
 def test_every_event_kind_used_is_an_event_member():
-    from eva_ros.diagnostics import EVENT_DOCS, Event
+    from eva_core.events import EVENT_DOCS, Event
 
     assert set(EVENT_DOCS) == set(Event) and all(EVENT_DOCS.values())
     used = set()
     for path in [*(REPO / "eva_ros").rglob("*.py"), *(REPO / "eva_core").rglob("*.py")]:
-        used |= set(re.findall(r"\.event\(\s*\"([a-z_]+)\"", path.read_text()))
+        # node.event("kind", ...) and a source's queued self._event("kind", ...) (RealSense watchdog)
+        used |= set(re.findall(r"[._]event\(\s*\"([a-z_]+)\"", path.read_text()))
+    assert used, "the scan found no event kind passed as a string"
     assert used <= {e.value for e in Event}, used - {e.value for e in Event}
-    from eva_core.chunk_decoding import Reject
-    from eva_core.control import EventKind
 
-    assert {r.value for r in Reject} | {k.value for k in EventKind} <= {e.value for e in Event}
+
+def test_every_kind_the_core_emits_is_one_known_documented_event():
+    """The kinds live in eva_core.events only; chunk decoding, the control loop and the ROS
+    diagnostics import them from there, and every kind the core emits is documented."""
+    from eva_core import chunk_decoding, control, events
+    from eva_core.events import EVENT_DOCS, GROUPS, Event
+
+    assert chunk_decoding.Reject is events.Reject and control.EventKind is events.EventKind
+    members = [m for group in GROUPS for m in group]
+    assert len({m.value for m in members}) == len(members) == len(Event)   # no kind in two groups (an alias)
+    doc = (REPO / "docs" / "ros_interface.md").read_text()
+    for kind in [*events.Reject, *events.EventKind]:
+        assert Event(kind.value).name == kind.name and EVENT_DOCS[Event(kind.value)], kind
+        assert f"| `{kind.value}` | {EVENT_DOCS[Event(kind.value)]} |" in doc, kind
+
+
+def test_the_diagnostics_use_the_core_event_kinds():
+    pytest.importorskip("rclpy")
+    from eva_core import events
+    from eva_ros import diagnostics
+
+    assert diagnostics.Event is events.Event and diagnostics.EVENT_DOCS is events.EVENT_DOCS
+
+
+def test_the_node_registry_is_the_one_list_of_node_kinds():
+    """eva_ros/registry.py feeds eva-bringup, the config check (SECTIONS), setup.py and the docs."""
+    import importlib
+    import subprocess
+    import sys
+
+    from eva_ros import node_config
+    from eva_ros.registry import NODE_KINDS, bringup_kinds, console_scripts
+
+    assert not hasattr(node_config, "NODE_KINDS") or node_config.NODE_KINDS is NODE_KINDS
+    assert {k: c for k, c in node_config.SECTIONS.items() if k != "eva_bringup"} == \
+        {kind: k.config_class() for kind, k in NODE_KINDS.items()}
+    assert node_config.BringupConfig().nodes == bringup_kinds()
+    for kind, k in NODE_KINDS.items():
+        module = importlib.util.find_spec(k.target.partition(":")[0])
+        assert module is not None and f"class {k.target.partition(':')[2]}(" in Path(module.origin).read_text(), kind
+        assert console_scripts()[k.script] == k.main()
+    # torch-free and rclpy-free: setup.py loads it by path; the config check runs before rclpy
+    code = ("import sys; import eva_ros.node_config, eva_ros.params, eva_core.events; "
+            "bad = {'rclpy', 'torch'} & set(sys.modules); assert not bad, bad")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_generated_docs_have_a_table_for_every_registered_node():
+    import importlib.util
+
+    from eva_ros.registry import NODE_KINDS
+
+    spec = importlib.util.spec_from_file_location("gen_param_docs", REPO / "tools" / "gen_param_docs.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    block = gen.parameters_block()
+    for kind, k in NODE_KINDS.items():
+        cls = k.config_class()
+        assert f"**`{kind}` (node `{kind}`: `{k.target}`" in block and f"`{cls.__module__}.{cls.__name__}`" in block
+        for row in cls.doc_rows():
+            assert f"| `{row['key']}` |" in block, (kind, row["key"])
+    assert "**`eva_bringup` (read by eva-bringup only" in block
+    assert "LeaderArmConfig" in block and "RecordConfig" in block
 
 
 def test_ros_interface_parameter_tables_match_the_code():

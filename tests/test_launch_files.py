@@ -17,7 +17,9 @@ LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 
 
 def console_scripts() -> dict:
-    """name -> "module:function" from setup.py (parsed, not executed)."""
+    """name -> "module:function" from setup.py (parsed, not executed), and the nodes' scripts from the
+    node registry that setup.py reads (eva_ros/registry.py)."""
+    from eva_ros.registry import console_scripts as node_scripts
     tree = ast.parse((REPO / "setup.py").read_text())
     scripts = {}
     for node in ast.walk(tree):
@@ -25,7 +27,7 @@ def console_scripts() -> dict:
             for k, v in zip(node.keys, node.values):
                 if isinstance(k.value, str) and k.value.startswith("eva-") and isinstance(v, ast.Constant):
                     scripts[k.value] = v.value
-    return scripts
+    return {**scripts, **node_scripts()}
 
 
 def launch_nodes(path: Path):

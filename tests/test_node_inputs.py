@@ -191,3 +191,22 @@ def test_camera_reports_bad_frames_from_its_source_and_keeps_capturing(harness):
     assert "image dtype uint16 not supported" in messages and "images must be (H, W, 3)" in messages
     assert all(m.encoding == "rgb8" and m.height == 8 for m in harness.got("/cam_high/color/image_raw"))
     assert node._thread.is_alive() and node.rejected >= 3
+
+
+def test_a_camera_with_no_device_is_one_line_and_exit_2():
+    """source realsense with nothing connected: a start-up error like the controller's CAN bus
+    error (one line naming the camera and the cause, exit 2), not a traceback."""
+    import subprocess
+
+    from ros_fixtures import BIN, ros_env, unique_domain_id
+
+    rs = pytest.importorskip("pyrealsense2")
+    if len(rs.context().query_devices()):
+        pytest.skip("a RealSense camera is connected")
+    out = subprocess.run([str(BIN / "eva-camera-node"), "--ros-args", "-p", "source:=realsense",
+                          "-p", "connect_timeout:=20.0"], env=ros_env(unique_domain_id()),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("eva-camera-node: ")]
+    assert len(lines) == 1 and "'cam_high'" in lines[0] and "no RealSense camera connected" in lines[0], out.stderr

@@ -87,3 +87,19 @@ def test_base_params_file_is_installed_and_layered_under_any_overlay(tmp_path):
     assert params_layers(mine) == [config_path("base.yaml"), mine]
     assert params_layers([config_path("base.yaml"), mine]) == [config_path("base.yaml"), mine]   # not twice
     assert params_layers(mine, base=False) == [mine]
+
+
+def test_node_scripts_come_from_the_node_registry_without_importing_the_package():
+    """setup.py reads eva_ros/registry.py by its path: a build without numpy or rclpy still gets
+    every node's console script."""
+    from eva_ros.registry import NODE_KINDS
+
+    scripts = dict(s.replace(" ", "").split("=") for s in setup_kwargs()["entry_points"]["console_scripts"])
+    for kind, k in NODE_KINDS.items():
+        assert scripts[k.script] == k.target.partition(":")[0] + ":main", kind
+    code = ("import sys, setuptools; setuptools.setup = lambda **kw: None; "
+            "exec(compile(open('setup.py').read(), 'setup.py', 'exec'), {'__name__': '__main__', '__file__': 'setup.py'}); "
+            "bad = {'numpy', 'rclpy', 'eva_ros', 'eva_core'} & set(sys.modules); assert not bad, bad")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={"PATH": os.environ.get("PATH", "")})
+    assert out.returncode == 0, out.stderr

@@ -1,22 +1,29 @@
-"""controller_node in one process (private context, unique domain): bad input is rejected with a
-diagnostic naming topic and field and the node lives on; a trajectory stamped an hour ahead is
-rejected; a dead executor thread halts the arm through the control thread's heartbeat check."""
+"""controller_node in one process (private context, unique domain): its parameters are declared
+(type, description, range, read-only) and a misspelled one is refused by name; bad input is
+rejected with a diagnostic naming topic and field and the node lives on; a trajectory stamped an
+hour ahead is rejected; a dead executor thread halts the arm through the control thread's
+heartbeat check."""
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
 
+from rcl_interfaces.msg import ParameterType  # noqa: E402
+from rcl_interfaces.srv import DescribeParameters, SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from eva_core.control import EventKind, State  # noqa: E402
+from eva_core.config import ConfigError, Section, param  # noqa: E402
+from eva_core.control import State  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.backends import LoopbackArm  # noqa: E402
 from eva_ros.conversions import trajectory_to_msg  # noqa: E402
-from eva_ros.diagnostics import Event  # noqa: E402
+from eva_ros.params import declare_config  # noqa: E402
 from ros_fixtures import wait_for  # noqa: E402
 from test_ros_nodes import EMB, HOME, harness  # noqa: E402,F401 - the shared in-process harness
 
@@ -38,8 +45,51 @@ def sweep(t0, frame_id, offset=0.2, n=200):
     return trajectory_to_msg(EMB.joint_names, EMB.action_to_joint_positions(a), 0.005, t0, frame_id)
 
 
-def test_every_loop_event_kind_is_a_diagnostics_event():
-    assert {k.value for k in EventKind} <= {e.value for e in Event}
+def test_parameters_are_declared_with_type_description_range_and_read_only(harness):
+    """ros2 param describe / set on the controller, through its parameter services."""
+    controller(harness)
+    (d,) = harness.call(DescribeParameters, "/controller/describe_parameters",
+                        DescribeParameters.Request(names=["control_rate_hz"])).descriptors
+    assert d.type == ParameterType.PARAMETER_DOUBLE and "control loop rate" in d.description and "Hz" in d.description
+    (r,) = d.floating_point_range           # gt 0, le 10000: inclusive in ROS, strict in the typed check
+    assert (r.from_value, r.to_value) == (0.0, 10000.0) and d.read_only and d.additional_constraints
+    (nested,) = harness.call(DescribeParameters, "/controller/describe_parameters",
+                             DescribeParameters.Request(names=["safety.velocity_scale"])).descriptors
+    assert nested.type == ParameterType.PARAMETER_DOUBLE and nested.floating_point_range[0].to_value == 1.0
+    req = SetParameters.Request(parameters=[Parameter("control_rate_hz", value=50.0).to_parameter_msg()])
+    (res,) = harness.call(SetParameters, "/controller/set_parameters", req).results
+    assert not res.successful and "read-only" in res.reason
+
+
+def test_a_misspelled_parameter_is_refused_by_name(harness):
+    from eva_ros.nodes.controller_node import ControllerNode
+
+    with pytest.raises(ConfigError, match=r"controller: control_rate_hx: unknown key; did you mean 'control_rate_hz'"):
+        harness.add(ControllerNode, params={"control_rate_hx": 100.0}, backend=LoopbackArm(EMB))
+    with pytest.raises(ConfigError, match=r"controller.arm: initial_position: unknown key; did you mean"):
+        harness.add(ControllerNode, params={"arm.initial_position": [0.0]}, backend=LoopbackArm(EMB))
+
+
+@dataclass
+class _Options(Section):
+    gain: float = param(1.0, "a gain read on every use", dynamic=True, ge=0)
+    count: int = param(3, "read at start-up", gt=0, lt=10)
+    names: list[str] = param([], "no items: still typed")
+    extra: dict = param({}, "backend options")
+
+
+def test_declare_config_types_ranges_and_dynamic_fields(harness):
+    node = harness.probe
+    declare_config(node, _Options.from_dict({"extra": {"a": {"b": 2}}}), prefix="opt.")
+    count = node.describe_parameter("opt.count")
+    assert count.type == ParameterType.PARAMETER_INTEGER and count.read_only
+    assert (count.integer_range[0].from_value, count.integer_range[0].to_value) == (1, 9)   # gt 0, lt 10
+    assert node.describe_parameter("opt.names").type == ParameterType.PARAMETER_STRING_ARRAY
+    assert node.get_parameter("opt.extra.a.b").value == 2
+    assert not node.describe_parameter("opt.gain").read_only
+    assert node.set_parameters([Parameter("opt.gain", value=2.0)])[0].successful
+    assert not node.set_parameters([Parameter("opt.gain", value=-1.0)])[0].successful   # below its range
+    assert not node.set_parameters([Parameter("opt.count", value=4)])[0].successful
 
 
 @pytest.mark.parametrize("frame_id, field", [("eva_traj:id=1;t_traj=abc", "t_traj"), ("eva_traj:id=x", "id"),

@@ -156,7 +156,8 @@ def test_a_dead_executor_or_control_thread_halts_the_arm_and_fails_the_run(tmp_p
     script = textwrap.dedent(f"""
         import sys
         from eva_ros import bringup
-        bringup.NODE_KINDS["controller"] = "crashing_controller:CrashingController"
+        bringup.NODE_KINDS["controller"] = bringup.NODE_KINDS["controller"]._replace(
+            target="crashing_controller:CrashingController")
         sys.exit(bringup.main(["--quiet", "--config", "loopback", "--nodes", "controller", "--duration", "120",
                                "--report", {str(report)!r}]))
     """)

@@ -1,12 +1,12 @@
 """Generate the parameter, backend-option and diagnostic-event tables of docs/ros_interface.md
-from the code: the Section dataclasses of eva_ros/node_config.py, every registered backend's
-`Options`, and eva_ros.diagnostics.Event / EVENT_DOCS.
+from the code: the params section of every node in the node registry (eva_ros/registry.py) and
+eva-bringup's own, every registered backend's `Options`, and eva_core.events.Event / EVENT_DOCS.
 
     python tools/gen_param_docs.py           # rewrite the generated blocks in place (atomic)
     python tools/gen_param_docs.py --check   # exit 1 if the docs differ from the code
 
 The blocks sit between `<!-- BEGIN GENERATED: <name> -->` and `<!-- END GENERATED: <name> -->`;
-the text around them is written by hand. tests/test_config_docs.py runs --check.
+the text around them is written by hand. tests/test_config.py checks the docs are up to date.
 """
 
 from __future__ import annotations
@@ -50,10 +50,15 @@ def table(cls, title: str) -> str:
 
 def parameters_block() -> str:
     from eva_ros.node_config import SECTIONS
+    from eva_ros.registry import NODE_KINDS
 
     parts = []
     for name, cls in SECTIONS.items():
-        where = "read by eva-bringup only; not a node" if name == "eva_bringup" else f"node `{name}`"
+        if name in NODE_KINDS:
+            k = NODE_KINDS[name]
+            where = f"node `{name}`: `{k.target}`, `{k.script}`" + ("" if k.bringup else "; not in eva-bringup")
+        else:
+            where = "read by eva-bringup only; not a node"
         parts.append(table(cls, f"`{name}` ({where}; `{cls.__module__}.{cls.__name__}`)"))
     return "\n\n".join(parts)
 
@@ -71,7 +76,7 @@ def backends_block() -> str:
 
 
 def events_block() -> str:
-    from eva_ros.diagnostics import EVENT_DOCS, Event
+    from eva_core.events import EVENT_DOCS, Event
 
     lines = ["| event | meaning |", "|---|---|"]
     lines += [f"| `{e.value}` | {EVENT_DOCS[e]} |" for e in Event]

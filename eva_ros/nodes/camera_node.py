@@ -9,6 +9,7 @@ or float in [0, 1]; NaN/inf or another dtype is an event, not a message). A rend
 Parameters: section `camera`, CameraConfig (eva_ros/node_config.py; docs/ros_interface.md):
 fps in (0, 1000] (a zero or negative rate is a start-up error), source + source_options
 (validated by the source's Options class), connect_timeout, camera_name, topic, frame_id.
+A source that cannot connect (no camera) fails start-up: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -85,8 +86,13 @@ class CameraNode(Node):
             self._stop.set()
             raise TimeoutError(f"camera {p.camera_name!r}: source {p.source!r} did not connect within "
                                f"connect_timeout = {p.connect_timeout} s")
-        if self._connect_error is not None:
-            raise self._connect_error
+        exc = self._connect_error
+        if isinstance(exc, Exception) and not isinstance(exc, (ValueError, OSError, KeyError)):
+            # e.g. no RealSense connected (a RuntimeError of the SDK): a start-up error, one line
+            # and exit 2 from main, as the controller's CanBusError
+            raise ConnectionError(f"camera {p.camera_name!r}: source {p.source!r} did not connect: {exc}") from exc
+        if exc is not None:
+            raise exc
         self.get_logger().info(f"publishing {p.source} frames on {self.topic} at {p.fps} Hz")
 
     def _capture_loop(self) -> None:

@@ -6,7 +6,7 @@ read by `eva_ros.backends.piper.PiperLeader` from the control frames the leader 
 Nothing is sent to the arms. Silent or stale leader arms are reported on /diagnostics and
 nothing is published for them (never a zero position).
 
-Parameters (`LeaderArmConfig`, checked like every node's: a misspelled key is an error):
+Parameters (`eva_ros.node_config.LeaderArmConfig`, checked like every node's: a misspelled key is an error):
 embodiment, rate_hz (publish rate, default 200), arm.* (PiperArm.Options: can_interface,
 can_left, can_right, feedback_timeout). On Cobot Magic the leader arms have their own CAN
 adapters (set arm.can_left / arm.can_right to their names); on a master-slave linked bus the
@@ -18,33 +18,18 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from eva_core.config import ConfigError, param
 from eva_core.embodiment import load_embodiment
 from eva_ros import names, qos
-from eva_ros.backends.piper import PiperArm, PiperLeader
+from eva_ros.backends.piper import PiperLeader
 from eva_ros.conversions import joint_state_msg
 from eva_ros.diagnostics import ERROR, OK, DiagnosticsReporter, Event, RateCounter
-from eva_ros.node_config import NodeSection
+from eva_ros.node_config import LeaderArmConfig
 from eva_ros.params import NODE_KWARGS, load_node_config
 from eva_ros.runtime import run_node, run_periodic, stop_thread
-
-
-@dataclass
-class LeaderArmConfig(NodeSection):
-    rate_hz: float = param(200.0, "publish rate of leader/joint_states", unit="Hz", gt=0, le=1000)
-    arm: dict = param({}, "PiperArm.Options of the leader buses (can_interface, can_left, can_right, "
-                          "feedback_timeout)")
-
-    def validate(self) -> None:
-        try:
-            PiperArm.Options.from_dict(self.arm, section="arm")
-        except ConfigError as exc:
-            self.error(f"arm.{exc.key}", exc.problem)
 
 
 class LeaderArmNode(Node):
