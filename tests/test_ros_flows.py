@@ -15,7 +15,8 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
-from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_to_msg, trajectory_to_msg)  # noqa: E402
+from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_to_msg, msg_to_chunk, trajectory_meta,  # noqa: E402
+                                  trajectory_to_msg)
 from ros_fixtures import NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
@@ -73,11 +74,18 @@ def test_frame_flows_camera_planner_idm_controller_joint_states(loop):
         traj = wait_for(lambda: p.received("/eva/plan/trajectory"), 120, what="a trajectory")[0]
     except AssertionError:
         raise AssertionError(loop.logs())
-    # the trajectory is decoded from a chunk generated from a camera frame: same stamp all along
+    # the trajectory is decoded from a chunk generated from a camera frame: the chunk keeps the
+    # frame's stamp, and the trajectory too unless the chunk runs from its arrival (synchronous
+    # planning, which a loaded host falls back to): then it is stamped when it was published
     stamp = from_time_msg(traj.header.stamp)
-    chunk_stamps = {from_time_msg(m.header.stamp) for m in p.received("/eva/plan/frames")}
-    cam_stamps = {from_time_msg(m.header.stamp) for m in p.received(CAM)}
-    assert stamp in chunk_stamps and stamp in cam_stamps
+    chunks = {msg_to_chunk(m)[1].chunk_id: m for m in p.received("/eva/plan/frames")}
+    chunk = chunks[trajectory_meta(traj).chunk_id]
+    chunk_stamp, anchor = from_time_msg(chunk.header.stamp), msg_to_chunk(chunk)[1].anchor
+    assert chunk_stamp in {from_time_msg(m.header.stamp) for m in p.received(CAM)}
+    if anchor == "observation":
+        assert stamp == chunk_stamp
+    else:
+        assert anchor == "arrival" and stamp > chunk_stamp
     assert list(traj.joint_names) == list(EMB.joint_names)
     dts = np.diff([pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in traj.points])
     np.testing.assert_allclose(dts, 1 / 200.0, atol=1e-6)
