@@ -14,15 +14,13 @@ from dataclasses import dataclass
 
 from eva_core.config import Section, param
 from eva_core.embodiment import DEFAULT_EMBODIMENT
+from eva_core.idm import FUSIONS, PRECISIONS, VARIANTS
 from eva_core.planner import PlannerConfig
 from eva_core.safety import SafetyConfig
 from eva_core.trajectory import FollowerConfig
 from eva_core.world_model.config import WorldModelConfig
 
 NODE_KINDS = ("camera", "planner", "idm_action", "controller")
-IDM_VARIANTS = ("resnet_plus", "resnet18", "tiny")      # eva_core.idm.VARIANTS (tested equal)
-IDM_FUSIONS = ("early", "late")                         # eva_core.idm.FUSIONS
-IDM_PRECISIONS = ("float32", "bfloat16", "auto")        # eva_core.idm.PRECISIONS
 DISCOVERY_RANGES = ("", "SUBNET", "LOCALHOST", "OFF", "SYSTEM_DEFAULT")
 
 
@@ -88,10 +86,10 @@ class PlannerNodeConfig(NodeSection, PlannerConfig):
 
 @dataclass
 class IDMOptions(Section):
-    variant: str = param("tiny", "a fresh IDM of this variant (when no checkpoint)", choices=IDM_VARIANTS)
-    fusion: str | None = param(None, "early | late; empty: the variant's default", choices=IDM_FUSIONS)
+    variant: str = param("tiny", "a fresh IDM of this variant (when no checkpoint)", choices=VARIANTS)
+    fusion: str | None = param(None, "early | late; empty: the variant's default", choices=FUSIONS)
     checkpoint: str = param("", "our safetensors IDM directory or an EVA .pt; empty: a fresh `variant`")
-    precision: str = param("float32", "auto: bfloat16 where the device has it natively", choices=IDM_PRECISIONS)
+    precision: str = param("float32", "auto: bfloat16 where the device has it natively", choices=PRECISIONS)
     batch_size: int = param(16, "frames per IDM forward pass", ge=1)
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 VARIANTS = ("resnet_plus", "resnet18", "tiny")
 FUSIONS = ("early", "late")
+PRECISIONS = ("float32", "bfloat16", "auto")  # auto: bfloat16 where the device has native bf16 (model.resolve_precision)
 
 # Per-variant defaults: input size, MLP hidden widths, fusion.
 _DEFAULTS = {
