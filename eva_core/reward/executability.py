@@ -9,7 +9,8 @@ For actions A (T, D) at dt = 1/fps (the reward of EVA's released code):
 with d_a = huber_acc_frac * a_max, d_j = huber_jerk_frac * a_max / dt and w the dimension weights
 divided by their mean. Limits and weights come from the embodiment; the coefficients from
 RewardConfig (defaults = EVA's released code), optionally overridden by a `reward:` section of the
-embodiment YAML. There is no default robot: pass `config=RewardConfig.from_embodiment(emb)` (or the
+embodiment YAML. The terms are one table, `TERMS` (computed, weighted and reported from it).
+There is no default robot: pass `config=RewardConfig.from_embodiment(emb)` (or the
 Embodiment itself).
 """
 
