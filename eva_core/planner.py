@@ -33,6 +33,7 @@ import threading
 from dataclasses import dataclass, field
 
 from eva_core.chunk_decoding import MAX_CHUNK_DURATION
+from eva_core.config import Section, param
 from eva_core.timeseries import StampedHistory, nearest_index
 
 POLICIES = ("lead", "sync", "continuous", "on_demand")
@@ -41,25 +42,17 @@ SYNC_EXIT_FRACTION = 0.5    # lead leaves synchronous planning once the latency 
 
 
 @dataclass
-class PlannerConfig:
-    n_exec: int = 8                # actions of each chunk to execute before the next takes over
-    max_obs_age: float = 0.5       # s; observations older than this are rejected
-    policy: str = "lead"
-    lead_margin: float = 0.1       # s of slack so chunk k+1 lands before chunk k ends
-    initial_latency: float = 0.5   # s; latency guess before the first measurement
-    latency_smoothing: float = 0.3  # EMA weight of a new latency sample
-    sync_fallback: bool = True     # lead: run synchronously while generation is slower than a chunk
-    settle_time: float = 0.3       # s; sync: wait this long after a chunk's end (IDM + arm settle)
+class PlannerConfig(Section):
+    """The replanning policy's settings (the planner node's `planner` section extends it)."""
 
-    def __post_init__(self):
-        if self.policy not in POLICIES:
-            raise ValueError(f"planner policy {self.policy!r} not in {POLICIES}")
-        if self.n_exec < 1:
-            raise ValueError(f"n_exec must be >= 1, got {self.n_exec}")
-        if self.max_obs_age <= 0:
-            raise ValueError(f"max_obs_age must be > 0, got {self.max_obs_age}")
-        if not self.settle_time >= 0:   # NaN fails too
-            raise ValueError(f"settle_time must be >= 0, got {self.settle_time}")
+    n_exec: int = param(8, "frames of each chunk executed before the next one", ge=1)
+    max_obs_age: float = param(0.5, "an observation older than this is rejected", unit="s", gt=0)
+    policy: str = param("lead", "when to start the next chunk", choices=POLICIES)
+    lead_margin: float = param(0.1, "policy lead: start this much before the running chunk's end", unit="s", ge=0)
+    initial_latency: float = param(0.5, "generation latency assumed before the first measurement", unit="s", ge=0)
+    latency_smoothing: float = param(0.3, "EMA weight of a new latency sample", gt=0, le=1)
+    sync_fallback: bool = param(True, "policy lead: plan synchronously while generation is slower than a chunk")
+    settle_time: float = param(0.3, "synchronous planning: wait this long after a chunk's end", unit="s", ge=0)
 
 
 @dataclass

@@ -15,14 +15,12 @@ from pathlib import Path
 
 from eva_core.config import ConfigError, Section, param
 from eva_core.embodiment import DEFAULT_EMBODIMENT
+from eva_core.idm import FUSIONS, PRECISIONS, VARIANTS
+from eva_core.planner import PlannerConfig
 from eva_core.safety import SafetyConfig
 from eva_core.trajectory import FollowerConfig
+from eva_core.world_model.config import WorldModelConfig
 from eva_ros.registry import NODE_KINDS, bringup_kinds
-
-POLICIES = ("lead", "sync", "continuous", "on_demand")        # eva_core.planner.POLICIES (tested equal)
-IDM_VARIANTS = ("resnet_plus", "resnet18", "tiny")      # eva_core.idm.VARIANTS (tested equal)
-IDM_FUSIONS = ("early", "late")                         # eva_core.idm.FUSIONS
-IDM_PRECISIONS = ("float32", "bfloat16", "auto")        # eva_core.idm.PRECISIONS
 DISCOVERY_RANGES = ("", "SUBNET", "LOCALHOST", "OFF", "SYSTEM_DEFAULT")
 
 
@@ -72,30 +70,26 @@ class CameraConfig(NodeSection):
 
 
 @dataclass
-class PlannerConfig(NodeSection):
+class PlannerNodeConfig(NodeSection, PlannerConfig):
+    """The planner node: the replanning policy (eva_core.planner.PlannerConfig) + the node's keys."""
+
     camera_topic: str = param("cam_high/color/image_raw", "image topic the planner observes")
     instruction: str = param("", "instruction used until /eva/instruction says otherwise")
-    n_exec: int = param(8, "frames of each chunk executed before the next one", ge=1)
-    max_obs_age: float = param(0.5, "an observation older than this is rejected", unit="s", gt=0)
-    policy: str = param("lead", "when to start the next chunk", choices=POLICIES)
-    lead_margin: float = param(0.1, "policy lead: start this much before the running chunk's end", unit="s", ge=0)
-    sync_fallback: bool = param(True, "policy lead: plan synchronously while generation is slower than a chunk")
-    settle_time: float = param(0.3, "synchronous planning: wait this long after a chunk's end", unit="s", ge=0)
-    initial_latency: float = param(0.5, "generation latency assumed before the first measurement", unit="s", ge=0)
     check_period: float = param(0.01, "period of the planning worker's decision check", unit="s", gt=0)
     torch_threads: int = param(1, "torch.set_num_threads; 0 leaves torch's default", ge=0)
     seed: int = param(-1, "sampling seed (+ chunk id); -1: random", ge=-1)
     warmup: bool = param(True, "one generation at start-up, so the first chunk is not slow")
     history_frames: int = param(0, "camera frames before the observation given as history", ge=0)
-    world_model: dict = param({}, "WorldModelConfig keys; kind tiny starts from WorldModelConfig.tiny_default")
+    world_model: WorldModelConfig = param(WorldModelConfig.tiny_default(),
+                                          "the world model (kind tiny starts from WorldModelConfig.tiny_default)")
 
 
 @dataclass
 class IDMOptions(Section):
-    variant: str = param("tiny", "a fresh IDM of this variant (when no checkpoint)", choices=IDM_VARIANTS)
-    fusion: str | None = param(None, "early | late; empty: the variant's default", choices=IDM_FUSIONS)
+    variant: str = param("tiny", "a fresh IDM of this variant (when no checkpoint)", choices=VARIANTS)
+    fusion: str | None = param(None, "early | late; empty: the variant's default", choices=FUSIONS)
     checkpoint: str = param("", "our safetensors IDM directory or an EVA .pt; empty: a fresh `variant`")
-    precision: str = param("float32", "auto: bfloat16 where the device has it natively", choices=IDM_PRECISIONS)
+    precision: str = param("float32", "auto: bfloat16 where the device has it natively", choices=PRECISIONS)
     batch_size: int = param(16, "frames per IDM forward pass", ge=1)
 
 

@@ -32,7 +32,7 @@ class NodeKind(NamedTuple):
 NODE_KINDS: dict[str, NodeKind] = {
     "camera": NodeKind("eva_ros.nodes.camera_node:CameraNode", "eva_ros.node_config:CameraConfig",
                        "eva-camera-node"),
-    "planner": NodeKind("eva_ros.nodes.planner_node:PlannerNode", "eva_ros.node_config:PlannerConfig",
+    "planner": NodeKind("eva_ros.nodes.planner_node:PlannerNode", "eva_ros.node_config:PlannerNodeConfig",
                         "eva-planner-node"),
     "idm_action": NodeKind("eva_ros.nodes.idm_action_node:IDMActionNode", "eva_ros.node_config:IDMActionConfig",
                            "eva-idm-action-node"),

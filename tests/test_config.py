@@ -120,13 +120,65 @@ def test_core_configs_are_sections():
         SafetyConfig.from_dict({"velocity_scale": 2})
 
 
-def test_node_sections_choices_match_the_core():
-    from eva_core import idm, planner
-    from eva_ros import node_config as nc
+def test_node_config_and_the_idm_package_import_without_torch():
+    """The choice constants have one torch-free home (eva_core.idm.config); eva_core.idm loads
+    its torch modules only when one of their names is used."""
+    import subprocess
+    import sys
 
-    assert set(nc.POLICIES) == set(planner.POLICIES)
-    assert set(nc.IDM_VARIANTS) == set(idm.VARIANTS) and set(nc.IDM_FUSIONS) == set(idm.FUSIONS)
-    assert set(nc.IDM_PRECISIONS) == set(idm.PRECISIONS)
+    code = ("import sys\n"
+            "import eva_ros.node_config as nc, eva_core.idm as idm\n"
+            "from eva_core.idm import VARIANTS, FUSIONS, PRECISIONS, IDMConfig\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "assert nc.IDMOptions.__dataclass_fields__['variant'].metadata['choices'] == VARIANTS\n"
+            "assert idm.build_idm and 'torch' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def _planner_params(tmp_path, body: str) -> Path:
+    path = tmp_path / "planner.yaml"
+    path.write_text("planner:\n  ros__parameters:\n" + "".join(f"    {line}\n" for line in body.splitlines()))
+    return path
+
+
+def test_the_planner_section_is_the_core_planner_config_plus_the_node_keys(tmp_path):
+    from eva_core import planner
+    from eva_core.world_model import WorldModelConfig
+    from eva_ros.node_config import SECTIONS, PlannerNodeConfig
+    from eva_ros.params import check_params_files
+
+    assert SECTIONS["planner"] is PlannerNodeConfig and issubclass(PlannerNodeConfig, planner.PlannerConfig)
+    assert set(planner.PlannerConfig.keys()) < set(PlannerNodeConfig.keys())
+    path = _planner_params(tmp_path, "policy: sync\nn_exec: 4\nworld_model:\n  num_frames: 17\n  tiny: {num_layers: 3}")
+    cfg = check_params_files([path])["planner"]
+    assert (cfg.policy, cfg.n_exec) == ("sync", 4)
+    # kind tiny (the default) starts from tiny_default; the given keys override it
+    assert cfg.world_model == WorldModelConfig.tiny_default(num_frames=17, tiny={"num_layers": 3})
+    assert PlannerNodeConfig().world_model == WorldModelConfig.tiny_default()
+    # the node's config drives the core planner as is
+    core = planner.RecedingHorizonPlanner(cfg, fps=16.0, num_frames=17)
+    assert core.n_exec == 4 and core.config.policy == "sync"
+    full = check_params_files([_planner_params(tmp_path, "world_model: {kind: diffusers, model_dir: /m}")])["planner"]
+    assert (full.world_model.num_frames, full.world_model.height) == (49, 480)
+
+
+@pytest.mark.parametrize("body, section, key, problem", [
+    ("world_model:\n  num_frame: 17", "planner.world_model", "num_frame", "did you mean 'num_frames'?"),
+    ("world_model:\n  tiny: {num_layer: 3}", "planner.world_model.tiny", "num_layer", "did you mean 'num_layers'?"),
+    ("world_model:\n  num_frames: 10", "planner.world_model", "num_frames", "4k+1"),
+    ("world_model:\n  kind: vqvae", "planner.world_model", "kind", "must be one of"),
+    ("policy: sometimes", "planner", "policy", "must be one of"),
+    ("n_exec: 0", "planner", "n_exec", "must be >= 1"),
+    ("latency_smoothing: 0", "planner", "latency_smoothing", "must be > 0"),
+])
+def test_a_bad_planner_key_names_the_params_file_section_and_key(tmp_path, body, section, key, problem):
+    from eva_ros.params import check_params_files
+
+    path = _planner_params(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        check_params_files([path])
+    assert (info.value.source, info.value.section, info.value.key) == (str(path), section, key)
+    assert problem in info.value.problem and "\n" not in str(info.value)
 
 
 def test_default_embodiment_is_the_node_default():

@@ -138,7 +138,7 @@ def test_yaml_reward_section_overrides_the_reward_defaults(tmp_path):
     assert RewardConfig.from_embodiment(emb, p0=5.0).p0 == 5.0  # keyword overrides beat the YAML
     assert RewardConfig.from_embodiment(load_embodiment()).p0 == 2000.0
     typo = load_embodiment(_write_variant(tmp_path, lambda e: e.__setitem__("reward", {"not_a_field": 1})))
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"robot\.yaml: embodiment\.reward: not_a_field: unknown key"):
         RewardConfig.from_embodiment(typo)
 
 

@@ -191,3 +191,20 @@ def test_a_broken_config_json_names_the_file(tmp_path, text):
     (out / "config.json").write_text(text)
     with pytest.raises(IDMCheckpointError, match="config.json: (invalid JSON|expected a JSON object)"):
         load_idm(out)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"varaint": "tiny"}, "varaint: unknown key; did you mean 'variant'?"),
+    ({"variant": "resnet9000"}, "variant: must be one of"),
+    ({"image_size": 16}, "image_size: must be >= 32"),
+])
+def test_a_bad_config_in_config_json_fails_loudly_in_one_line_naming_the_file(tmp_path, change, problem):
+    import json
+
+    out = save_idm(build_idm(IDMConfig(action_dim=14, variant="tiny")), tmp_path / "idm")
+    meta = json.loads((out / "config.json").read_text())
+    meta["config"].update(change)
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(IDMCheckpointError) as e:
+        load_idm(out)
+    assert str(e.value).startswith(f"{out / 'config.json'}: key 'config': {problem}") and "\n" not in str(e.value)

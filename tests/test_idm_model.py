@@ -196,10 +196,29 @@ def test_a_batch_of_clips_equals_clip_by_clip(fusion):
 def test_action_dim_comes_from_the_embodiment_not_a_default():
     from eva_core.embodiment import load_embodiment
 
-    with pytest.raises(ValueError, match="action_dim must be a positive int"):
+    with pytest.raises(ValueError, match="action_dim: must be a positive int"):
         IDMConfig(variant="tiny")
     single = load_embodiment(Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml")
     m = build_idm(IDMConfig.for_embodiment(single, variant="tiny"))
     assert m.predict(torch.rand(5, 3, 64, 64)).shape == (5, 7)
     with pytest.raises(TypeError, match="IDMConfig"):
         build_idm(None)
+
+
+@pytest.mark.parametrize("kw, key, problem", [
+    (dict(hidden=[1, 2, 3]), "hidden", "2 widths"),
+    (dict(image_size=16), "image_size", ">= 32"),
+    (dict(dropout=1.0), "dropout", "< 1"),
+    (dict(frame_offsets=[]), "frame_offsets", "at least one"),
+    (dict(frame_offsets=[0.5]), "frame_offsets", "expected int"),
+    (dict(action_dim=0), "action_dim", ">= 1"),
+])
+def test_idm_config_is_a_typed_section(kw, key, problem):
+    from eva_core.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        IDMConfig(**{"action_dim": 14, "variant": "tiny", **kw})
+    assert e.value.key == key and problem in e.value.problem
+    cfg = IDMConfig(action_dim=14, variant="tiny", hidden=[32, 16])
+    assert cfg.hidden == (32, 16) and cfg.fusion == "early" and cfg.image_size == 64
+    assert IDMConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["hidden"] == [32, 16]

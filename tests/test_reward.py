@@ -1,6 +1,7 @@
 """Executability reward: hand-computed sequences, a plain NumPy reference of EVA's released reward, batching."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -133,7 +134,7 @@ def test_constants_come_from_the_embodiment_and_config():
     jumpy = A.copy()
     jumpy[8] += 0.2
     assert float(executability_reward(jumpy, config=soft).score) > float(executability_reward(jumpy, config=cfg).score)
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="not_a_field: unknown key"):
         cfg.with_overrides(not_a_field=1)
     with pytest.raises(ValueError, match=r"\(T, 14\)"):
         executability_reward(np.zeros((10, 7)), config=CFG)
@@ -180,3 +181,38 @@ def test_there_is_no_default_robot_and_bad_coefficients_are_refused(tmp_path):
     for fps in (0.0, -16.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="fps"):
             executability_reward(np.zeros((10, 14)), fps=fps, config=CFG)
+
+
+def test_the_terms_table_computes_and_reports_every_term(monkeypatch):
+    from eva_core.reward import executability as ex
+
+    cfg = RewardConfig.from_embodiment(EMB, position_limit=True)
+    A = smooth(20) + 0.05 * np.random.default_rng(1).normal(size=(20, 14))
+    res = executability_reward(A, config=cfg)
+    assert list(res.components) == [t.name for t in ex.TERMS]
+    assert float(res.penalty) == pytest.approx(sum(getattr(cfg, t.coef) * float(res.components[t.name]) for t in ex.TERMS))
+    assert list(executability_reward(A[:2], config=cfg).components) == [t.name for t in ex.TERMS]   # short: zeros
+    assert "position_limit" not in executability_reward(A, config=CFG).components
+    # a new term is one entry of the table: it is computed, weighted and reported
+    extra = ex.Term("speed", "acc_coef", lambda k: k.v.abs())
+    monkeypatch.setattr(ex, "TERMS", ex.TERMS + (extra,))
+    more = executability_reward(A, config=cfg)
+    speed = float(np.mean(np.abs(np.diff(A, axis=0) * FPS) * (EMB.reward_weights / EMB.reward_weights.mean())))
+    assert float(more.components["speed"]) == pytest.approx(speed)
+    assert float(more.penalty) == pytest.approx(float(res.penalty) + cfg.acc_coef * speed)
+
+
+def test_reward_config_is_a_typed_section():
+    from eva_core.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        RewardConfig.from_embodiment(EMB, jerk_cof=1.0)
+    assert (e.value.section, e.value.key) == ("embodiment.reward", "jerk_cof") and "did you mean 'jerk_coef'" in str(e.value)
+    assert str(EMB.config_file) in str(e.value)
+    for bad, problem in (({"acc_coef": -1.0}, ">= 0"), ({"min_frames": 4.5}, "expected int"),
+                         ({"vel_max": [1.0] * 13}, "(D,) alike"), ({"weights": [0.0] * 14}, "not all 0"),
+                         ({"acc_max": [float("inf")] * 14}, "finite")):
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            CFG.with_overrides(**bad)
+    assert CFG.with_overrides(p0=1000).p0 == 1000.0 and isinstance(CFG.with_overrides(p0=1000).p0, float)
+    assert CFG.with_overrides(vel_max=[2.0] * 14).vel_max.dtype == np.float64

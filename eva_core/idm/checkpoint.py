@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from eva_core.atomic_io import atomic_dir, atomic_path
+from eva_core.config import ConfigError
 from eva_core.idm.config import IDMConfig
 from eva_core.idm.model import IDM
 from eva_core.state_dict import compare_state_dicts, describe_keys
@@ -83,6 +84,14 @@ def save_idm(idm: IDM, out_dir, extra: dict | None = None) -> Path:
     return out_dir
 
 
+def _config_from(data, where: str) -> IDMConfig:
+    """IDMConfig.from_dict (strict: unknown keys fail) as one IDMCheckpointError line `<where>: <key>: <problem>`."""
+    try:
+        return IDMConfig.from_dict(data)
+    except ConfigError as e:
+        raise IDMCheckpointError(": ".join(p for p in (where, e.key, e.problem) if p)) from e
+
+
 def _load_dir(path: Path, map_location) -> IDM:
     cfg_file, w_file = path / CONFIG_FILE, path / WEIGHTS_FILE
     for f in (cfg_file, w_file):
@@ -99,10 +108,7 @@ def _load_dir(path: Path, map_location) -> IDM:
     for key in ("config", "normalization"):
         if key not in meta:
             raise IDMCheckpointError(f"{cfg_file}: missing key {key!r}")
-    try:
-        cfg = IDMConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as e:
-        raise IDMCheckpointError(f"{cfg_file}: key 'config': {e}") from e
+    cfg = _config_from(meta["config"], f"{cfg_file}: key 'config'")
     model = IDM(cfg)
     load_state_dict_strict(model, read_safetensors(w_file), str(w_file))
     norm = meta["normalization"]
@@ -211,10 +217,7 @@ def load_eva_pt(path, config: IDMConfig | None = None, map_location="cpu", requi
         if not isinstance(cfg_dict, dict):
             config = _infer_config(state, str(path))
         else:
-            try:
-                config = IDMConfig.from_dict(cfg_dict)
-            except (TypeError, ValueError) as e:
-                raise IDMCheckpointError(f"{path}: key 'idm_config': {e}") from e
+            config = _config_from(cfg_dict, f"{path}: key 'idm_config'")
     model = IDM(config)
     load_state_dict_strict(model, state, str(path))
     if len(norm) == 2:

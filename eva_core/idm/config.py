@@ -15,10 +15,14 @@ Fusion (how the k frames of a window meet):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from eva_core.config import Section, param
 
 VARIANTS = ("resnet_plus", "resnet18", "tiny")
 FUSIONS = ("early", "late")
+PRECISIONS = ("float32", "bfloat16", "auto")  # auto: bfloat16 where the device has native bf16 (model.resolve_precision)
 
 # Per-variant defaults: input size, MLP hidden widths, fusion.
 _DEFAULTS = {
@@ -29,40 +33,30 @@ _DEFAULTS = {
 
 
 @dataclass
-class IDMConfig:
-    variant: str = "resnet18"
-    image_size: int | None = None  # square input side; None -> the variant's default
-    frame_offsets: tuple[int, ...] = (-1, 0, 1)  # window around t, clamped at the ends (EVA)
-    action_dim: int | None = None  # required: the embodiment's action_dim (IDMConfig.for_embodiment)
-    hidden: tuple[int, ...] | None = None  # MLP widths; None -> variant default
-    fusion: str | None = None  # "early" | "late"; None -> variant default
-    dropout: float = 0.1
-    tiny_channels: tuple[int, ...] = (16, 32, 64, 64)  # only for variant "tiny"
-    backbone_weights: str | None = None  # optional local torchvision ResNet .pth (never downloaded)
-    extra: dict = field(default_factory=dict)  # free-form notes (e.g. training data), kept in config.json
+class IDMConfig(Section):
+    """The network (saved as a checkpoint's config.json "config"); None fields take the variant's default."""
 
-    def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise ValueError(f"IDMConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
-        if isinstance(self.action_dim, bool) or not isinstance(self.action_dim, int) or self.action_dim < 1:
-            raise ValueError(f"IDMConfig.action_dim must be a positive int (the embodiment's action_dim), "
-                             f"got {self.action_dim!r}")
-        d = _DEFAULTS[self.variant]
-        if self.image_size is None:
-            self.image_size = d["image_size"]
-        if self.hidden is None:
-            self.hidden = d["hidden"]
-        if self.fusion is None:
-            self.fusion = d["fusion"]
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"IDMConfig.fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        self.frame_offsets = tuple(int(o) for o in self.frame_offsets)
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.tiny_channels = tuple(int(c) for c in self.tiny_channels)
+    variant: str = param("resnet18", "backbone", choices=VARIANTS)
+    image_size: int | None = param(None, "square input side; empty: the variant's default", unit="px", ge=32)
+    frame_offsets: tuple[int, ...] = param((-1, 0, 1), "window around t, clamped at the ends (EVA)")
+    action_dim: int | None = param(None, "the embodiment's action_dim (IDMConfig.for_embodiment); required", ge=1)
+    hidden: tuple[int, ...] | None = param(None, "the two MLP widths; empty: the variant's default")
+    fusion: str | None = param(None, "early | late; empty: the variant's default", choices=FUSIONS)
+    dropout: float = param(0.1, "MLP dropout", ge=0, lt=1)
+    tiny_channels: tuple[int, ...] = param((16, 32, 64, 64), "conv widths of variant tiny")
+    backbone_weights: str | None = param(None, "optional local torchvision ResNet .pth (never downloaded)")
+    extra: dict = param({}, "free-form notes (e.g. training data), kept in config.json")
+
+    def validate(self) -> None:
+        if self.action_dim is None:
+            self.error("action_dim", "must be a positive int (the embodiment's action_dim), got None")
+        for key, value in _DEFAULTS[self.variant].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         if len(self.hidden) != 2:
-            raise ValueError(f"IDMConfig.hidden must have 2 widths (EVA head layout), got {self.hidden}")
-        if self.image_size < 32:
-            raise ValueError(f"IDMConfig.image_size must be >= 32, got {self.image_size}")
+            self.error("hidden", f"must have 2 widths (EVA head layout), got {self.hidden}")
+        if not self.frame_offsets:
+            self.error("frame_offsets", "needs at least one offset")
 
     @classmethod
     def for_embodiment(cls, embodiment, **kw) -> "IDMConfig":
@@ -74,16 +68,15 @@ class IDMConfig:
         return len(self.frame_offsets)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = super().to_dict()
         for k in ("frame_offsets", "hidden", "tiny_channels"):
             d[k] = list(d[k])
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "IDMConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"IDMConfig: unknown keys {unknown}")
-        # Files written before `fusion` existed all held early-fusion models.
-        return cls(**{"fusion": "early", **d})
+    def from_dict(cls, d: Mapping | None = None, *, source: str = "<dict>", section: str = "") -> "IDMConfig":
+        """Strict: an unknown key is a ConfigError. Files written before `fusion` existed all held
+        early-fusion models."""
+        if isinstance(d, Mapping):
+            d = {"fusion": "early", **d}
+        return super().from_dict(d, source=source, section=section)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from eva_core.idm.config import IDMConfig
+from eva_core.idm.config import PRECISIONS, IDMConfig
 from eva_core.idm.spatial_softmax import SpatialSoftmax
 from eva_core.images import normalize_imagenet
 
@@ -212,9 +212,6 @@ def resize_square(frames: torch.Tensor, size: int) -> torch.Tensor:
     if frames.shape[-2:] == (size, size):
         return frames
     return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
-PRECISIONS = ("float32", "bfloat16", "auto")  # auto: bfloat16 where the device has native bf16
 
 
 def native_bf16(device: torch.device | str = "cpu") -> bool:

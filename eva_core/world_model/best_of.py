@@ -4,9 +4,13 @@ EVA's executability reward, computed through a frozen IDM on the decoded video (
 map from [-1, 1] to [0, 1] before the IDM). `RewardScorer` scores a whole batch of clips in one
 IDM call (`video_reward` takes (B, T, 3, H, W)); best-of-N keeps the highest-scoring candidate.
 It is the baseline EVA argues against: N times the generation cost for one chunk.
+`best_of_n` is the loop; `BestOf` wraps any registry.VideoModel with it (WorldModel calls it itself).
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -53,6 +57,57 @@ def _dof(embodiment) -> int:
     if embodiment is None or isinstance(embodiment, str):
         embodiment = load_embodiment(embodiment or DEFAULT_EMBODIMENT)
     return int(embodiment.dof)
+
+
+def best_of_n(generate_one: Callable[[int], np.ndarray], scorer: RewardScorer, n: int,
+              seed: int | None) -> tuple[np.ndarray, dict, dict]:
+    """Draw `n` chunks with seeds seed, seed+1, ... (`generate_one(seed)`, None: a random base) and
+    keep the best. Returns (chunk, info {"seed", "best_of": {n, scores, chosen}}, timing)."""
+    base = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
+    t0 = time.perf_counter()
+    chunks = [generate_one(base + i) for i in range(n)]
+    t1 = time.perf_counter()
+    scores = scorer.score_frames(np.stack(chunks))
+    best = pick_best(scores)
+    timing = {"candidates": t1 - t0, "score": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    info = {"seed": base + best, "best_of": {"n": n, "scores": [float(s) for s in scores], "chosen": best}}
+    return chunks[best], info, timing
+
+
+class BestOf:
+    """Best-of-N around any VideoModel: each `generate` draws `n` chunks and keeps the one the IDM
+    at `reward_idm` scores highest. `last_info` / `last_timing` as WorldModel's."""
+
+    def __init__(self, model, n: int, *, reward_idm: str | None, embodiment=None, seed: int | None = None,
+                 scorer: RewardScorer | None = None):
+        if n < 1:
+            raise ValueError(f"best_of must be >= 1, got {n}")
+        if scorer is None and not reward_idm:
+            raise ValueError("world model: best-of-N needs 'reward_idm' in its config")
+        self.model, self.n, self.seed = model, int(n), seed
+        self._scorer, self._reward_idm, self._embodiment = scorer, reward_idm, embodiment
+        self.last_info: dict = {}
+        self.last_timing: dict = {}
+
+    fps = property(lambda self: self.model.fps)
+    num_frames = property(lambda self: self.model.num_frames)
+    height = property(lambda self: self.model.height)
+    width = property(lambda self: self.model.width)
+
+    @property
+    def scorer(self) -> RewardScorer:
+        if self._scorer is None:
+            self._scorer = load_scorer(self._reward_idm, self._embodiment, fps=self.fps)
+        return self._scorer
+
+    def generate(self, image, instruction, history=None, seed=None, **kwargs) -> np.ndarray:
+        scorer = self.scorer
+        chunk, info, timing = best_of_n(
+            lambda s: self.model.generate(image, instruction, history=history, seed=s, **kwargs),
+            scorer, self.n, self.seed if seed is None else seed)
+        self.last_info = {**getattr(self.model, "last_info", {}), **info}
+        self.last_timing = {**getattr(self.model, "last_timing", {}), **timing}
+        return chunk
 
 
 def pick_best(scores: torch.Tensor) -> int:

@@ -53,6 +53,8 @@ class WorldModelConfig(Section):
       "diffusers"  `model_dir` is a diffusers Wan I2V directory (transformer/, vae/, text_encoder/, ...)
       "lightning"  `model_dir` as above for VAE/encoders/tokenizer, plus `ckpt`: an LVP/EVA Lightning
                    `.ckpt` (converted on load) or a transformer directory made by `eva-convert-ckpt`
+    or a kind registered in eva_core.world_model.registry. Read configs with `from_dict` (kind
+    presets apply); direct construction `WorldModelConfig(...)` uses the plain field defaults.
     """
 
     kind: str = param("tiny", "tiny | diffusers | lightning (or a kind registered in eva_core.world_model.registry)")
@@ -115,6 +117,18 @@ class WorldModelConfig(Section):
             kind = data.get("kind", cls.__dataclass_fields__["kind"].default)
             data = {**(KIND_PRESETS.get(kind, {}) if isinstance(kind, str) else {}), **data}
         return super().from_dict(data, source=source, section=section)
+
+    @classmethod
+    def doc_rows(cls, prefix: str = "") -> list[dict]:
+        """As Section's, with the defaults a mapping gets: kind tiny's preset (other kinds: in the doc)."""
+        rows = super().doc_rows(prefix)
+        preset = KIND_PRESETS[cls.__dataclass_fields__["kind"].default]
+        for row in rows:
+            key = row["key"][len(prefix):]
+            if key in preset:
+                row["doc"] += f"; kinds other than tiny: {row['default']}"
+                row["default"] = preset[key]
+        return rows
 
     def validate(self) -> None:
         from eva_core.world_model.registry import kinds

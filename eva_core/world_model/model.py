@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from eva_core.world_model import encoders, lora, sampler
-from eva_core.world_model.best_of import pick_best as best_of_pick
+from eva_core.world_model.best_of import best_of_n
 from eva_core.world_model.checkpoint import cast_like_diffusers
 from eva_core.world_model.config import WorldModelConfig
 from eva_core.world_model.loading import WanComponents, load_components, resolve_device, resolve_dtype
@@ -183,20 +183,12 @@ class WorldModel:
             raise ValueError(f"best_of must be >= 1, got {n}")
         if n == 1:
             return self._generate_one(image, instruction, history, seed, batched_guidance)
-        scorer = self.scorer
-        base = self.cfg.seed if seed is None else seed
-        base = int(torch.randint(0, 2**31 - 1, ()).item()) if base is None else int(base)
-        t0 = time.perf_counter()
-        chunks = [self._generate_one(image, instruction, history, base + i, batched_guidance) for i in range(n)]
-        t1 = time.perf_counter()
-        scores = scorer.score_frames(np.stack(chunks))
-        best = best_of_pick(scores)
-        timing = dict(self.last_timing)
-        self.last_timing = {**timing, "candidates": t1 - t0, "score": time.perf_counter() - t1,
-                            "total": time.perf_counter() - t0}
-        self.last_info = {**self.last_info, "seed": base + best,
-                          "best_of": {"n": n, "scores": [float(s) for s in scores], "chosen": best}}
-        return chunks[best]
+        chunk, info, timing = best_of_n(
+            lambda s: self._generate_one(image, instruction, history, s, batched_guidance),
+            self.scorer, n, self.cfg.seed if seed is None else seed)
+        self.last_timing = {**self.last_timing, **timing}
+        self.last_info = {**self.last_info, **info}
+        return chunk
 
     def _generate_one(self, image, instruction, history, seed, batched_guidance) -> np.ndarray:
         if not isinstance(instruction, str):

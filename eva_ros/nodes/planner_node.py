@@ -8,8 +8,10 @@ eva_core.planner.RecedingHorizonPlanner. Service eva/replan (std_srvs/Trigger) f
 Every callback is guarded: a bad image is an event (bad_frame, nonfinite_frame) naming the
 topic, and the node lives on. No /joint_states subscription: the planner plans from images.
 
-Parameters: section `planner`, PlannerConfig (eva_ros/node_config.py; docs/ros_interface.md);
-world_model.* are WorldModelConfig keys (kind "tiny" starts from WorldModelConfig.tiny_default).
+Parameters: section `planner`, PlannerNodeConfig (eva_ros/node_config.py; docs/ros_interface.md):
+eva_core.planner.PlannerConfig's keys, the node's, and world_model.* (a WorldModelConfig; kind
+"tiny" starts from WorldModelConfig.tiny_default). The model is whatever kind world_model.kind
+names in eva_core.world_model.registry (any VideoModel).
 """
 
 from __future__ import annotations
@@ -28,41 +30,27 @@ from trajectory_msgs.msg import JointTrajectory
 from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import check_image
+from eva_core.world_model.registry import build_world_model
 from eva_ros import names, qos
 from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_is_finite, msg_to_image, trajectory_end,
                                  trajectory_meta)
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, Event, LatencyStats
-from eva_ros.node_config import PlannerConfig
+from eva_ros.node_config import PlannerNodeConfig
 from eva_ros.params import NODE_KWARGS, load_node_config
 from eva_ros.runtime import run_node, set_torch_threads, stop_thread
-
-
-def build_world_model(options: dict, embodiment=None):
-    """WorldModel from the node's `world_model.*` parameters; `embodiment` gives best-of-N's reward limits."""
-    from eva_core.world_model import WorldModel, WorldModelConfig
-
-    cfg = dict(options)
-    if cfg.get("kind", "tiny") == "tiny":
-        cfg.pop("kind", None)
-        return WorldModel.from_config(WorldModelConfig.tiny_default(**cfg), embodiment=embodiment)
-    return WorldModel.from_config(WorldModelConfig.from_dict(cfg), embodiment=embodiment)
 
 
 class PlannerNode(Node):
     def __init__(self, node_name: str = "planner", world_model=None, **node_kwargs):
         super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
-        p = self.cfg = load_node_config(self, PlannerConfig)
+        p = self.cfg = load_node_config(self, PlannerNodeConfig)
         set_torch_threads(p.torch_threads)
         self.wm = world_model or build_world_model(p.world_model, load_embodiment(p.embodiment))
         if p.warmup:  # first-call costs (lazy init, allocator) here, not in the first chunk
             t0 = time.time()
             self.wm.generate(np.zeros((self.wm.height, self.wm.width, 3), np.uint8), "warm up", seed=0)
             self.get_logger().info(f"world model warm-up: {time.time() - t0:.2f} s")
-        self.core = core.RecedingHorizonPlanner(
-            core.PlannerConfig(n_exec=p.n_exec, max_obs_age=p.max_obs_age, policy=p.policy,
-                               lead_margin=p.lead_margin, initial_latency=p.initial_latency,
-                               sync_fallback=p.sync_fallback, settle_time=p.settle_time),
-            fps=self.wm.fps, num_frames=self.wm.num_frames)
+        self.core = core.RecedingHorizonPlanner(p, fps=self.wm.fps, num_frames=self.wm.num_frames)
         self._lock = threading.Lock()
         self._frame: tuple[np.ndarray, float] | None = None   # newest (image, capture stamp)
         # keep a second more than the history spans, so a slow or jittery camera still leaves
