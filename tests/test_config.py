@@ -11,6 +11,8 @@ import pytest
 
 from eva_core.config import ConfigError, Section, param
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 

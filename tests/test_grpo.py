@@ -9,6 +9,8 @@ import torch
 
 from eva_core.world_model import WorldModel, WorldModelConfig, grpo, lora, sde
 
+pytestmark = pytest.mark.unit
+
 G = 4
 
 

@@ -22,7 +22,9 @@ from eva_core.sim import piper_protocol as P
 from eva_core.sim.piper_emulator import PiperEmulator, piper_arms
 from eva_core.trajectory import Trajectory
 from eva_ros.backends.piper import ArmFault, PiperArm
-from tests.ros_fixtures import wait_for
+from eva_ros.testing import wait_for
+
+pytestmark = pytest.mark.unit
 
 DT = 1.0 / 200
 TIMEOUT = 0.25   # feedback_timeout of backend and loop: generous for a loaded 2-core CI machine

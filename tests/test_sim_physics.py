@@ -13,6 +13,8 @@ from eva_core.sim.demos import action_stream, run_demo
 from eva_core.sim.demos_cli import main as demos_main
 from eva_core.sim.tasks import LIFT, TASKS, make_task
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 FIXTURE = Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml"
 

@@ -11,6 +11,8 @@ from eva_core.embodiment import load_embodiment
 from eva_core.idm import load_idm
 from training.train_idm import augment, main, run, split_by_episode
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 
 COMMON = ["--variant", "tiny", "--threads", "1", "--no-progress", "--synthetic-size", "64"]

@@ -12,7 +12,7 @@ from eva_core.sim.demos import action_stream
 from eva_core.sim.tasks import LIFT, make_task
 from eva_ros.backends import make_arm
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 EMB = load_embodiment()
 
 
