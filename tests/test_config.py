@@ -131,15 +131,6 @@ def test_node_sections_choices_match_the_core():
     assert set(nc.IDM_PRECISIONS) == set(idm.PRECISIONS)
 
 
-def test_default_embodiment_is_the_node_default():
-    from eva_core.embodiment import DEFAULT_EMBODIMENT
-    from eva_ros.node_config import SECTIONS
-
-    for name, cls in SECTIONS.items():
-        if "embodiment" in cls.keys():
-            assert cls().embodiment == DEFAULT_EMBODIMENT, name
-
-
 def test_bringup_section_checks_node_kinds():
     from eva_ros.node_config import BringupConfig
 

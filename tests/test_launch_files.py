@@ -59,11 +59,6 @@ def yaml_files(path: Path) -> list[str]:
     return config_files(path, ".yaml")
 
 
-def test_the_launch_files_exist():
-    assert {p.name for p in LAUNCH_FILES} == {"eva_robot.launch.py", "eva_planner.launch.py", "eva_sim.launch.py",
-                                              "record.launch.py"}
-
-
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
 def test_executables_are_console_scripts_with_main(path):
     scripts = console_scripts()

@@ -32,6 +32,25 @@ def graph():
     got = {"js": g.msgs[names.LEADER_JOINT_STATES], "diag": g.msgs[names.DIAGNOSTICS]}   # live lists
     yield emb, emu, node, got
     g.close()
+    emu.stop()
+
+
+def test_leader_arms_publish_14d_joint_states_once_moved(graph):
+    emb, emu, node, got = graph
+    # silent until moved: nothing published (never zeros), and the silence is on /diagnostics
+    wait_for(lambda: diagnostic_events(list(got["diag"]), "eva/leader_arm", "leader_silent"), 30, what="silence event")
+    assert not got["js"]
+    want = np.zeros(emb.dof)
+    for k, arm in enumerate(piper_arms(emb)):
+        q = np.array([0.1, 1.2, -0.8, 0.2, -0.3, 0.4]) * (1 if k == 0 else -1) + np.array([0, 0.8 * k, -0.2 * k, 0, 0, 0])
+        q = np.clip(q, emb.pos_lower[list(arm.joint_dims)], emb.pos_upper[list(arm.joint_dims)])
+        g = 0.25 + 0.5 * k
+        emu.move_leader(arm.name, np.append(q, g))
+        want[list(arm.joint_dims)], want[arm.gripper_dim] = q, g
+    msg = wait_for(lambda: got["js"] and got["js"][-1], 30, what="leader/joint_states")
+    assert list(msg.name) == list(emb.joint_names)
+    np.testing.assert_allclose(msg.position, emb.action_to_joint_positions(want), atol=2e-5)
+    # no enable, mode or motion frame was ever sent to a leader arm (the SDK's queries only)
     sent = {cid for a in emu.arms.values() for cid in a.commands}
     assert sent <= {0x472, 0x4AF}, sorted(map(hex, sent))
 
