@@ -27,7 +27,7 @@ from eva_ros import qos  # noqa: E402
 from eva_ros.conversions import chunk_to_msg, to_time_msg  # noqa: E402
 from eva_ros.testing import BIN, Child, NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(240)]
 EMB = load_embodiment()
 CAM = "/cam_high/color/image_raw"
 NODES = {"controller": "eva/controller", "idm_action": "eva/idm_action", "planner": "eva/planner",
