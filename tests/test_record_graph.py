@@ -21,7 +21,7 @@ from eva_core.embodiment import load_embodiment
 from eva_ros import qos
 from eva_ros.conversions import from_time_msg, msg_to_image, trajectory_to_msg
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(300)]
 EMB = load_embodiment()
 CAM = "/cam_high/color/image_raw"
 H, W = 48, 64
