@@ -13,7 +13,7 @@ pytest.importorskip("rclpy")
 
 from eva_ros.testing import NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def _train(tmp_path):
