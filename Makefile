@@ -22,7 +22,8 @@ help:
 	@echo "make setup   - system packages (if missing) + .venv with pinned deps + editable install"
 	@echo "make demo    - closed loop in simulation (tiny models, emulated hardware)"
 	@echo "make train-demo - train IDM, VAE + SFT and GRPO on twin demos (toy EVA, CPU) into checkpoints/demo"
-	@echo "make test    - full test suite"
+	@echo "make test    - full test suite (unit, ros, e2e tiers; slow included)"
+	@echo "make test-fast - unit + ros tiers without slow tests, with its elapsed time"
 	@echo "make bench   - benchmarks (ratios, printed)"
 
 setup: system-deps $(STAMP)
@@ -41,8 +42,10 @@ $(STAMP): requirements.txt setup.py
 test: setup
 	$(PY) -m pytest -q tests
 
+# unit + ros tiers without the slow tests (pytest.ini); prints its elapsed time
 test-fast: setup
-	$(PY) -m pytest -q tests -m "not slow"
+	@start=$$(date +%s); rc=0; $(PY) -m pytest -q tests -m "not slow and not e2e" || rc=$$?; \
+		echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 demo: setup
 	$(VENV)/bin/eva-demo

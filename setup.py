@@ -33,7 +33,7 @@ NODES = node_scripts()
 CLIS = {
     "eva-bringup": "eva_ros.bringup:main",
     "eva-check-hardware": "eva_ros.hardware_check:main",
-    "eva-demo": "eva_ros.demo:main",
+    "eva-demo": "eva_ros.demo.cli:main",
     "eva-check-embodiment": "eva_core.embodiment_cli:main",
     "eva-train-idm": "training.train_idm:main",
     "eva-convert-ckpt": "eva_core.world_model.convert:main",

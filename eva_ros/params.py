@@ -193,7 +193,7 @@ BASE = "base.yaml"
 def params_layers(configs, base: bool = True) -> list[Path]:
     """The params files to load, in order: config/base.yaml (unless `base` is False or it is
     given), then each of `configs` (a path, or a name under config/). The one layering rule of
-    eva-bringup, the launch files (parameters=[base, config]) and tests/ros_fixtures."""
+    eva-bringup, the launch files (parameters=[base, config]) and eva_ros/testing."""
     from eva_core.paths import config_path
 
     files = [config_path(str(c)) for c in ([configs] if isinstance(configs, (str, Path)) else configs)]

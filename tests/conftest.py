@@ -1,10 +1,17 @@
-"""Test-wide setup: loopback-only DDS, headless rendering, small thread pools."""
+"""Test-wide setup: loopback-only DDS, headless rendering, small thread pools (the graph harness's
+environment, eva_ros.testing); every test module declares its tier (markers in pytest.ini)."""
 
-import os
+import pytest
 
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from eva_ros.testing import headless_env
+from eva_ros.testing.tiers import TIERS, untiered
+
+headless_env()
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test module without a tier marker (`pytestmark = pytest.mark.unit`, ...) fails the run."""
+    missing = untiered(items)
+    if missing:
+        raise pytest.UsageError(f"test modules without a tier marker ({', '.join(TIERS)}): {', '.join(missing)}; "
+                                "add `pytestmark = pytest.mark.<tier>`")

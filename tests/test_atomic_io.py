@@ -6,6 +6,8 @@ import pytest
 
 from eva_core.atomic_io import atomic_dir, atomic_path, write_json
 
+pytestmark = pytest.mark.unit
+
 
 def test_failure_leaves_destination_untouched(tmp_path):
     dest = tmp_path / "report.json"

@@ -18,6 +18,8 @@ from eva_core.data.hdf5_io import read_aloha_hdf5
 from eva_core.data.rosbag_episodes import ConvertOptions, convert_bag, main as bag_main
 from eva_core.embodiment import load_embodiment
 
+pytestmark = pytest.mark.ros
+
 EMB = load_embodiment()
 TS = get_typestore(Stores.ROS2_KILTED)
 CAM, JOINTS, LEADER, INSTR = "/cam_high/color/image_raw", "/joint_states", "/leader/joint_states", "/eva/instruction"

@@ -11,6 +11,8 @@ from eva_core.chunk_decoding import (FPS_MAX, MAX_CHUNK_DURATION, MAX_CHUNK_FRAM
 from eva_core.embodiment import load_embodiment
 from eva_core.timeseries import StampedHistory, nearest_index
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 MID = (EMB.pos_lower + EMB.pos_upper) / 2
 DT = 0.005

@@ -8,6 +8,8 @@ import pytest
 
 from eva_core.cli import (UserError, check_new_dir, check_writable, cli_main, replace_dir_atomically)
 
+pytestmark = pytest.mark.unit
+
 
 def _raiser(exc):
     def fn(argv):

@@ -11,6 +11,8 @@ import pytest
 
 from eva_core.config import ConfigError, Section, param
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -179,15 +181,6 @@ def test_a_bad_planner_key_names_the_params_file_section_and_key(tmp_path, body,
         check_params_files([path])
     assert (info.value.source, info.value.section, info.value.key) == (str(path), section, key)
     assert problem in info.value.problem and "\n" not in str(info.value)
-
-
-def test_default_embodiment_is_the_node_default():
-    from eva_core.embodiment import DEFAULT_EMBODIMENT
-    from eva_ros.node_config import SECTIONS
-
-    for name, cls in SECTIONS.items():
-        if "embodiment" in cls.keys():
-            assert cls().embodiment == DEFAULT_EMBODIMENT, name
 
 
 def test_bringup_section_checks_node_kinds():

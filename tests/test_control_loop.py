@@ -16,6 +16,8 @@ from eva_core.embodiment import load_embodiment
 from eva_core.trajectory import Trajectory
 from eva_ros.backends.arm import ArmState, LoopbackArm
 
+pytestmark = pytest.mark.unit
+
 DT = 0.005
 FIXTURES = Path(__file__).parent / "fixtures"
 

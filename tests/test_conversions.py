@@ -13,6 +13,8 @@ from eva_ros.conversions import (TrajectoryMeta, chunk_to_msg, image_to_msg, joi
                                  msg_to_chunk, msg_to_image, msg_to_trajectory, trajectory_meta,
                                  trajectory_to_msg)
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 TOPIC = "/eva/plan/frames"
 

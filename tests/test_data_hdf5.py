@@ -15,6 +15,8 @@ from eva_core.data import (
     write_episode,
 )
 
+pytestmark = pytest.mark.unit
+
 N, H, W = 6, 24, 32
 
 

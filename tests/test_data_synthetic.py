@@ -1,9 +1,12 @@
 """The synthetic dataset: frames are a deterministic function of the joint angles."""
 
 import numpy as np
+import pytest
 
 from eva_core.data import make_synthetic_dataset, read_episode, render_frame, synthetic_episode
 from eva_core.embodiment import load_embodiment
+
+pytestmark = pytest.mark.unit
 
 EMB = load_embodiment()
 MID = (EMB.pos_lower + EMB.pos_upper) / 2

@@ -1,18 +1,23 @@
 """`eva-demo` (what `make demo` runs) closes the loop in simulation and leaves its artifacts."""
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import imageio.v3 as iio
+import pytest
+
+from eva_ros.testing import BIN, ros_env, unique_domain_id
+
+# the closed loop itself is e2e; the input checks and the report reading are unit tests
+pytestmark = pytest.mark.unit
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_demo_runs_the_closed_loop_in_simulation(tmp_path):
-    env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 50), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = ros_env(unique_domain_id())
     out = tmp_path / "demo"
-    exe = Path(sys.executable).parent / "eva-demo"
+    exe = BIN / "eva-demo"
     proc = subprocess.run([str(exe), "--duration", "8", "--out", str(out)], env=env, capture_output=True,
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -54,3 +59,40 @@ def test_trained_mode_bad_checkpoints_fail_in_one_line_before_ros_starts(tmp_pat
     assert err.count("\n") == 1 and "manifest.json: unreadable" in err
     assert main(["--checkpoints", str(ckpt), "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_twin_task_success_is_read_from_the_bringup_report(tmp_path):
+    """The twin task's success reaches the demo through eva-bringup's report JSON: the controller's
+    `arm` report (eva_ros.backends.sim_arm); no report, no task or no check: None."""
+    from eva_ros.demo.runs import read_report, twin_task_success
+
+    def report(arm):
+        return {"summary": {}, "nodes_report": {"camera": {"kind": "camera", "frames": 3},
+                                                "controller": {"kind": "controller", "commands_sent": 5, "arm": arm}}}
+
+    for success in (True, False):
+        path = tmp_path / f"r_{success}.json"
+        path.write_text(json.dumps(report({"twin_task": {"task": "push_block", "seed": 1000, "success": success}})))
+        assert twin_task_success(read_report(path)) is success
+    assert twin_task_success(report({})) is None                                       # no twin task
+    assert twin_task_success(report({"twin_task": {"task": "push_block", "seed": 1, "success": None}})) is None
+    assert twin_task_success({"summary": {}, "nodes_report": {"camera": {"kind": "camera"}}}) is None
+    assert read_report(tmp_path / "never_written.json") is None                        # the graph died
+    (tmp_path / "torn.json").write_text("{")
+    assert read_report(tmp_path / "torn.json") is None and twin_task_success(None) is None
+
+
+def test_sim_arm_reports_its_twin_task_after_close():
+    """The sim arm's report (what the controller puts under `arm`) holds the task's success check
+    once closed, the same value its stderr line says; without a task it is empty."""
+    from eva_core.embodiment import load_embodiment
+    from eva_ros.backends.sim_arm import SimArm
+
+    emb = load_embodiment()
+    arm = SimArm(emb, {"twin": "report_test", "task": "push_block", "seed": 1000})
+    assert arm.report() == {"twin_task": {"task": "push_block", "seed": 1000, "success": None}}
+    arm.connect()
+    arm.close()
+    got = arm.report()["twin_task"]
+    assert got["task"] == "push_block" and got["seed"] == 1000 and got["success"] is False   # nothing pushed
+    assert SimArm(emb, {"twin": "report_test_none"}).report() == {}

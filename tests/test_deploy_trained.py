@@ -11,9 +11,9 @@ import yaml
 
 pytest.importorskip("rclpy")
 
-from ros_fixtures import NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
+from eva_ros.testing import NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def _train(tmp_path):

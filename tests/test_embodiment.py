@@ -9,6 +9,8 @@ import yaml
 
 from eva_core.embodiment import EmbodimentError, load_embodiment
 
+pytestmark = pytest.mark.unit
+
 DEG = math.pi / 180
 FIXTURE = Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml"
 

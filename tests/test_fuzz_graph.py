@@ -25,9 +25,9 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.conversions import chunk_to_msg, to_time_msg  # noqa: E402
-from ros_fixtures import BIN, NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
+from eva_ros.testing import BIN, Child, NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(240)]
 EMB = load_embodiment()
 CAM = "/cam_high/color/image_raw"
 NODES = {"controller": "eva/controller", "idm_action": "eva/idm_action", "planner": "eva/planner",
@@ -163,14 +163,12 @@ class Graph:
         params = write_params(tmp / "params.yaml", overrides=OVERRIDES)
         self.report = tmp / "report.json"
         if composed:
-            self.logs_open = [open(tmp / "bringup.log", "wb")]
-            self.procs = {"bringup": subprocess.Popen(
-                [str(BIN / "eva-bringup"), "--quiet", "--config", str(params), "--report", str(self.report)],
-                env=env, stdout=self.logs_open[0], stderr=subprocess.STDOUT, start_new_session=True)}
+            nodes = {"bringup": Child([BIN / "eva-bringup", "--quiet", "--config", params, "--report", self.report],
+                                      tmp / "bringup.log", env)}
         else:
             nodes = {k: NodeProcess(SCRIPTS[k], params, env, tmp, k) for k in SCRIPTS}
-            self.logs_open = [n._fh for n in nodes.values()]
-            self.procs = {k: n.proc for k, n in nodes.items()}
+        self.logs_open = [n._fh for n in nodes.values()]
+        self.procs = {k: n.proc for k, n in nodes.items()}
         self.logs = tmp
         self.probe = Probe(self.domain, name=f"fuzz_probe_{int(composed)}")
         p = self.probe

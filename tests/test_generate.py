@@ -10,6 +10,8 @@ import pytest
 
 from training.generate import main
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def image(tmp_path):

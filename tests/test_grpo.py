@@ -9,6 +9,8 @@ import torch
 
 from eva_core.world_model import WorldModel, WorldModelConfig, grpo, lora, sde
 
+pytestmark = pytest.mark.unit
+
 G = 4
 
 
@@ -204,6 +206,7 @@ def test_minibatches_are_accumulated_into_one_optimiser_step_per_run(setup):
     tr.eval()
 
 
+@pytest.mark.slow   # about 70 s (a real GRPO run)
 def test_grpo_raises_a_reward_the_policy_can_reach():
     """The machinery learns, apart from the toy VAE and IDM: with the reward "mean future latent"
     (reachable by the adapter), a few GRPO steps of training.grpo.update (group 64, Adam, β = 0.004,

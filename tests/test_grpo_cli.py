@@ -11,6 +11,8 @@ import yaml
 from training.common import load_config
 from training.grpo import GRPOConfig, main
 
+pytestmark = pytest.mark.unit
+
 FAST = ["--set", "log.progress=false", "--set", "data.synthetic=1", "--set", "data.eval_synthetic=1",
         "--set", "train.epochs=2", "--set", "grpo.group_size=4", "--set", "grpo.prompts_per_step=1",
         "--set", "grpo.train_batch_size=4", "--set", "grpo.num_inner_epochs=1", "--set", "grpo.num_steps=4",

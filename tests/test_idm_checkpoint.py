@@ -9,6 +9,8 @@ from safetensors.torch import load_file, save_file
 
 from eva_core.idm import IDMCheckpointError, IDMConfig, build_idm, export_eva_pt, load_idm, save_idm
 
+pytestmark = pytest.mark.unit
+
 torch.set_num_threads(1)
 MEAN = torch.linspace(-0.5, 0.5, 14)
 STD = torch.linspace(0.1, 1.5, 14)

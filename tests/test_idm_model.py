@@ -9,6 +9,8 @@ import torchvision
 from eva_core.idm import IDM, IDMConfig, SpatialSoftmax, build_idm, native_bf16, resolve_precision
 from eva_core.images import normalize_imagenet
 
+pytestmark = pytest.mark.unit
+
 torch.set_num_threads(1)
 
 

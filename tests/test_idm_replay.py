@@ -9,6 +9,8 @@ import torch
 from eva_core.embodiment import load_embodiment
 from eva_core.sim.idm_replay import ground_truth_demos, replay_demos
 
+pytestmark = pytest.mark.unit
+
 TASK = "pick_block_narrow"
 
 

@@ -7,6 +7,8 @@ import torch
 
 from eva_core.images import check_image, decode_jpeg, encode_jpeg, normalize_imagenet, to_uint8
 
+pytestmark = pytest.mark.unit
+
 
 def _red(h=16, w=24):
     img = np.zeros((h, w, 3), np.uint8)

@@ -4,7 +4,6 @@ services live under its namespace; only /diagnostics is shared (and tells the no
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 import yaml
@@ -17,21 +16,17 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from eva_ros import names, qos  # noqa: E402
 from eva_ros.params import merged_sections, params_layers  # noqa: E402
-from tests.ros_fixtures import BIN, REPO, NodeProcess, Probe, ros_env, unique_domain_id, wait_for  # noqa: E402
+from eva_ros.testing import REPO, NodeProcess, Probe, ros_env, unique_domain_id, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.ros
 
 NAMESPACES = ("/robot_a", "/robot_b")
 
 
-class NamespacedNode(NodeProcess):
+def NamespacedNode(script, params, env, log_dir, namespace):
     """A node main started with `-r __ns:=<namespace>`."""
-
-    def __init__(self, script, params, env, log_dir, namespace):
-        self.name = f"{script}{namespace.replace('/', '_')}"
-        self.log = log_dir / f"{self.name}.log"
-        self._fh = open(self.log, "wb")
-        self.proc = subprocess.Popen([str(BIN / script), "--ros-args", "--params-file", str(params),
-                                      "-r", f"__ns:={namespace}"],
-                                     env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+    return NodeProcess(script, params, env, log_dir, f"{script}{namespace.replace('/', '_')}",
+                       extra_args=("-r", f"__ns:={namespace}"))
 
 
 def params_file(tmp_path):

@@ -17,10 +17,10 @@ from eva_core.config import ConfigError  # noqa: E402
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.conversions import chunk_to_msg, image_to_msg, joint_state_msg  # noqa: E402
-from ros_fixtures import wait_for  # noqa: E402
+from eva_ros.testing import wait_for  # noqa: E402
 from test_ros_nodes import harness  # noqa: E402,F401 (the fixture, shared)
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 EMB = load_embodiment()
 HOME = (EMB.pos_lower + EMB.pos_upper) / 2
 
@@ -198,7 +198,7 @@ def test_a_camera_with_no_device_is_one_line_and_exit_2():
     error (one line naming the camera and the cause, exit 2), not a traceback."""
     import subprocess
 
-    from ros_fixtures import BIN, ros_env, unique_domain_id
+    from eva_ros.testing import BIN, ros_env, unique_domain_id
 
     rs = pytest.importorskip("pyrealsense2")
     if len(rs.context().query_devices()):

@@ -10,7 +10,9 @@ import yaml
 
 from eva_core.config import ConfigError
 from eva_ros.params import check_bringup, check_params_files, load_params_yaml, params_layers
-from tests.ros_fixtures import BIN, REPO, ros_env, unique_domain_id
+from eva_ros.testing import BIN, REPO, ros_env, unique_domain_id
+
+pytestmark = pytest.mark.ros
 
 # node main -> (section, a misspelled key, a float key, a rate key: (key, the check))
 NODES = {

@@ -4,6 +4,8 @@ import pytest
 
 from eva_core.paths import config_path, share_dir, share_file, urdf_path
 
+pytestmark = pytest.mark.unit
+
 
 def test_names_resolve_under_share(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # nothing here: everything comes from the share dir

@@ -23,7 +23,9 @@ from eva_core.piper.layout import piper_arms
 from eva_core.sim.piper_emulator import PiperEmulator
 from eva_core.trajectory import Trajectory
 from eva_ros.backends.piper import ArmFault, PiperArm
-from tests.ros_fixtures import wait_for
+from eva_ros.testing import wait_for
+
+pytestmark = pytest.mark.unit
 
 DT = 1.0 / 200
 TIMEOUT = 0.25   # feedback_timeout of backend and loop: generous for a loaded 2-core CI machine

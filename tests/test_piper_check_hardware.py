@@ -10,6 +10,8 @@ from eva_core.embodiment import load_embodiment
 from eva_core.sim.piper_emulator import PiperEmulator
 from eva_ros import hardware_check
 
+pytestmark = pytest.mark.unit
+
 _ids = itertools.count()
 
 

@@ -7,16 +7,11 @@ share this process; a sniffer endpoint decodes the frames on each channel.
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 
 import can
 import numpy as np
 import pytest
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.parameter import Parameter
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -27,45 +22,29 @@ from eva_core.sim.piper_emulator import PiperEmulator
 from eva_ros import names, qos
 from eva_ros.conversions import trajectory_to_msg
 from eva_ros.nodes.controller_node import ControllerNode
-from tests.ros_fixtures import call_service, diagnostic_events, unique_domain_id, wait_for
+from eva_ros.testing import InProcessGraph, diagnostic_events, wait_for
+
+pytestmark = pytest.mark.ros
 
 _ids = itertools.count()
 
 
-class Graph:
+class Graph(InProcessGraph):
     def __init__(self, emb):
         n = next(_ids)
         self.emb = emb
         self.ch = {a.name: f"cn{n}_{a.name}" for a in piper_arms(emb)}
         self.sniff = {a: can.Bus(channel=c, interface="virtual") for a, c in self.ch.items()}
         self.emu = PiperEmulator(emb, self.ch).start()
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=unique_domain_id())
+        super().__init__(num_threads=3, probe_name="piper_probe")   # records /diagnostics
         # feedback timeouts for a loaded CI machine (the emulator and the SDK reader are Python threads)
         params = {"arm_backend": "piper", "auto_enable": False, "arm.can_interface": "virtual",
                   "feedback_timeout": 0.5, "arm.feedback_timeout": 0.5,
                   "arm.can_left": self.ch["left"], "arm.can_right": self.ch["right"]}
-        self.node = ControllerNode(context=self.ctx, parameter_overrides=[Parameter(k, value=v)
-                                                                          for k, v in params.items()])
-        self.probe = rclpy.create_node("piper_probe", context=self.ctx)
-        self.diags, self.lock = [], threading.Lock()
-        self.probe.create_subscription(DiagnosticArray, names.DIAGNOSTICS, self._keep, qos.DIAGNOSTICS)
-        self.pub = self.probe.create_publisher(JointTrajectory, names.PLAN_TRAJECTORY, qos.PLAN)
-        self.ex = MultiThreadedExecutor(num_threads=3, context=self.ctx)
-        self.ex.add_node(self.node)
-        self.ex.add_node(self.probe)
-        self._stop = threading.Event()
-        self._th = threading.Thread(target=self._spin, daemon=True)
-        self._th.start()
+        self.node = self.add(ControllerNode, params)
+        self.diags = self.msgs[names.DIAGNOSTICS]
+        self.pub = self.publisher(names.PLAN_TRAJECTORY, JointTrajectory, qos.PLAN)
         self.seen = {a: [] for a in self.ch}
-
-    def _keep(self, m):
-        with self.lock:
-            self.diags.append(m)
-
-    def _spin(self):
-        while not self._stop.is_set():
-            self.ex.spin_once(timeout_sec=0.05)
 
     def frames(self, arm, ids):
         while (m := self.sniff[arm].recv(timeout=0.0)) is not None:
@@ -86,9 +65,6 @@ class Graph:
         with self.lock:
             return diagnostic_events(list(self.diags), "eva/controller", kind)
 
-    def call(self, srv, name, req):
-        return call_service(self.probe, srv, name, req)
-
     def enable(self):
         req = SetBool.Request()
         req.data = True
@@ -103,13 +79,7 @@ class Graph:
         self.pub.publish(msg)
 
     def close(self):
-        self.node.close()
-        self._stop.set()
-        self._th.join(5)
-        self.ex.shutdown()
-        self.node.destroy_node()
-        self.probe.destroy_node()
-        rclpy.shutdown(context=self.ctx)
+        super().close()
         self.emu.stop()
         for b in self.sniff.values():
             b.shutdown()

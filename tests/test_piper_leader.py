@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 
 from eva_core.embodiment import load_embodiment
@@ -17,7 +12,9 @@ from eva_core.piper.layout import piper_arms
 from eva_core.sim.piper_emulator import PiperEmulator
 from eva_ros import names, qos
 from eva_ros.nodes.leader_arm_node import LeaderArmNode
-from tests.ros_fixtures import diagnostic_events, unique_domain_id, wait_for
+from eva_ros.testing import InProcessGraph, diagnostic_events, wait_for
+
+pytestmark = pytest.mark.ros
 
 
 @pytest.fixture
@@ -28,37 +25,14 @@ def graph():
     for arm in ch:
         emu.leader(arm)
     emu.start()
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=unique_domain_id())
-    node = LeaderArmNode(context=ctx, parameter_overrides=[
-        Parameter("arm.can_interface", value="virtual"), Parameter("arm.can_left", value=ch["left"]),
-        Parameter("arm.can_right", value=ch["right"])])
-    probe = rclpy.create_node("leader_probe", context=ctx)
-    got = {"js": [], "diag": []}
-    lock = threading.Lock()
-
-    def keep(key):
-        def cb(m):
-            with lock:
-                got[key].append(m)
-        return cb
-    probe.create_subscription(JointState, names.LEADER_JOINT_STATES, keep("js"), qos.STATE)
-    probe.create_subscription(DiagnosticArray, names.DIAGNOSTICS, keep("diag"), qos.DIAGNOSTICS)
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
-    ex.add_node(node)
-    ex.add_node(probe)
-    stop = threading.Event()
-    th = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(lambda: stop.is_set(), True)],
-                          daemon=True)
-    th.start()
+    g = InProcessGraph(num_threads=2, probe_name="leader_probe", diagnostics=False)
+    node = g.add(LeaderArmNode, {"arm.can_interface": "virtual", "arm.can_left": ch["left"],
+                                 "arm.can_right": ch["right"]})
+    g.subscribe(names.LEADER_JOINT_STATES, JointState, qos.STATE)
+    g.subscribe(names.DIAGNOSTICS, DiagnosticArray, qos.DIAGNOSTICS)
+    got = {"js": g.msgs[names.LEADER_JOINT_STATES], "diag": g.msgs[names.DIAGNOSTICS]}   # live lists
     yield emb, emu, node, got
-    node.close()
-    stop.set()
-    th.join(5)
-    ex.shutdown()
-    node.destroy_node()
-    probe.destroy_node()
-    rclpy.shutdown(context=ctx)
+    g.close()
     emu.stop()
 
 
@@ -85,12 +59,11 @@ def test_leader_arms_publish_14d_joint_states_once_moved(graph):
 def test_a_misspelled_leader_option_is_a_one_line_error():
     from eva_core.config import ConfigError
 
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=unique_domain_id())
+    g = InProcessGraph(num_threads=2, probe_name="leader_probe", diagnostics=False)
     try:
         with pytest.raises(ConfigError, match=r"arm\.can_interfce"):
-            LeaderArmNode(context=ctx, parameter_overrides=[Parameter("arm.can_interfce", value="virtual")])
+            g.add(LeaderArmNode, {"arm.can_interfce": "virtual"})
         with pytest.raises(ConfigError, match="rate_hz"):
-            LeaderArmNode(context=ctx, parameter_overrides=[Parameter("rate_hz", value=-1.0)])
+            g.add(LeaderArmNode, {"rate_hz": -1.0})
     finally:
-        rclpy.shutdown(context=ctx)
+        g.close()

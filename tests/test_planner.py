@@ -6,6 +6,8 @@ import pytest
 
 from eva_core.planner import PlannerConfig, RecedingHorizonPlanner
 
+pytestmark = pytest.mark.unit
+
 
 def make(**kw):
     return RecedingHorizonPlanner(PlannerConfig(**kw), fps=16.0, num_frames=17)

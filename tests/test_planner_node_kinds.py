@@ -14,11 +14,11 @@ from std_msgs.msg import String  # noqa: E402
 from eva_core.world_model import registry  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.conversions import image_to_msg, msg_to_chunk  # noqa: E402
-from ros_fixtures import wait_for  # noqa: E402
+from eva_ros.testing import wait_for  # noqa: E402
 from test_ros_nodes import harness  # noqa: E402,F401 (the fixture, shared)
 from test_world_model_registry import Stripes  # noqa: E402
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 
 
 def test_the_planner_node_plans_with_a_registered_kind_from_its_params(harness):

@@ -15,7 +15,9 @@ rs = pytest.importorskip("pyrealsense2")
 
 from eva_core.config import ConfigError  # noqa: E402
 from eva_ros.backends.realsense import RealSenseSource  # noqa: E402
-from tests.ros_fixtures import wait_for  # noqa: E402
+from eva_ros.testing import wait_for  # noqa: E402
+
+pytestmark = pytest.mark.ros
 
 W, H, FPS, N = 64, 48, 30, 12
 
@@ -118,37 +120,12 @@ def test_options_are_typed(tmp_path):
 
 # -- through camera_node -------------------------------------------------------------------------
 def _camera_node(params):
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
-
     from eva_ros.nodes.camera_node import CameraNode
-    from tests.ros_fixtures import unique_domain_id
+    from eva_ros.testing import InProcessGraph
 
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=unique_domain_id())
-    node = CameraNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    probe = rclpy.create_node("rs_probe", context=ctx)
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
-    ex.add_node(node)
-    ex.add_node(probe)
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set() and ctx.ok():
-            ex.spin_once(timeout_sec=0.05)
-    th = threading.Thread(target=spin, daemon=True)
-    th.start()
-
-    def close():
-        node.close()
-        stop.set()
-        th.join(5)
-        ex.shutdown()
-        node.destroy_node()
-        probe.destroy_node()
-        rclpy.shutdown(context=ctx)
-    return node, probe, close
+    g = InProcessGraph(num_threads=2, probe_name="rs_probe", diagnostics=False)
+    node = g.add(CameraNode, params)
+    return node, g.probe, g.close
 
 
 def _collect(probe, topic, msg_type, profile):
@@ -185,7 +162,7 @@ def test_camera_node_reports_drop_and_reconnect_in_diagnostics(long_recording):
     from sensor_msgs.msg import Image
 
     from eva_ros import qos
-    from tests.ros_fixtures import diagnostic_events
+    from eva_ros.testing import diagnostic_events
 
     node, probe, close = _camera_node({"camera_name": "cam_high", "source": "realsense", "fps": 30.0,
                                        "source_options.path": str(long_recording),

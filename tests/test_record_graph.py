@@ -13,7 +13,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from ros_fixtures import BIN, NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params
+from eva_ros.testing import BIN, Child, NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params
 
 from eva_core.data.hdf5_io import read_aloha_hdf5
 from eva_core.data.rosbag_episodes import ConvertOptions, convert_bag
@@ -21,7 +21,7 @@ from eva_core.embodiment import load_embodiment
 from eva_ros import qos
 from eva_ros.conversions import from_time_msg, msg_to_image, trajectory_to_msg
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(300)]
 EMB = load_embodiment()
 CAM = "/cam_high/color/image_raw"
 H, W = 48, 64
@@ -36,10 +36,8 @@ class Graph:
             "camera": {"fps": 10.0, "source_options": {"height": H, "width": W}},
             "eva_record": {"out_dir": str(tmp / "bags"), "segment_seconds": 0.5,
                            "topics": ["joint_states", "cam_high/color/image_raw", "eva/instruction"]}})
-        self.log = open(tmp / "bringup.log", "wb")
-        self.bringup = subprocess.Popen([str(BIN / "eva-bringup"), "--quiet", "--config", str(self.params),
-                                         "--nodes", "camera,controller"], env=self.env, stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.bringup = Child([BIN / "eva-bringup", "--quiet", "--config", self.params, "--nodes", "camera,controller"],
+                             tmp / "bringup.log", self.env)
         p = self.probe = Probe(self.domain)
         p.subscribe("/joint_states", JointState, qos.STATE, keep=20000)
         p.subscribe(CAM, Image, qos.IMAGE, keep=2000)
@@ -69,12 +67,7 @@ class Graph:
 
     def close(self):
         self.probe.close()
-        if self.bringup.poll() is None:
-            import os
-            import signal
-            os.killpg(self.bringup.pid, signal.SIGINT)
-            self.bringup.wait(timeout=30)
-        self.log.close()
+        self.bringup.stop(30.0)
 
 
 @pytest.fixture(scope="module")

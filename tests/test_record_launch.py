@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ros_fixtures import BIN, REPO
+from eva_ros.testing import BIN, REPO
 
 from eva_ros.bag_recorder import RecordConfig, load_qos_overrides, ros2_bag_command
+
+pytestmark = pytest.mark.ros
 
 FILES = [REPO / "config" / "base.yaml", REPO / "config" / "record.yaml"]
 

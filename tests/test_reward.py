@@ -10,6 +10,8 @@ import torch
 from eva_core.embodiment import load_embodiment
 from eva_core.reward import RewardConfig, executability_reward, huber, plot_action_curves
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 CFG = RewardConfig.from_embodiment(EMB)
 FPS = 16.0

@@ -7,6 +7,8 @@ from eva_core.idm import IDMConfig, build_idm
 from eva_core.embodiment import load_embodiment
 from eva_core.reward import RewardConfig, executability_reward, to_unit_range, video_reward
 
+pytestmark = pytest.mark.unit
+
 torch.set_num_threads(1)
 CFG = RewardConfig.from_embodiment(load_embodiment())
 

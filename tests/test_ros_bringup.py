@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from ros_fixtures import BIN, REPO, ros_env, unique_domain_id, write_params
+from eva_ros.testing import BIN, REPO, ros_env, unique_domain_id, write_params
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
 
 
 def bringup(*args, timeout=150):

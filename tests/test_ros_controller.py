@@ -23,11 +23,12 @@ from eva_core.control import State  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.backends import LoopbackArm  # noqa: E402
 from eva_ros.conversions import trajectory_to_msg  # noqa: E402
+from eva_ros.diagnostics import Event  # noqa: E402
 from eva_ros.params import declare_config  # noqa: E402
-from ros_fixtures import wait_for  # noqa: E402
+from eva_ros.testing import wait_for  # noqa: E402
 from test_ros_nodes import EMB, HOME, harness  # noqa: E402,F401 - the shared in-process harness
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 
 
 def controller(harness, **params):

@@ -17,9 +17,9 @@ from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_to_msg, msg_to_chunk, trajectory_meta,  # noqa: E402
                                   trajectory_to_msg)
-from ros_fixtures import NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
+from eva_ros.testing import NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 EMB = load_embodiment()
 CAM = "/cam_high/color/image_raw"
 SCRIPTS = {"controller": "eva-controller-node", "camera": "eva-camera-node",

@@ -11,9 +11,6 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float32, String  # noqa: E402
@@ -24,67 +21,18 @@ from eva_core.control import State  # noqa: E402
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.backends import LoopbackArm, UnsafeCommandError, make_arm, make_camera  # noqa: E402
-from eva_ros.bringup import _drain, _spin  # noqa: E402
 from eva_ros.backends.camera import PlaybackSource, write_demo_video  # noqa: E402
 from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_to_msg, msg_to_chunk, msg_to_image,  # noqa: E402
                                  msg_to_trajectory, trajectory_meta, trajectory_to_msg)
-from ros_fixtures import call_service, diagnostic_events, unique_domain_id, wait_for  # noqa: E402
+from eva_ros.testing import InProcessGraph, wait_for  # noqa: E402
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 EMB = load_embodiment()
 HOME = (EMB.pos_lower + EMB.pos_upper) / 2
 
 
-class Harness:
+class Harness(InProcessGraph):
     """Nodes under test + a probe node, one private context, one executor thread."""
-
-    def __init__(self):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=unique_domain_id())
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self.probe = rclpy.create_node("probe", context=self.context)
-        self.executor.add_node(self.probe)
-        self.nodes = []
-        self.msgs = {}
-        self.lock = threading.Lock()
-        self.subscribe("/diagnostics", DiagnosticArray, qos.DIAGNOSTICS)
-        self.spinning = threading.Event()
-        self.spinning.set()
-        self.thread = threading.Thread(target=_spin, args=(self.executor, self.spinning), daemon=True)
-        self.thread.start()
-
-    def add(self, cls, params=None, **kw):
-        overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
-        node = cls(context=self.context, parameter_overrides=overrides, **kw)
-        self.nodes.append(node)
-        self.executor.add_node(node)
-        return node
-
-    def subscribe(self, topic, msg_type, profile):
-        self.msgs[topic] = []
-
-        def cb(m):
-            with self.lock:
-                self.msgs[topic].append(m)
-        self.probe.create_subscription(msg_type, topic, cb, profile)
-
-    def got(self, topic):
-        with self.lock:
-            return list(self.msgs[topic])
-
-    def events(self, name, kind):
-        return diagnostic_events(self.got("/diagnostics"), name, kind)
-
-    def call(self, srv, name, req):
-        return call_service(self.probe, srv, name, req)
-
-    def close(self):
-        for n in self.nodes:
-            n.close()
-        _drain(self.executor, self.thread, self.spinning)
-        for n in self.nodes + [self.probe]:
-            n.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture

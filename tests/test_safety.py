@@ -9,6 +9,8 @@ from hypothesis.extra.numpy import arrays
 from eva_core.embodiment import load_embodiment
 from eva_core.safety import SafetyConfig, SafetyFilter, braking_speed
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 DT = 1 / 200
 TOL = 1e-7

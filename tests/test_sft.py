@@ -10,6 +10,8 @@ import torch
 
 from eva_core.world_model import diffusion_forcing as df
 
+pytestmark = pytest.mark.unit
+
 
 def test_history_lengths_follow_evas_distribution_and_leave_a_future_frame():
     gen = torch.Generator().manual_seed(0)

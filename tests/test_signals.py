@@ -22,9 +22,9 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
 from eva_ros.conversions import trajectory_to_msg  # noqa: E402
-from ros_fixtures import BIN, REPO, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
+from eva_ros.testing import BIN, REPO, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 EMB = load_embodiment()
 HOME = (EMB.pos_lower + EMB.pos_upper) / 2
 

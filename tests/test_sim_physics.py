@@ -14,6 +14,8 @@ from eva_core.sim.demos_cli import main as demos_main
 from eva_core.sim.registry import TASKS, make_task
 from eva_core.sim.tasks import LIFT
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 FIXTURE = Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml"
 

@@ -15,6 +15,8 @@ from eva_core.sim import Twin, registry
 from eva_core.sim.registry import TASKS, get_twin, make_task, reset_twins, task_params, unknown_task
 from eva_core.sim.tasks import Task
 
+pytestmark = pytest.mark.ros
+
 EMB = load_embodiment()
 ROOT = Path(__file__).resolve().parents[1]
 

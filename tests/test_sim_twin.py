@@ -7,6 +7,8 @@ import pytest
 from eva_core.embodiment import load_embodiment
 from eva_core.sim import Twin
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 
 

@@ -15,6 +15,8 @@ from eva_core.idm import IDMConfig, build_idm, load_idm
 from eva_core.reward import RewardConfig, executability_reward
 from training.train_idm import augment, run
 
+pytestmark = pytest.mark.unit
+
 FIXTURE = Path(__file__).parent / "fixtures" / "single_piper" / "single_piper.yaml"
 EMB = load_embodiment(FIXTURE)
 MID = (EMB.pos_lower + EMB.pos_upper) / 2

@@ -4,7 +4,6 @@ planner and the IDM node on them in the closed loop, so the pipeline cannot rot.
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_fixtures import unique_domain_id
+from eva_ros.testing import REPO, ros_env, unique_domain_id
 
-pytestmark = pytest.mark.timeout(1500)
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 STAGES = ("demos", "episodes", "heldout demos", "sft", "vae", "vae round trip", "idm", "grpo", "evaluate", "export")
 
 
 def _env():
-    return dict(os.environ, ROS_DOMAIN_ID=str(unique_domain_id()), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                MUJOCO_GL="egl", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
+    return ros_env(unique_domain_id(), MUJOCO_GL="egl", HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,14 @@ from eva_core.embodiment import load_embodiment
 from eva_core.idm import load_idm
 from training.train_idm import augment, main, run, split_by_episode
 
+pytestmark = pytest.mark.unit
+
 EMB = load_embodiment()
 
 COMMON = ["--variant", "tiny", "--threads", "1", "--no-progress", "--synthetic-size", "64"]
 
 
+@pytest.mark.slow   # 50-100 s per fusion (a real training run)
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_learns_below_the_predict_the_mean_baseline(tmp_path, fusion):
     """Trains 400 steps on 128 short synthetic episodes; can fail if the model/pipeline is broken."""

@@ -9,6 +9,8 @@ from eva_core.embodiment import load_embodiment
 from eva_core.safety import SafetyFilter
 from eva_core.trajectory import FollowerConfig, Trajectory, TrajectoryFollower, hermite_decay
 
+pytestmark = pytest.mark.unit
+
 DT = 0.005
 
 

@@ -13,7 +13,7 @@ from eva_core.sim.registry import make_task
 from eva_core.sim.tasks import LIFT
 from eva_ros.backends import make_arm
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 EMB = load_embodiment()
 
 

@@ -3,11 +3,14 @@
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from eva_core import units
 from eva_core.embodiment import load_embodiment
+
+pytestmark = pytest.mark.unit
 
 STROKE = load_embodiment().arms[0].gripper_stroke_m  # Cobot Magic: 0.07 m
 

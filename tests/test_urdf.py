@@ -8,6 +8,8 @@ import yourdfpy
 
 from eva_core.embodiment import load_embodiment
 
+pytestmark = pytest.mark.ros
+
 EMB = load_embodiment()
 
 

@@ -9,6 +9,8 @@ from eva_core.data.hdf5_io import read_aloha_hdf5
 from eva_core.world_model.tiny import build_tiny_vae
 from eva_core.world_model.vae_roundtrip import roundtrip_clip, roundtrip_episodes, roundtrip_frames
 
+pytestmark = pytest.mark.unit
+
 H, W = 16, 16
 
 

@@ -11,6 +11,8 @@ from eva_core.data.video_clips import (ClipSpec, FeatureCache, VideoClipDataset,
                                        read_eva_csv, resample_indices)
 from eva_core.embodiment import load_embodiment
 
+pytestmark = pytest.mark.unit
+
 
 def test_resample_to_the_target_fps_and_reject_clips_past_the_end():
     spec = ClipSpec(num_frames=5, fps=16.0, height=32, width=32)

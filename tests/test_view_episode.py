@@ -2,11 +2,14 @@
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 
 from eva_core.data.episode import Episode
 from eva_core.data.hdf5_io import write_aloha_episode
 from eva_core.data.view_episode import main
 from eva_core.embodiment import load_embodiment
+
+pytestmark = pytest.mark.unit
 
 EMB = load_embodiment()
 

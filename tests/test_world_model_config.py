@@ -11,6 +11,8 @@ from eva_core.config import ConfigError
 from eva_core.world_model import TinyConfig, WorldModelConfig
 from eva_core.world_model.config import KIND_PRESETS
 
+pytestmark = pytest.mark.ros
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "checkpoints" / "demo"
 

@@ -14,6 +14,8 @@ from eva_core.world_model import WorldModel, WorldModelConfig
 from eva_core.world_model import checkpoint as ck
 from eva_core.world_model import convert, tiny
 
+pytestmark = pytest.mark.ros
+
 torch.set_num_threads(1)
 
 # Test-data generation only: diffusers names -> original Wan names (the inverse of diffusers' Wan converter).

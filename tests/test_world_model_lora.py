@@ -9,6 +9,8 @@ from safetensors.torch import save_file
 
 from eva_core.world_model import WorldModel, WorldModelConfig, lora, tiny
 
+pytestmark = pytest.mark.unit
+
 torch.set_num_threads(1)
 
 

@@ -11,6 +11,8 @@ from eva_core.world_model import VideoModel, WorldModelConfig, build_world_model
 from eva_core.world_model import registry
 from eva_core.world_model.best_of import BestOf, RewardScorer
 
+pytestmark = pytest.mark.unit
+
 
 class Stripes:
     """A fake backend: moving stripes of the configured shape (seeded), records its calls."""

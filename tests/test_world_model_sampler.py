@@ -6,6 +6,8 @@ import torch
 
 from eva_core.world_model import WorldModel, WorldModelConfig, sampler, tiny
 
+pytestmark = pytest.mark.unit
+
 torch.set_num_threads(1)
 
 B, F, H, W = 1, 3, 8, 8  # latent video: 3 latent frames of 8x8 (a 9x64x64 clip)

@@ -6,6 +6,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from eva_core.world_model.sde import gaussian_log_prob, kl_to_reference, sde_step_with_logprob, std_dev_t
 
+pytestmark = pytest.mark.unit
+
 
 def data(seed=0, shape=(3, 16, 2, 4, 4)):
     g = torch.Generator().manual_seed(seed)

@@ -64,7 +64,7 @@ def run(argv=None) -> int:
     from eva_core.sim.idm_replay import decode_video, ground_truth_demos, replay_end
     from eva_core.world_model.best_of import load_scorer
     from eva_core.world_model.vae_roundtrip import roundtrip_clip
-    from eva_ros.demo_runs import episode_seed
+    from eva_ros.demo.runs import episode_seed
 
     torch.set_num_threads(1)
     ck = args.checkpoints

@@ -156,7 +156,7 @@ def sh(argv: list[str], log: Path) -> None:
 
 # ---- stages ------------------------------------------------------------------------------------------
 def stage_demos(cfg: dict, out: Path) -> list[dict]:
-    from eva_ros.demo_runs import record_demos
+    from eva_ros.demo.runs import record_demos
 
     p = cfg["pipeline"]
     records = record_demos(p["tasks"], p["demo_seeds"], out, p["camera"], float(p.get("demo_time_scale", 1.0)),
@@ -167,7 +167,7 @@ def stage_demos(cfg: dict, out: Path) -> list[dict]:
 
 
 def stage_episodes(records: list[dict], out: Path) -> Path:
-    from eva_ros.demo_runs import bags_to_episodes
+    from eva_ros.demo.runs import bags_to_episodes
 
     eps = out / "episodes"
     made = bags_to_episodes(records, eps, out / "logs" / "bag_to_episodes.log")
@@ -253,7 +253,7 @@ def heldout_demos(cfg: dict, out: Path) -> dict:
     training demos are (an IDM is only as good as on the recording path it learned): the ground
     truth of idm_replay_success, GRPO's held-out prompts and the VAE's held-out frames.
     Returns (records, {task: [(seed, Episode)]})."""
-    from eva_ros.demo_runs import bags_to_episodes, record_demos
+    from eva_ros.demo.runs import bags_to_episodes, record_demos
 
     p = cfg["pipeline"]
     records = record_demos(p["tasks"], p["replay_seeds"], out / "heldout_graph", p["camera"],
@@ -267,7 +267,7 @@ def heldout_demos(cfg: dict, out: Path) -> dict:
 
 def load_heldout(cfg: dict, root: Path) -> dict:
     from eva_core.data.hdf5_io import read_aloha_hdf5
-    from eva_ros.demo_runs import episode_seed
+    from eva_ros.demo.runs import episode_seed
 
     return {task: sorted(((episode_seed(f), read_aloha_hdf5(f)) for f in (root / task).glob("*.hdf5")),
                          key=lambda pair: pair[0])

@@ -21,7 +21,7 @@ from eva_core.sim.registry import make_task
 
 class _SlowTask:
     """A task whose scripted plan runs `time_scale` times slower (as the demos recorded through
-    the ROS graph, see eva_ros/demo_runs.py); everything else is the task's."""
+    the ROS graph, see eva_ros/demo/runs.py); everything else is the task's."""
 
     def __init__(self, task, time_scale: float):
         self._task, self._scale = task, float(time_scale)

@@ -89,6 +89,10 @@ class ArmBackend(abc.ABC):
     def close(self) -> None:
         """Disable and release the hardware (idempotent)."""
 
+    def report(self) -> dict:
+        """What the backend has to say in the controller's report (eva-bringup --report): {} here."""
+        return {}
+
     def __enter__(self):
         self.connect()
         return self

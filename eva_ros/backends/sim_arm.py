@@ -21,11 +21,13 @@ from eva_ros.backends.arm import ArmState, LoopbackArm
 
 
 class TwinTask:
-    """A twin task whose objects were placed from `seed` at start-up; `report()` logs its success
-    check on stderr as one line that eva-demo reads (eva_ros.demo_runs.SUCCESS_RE)."""
+    """A twin task whose objects were placed from `seed` at start-up; `check()` runs its success
+    check (at close), keeps it in `result` (the controller's report: eva-demo reads it from the
+    eva-bringup report JSON) and logs it on stderr."""
 
     def __init__(self, task, twin, seed: int):
         self.task, self.twin, self.seed = task, twin, int(seed)
+        self.result = {"task": task.name, "seed": self.seed, "success": None}   # None: not checked yet
 
     @classmethod
     def place(cls, twin, task_name: str, seed: int | None, embodiment, params=None) -> "TwinTask | None":
@@ -48,9 +50,16 @@ class TwinTask:
             task_params(opts.task, opts.task_params, source=getattr(opts, "_source", "") or "<dict>",
                         section=f"{section}.task_params" if section else "task_params")
 
-    def report(self) -> None:
-        print(f"sim arm: twin task {self.task.name} seed {self.seed}: success {self.task.success(self.twin)}",
+    def check(self) -> None:
+        self.result["success"] = bool(self.task.success(self.twin))
+        print(f"sim arm: twin task {self.task.name} seed {self.seed}: success {self.result['success']}",
               file=sys.stderr, flush=True)
+
+
+def task_report(task: TwinTask | None) -> dict:
+    """An arm backend's report with a twin task: {"twin_task": {task, seed, success}} (success
+    None before close); {} without one."""
+    return {"twin_task": dict(task.result)} if task is not None else {}
 
 
 class SimArm(LoopbackArm):
@@ -90,7 +99,10 @@ class SimArm(LoopbackArm):
     def close(self) -> None:
         super().close()
         if self.task is not None:
-            self.task.report()
+            self.task.check()
+
+    def report(self) -> dict:
+        return task_report(self.task)
 
     def read_state(self) -> ArmState | None:
         state = super().read_state()

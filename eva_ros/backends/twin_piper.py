@@ -17,7 +17,7 @@ from eva_core.piper.layout import piper_arms
 from eva_core.sim import TwinPlant, get_twin
 from eva_core.sim.piper_emulator import PiperEmulator
 from eva_ros.backends.piper import PiperArm
-from eva_ros.backends.sim_arm import TwinTask
+from eva_ros.backends.sim_arm import TwinTask, task_report
 
 
 class TwinPiperArm(PiperArm):
@@ -64,4 +64,7 @@ class TwinPiperArm(PiperArm):
         finally:
             self.emulator.stop()
             if self.task is not None:
-                self.task.report()
+                self.task.check()
+
+    def report(self) -> dict:
+        return task_report(self.task)

@@ -151,7 +151,7 @@ class ControllerNode(Node):
 
     def report(self) -> dict:
         return {**self.loop.report(), "latency_trajectory_to_first_command": self.traj_to_cmd.summary(),
-                "control_period": self.period.summary()}
+                "control_period": self.period.summary(), "arm": self.backend.report()}
 
     def close(self) -> None:
         stop_thread(self._stop, self._thread, 5.0)

@@ -1,102 +1,28 @@
-"""Helpers for the ROS tests: isolated DDS domains, node processes and a probe node.
-
-Every test that touches DDS gets a unique ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE=
-LOCALHOST (nothing leaves the machine). Waits are generous timeouts on conditions, never
-timing thresholds.
-"""
+"""A probe node on a graph's domain: records the topics it subscribes to, publishes, calls services."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
-
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-_ids = itertools.count()
 
 
-def unique_domain_id() -> int:
-    """1..99 (the conftest's process default is 100..199): per pid and per call."""
-    return (os.getpid() * 7 + next(_ids) * 13) % 99 + 1
+class WaitTimeout(TimeoutError, AssertionError):
+    """A condition not met in time (an AssertionError for pytest, a TimeoutError for tools)."""
 
 
-def ros_env(domain_id: int) -> dict:
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               FASTDDS_BUILTIN_TRANSPORTS="LARGE_DATA", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return env
-
-
-def write_params(path: Path, base: str | None = "loopback.yaml", overrides: dict | None = None) -> Path:
-    """A params file: config/base.yaml + config/<base> (eva_ros.params.params_layers) with
-    `overrides` ({node: {param: value}}) merged in."""
-    from eva_ros.params import merge, merged_sections, params_layers
-
-    data = merged_sections(params_layers(REPO / "config" / base)) if base else {}
-    for node, params in (overrides or {}).items():
-        section = data.setdefault(node, {}).setdefault("ros__parameters", {})
-        merge(section, params)
-    # relative data paths in the base resolve against the repo's config/
-    cam = data.get("camera", {}).get("ros__parameters", {}).get("source_options", {})
-    if "path" in cam and not Path(cam["path"]).is_absolute():
-        cam["path"] = str(REPO / "config" / cam["path"])
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-class NodeProcess:
-    """One console-script node in its own process group (so we can stop exactly it)."""
-
-    def __init__(self, script: str, params: Path, env: dict, log_dir: Path, name: str | None = None):
-        self.name = name or script
-        self.log = log_dir / f"{self.name}.log"
-        self._fh = open(self.log, "wb")
-        self.proc = subprocess.Popen([str(BIN / script), "--ros-args", "--params-file", str(params)],
-                                     env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: the process dies without any cleanup (a crashed planner)."""
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=15)
-        self._fh.close()
-
-    def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
-def wait_for(predicate, timeout: float = 60.0, period: float = 0.05, what: str = "condition"):
-    """Poll `predicate()` until truthy; return its value or raise AssertionError naming `what`."""
+def wait_for(predicate, timeout: float = 60.0, period: float = 0.05, what: str = "condition", proc=None):
+    """Poll `predicate()` until truthy and return its value. Raise WaitTimeout naming `what` after
+    `timeout` s, or RuntimeError as soon as the graph process `proc` (a procs.Child) has exited."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{what}: the graph exited early ({proc.log}): {proc.text()[-300:]!r}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            log = f" (log {proc.log})" if proc is not None else ""
+            raise WaitTimeout(f"timed out after {timeout} s waiting for {what}{log}")
         time.sleep(period)
 
 
@@ -116,7 +42,8 @@ def diagnostic_events(arrays, name: str, kind: str) -> list:
 
 
 class Probe:
-    """A test-side rclpy node in its own context, spinning in a background thread."""
+    """An rclpy node in its own context on `domain_id`, spinning in a background thread. It keeps
+    the messages of the topics it subscribes to (the newest `keep`) and counts them all."""
 
     def __init__(self, domain_id: int, name: str = "eva_test_probe"):
         import rclpy
@@ -129,6 +56,7 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.msgs: dict[str, list] = {}
+        self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -142,9 +70,11 @@ class Probe:
 
     def subscribe(self, topic: str, msg_type, qos, keep=None):
         self.msgs.setdefault(topic, [])
+        self.counts.setdefault(topic, 0)
 
         def cb(msg):
             with self.lock:
+                self.counts[topic] += 1
                 self.msgs[topic].append((time.time(), msg))
                 if keep and len(self.msgs[topic]) > keep:
                     del self.msgs[topic][: len(self.msgs[topic]) - keep]
@@ -158,6 +88,18 @@ class Probe:
     def received_since(self, topic: str, t: float) -> list:
         with self.lock:
             return [m for tr, m in self.msgs.get(topic, []) if tr >= t]
+
+    def count(self, topic: str) -> int:
+        """Messages received on `topic` since it was subscribed (or since `reset`)."""
+        with self.lock:
+            return self.counts.get(topic, 0)
+
+    def reset(self) -> None:
+        """Forget the messages received so far (a new graph on the same domain)."""
+        with self.lock:
+            for topic in self.msgs:
+                self.msgs[topic].clear()
+                self.counts[topic] = 0
 
     def publisher(self, topic: str, msg_type, qos):
         return self.node.create_publisher(msg_type, topic, qos)

@@ -61,7 +61,7 @@ def run(argv) -> int:
         ap.error("--episodes and --best-of must be >= 1, --episode-seconds in (0, 600)")
     ckpt = args.checkpoints or _repo_checkpoints()
     if args.duration is None and (ckpt / "manifest.json").is_file():
-        from eva_ros.demo_eval import run_trained
+        from eva_ros.demo.evaluation import run_trained
 
         return run_trained(args, ckpt)
     if args.duration is None:
@@ -73,7 +73,7 @@ def run(argv) -> int:
 
 def _repo_checkpoints() -> Path:
     """checkpoints/demo beside config/ (the source tree), else under the current directory."""
-    here = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    here = Path(__file__).resolve().parents[2] / "checkpoints" / "demo"
     return here if here.exists() else Path("checkpoints/demo")
 
 
@@ -82,9 +82,10 @@ def run_untrained(args) -> int:
     cfg = config_path(args.config or "sim")
     emb, camera_topic = _camera(cfg)
     check_writable(args.out, kind="dir")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # never multicast off this machine
-    os.environ.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 80))
     from eva_ros.runtime import configure_transport
+    from eva_ros.testing import use_domain
+
+    use_domain()   # LOCALHOST discovery (never multicast off this machine), the recorder joins the graph's domain
 
     configure_transport()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +94,7 @@ def run_untrained(args) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from eva_ros.recorder import RecorderNode
+    from eva_ros.demo.recorder import RecorderNode
 
     rclpy.init()
     recorder = RecorderNode(emb, camera_topic=camera_topic)

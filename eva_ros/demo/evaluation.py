@@ -1,6 +1,6 @@
 """eva-demo on trained checkpoints: idm_replay_success, then closed-loop episodes per variant and
 task through the full node graph, scored and written to report.json / rollout.mp4 / actions.png.
-See eva_ros/demo.py for the command line and docs/toy_eva.md for what the numbers mean."""
+See eva_ros/demo/cli.py for the command line and docs/toy_eva.md for what the numbers mean."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def replay_all(ckpt: Path, cfg: dict, tasks: list, work: Path) -> dict:
     from eva_core.embodiment import load_embodiment
     from eva_core.idm import load_idm
     from eva_core.sim.idm_replay import replay_demos
-    from eva_ros.demo_runs import bags_to_episodes, record_demos
+    from eva_ros.demo.runs import bags_to_episodes, record_demos
 
     p = cfg["pipeline"]
     seeds = [int(s) for s in p["replay_seeds"]]
@@ -112,9 +112,10 @@ def run_trained(args, ckpt: Path) -> int:
         raise UserError(f"--tasks: unknown {unknown}; the twin has {sorted(TASKS)}")
     emb = load_embodiment()
     ckpt = ckpt.resolve()
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 80))
     from eva_ros.runtime import configure_transport
+    from eva_ros.testing import use_domain
+
+    use_domain()   # LOCALHOST discovery; the graphs' domain id
 
     configure_transport()
     out = args.out
@@ -128,8 +129,8 @@ def run_trained(args, ckpt: Path) -> int:
     import rclpy
 
     from eva_ros import names
-    from eva_ros.demo_runs import closed_loop, ros_env
-    from eva_ros.recorder import video_frames, write_plots
+    from eva_ros.demo.runs import closed_loop, ros_env
+    from eva_ros.demo.recorder import video_frames, write_plots
 
     rclpy.init()
     env = ros_env()

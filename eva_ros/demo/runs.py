@@ -3,7 +3,7 @@
 Each run is one `eva-bringup` child process on a params file made of config/base.yaml, an overlay
 (config/sim.yaml or config/demo.yaml) and per-run overrides (the twin task and its seed), so every
 episode starts from a fresh twin placed by its seed. This process joins the same ROS domain with a
-small probe node (loopback discovery only):
+small probe node (loopback discovery only; the graph harness eva_ros.testing):
 
 - `record_demo`: the camera + controller graph and `eva-record`; the probe publishes the task's
   instruction and its scripted IK plan as one JointTrajectory, which the controller executes on the
@@ -13,80 +13,50 @@ small probe node (loopback discovery only):
   fixed time, with a RecorderNode keeping the camera view, the chunks, the commands, the scores and
   the trajectories.
 
-The twin's success check is read from the sim arm's close line on the bringup's output.
+The twin's success check is read from the bringup's report JSON (`twin_task_success`): the sim
+arm's report in its controller's `arm` entry.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-BIN = Path(sys.executable).parent
-SUCCESS_RE = re.compile(r"sim arm: twin task (\S+) seed (-?\d+): success (True|False)")
+from eva_ros.testing import BIN, Child, Probe, use_domain, wait_for, write_params
+from eva_ros.testing import ros_env as _graph_env
+
 EPISODE_SEED_RE = re.compile(r"_seed(-?\d+)_")
 # what a demonstration's bag holds: the robot path's camera, measured joints and commands
 RECORD_TOPICS = ["joint_states", "cam_high/color/image_raw", "eva/instruction", "eva/controller/command"]
 
 
-def write_params(path: Path, overlay: Path, overrides: dict) -> Path:
-    """base.yaml + `overlay` merged, then `overrides` ({node: {param: value}}), as one params file."""
-    from eva_ros.params import merge, merged_sections, params_layers
-
-    data = merged_sections(params_layers(overlay))
-    for node, params in overrides.items():
-        merge(data.setdefault(node, {}).setdefault("ros__parameters", {}), params)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def ros_env() -> dict:
-    env = dict(os.environ)
-    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    env.setdefault("ROS_DOMAIN_ID", str(20 + os.getpid() % 80))
-    return env
+    """The environment of the graphs: this process's domain (eva_ros.testing.use_domain), loopback."""
+    return _graph_env(use_domain())
 
 
-class Child:
-    """A console script in its own process group, output to a log file; stopped with SIGINT."""
+def twin_task_success(report: dict | None) -> bool | None:
+    """The twin task's success check in an eva-bringup report (the `twin_task` of a controller's
+    `arm` report); None without a report, a twin task or a check."""
+    for node in (report or {}).get("nodes_report", {}).values():
+        task = (node.get("arm") or {}).get("twin_task") if isinstance(node, dict) else None
+        if task is not None:
+            return task.get("success")
+    return None
 
-    def __init__(self, argv: list[str], log: Path, env: dict):
-        self.log = log
-        self._fh = open(log, "wb")
-        self.proc = subprocess.Popen(argv, env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGINT)
-            if self.wait(timeout) is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self._fh.close()
-        return self.proc.returncode
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def success(self) -> bool | None:
-        found = SUCCESS_RE.findall(self.text())
-        return (found[-1][2] == "True") if found else None
+def read_report(path: Path) -> dict | None:
+    """The eva-bringup report at `path`; None if it was not written (the graph died)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def bringup(params: Path, log: Path, env: dict, duration: float | None = None, report: Path | None = None) -> Child:
@@ -98,63 +68,32 @@ def bringup(params: Path, log: Path, env: dict, duration: float | None = None, r
     return Child(argv, log, env)
 
 
-class Probe:
-    """This process's node on the graph's domain: subscriptions it waits on and publishers it uses."""
+class RecordProbe(Probe):
+    """The probe of `record_demo`: the measured joints and camera frames, the instruction and
+    trajectory publishers."""
 
-    def __init__(self, emb):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
+    def __init__(self, emb, domain_id: int):
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import String
         from trajectory_msgs.msg import JointTrajectory
 
         from eva_ros import names, qos
 
-        if not rclpy.ok():
-            rclpy.init()
+        super().__init__(domain_id, f"eva_demo_probe_{os.getpid()}")
         self.emb = emb
-        self.node = rclpy.create_node(f"eva_demo_probe_{os.getpid()}")
-        self.joints: list = []
-        self.frames = 0
-        self.node.create_subscription(JointState, names.JOINT_STATES, self._on_joints, qos.STATE)
         self.camera_topic = names.camera_topic("cam_high")
-        self.node.create_subscription(Image, self.camera_topic, self._on_image, qos.IMAGE)
-        self.instruction = self.node.create_publisher(String, names.INSTRUCTION, qos.LATCHED)
-        self.trajectory = self.node.create_publisher(JointTrajectory, names.PLAN_TRAJECTORY, qos.PLAN)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        import threading
+        self.subscribe(names.JOINT_STATES, JointState, qos.STATE, keep=10)
+        self.subscribe(self.camera_topic, Image, qos.IMAGE, keep=1)
+        self.instruction = self.publisher(names.INSTRUCTION, String, qos.LATCHED)
+        self.trajectory = self.publisher(names.PLAN_TRAJECTORY, JointTrajectory, qos.PLAN)
 
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spin.start()
+    def joints(self) -> list:
+        from eva_ros import names
 
-    def _on_joints(self, msg) -> None:
-        self.joints.append(np.array(msg.position, float))
-        del self.joints[:-10]
+        return [np.array(m.position, float) for m in self.received(names.JOINT_STATES)]
 
-    def _on_image(self, msg) -> None:
-        self.frames += 1
-
-    def reset(self) -> None:
-        self.joints.clear()
-        self.frames = 0
-
-    def wait_for(self, cond, timeout: float, what: str, child: Child | None = None) -> None:
-        end = time.time() + timeout
-        while not cond():
-            if child is not None and not child.alive():
-                raise RuntimeError(f"{what}: the graph exited early ({child.log}): {child.text()[-300:]!r}")
-            if time.time() > end:
-                raise TimeoutError(f"{what}: not within {timeout:.0f} s (log {child.log if child else '-'})")
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    def frames(self) -> int:
+        return self.count(self.camera_topic)
 
 
 def scripted_trajectory(emb, task_name: str, seed: int, start: np.ndarray, rate_hz: float,
@@ -182,7 +121,7 @@ def scripted_trajectory(emb, task_name: str, seed: int, start: np.ndarray, rate_
     return actions, task.instruction
 
 
-def record_demo(probe: Probe, overlay: Path, work: Path, task: str, seed: int, record_topics: list[str],
+def record_demo(probe: RecordProbe, overlay: Path, work: Path, task: str, seed: int, record_topics: list[str],
                 camera: dict, env: dict, time_scale: float = 1.0, dwell: float = 0.0,
                 controller: dict | None = None, timeout: float = 240.0) -> dict:
     """One scripted demonstration through the graph, recorded by eva-record into work/bags/<task>_<seed>."""
@@ -204,30 +143,32 @@ def record_demo(probe: Probe, overlay: Path, work: Path, task: str, seed: int, r
     probe.reset()
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    graph = bringup(params, logs / f"record_{task}_{seed}.log", env)
+    report = work / "reports" / f"record_{task}_{seed}.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    graph = bringup(params, logs / f"record_{task}_{seed}.log", env, report=report)
     rec = None
     try:
-        probe.wait_for(lambda: probe.joints and probe.frames > 2, timeout, "the camera+controller graph", graph)
+        wait_for(lambda: probe.joints() and probe.frames() > 2, timeout, 0.1, "the camera+controller graph", graph)
         rec = Child([str(BIN / "eva-record"), "--ros-args", "--params-file", str(params)],
                     logs / f"eva_record_{task}_{seed}.log", env)
         cam = probe.camera_topic
-        probe.wait_for(lambda: probe.node.count_subscribers(cam) >= 2 and
-                       probe.node.count_subscribers("joint_states") >= 2, timeout, "eva-record subscriptions", rec)
-        start = emb.joint_positions_to_action(probe.joints[-1])
+        wait_for(lambda: probe.node.count_subscribers(cam) >= 2 and
+                 probe.node.count_subscribers("joint_states") >= 2, timeout, 0.1, "eva-record subscriptions", rec)
+        start = emb.joint_positions_to_action(probe.joints()[-1])
         rate = float((controller or {}).get("control_rate_hz", 200.0))
         actions, instruction = scripted_trajectory(emb, task, seed, start, rate, time_scale, dwell)
         probe.instruction.publish(String(data=instruction))
-        probe.wait_for(lambda: probe.trajectory.get_subscription_count() > 0, timeout, "controller subscription", graph)
+        wait_for(lambda: probe.trajectory.get_subscription_count() > 0, timeout, 0.1, "controller subscription", graph)
         time.sleep(1.0)   # a second of the arm at rest before it moves
         t0 = time.time() + 0.2
         probe.trajectory.publish(trajectory_to_msg(emb.joint_names, emb.action_to_joint_positions(actions),
                                                    1.0 / rate, t0, f"eva_traj:id={seed + 1}"))
         time.sleep(max(0.0, t0 + len(actions) / rate + 1.5 - time.time()))   # and the lifted/pushed result
     finally:
-        rc_rec = rec.stop() if rec is not None else None
-        graph.stop()
+        rc_rec = rec.stop(60.0) if rec is not None else None
+        graph.stop(60.0)
     episodes = sorted(p for p in bags.iterdir() if p.is_dir()) if bags.exists() else []
-    return {"task": task, "seed": int(seed), "success": graph.success(), "bag": str(episodes[-1]) if episodes else None,
+    return {"task": task, "seed": int(seed), "success": twin_task_success(read_report(report)), "bag": str(episodes[-1]) if episodes else None,
             "recorder_exit": rc_rec, "seconds": round(len(actions) / rate, 2)}
 
 
@@ -243,9 +184,7 @@ def record_demos(tasks, seeds, work: Path, cam: dict, time_scale: float = 1.0, s
     from eva_core.paths import config_path
 
     env = ros_env()
-    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]   # the probe joins the graphs' domain
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    probe = Probe(load_embodiment())
+    probe = RecordProbe(load_embodiment(), int(env["ROS_DOMAIN_ID"]))   # joins the graphs' domain
     records = []
     try:
         for task in tasks:
@@ -287,11 +226,9 @@ def closed_loop(overlay: Path, work: Path, name: str, overrides: dict, duration:
                 emb, camera_topic: str, timeout_extra: float = 240.0) -> dict:
     """One closed-loop episode of the full graph for `duration` s; returns the bringup summary, the
     twin's success and what the recorder saw (frames, chunks, commands, scores, trajectory spans)."""
-    import json
-
     from rclpy.executors import SingleThreadedExecutor
 
-    from eva_ros.recorder import RecorderNode
+    from eva_ros.demo.recorder import RecorderNode
 
     params = write_params(work / "params" / f"{name}.yaml", overlay, overrides)
     report = work / "reports" / f"{name}.json"
@@ -308,11 +245,12 @@ def closed_loop(overlay: Path, work: Path, name: str, overrides: dict, duration:
     try:
         rc = graph.wait(duration + timeout_extra)
     finally:
-        rc = graph.stop()
+        rc = graph.stop(60.0)
         time.sleep(0.3)
         executor.shutdown(timeout_sec=2.0)
-    summary = json.loads(report.read_text())["summary"] if report.exists() else None
+    result = read_report(report)
+    summary = result["summary"] if result else None
     data = rec.snapshot()
     rec.destroy_node()
-    return {"name": name, "exit": rc, "success": graph.success(), "summary": summary, "recording": data,
+    return {"name": name, "exit": rc, "success": twin_task_success(result), "summary": summary, "recording": data,
             "log": str(graph.log)}

@@ -1,0 +1,5 @@
+import sys
+
+from eva_ros.demo.cli import main
+
+sys.exit(main())
