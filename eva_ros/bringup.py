@@ -36,7 +36,6 @@ from eva_ros.params import (check_bringup, load_params_files, node_params, param
 from eva_ros.runtime import (GIL_SWITCH_INTERVAL, SpinThread, StopSignals, configure_transport, halt_nodes,
                              wait_until_stopped)
 from eva_ros.registry import NODE_KINDS, node_class
-from eva_ros.runtime import drain as _drain, spin as _spin  # noqa: F401 - test harnesses use these
 
 # construction order: the model nodes first (imports and model builds hold the GIL for seconds),
 # the controller last, so its 200 Hz thread does not start into those stalls.

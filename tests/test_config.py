@@ -171,7 +171,7 @@ def test_the_planner_section_is_the_core_planner_config_plus_the_node_keys(tmp_p
     ("world_model:\n  kind: vqvae", "planner.world_model", "kind", "must be one of"),
     ("policy: sometimes", "planner", "policy", "must be one of"),
     ("n_exec: 0", "planner", "n_exec", "must be >= 1"),
-    ("latency_smoothing: 0", "planner", "latency_smoothing", "must be > 0"),
+    ("latency_smoothing: 1.5", "planner", "latency_smoothing", "must be <= 1"),
 ])
 def test_a_bad_planner_key_names_the_params_file_section_and_key(tmp_path, body, section, key, problem):
     from eva_ros.params import check_params_files

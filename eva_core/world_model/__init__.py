@@ -5,7 +5,7 @@
     frames = wm.generate(image, "pick up the cup")         # (T, H, W, 3) uint8 at wm.fps
 
 Modules: config (WorldModelConfig, a typed Section), registry (kind -> builder, the VideoModel
-protocol, build_world_model), tiny (random tiny components), checkpoint (Lightning -> diffusers),
+protocol), build (build_world_model), tiny (random tiny components), checkpoint (Lightning -> diffusers),
 loading (the three loading paths), convert (eva-convert-ckpt), lora (peft adapters),
 encoders (text/CLIP/VAE), sampler (3-branch guided sampler), sde (Flow-GRPO SDE step), model,
 best_of (best-of-N around any VideoModel).
@@ -13,7 +13,8 @@ Imports torch only when `WorldModel` (or a torch module) is first used: configs 
 """
 
 from eva_core.world_model.config import TinyConfig, WorldModelConfig
-from eva_core.world_model.registry import VideoModel, build_world_model, register
+from eva_core.world_model.build import build_world_model
+from eva_core.world_model.registry import VideoModel, register
 
 __all__ = ["TinyConfig", "VideoModel", "WorldModel", "WorldModelConfig", "build_world_model", "register"]
 

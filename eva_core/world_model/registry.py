@@ -42,17 +42,13 @@ Builder = Callable[[Any, Any], VideoModel]   # (WorldModelConfig, embodiment or 
 
 @dataclass(frozen=True)
 class Kind:
-    builder: Builder
+    builder: Builder | None   # None: the built-in Wan WorldModel
     own_best_of: bool = False   # the model reads cfg.best_of itself (no BestOf wrapper)
 
 
-def _wan(cfg, embodiment=None):
-    from eva_core.world_model.model import WorldModel
-
-    return WorldModel.from_config(cfg, embodiment=embodiment)
-
-
-_KINDS: dict[str, Kind] = {name: Kind(_wan, own_best_of=True) for name in ("tiny", "diffusers", "lightning")}
+# the Wan kinds: builder None = eva_core.world_model.model.WorldModel (resolved in build.py, so
+# that this table imports nothing of the world model and the config can check names against it)
+_KINDS: dict[str, Kind] = {name: Kind(None, own_best_of=True) for name in ("tiny", "diffusers", "lightning")}
 
 
 def register(kind: str, builder: Builder, *, own_best_of: bool = False, replace: bool = False) -> None:
@@ -72,19 +68,8 @@ def kinds() -> tuple[str, ...]:
     return tuple(_KINDS)
 
 
-def build_world_model(cfg: Mapping[str, Any] | Any, embodiment=None) -> VideoModel:
-    """The model `cfg.kind` names (a WorldModelConfig or its mapping); `embodiment` gives best-of-N's
-    reward limits. Checks the result against `VideoModel`."""
-    from eva_core.world_model.config import WorldModelConfig
-
-    cfg = WorldModelConfig.from_dict(cfg)
-    entry = _KINDS[cfg.kind]   # validate() checked the name
-    model = entry.builder(cfg, embodiment)
-    if not isinstance(model, VideoModel):
-        raise TypeError(f"world-model kind {cfg.kind!r}: the builder returned {type(model).__name__}, "
-                        "which lacks generate/fps/num_frames/height/width")
-    if cfg.best_of > 1 and not entry.own_best_of:
-        from eva_core.world_model.best_of import BestOf
-
-        model = BestOf(model, cfg.best_of, reward_idm=cfg.reward_idm, embodiment=embodiment, seed=cfg.seed)
-    return model
+def entry(kind: str) -> Kind:
+    """The registered `kind` (KeyError naming the known kinds)."""
+    if kind not in _KINDS:
+        raise KeyError(f"world-model kind {kind!r} is not registered; known: {', '.join(_KINDS)}")
+    return _KINDS[kind]

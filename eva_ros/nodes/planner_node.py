@@ -30,7 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import check_image
-from eva_core.world_model.registry import build_world_model
+from eva_core.world_model.build import build_world_model
 from eva_ros import names, qos
 from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_is_finite, msg_to_image, trajectory_end,
                                  trajectory_meta)
