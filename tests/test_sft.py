@@ -158,10 +158,10 @@ def test_a_killed_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(tmp_
         return [{k: v for k, v in json.loads(line).items() if k != "s_per_step"}
                 for line in (out / "metrics.jsonl").read_text().splitlines()]
 
+    a, b = _weights(full), _weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same batches after the resume
     assert rows(killed) == rows(full)  # each step once, same losses, bit for bit
     assert [r["step"] for r in rows(killed)] == [0, 1, 2, 3, 4, 5, 6, 6]  # eval at 0 and 6, train 1..6
-    a, b = _weights(full), _weights(killed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     summary, want = json.loads((killed / "summary.json").read_text()), json.loads((full / "summary.json").read_text())
     assert summary["first_eval_loss"] is not None and summary["first_eval_loss"] == want["first_eval_loss"]
     assert summary["last_eval_loss"] == want["last_eval_loss"]
