@@ -162,8 +162,26 @@ class OutputDir:
     def commit(self) -> Path:
         """Swap the new output in (only one process may call it); a no-op without --overwrite."""
         if self.path != self.final:
+            os.chmod(self.path, 0o777 & ~_umask())  # mkdtemp-like modes: as mkdir would have made it
             replace_dir_atomically(self.path, self.final, overwrite=True)
         return self.final
+
+    def discard(self) -> None:
+        """Remove a staged output that failed (the old one, if any, was never touched)."""
+        if self.path != self.final:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.commit() if exc_type is None else self.discard()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def overwrite_sibling(final: Path) -> Path:
@@ -171,12 +189,13 @@ def overwrite_sibling(final: Path) -> Path:
 
 
 def prepare_output_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-                       flag: str = "--out", resumable: bool = True) -> OutputDir:
+                       flag: str = "--out", resumable: bool = True, staged: bool = False) -> OutputDir:
     """The one output-directory rule of every training and data CLI, checked before any work.
 
     An absent or empty directory is used as it is. An existing non-empty one is refused unless
     `resume` (continue the run in it) or `overwrite` (build the new output in a sibling, swapped in
-    by `OutputDir.commit()` once complete)."""
+    by `OutputDir.commit()` once complete). `staged`: always build in that sibling, so the output
+    appears only when complete (data CLIs: `with prepare_output_dir(...) as tmp:`)."""
     final = Path(out).expanduser()
     if resume and overwrite:
         raise UserError(f"{flag} {final}: --resume and --overwrite exclude each other")
@@ -187,7 +206,7 @@ def prepare_output_dir(out: str | os.PathLike, *, resume: bool = False, overwrit
         hint = "pass --resume to continue that run or --overwrite to replace it" if resumable else \
             "pass --overwrite to replace it"
         raise UserError(f"{flag} {final}: not empty; {hint}")
-    work = overwrite_sibling(final) if (used and overwrite) else final
+    work = overwrite_sibling(final) if (used and overwrite) or staged else final
     if work != final and (work.exists() or work.is_symlink()):  # left by a failed --overwrite
         shutil.rmtree(work) if work.is_dir() and not work.is_symlink() else work.unlink()
     check_writable(work, kind="dir")
