@@ -138,19 +138,20 @@ def _weights(path):
 
 def test_a_killed_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(tmp_path):
     """Exact resume (accelerate's skip_first_batches over a seeded, epoch-indexed sampler): a run
-    'killed' after step 5 with its checkpoint at 3, resumed, equals an uninterrupted 6-step run;
+    'killed' after step 5 with its checkpoint at 4 (mid-epoch: 12 clips in batches of 2 x 2 accumulated
+    make 3 steps an epoch), resumed, equals an uninterrupted 6-step run;
     metrics.jsonl holds each step once and summary.json keeps the first evaluation."""
     import shutil
 
     common = ["--config", "config/training/sft_tiny.yaml", "--set", "log.progress=false",
               "--set", "train.fit_vae_steps=0", "--set", "data.synthetic=4", "--set", "data.synthetic_frames=24",
               "--set", "log.sample_videos=0", "--set", "train.batch_size=2", "--set", "train.grad_accum=2",
-              "--set", "log.log_every=1", "--set", "log.eval_every=100", "--set", "log.save_every=3",
+              "--set", "log.log_every=1", "--set", "log.eval_every=100", "--set", "log.save_every=2",
               "--set", "log.keep=2", "--cpu"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert _run([*common, "--output-dir", str(full), "--set", "train.max_steps=6"]) == 0
     assert _run([*common, "--output-dir", str(killed), "--set", "train.max_steps=5"]) == 0
-    shutil.rmtree(killed / "checkpoints" / "step_00000005")  # killed after step 5: the checkpoint at 3 is the newest
+    shutil.rmtree(killed / "checkpoints" / "step_00000005")  # killed after step 5: the checkpoint at 4 is the newest
     (killed / "summary.json").unlink()
     assert _run([*common, "--output-dir", str(killed), "--set", "train.max_steps=6", "--resume"]) == 0
 

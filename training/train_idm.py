@@ -8,12 +8,15 @@ accelerate makes the same script run on CPU, one GPU or many (`accelerate launch
     eva-train-idm --synthetic 24 --variant tiny --out runs/idm_synth --epochs 30   # CPU demo
     eva-train-idm --data /data/episodes --variant resnet18 --out runs/idm_r18 --flip 0.5
     eva-train-idm --resume auto --out runs/idm_r18            # continue from the newest checkpoint
+    eva-train-idm --overwrite --synthetic 24 --out runs/idm_synth  # replace it (swapped in when complete)
     eva-train-idm --eval-only runs/idm_r18/idm --data ... --export-eva runs/idm_r18/IDM.pt
     eva-train-idm --config idm.yaml --set lr=3e-4 --out runs/idm   # IDMTrainConfig keys, one per flag
 
 Settings: IDMTrainConfig defaults < --config YAML < --set key=value < the flags given; a typo,
 wrong type or out-of-range value is a one-line error before any work.
 
+A non-empty --out is refused unless --resume or --overwrite; every input (--data, --init,
+--resume, --eval-only) is checked before anything is written.
 Outputs in --out: idm/ (safetensors + config.json + normalisation), checkpoints/step_*/ (resume),
 tb/ (TensorBoard), loss.png, eval.json, and optionally an EVA-layout .pt (--export-eva).
 Errors are one line naming the file (exit 2; --debug shows the traceback).
