@@ -26,6 +26,10 @@ class UserError(Exception):
     """A mistake the user can fix (bad input file, existing output, ...): one line, exit 2."""
 
 
+class OutputExistsError(UserError, FileExistsError):
+    """An output that a CLI would replace without being told to (--resume or --overwrite)."""
+
+
 KNOWN_ERRORS = (UserError, ValueError, OSError, KeyError)
 
 
@@ -205,7 +209,7 @@ def prepare_output_dir(out: str | os.PathLike, *, resume: bool = False, overwrit
     if used and not (resume or overwrite):
         hint = "pass --resume to continue that run or --overwrite to replace it" if resumable else \
             "pass --overwrite to replace it"
-        raise UserError(f"{flag} {final}: not empty; {hint}")
+        raise OutputExistsError(f"{flag} {final}: not empty; {hint}")
     work = overwrite_sibling(final) if (used and overwrite) or staged else final
     if work != final and (work.exists() or work.is_symlink()):  # left by a failed --overwrite
         shutil.rmtree(work) if work.is_dir() and not work.is_symlink() else work.unlink()
