@@ -166,6 +166,15 @@ def test_a_killed_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(tmp_
     summary, want = json.loads((killed / "summary.json").read_text()), json.loads((full / "summary.json").read_text())
     assert summary["first_eval_loss"] is not None and summary["first_eval_loss"] == want["first_eval_loss"]
     assert summary["last_eval_loss"] == want["last_eval_loss"]
+    # TensorBoard: the resumed writer's purge_step drops the killed run's events past the checkpoint
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def scalars(out):
+        acc = EventAccumulator(str(out / "tb"))
+        acc.Reload()
+        return [(e.step, e.value) for e in acc.Scalars("train/loss")]
+
+    assert scalars(killed) == scalars(full) and [s for s, _ in scalars(killed)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_an_existing_run_needs_resume_or_overwrite_and_overwrite_swaps_in_a_complete_run(tmp_path, capsys):

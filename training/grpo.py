@@ -234,7 +234,8 @@ def save_adapter(accelerator, model, out_dir: Path, deploy_cfg: dict, deployed=N
         accelerator.unwrap_model(model).peft_config["default"].save_pretrained(str(tmp))
     deploy = {k: v for k, v in deploy_cfg.items() if k != "device"}
     prior = deploy.get("lora")
-    deploy["lora"] = ([*prior] if isinstance(prior, list) else [prior] if prior else []) + [str((deployed or (lambda p: Path(p).resolve()))(out_dir / "lora"))]
+    where = deployed(out_dir / "lora") if deployed else (out_dir / "lora").resolve()
+    deploy["lora"] = ([*prior] if isinstance(prior, list) else [prior] if prior else []) + [str(where)]
     if len(deploy["lora"]) == 1:
         deploy["lora"] = deploy["lora"][0]
     deploy["merge_lora"] = True
@@ -474,7 +475,7 @@ def train(argv=None):
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else (0 if args.resume else None))
     from tqdm import tqdm
 
     bar = tqdm(total=tr.epochs, initial=step, desc="grpo", disable=not (main and log.progress))

@@ -327,14 +327,14 @@ def train(argv=None) -> Path:
             (r["eval_loss"] for r in read_jsonl(out / "metrics.jsonl") if r.get("step") == 0 and "eval_loss" in r),
             None))
         last_eval = extra.get("eval_loss")
-        if main:
-            truncate_jsonl(out / "metrics.jsonl", step)
+    if main and args.resume:  # without a checkpoint the run starts over: all of its rows go
+        truncate_jsonl(out / "metrics.jsonl", step if step else -1)
 
     writer = None
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else (0 if args.resume else None))
     from tqdm import tqdm
 
     bar = tqdm(total=tr.max_steps, initial=step, desc="sft", disable=not (main and log.progress))
@@ -387,7 +387,8 @@ def train(argv=None) -> Path:
                     if log.sample_videos and not fsdp:
                         save_samples(wm, val_ds, out, step, log.sample_videos)
             if step % log.save_every == 0 or step == tr.max_steps:
-                save_checkpoint(accelerator, out, step, {"eval_loss": last_eval, "first_eval_loss": first_eval}, log.keep)
+                save_checkpoint(accelerator, out, step, {"eval_loss": last_eval, "first_eval_loss": first_eval},
+                                log.keep)
             if step >= tr.max_steps:
                 break
     bar.close()

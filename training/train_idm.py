@@ -617,7 +617,8 @@ def run(argv=None) -> dict:
     raw = acc.unwrap_model(model)
     hparams = {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))}
     # a resumed run's TensorBoard drops the killed run's events past the checkpoint
-    acc.init_trackers("tb", config=hparams, init_kwargs={"tensorboard": {"purge_step": step + 1}} if step else {})
+    purge = {"tensorboard": {"purge_step": step + 1 if step else 0}} if args.resume else {}
+    acc.init_trackers("tb", config=hparams, init_kwargs=purge)
 
     metrics, step = train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, train_mean, emb, out,
                                step, epoch, history, total)
