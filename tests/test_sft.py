@@ -200,3 +200,16 @@ def test_an_existing_run_needs_resume_or_overwrite_and_overwrite_swaps_in_a_comp
     deployed = yaml.safe_load((out / "final" / "world_model.yaml").read_text())["world_model"]
     assert deployed["transformer_dir"] == str((out / "final" / "transformer").resolve())  # the final place
     assert not list(tmp_path.glob(".run*"))  # no sibling left behind
+
+
+def test_truncate_jsonl_keeps_the_rows_up_to_the_resumed_step(tmp_path):
+    from training.common import read_jsonl, truncate_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in (0, 1, 2, 3, 2)))
+    truncate_jsonl(path, 2)
+    assert [r["step"] for r in read_jsonl(path)] == [0, 1, 2, 2]
+    truncate_jsonl(path, -1)  # a resume without a checkpoint starts over
+    assert path.read_text() == ""
+    truncate_jsonl(tmp_path / "missing.jsonl", 3)
+    assert not (tmp_path / "missing.jsonl").exists()
