@@ -7,7 +7,8 @@ shows the traceback instead. Anything else is a bug and keeps its traceback.
 
 Outputs are never destroyed by surprise: `check_writable` fails before long work starts,
 `replace_dir_atomically` refuses an existing directory without `--overwrite` and, with it,
-swaps the new directory in only once it is complete.
+swaps the new directory in only once it is complete. `prepare_output_dir` is the one rule of the
+training and data CLIs: a non-empty output needs --resume or --overwrite.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from typing import Callable, Sequence
 
 class UserError(Exception):
     """A mistake the user can fix (bad input file, existing output, ...): one line, exit 2."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """An output that a CLI would replace without being told to (--resume or --overwrite)."""
 
 
 KNOWN_ERRORS = (UserError, ValueError, OSError, KeyError)
@@ -139,3 +144,75 @@ def replace_dir_atomically(tmp_dir: str | os.PathLike, final_dir: str | os.PathL
         raise
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+class OutputDir:
+    """Where a CLI writes its output: `final` (the directory the user named) or, with --overwrite,
+    `path`, a sibling `.NAME.overwrite` built first and renamed over `final` by `commit()` once
+    complete (the old output stays intact if the new one fails). The sibling's name is fixed so
+    every process of one `accelerate launch` writes to the same place."""
+
+    def __init__(self, final: Path, path: Path):
+        self.final, self.path = final, path
+
+    def final_path(self, p: str | os.PathLike) -> Path:
+        """`p` (under `path`) where it will live after `commit()`: for paths recorded in outputs."""
+        p = Path(p).resolve()
+        try:
+            return self.final.resolve() / p.relative_to(self.path.resolve())
+        except ValueError:
+            return p
+
+    def commit(self) -> Path:
+        """Swap the new output in (only one process may call it); a no-op without --overwrite."""
+        if self.path != self.final:
+            os.chmod(self.path, 0o777 & ~_umask())  # mkdtemp-like modes: as mkdir would have made it
+            replace_dir_atomically(self.path, self.final, overwrite=True)
+        return self.final
+
+    def discard(self) -> None:
+        """Remove a staged output that failed (the old one, if any, was never touched)."""
+        if self.path != self.final:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.commit() if exc_type is None else self.discard()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def overwrite_sibling(final: Path) -> Path:
+    return final.parent / f".{final.name}.overwrite"
+
+
+def prepare_output_dir(out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+                       flag: str = "--out", resumable: bool = True, staged: bool = False) -> OutputDir:
+    """The one output-directory rule of every training and data CLI, checked before any work.
+
+    An absent or empty directory is used as it is. An existing non-empty one is refused unless
+    `resume` (continue the run in it) or `overwrite` (build the new output in a sibling, swapped in
+    by `OutputDir.commit()` once complete). `staged`: always build in that sibling, so the output
+    appears only when complete (data CLIs: `with prepare_output_dir(...) as tmp:`)."""
+    final = Path(out).expanduser()
+    if resume and overwrite:
+        raise UserError(f"{flag} {final}: --resume and --overwrite exclude each other")
+    if final.exists() and not final.is_dir():
+        raise UserError(f"{flag} {final}: exists and is not a directory")
+    used = final.is_dir() and any(final.iterdir())
+    if used and not (resume or overwrite):
+        hint = "pass --resume to continue that run or --overwrite to replace it" if resumable else \
+            "pass --overwrite to replace it"
+        raise OutputExistsError(f"{flag} {final}: not empty; {hint}")
+    work = overwrite_sibling(final) if (used and overwrite) or staged else final
+    if work != final and (work.exists() or work.is_symlink()):  # left by a failed --overwrite
+        shutil.rmtree(work) if work.is_dir() and not work.is_symlink() else work.unlink()
+    check_writable(work, kind="dir")
+    work.mkdir(parents=True, exist_ok=True)
+    return OutputDir(final, work)

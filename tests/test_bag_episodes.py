@@ -222,6 +222,16 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path, capsys):
     assert (tmp_path / "out" / "good.hdf5").exists()
     assert bag_main([str(tmp_path / "good"), "--out", str(tmp_path / "out")]) == 2   # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
+    # any non-empty --out is refused in one line (not only a clash of file names), and kept
+    (tmp_path / "out" / "other.hdf5").write_text("x")
+    (tmp_path / "out" / "good.hdf5").rename(tmp_path / "out" / "kept.hdf5")
+    assert bag_main([str(tmp_path / "good"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "out") in err and "--overwrite" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kept.hdf5", "other.hdf5"]
+    # --overwrite replaces the whole directory once the conversion is done
+    assert bag_main([str(tmp_path / "good"), "--out", str(tmp_path / "out"), "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.hdf5"]
     seg = sorted((tmp_path / "good").iterdir())[-1]
     (seg / "metadata.yaml").unlink()
     mcap = next(seg.glob("*.mcap"))
@@ -232,5 +242,6 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert bag_main([str(empty), "--out", str(tmp_path / "out3")]) == 2
+    assert not (tmp_path / "out3").exists()  # nothing written: no directory left behind
     assert bag_main([str(tmp_path / "nope"), "--out", str(tmp_path / "out4")]) == 2
     assert "no such bag" in capsys.readouterr().err

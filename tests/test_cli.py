@@ -100,3 +100,66 @@ def test_a_file_is_never_replaced_by_a_directory(tmp_path):
         with pytest.raises(UserError, match="not a directory"):
             check_new_dir(f, ow)
     assert f.read_text() == "user data"
+
+
+def test_prepare_output_dir_refuses_a_used_output_in_one_line_naming_both_flags(tmp_path):
+    from eva_core.cli import prepare_output_dir
+
+    out = tmp_path / "run"
+    assert prepare_output_dir(out).path == out and out.is_dir()  # absent: created
+    assert prepare_output_dir(out).path == out  # empty: used as it is
+    (out / "eval.json").write_text("{}")
+    with pytest.raises(UserError) as e:
+        prepare_output_dir(out, flag="--out")
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and str(out) in msg and "--resume" in msg and "--overwrite" in msg
+    with pytest.raises(UserError, match="pass --overwrite to replace it") as e:
+        prepare_output_dir(out, resumable=False)
+    assert "--resume" not in str(e.value)  # a data CLI has no --resume
+    with pytest.raises(UserError, match="exclude each other"):
+        prepare_output_dir(out, resume=True, overwrite=True)
+    assert prepare_output_dir(out, resume=True).path == out
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UserError, match="exists and is not a directory"):
+        prepare_output_dir(tmp_path / "a_file", overwrite=True)
+    assert (out / "eval.json").read_text() == "{}"
+
+
+def test_overwrite_builds_beside_and_swaps_in_only_a_complete_output(tmp_path):
+    from eva_core.cli import prepare_output_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with prepare_output_dir(out, overwrite=True) as tmp:
+            assert tmp != out and tmp.parent == out.parent
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("the new run failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and (out / "old.txt").read_text() == "old"
+    run = prepare_output_dir(out, overwrite=True)
+    (run.path / "new.txt").write_text("new")
+    assert (out / "old.txt").exists()  # untouched until the commit
+    assert run.final_path(run.path / "final" / "x") == out.resolve() / "final" / "x"
+    run.commit()
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"] and [p.name for p in tmp_path.iterdir()] == ["run"]
+    # staged: the output appears only once complete, also where none existed
+    with prepare_output_dir(tmp_path / "data", resumable=False, staged=True) as tmp:
+        assert not (tmp_path / "data").exists()
+        (tmp / "ep.hdf5").write_text("x")
+    assert (tmp_path / "data" / "ep.hdf5").is_file()
+
+
+def test_training_ranks_other_than_0_neither_check_nor_create(tmp_path, monkeypatch):
+    from training.common import prepare_output_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "x").write_text("x")
+    monkeypatch.setenv("RANK", "1")
+    assert prepare_output_dir(out).path == out  # rank 0 checked it; this one only joins
+    assert prepare_output_dir(out, overwrite=True).path == tmp_path / ".run.overwrite"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(UserError, match="not empty"):
+        prepare_output_dir(out)

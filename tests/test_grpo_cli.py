@@ -90,7 +90,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     exactly the weights of 3 steps in one go (each step's seeds come from its index)."""
     cfg = ["--config", "config/training/grpo_tiny.yaml", *FAST, "--set", "log.save_every=1", "--set", "log.videos=0"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main([*cfg, "--output-dir", str(straight), "--set", "train.epochs=3"]) == 0
+    assert main([*cfg, "--output-dir", str(straight), "--set", "train.epochs=3", "--set", "log.keep=2"]) == 0
     assert main([*cfg, "--output-dir", str(split), "--set", "train.epochs=2"]) == 0
     assert main([*cfg, "--output-dir", str(split), "--set", "train.epochs=3", "--resume"]) == 0
     steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()]
@@ -99,6 +99,21 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     assert digest(split) == digest(straight)
     rewards = lambda d: [json.loads(x)["reward_mean"] for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert rewards(split) == pytest.approx(rewards(straight), rel=1e-6)
+    # killed after step 3 with its newest checkpoint at 2: the resume drops the killed run's row 3
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(straight, killed)
+    shutil.rmtree(killed / "checkpoints" / "step_00000003")
+    assert main([*cfg, "--output-dir", str(killed), "--set", "train.epochs=3", "--resume"]) == 0
+    assert [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert digest(killed) == digest(straight) and rewards(killed) == rewards(straight)
+    # an existing run needs --resume or --overwrite; --overwrite swaps in the new run when complete
+    assert main([*cfg, "--output-dir", str(killed), "--set", "train.epochs=1"]) == 2
+    assert main([*cfg, "--output-dir", str(killed), "--set", "train.epochs=1", "--overwrite"]) == 0
+    assert [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()] == [1]
+    deployed = yaml.safe_load((killed / "world_model.yaml").read_text())["world_model"]["lora"]
+    assert deployed == str((killed / "lora").resolve()) and not list(tmp_path.glob(".killed*"))
 
 
 @pytest.mark.parametrize("setting, needle", [

@@ -130,3 +130,88 @@ def test_a_yaml_typo_at_any_depth_is_refused_before_the_output_directory(tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{path}: {needle}" in err, err
     assert not out.exists()
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "final" / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_a_killed_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(tmp_path):
+    """Exact resume (accelerate's skip_first_batches over a seeded, epoch-indexed sampler): a run
+    'killed' after step 5 with its checkpoint at 4 (mid-epoch: 12 clips in batches of 2 x 2 accumulated
+    make 3 steps an epoch), resumed, equals an uninterrupted 6-step run;
+    metrics.jsonl holds each step once and summary.json keeps the first evaluation."""
+    import shutil
+
+    common = ["--config", "config/training/sft_tiny.yaml", "--set", "log.progress=false",
+              "--set", "train.fit_vae_steps=0", "--set", "data.synthetic=4", "--set", "data.synthetic_frames=24",
+              "--set", "log.sample_videos=0", "--set", "train.batch_size=2", "--set", "train.grad_accum=2",
+              "--set", "log.log_every=1", "--set", "log.eval_every=100", "--set", "log.save_every=2",
+              "--set", "log.keep=2", "--cpu"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert _run([*common, "--output-dir", str(full), "--set", "train.max_steps=6"]) == 0
+    assert _run([*common, "--output-dir", str(killed), "--set", "train.max_steps=5"]) == 0
+    shutil.rmtree(killed / "checkpoints" / "step_00000005")  # killed after step 5: the checkpoint at 4 is the newest
+    (killed / "summary.json").unlink()
+    assert _run([*common, "--output-dir", str(killed), "--set", "train.max_steps=6", "--resume"]) == 0
+
+    def rows(out):
+        return [{k: v for k, v in json.loads(line).items() if k != "s_per_step"}
+                for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = _weights(full), _weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same batches after the resume
+    assert rows(killed) == rows(full)  # each step once, same losses, bit for bit
+    assert [r["step"] for r in rows(killed)] == [0, 1, 2, 3, 4, 5, 6, 6]  # eval at 0 and 6, train 1..6
+    summary, want = json.loads((killed / "summary.json").read_text()), json.loads((full / "summary.json").read_text())
+    assert summary["first_eval_loss"] is not None and summary["first_eval_loss"] == want["first_eval_loss"]
+    assert summary["last_eval_loss"] == want["last_eval_loss"]
+    # TensorBoard: the resumed writer's purge_step drops the killed run's events past the checkpoint
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def scalars(out):
+        acc = EventAccumulator(str(out / "tb"))
+        acc.Reload()
+        return [(e.step, e.value) for e in acc.Scalars("train/loss")]
+
+    assert scalars(killed) == scalars(full) and [s for s, _ in scalars(killed)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_existing_run_needs_resume_or_overwrite_and_overwrite_swaps_in_a_complete_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--config", "config/training/sft_tiny.yaml", "--set", "log.progress=false", "--cpu",
+              "--set", "train.fit_vae_steps=0", "--set", "data.synthetic=3", "--set", "data.synthetic_frames=12",
+              "--set", "log.sample_videos=0", "--set", "train.max_steps=1", "--output-dir", str(out)]
+    assert _run(common) == 0
+    capsys.readouterr()
+    assert _run(common) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--resume" in err and "--overwrite" in err
+    assert _run([*common, "--resume", "--overwrite"]) == 2
+    # a failing --overwrite (a missing data source) leaves the old run as it was
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert _run([*common, "--overwrite", "--set", f"data.sources=[{tmp_path / 'missing'}]"]) == 2
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    (out / "marker").write_text("old run")
+    assert _run([*common, "--overwrite", "--set", "train.max_steps=2"]) == 0
+    assert not (out / "marker").exists() and json.loads((out / "summary.json").read_text())["steps"] == 2
+    import yaml
+
+    deployed = yaml.safe_load((out / "final" / "world_model.yaml").read_text())["world_model"]
+    assert deployed["transformer_dir"] == str((out / "final" / "transformer").resolve())  # the final place
+    assert not list(tmp_path.glob(".run*"))  # no sibling left behind
+
+
+def test_truncate_jsonl_keeps_the_rows_up_to_the_resumed_step(tmp_path):
+    from training.common import read_jsonl, truncate_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in (0, 1, 2, 3, 2)))
+    truncate_jsonl(path, 2)
+    assert [r["step"] for r in read_jsonl(path)] == [0, 1, 2, 2]
+    truncate_jsonl(path, -1)  # a resume without a checkpoint starts over
+    assert path.read_text() == ""
+    truncate_jsonl(tmp_path / "missing.jsonl", 3)
+    assert not (tmp_path / "missing.jsonl").exists()

@@ -219,3 +219,57 @@ def test_resume_auto_refuses_step_directories_it_cannot_resume(tmp_path):
         latest_checkpoint(tmp_path)
     (old / "state.json").write_text('{"step": 10}')
     assert latest_checkpoint(tmp_path) == old
+
+
+def test_a_finished_run_is_refused_without_resume_or_overwrite_and_overwrite_swaps_it(tmp_path, capsys):
+    """Finding 1 (issue 23): --out into a finished run used to exit 0 and replace idm/, eval.json,
+    loss.png and tb/ beside the old checkpoints."""
+    out = tmp_path / "run"
+    args = ["--synthetic", "3", "--synthetic-frames", "6", "--out", str(out), *COMMON]
+    run([*args, "--max-steps", "3"])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main([*args, "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "--resume" in err[0] and "--overwrite" in err[0], err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
+    # --overwrite: a failing new run leaves the old one as it was
+    assert main([*args, "--max-steps", "2", "--overwrite", "--init", str(tmp_path / "nope.pt")]) == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    run([*args, "--max-steps", "2", "--overwrite", "--save-every", "1", "--keep", "5"])
+    assert json.loads((out / "eval.json").read_text())["step"] == 2
+    assert sorted(c.name for c in (out / "checkpoints").glob("step_*")) == ["step_00000001", "step_00000002"]
+    assert not list(tmp_path.glob(".run*"))
+
+
+def test_a_bad_init_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Finding 8: the synthetic data used to be written into --out before --init was refused."""
+    from eva_core.idm import IDMConfig, build_idm, save_idm
+
+    bad = save_idm(build_idm(IDMConfig(action_dim=14, variant="tiny")), tmp_path / "bad")
+    (bad / "model.safetensors").write_bytes(b"\x01" * 10)
+    out = tmp_path / "run"
+    assert main(["--init", str(bad), "--synthetic", "2", "--max-steps", "1", "--out", str(out), *COMMON]) == 2
+    assert "not a readable safetensors file" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_killed_and_resumed_run_matches_the_uninterrupted_one(tmp_path):
+    """Exact resume: the run killed after step 6 (its newest checkpoint at 3) and resumed ends with
+    the uninterrupted run's weights, bit for bit (seeded epoch order, skipped batches, per-step
+    augmentation and dropout seeds)."""
+    import shutil
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    args = ["--synthetic", "3", "--synthetic-frames", "10", "--batch-size", "4", "--max-steps", "6",
+            "--save-every", "3", "--keep", "2", "--eval-every", "100", "--flip", "0.5", "--color-jitter", "0.2",
+            *COMMON]
+    run([*args, "--out", str(full)])
+    shutil.copytree(full, killed)
+    shutil.rmtree(killed / "checkpoints" / "step_00000006")
+    for name in ("idm", "eval.json"):
+        shutil.rmtree(killed / name) if (killed / name).is_dir() else (killed / name).unlink()
+    run([*args, "--out", str(killed), "--resume", "auto"])
+    a, b = load_idm(full / "idm").state_dict(), load_idm(killed / "idm").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((killed / "eval.json").read_text())["mae"] == json.loads((full / "eval.json").read_text())["mae"]

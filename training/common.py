@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import torch
 import yaml
 
 from eva_core import yaml_io
 from eva_core.atomic_io import atomic_path
-from eva_core.cli import cli_main
+from eva_core.cli import OutputDir, UserError, cli_main, overwrite_sibling
+from eva_core.cli import prepare_output_dir as cli_prepare_output_dir
 from eva_core.config import ConfigError
 
 
@@ -72,23 +74,81 @@ def world_model_config(model: Mapping, source: str = "<dict>", section: str = "m
 
 
 # ---- output directory and checkpoints ---------------------------------------------------------
-def prepare_output_dir(out: Path, resume: bool) -> None:
-    """A new run needs an absent or empty directory; an existing run is only ever resumed.
+def prepare_output_dir(out: Path, resume: bool = False, overwrite: bool = False,
+                       flag: str = "--output-dir") -> OutputDir:
+    """eva_core.cli.prepare_output_dir (a non-empty run needs --resume or --overwrite; --overwrite
+    builds in a sibling that `OutputDir.commit()` swaps in); write into the returned `.path`.
 
     Under `accelerate launch` only rank 0 checks and creates it (before the process group exists,
-    which every rank then joins): a rank checking after another has begun writing saw "not empty"."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    which every rank then joins): a rank checking after another has begun writing saw "not empty".
+    The others only compute the same paths (the old run stays in place until the commit)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        return cli_prepare_output_dir(out, resume=resume, overwrite=overwrite, flag=flag)
+    final = Path(out)
+    used = overwrite and final.is_dir() and any(final.iterdir())
+    return OutputDir(final, overwrite_sibling(final) if used else final)
+
+
+def check_inputs(**paths) -> None:
+    """Every input path named (flag or config key -> path; None skipped) exists, before any output."""
+    for name, p in paths.items():
+        for one in ([] if p is None else p if isinstance(p, (list, tuple)) else [p]):
+            if not Path(one).exists():
+                raise UserError(f"{name}: {one}: no such file or directory")
+
+
+def model_inputs(model: Mapping, section: str = "model") -> dict:
+    """The paths a `model:` mapping reads (for check_inputs), keyed `section.key`."""
+    keys = ("model_dir", "ckpt", "lora", "transformer_dir", "vae_dir", "reward_idm")
+    return {f"{section}.{k}": model[k] for k in keys
+            if model.get(k) is not None and not (k == "reward_idm" and model[k] == "random_tiny")}
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Drop the rows of `path` past `step` (the killed run's rows after the checkpoint resumed),
+    atomically; a missing file stays missing."""
+    from eva_core.atomic_io import write_text
+
+    path = Path(path)
+    if not path.is_file():
         return
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--output-dir {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not resume:
-        raise FileExistsError(f"--output-dir {out}: not empty; pass --resume to continue that run "
-                              "or choose a new directory (existing runs are never overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / ".write_probe"
-    probe.write_text("")
-    probe.unlink()
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and int(json.loads(line).get("step", 0)) <= step]
+    write_text(path, "".join(line + "\n" for line in keep))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffle that depends only on (seed, epoch): accelerate's loader calls set_epoch before
+    each pass, so a resumed run replays the same order (and skip_first_batches the used part)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def epoch_passes(accelerator, loader, step: int, batches_per_step: int, steps_per_epoch: int):
+    """(epoch, loader) pairs from optimiser step `step` on: each pass over `loader` set to its
+    epoch, the first one past the batches that steps 1..`step` used (exact resume)."""
+    epoch, done = divmod(step, steps_per_epoch)
+    skip = done * batches_per_step
+    while True:
+        loader.set_epoch(epoch)
+        yield epoch, accelerator.skip_first_batches(loader, skip) if skip else loader
+        epoch, skip = epoch + 1, 0
 
 
 def checkpoints(out: Path) -> list[Path]:

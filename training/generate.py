@@ -10,7 +10,7 @@ decodes the chunk into actions and scores them with the executability reward.
     eva-generate --image f.png --instruction "..." --output-dir out --model-config wm.yaml \\
         --idm /models/IDM_singleview.pt --lora runs/grpo/lora --history prev.mp4 --best-of 4
 
-Writes, in a new --output-dir (swapped in when complete; an existing one needs --overwrite):
+Writes, in a new --output-dir (swapped in when complete; a non-empty one needs --overwrite):
 video.mp4, actions.png (the decoded action curves), actions.npy, result.json (reward, its
 components, best-of-N scores, timing, seed).
 """
@@ -18,7 +18,6 @@ components, best-of-N scores, timing, seed).
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +87,7 @@ def read_image(path) -> np.ndarray:
 
 def generate(argv=None) -> dict:
     from eva_core.atomic_io import write_json
-    from eva_core.cli import check_new_dir, replace_dir_atomically
+    from eva_core.cli import prepare_output_dir
     from eva_core.data.video_clips import read_video
     from eva_core.reward.plots import plot_action_curves
     from eva_core.world_model import WorldModel
@@ -96,34 +95,33 @@ def generate(argv=None) -> dict:
 
     args = parse_args(argv)
     out = Path(args.output_dir)
-    check_new_dir(out, args.overwrite)
     wcfg = model_config(args)
     image = read_image(args.image)
     history = list(read_video(args.history)[0]) if args.history else None
     emb = load_emb(args.embodiment)
-    wm = WorldModel.from_config(wcfg, embodiment=emb)
-    print(f"eva-generate: {wm.num_frames} frames {wm.height}x{wm.width} at {wm.fps} fps, best of {wcfg.best_of}")
-    frames = wm.generate(image, args.instruction, history=history, seed=args.seed)
-    result = wm.scorer.score_video(_to_video(frames))  # the chosen chunk's actions + reward
-    res = result.score
-    actions = result.actions[0].numpy()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp.", dir=out.parent))
-    write_mp4(tmp / "video.mp4", frames, wm.fps)
-    np.save(tmp / "actions.npy", actions)
-    import matplotlib.pyplot as plt
+    # every input read; the output appears only once complete (an existing one needs --overwrite)
+    with prepare_output_dir(out, overwrite=args.overwrite, flag="--output-dir", resumable=False, staged=True) as tmp:
+        wm = WorldModel.from_config(wcfg, embodiment=emb)
+        print(f"eva-generate: {wm.num_frames} frames {wm.height}x{wm.width} at {wm.fps} fps, best of {wcfg.best_of}")
+        frames = wm.generate(image, args.instruction, history=history, seed=args.seed)
+        result = wm.scorer.score_video(_to_video(frames))  # the chosen chunk's actions + reward
+        res = result.score
+        actions = result.actions[0].numpy()
+        write_mp4(tmp / "video.mp4", frames, wm.fps)
+        np.save(tmp / "actions.npy", actions)
+        import matplotlib.pyplot as plt
 
-    fig = plot_action_curves(actions, tmp / "actions.png", fps=wm.fps, names=list(emb.joint_names),
-                             lower=np.asarray(emb.pos_lower), upper=np.asarray(emb.pos_upper),
-                             title=f"{args.instruction!r}: reward {float(res[0]):.3f}")
-    plt.close(fig)
-    summary = {"instruction": args.instruction, "image": str(args.image), "reward": float(res[0]),
-               "components": {k: float(v[0]) for k, v in result.components.items()},
-               "frames": int(frames.shape[0]), "fps": wm.fps, "context_frames": wm.last_info.get("context_frames"),
-               "seed": wm.last_info.get("seed"), "best_of": wm.last_info.get("best_of"),
-               "timing_s": wm.last_timing, "lora": wcfg.lora}
-    write_json(tmp / "result.json", summary)
-    replace_dir_atomically(tmp, out, args.overwrite)
+        fig = plot_action_curves(actions, tmp / "actions.png", fps=wm.fps, names=list(emb.joint_names),
+                                 lower=np.asarray(emb.pos_lower), upper=np.asarray(emb.pos_upper),
+                                 title=f"{args.instruction!r}: reward {float(res[0]):.3f}")
+        plt.close(fig)
+        summary = {"instruction": args.instruction, "image": str(args.image), "reward": float(res[0]),
+                   "components": {k: float(v[0]) for k, v in result.components.items()},
+                   "frames": int(frames.shape[0]), "fps": wm.fps,
+                   "context_frames": wm.last_info.get("context_frames"),
+                   "seed": wm.last_info.get("seed"), "best_of": wm.last_info.get("best_of"),
+                   "timing_s": wm.last_timing, "lora": wcfg.lora}
+        write_json(tmp / "result.json", summary)
     print(f"eva-generate: reward {summary['reward']:.3f}; wrote {out}/video.mp4, actions.png, result.json")
     return summary
 

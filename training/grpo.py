@@ -37,7 +37,8 @@ import torch
 import yaml
 
 from eva_core.config import ConfigError, Section, param
-from training.common import (append_jsonl, latest_checkpoint, load_config, load_emb, prepare_output_dir, resume_from,
+from training.common import (append_jsonl, check_inputs, latest_checkpoint, load_config, load_emb, model_inputs,
+                             prepare_output_dir, read_jsonl, resume_from, truncate_jsonl,
                              run_cli, save_checkpoint, world_model_config, write_mp4, write_rank_digest)
 
 
@@ -131,8 +132,11 @@ class GRPOConfig(Section):
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="eva-train-grpo", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="YAML with sections model/data/reward/grpo/train/log")
-    p.add_argument("--output-dir", required=True, help="run directory (must be new or empty unless --resume)")
+    p.add_argument("--output-dir", required=True,
+                   help="run directory (must be new or empty unless --resume or --overwrite)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output-dir (swapped in only once the new one is complete)")
     p.add_argument("--eval-only", action="store_true", help="score the held-out prompts and write eval.json")
     p.add_argument("--lora", default=None, help="with --eval-only: the adapter to evaluate (default: the initial model)")
     p.add_argument("--baseline", default=None,
@@ -214,8 +218,9 @@ def decode_and_score(wm, scorer, final_latents: torch.Tensor):
     return video.cpu(), res, t1 - t0, time.perf_counter() - t1
 
 
-def save_adapter(accelerator, model, out_dir: Path, deploy_cfg: dict) -> Path:
-    """peft layout (adapter_model.safetensors + adapter_config.json) + world_model.yaml beside it."""
+def save_adapter(accelerator, model, out_dir: Path, deploy_cfg: dict, deployed=None) -> Path:
+    """peft layout (adapter_model.safetensors + adapter_config.json) + world_model.yaml beside it,
+    naming the adapter at `deployed(path)` (where the run will live, for an --overwrite)."""
     from safetensors.torch import save_file
 
     from eva_core.atomic_io import atomic_dir, write_text
@@ -229,7 +234,8 @@ def save_adapter(accelerator, model, out_dir: Path, deploy_cfg: dict) -> Path:
         accelerator.unwrap_model(model).peft_config["default"].save_pretrained(str(tmp))
     deploy = {k: v for k, v in deploy_cfg.items() if k != "device"}
     prior = deploy.get("lora")
-    deploy["lora"] = ([*prior] if isinstance(prior, list) else [prior] if prior else []) + [str((out_dir / "lora").resolve())]
+    where = deployed(out_dir / "lora") if deployed else (out_dir / "lora").resolve()
+    deploy["lora"] = ([*prior] if isinstance(prior, list) else [prior] if prior else []) + [str(where)]
     if len(deploy["lora"]) == 1:
         deploy["lora"] = deploy["lora"][0]
     deploy["merge_lora"] = True
@@ -396,7 +402,9 @@ def run_eval(args, cfg, out: Path) -> dict:
             raise ValueError(f"--baseline {args.baseline}: not a readable eval.json ({e})") from None
         if not isinstance(base, dict) or not isinstance(base.get("rewards_sde"), list):
             raise ValueError(f"--baseline {args.baseline}: not an eval.json with per-sample rewards (rewards_sde)")
-    prepare_output_dir(out, resume=False)
+    check_inputs(**{"--lora": args.lora, "data.eval_sources": cfg.data.eval_sources}, **grpo_inputs(cfg))
+    run = prepare_output_dir(out, overwrite=args.overwrite)
+    out = run.path
     acc = Accelerator(cpu=args.cpu or not torch.cuda.is_available())
     wm, scorer = build(cfg, acc.device)
     if args.lora:
@@ -420,6 +428,7 @@ def run_eval(args, cfg, out: Path) -> dict:
     write_json(out / "eval.json", res)
     short = {k: v for k, v in res.items() if not k.startswith("rewards_")}
     print(f"eva-train-grpo --eval-only: {short}")
+    run.commit()
     return res
 
 
@@ -431,7 +440,9 @@ def train(argv=None):
     if args.eval_only:
         return run_eval(args, cfg, out)
     data, g, tr, log = cfg.data, cfg.grpo, cfg.train, cfg.log
-    prepare_output_dir(out, args.resume)
+    check_inputs(**{"data.sources": data.sources}, **grpo_inputs(cfg))  # before any output
+    run = prepare_output_dir(out, args.resume, args.overwrite)
+    out = run.path
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -464,12 +475,15 @@ def train(argv=None):
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"))
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else (0 if args.resume else None))
     from tqdm import tqdm
 
     bar = tqdm(total=tr.epochs, initial=step, desc="grpo", disable=not (main and log.progress))
     metrics_path = out / "metrics.jsonl"
-    rows = [yaml.safe_load(line) for line in metrics_path.read_text().splitlines()] if metrics_path.is_file() else []
+    if main:  # on resume, the killed run's rows past the checkpoint go
+        truncate_jsonl(metrics_path, step)
+    accelerator.wait_for_everyone()
+    rows = [r for r in read_jsonl(metrics_path) if r.get("step", 0) <= step]
     names = getattr(scorer.config, "names", None) or None
     while step < tr.epochs:
         rank_seed = tr.seed * 1_000_003 + step * 101 + accelerator.process_index
@@ -502,7 +516,7 @@ def train(argv=None):
             bar.set_postfix(reward=f"{rec['reward_mean']:.3f}", kl=f"{rec['kl']:.2e}")
         if rec["reward_mean"] > best:
             best = rec["reward_mean"]
-            save_adapter(accelerator, model, out / "best", cfg.model)
+            save_adapter(accelerator, model, out / "best", cfg.model, run.final_path)
             if main:
                 from eva_core.atomic_io import write_json
 
@@ -510,15 +524,23 @@ def train(argv=None):
         if step % log.save_every == 0 or step == tr.epochs:
             save_checkpoint(accelerator, out, step, {"best_reward": best}, log.keep)
     bar.close()
-    save_adapter(accelerator, model, out, cfg.model)
+    save_adapter(accelerator, model, out, cfg.model, run.final_path)
     if main:
         writer.close()
         print(f"eva-train-grpo: done; reward {rows[0]['reward_mean']:.3f} -> {rows[-1]['reward_mean']:.3f} "
-              f"(best {best:.3f}); adapter {out / 'lora'}; planner config {out / 'world_model.yaml'}")
+              f"(best {best:.3f}); adapter {run.final / 'lora'}; planner config {run.final / 'world_model.yaml'}")
     write_rank_digest(accelerator, params, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return out
+    if main:
+        run.commit()
+    return run.final
+
+
+def grpo_inputs(cfg) -> dict:
+    """The input paths of the config (model and reward IDM), for check_inputs."""
+    idm = cfg.reward.idm if cfg.reward.idm != "random_tiny" else None
+    return {"reward.idm": idm, **model_inputs(cfg.model)}
 
 
 def _advantages(scores: torch.Tensor, g: GRPOSection):

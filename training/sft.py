@@ -27,8 +27,9 @@ import torch
 import yaml
 
 from eva_core.config import Section, param
-from training.common import (append_jsonl, latest_checkpoint, load_config, load_emb, prepare_output_dir, resume_from,
-                             run_cli, save_checkpoint, world_model_config, write_mp4, write_rank_digest)
+from training.common import (EpochSampler, append_jsonl, check_inputs, epoch_passes, latest_checkpoint, load_config,
+                             load_emb, model_inputs, prepare_output_dir, read_jsonl, resume_from, run_cli,
+                             save_checkpoint, truncate_jsonl, world_model_config, write_mp4, write_rank_digest)
 
 
 @dataclass
@@ -110,8 +111,11 @@ class SFTConfig(Section):
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="eva-train-sft", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="YAML with sections model/data/diffusion_forcing/train/log")
-    p.add_argument("--output-dir", required=True, help="run directory (must be new or empty unless --resume)")
+    p.add_argument("--output-dir", required=True,
+                   help="run directory (must be new or empty unless --resume or --overwrite)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --output-dir (swapped in only once the new one is complete)")
     p.add_argument("--cpu", action="store_true",
                    help="force the CPU (with `accelerate launch --multi_gpu --num_processes N`: N gloo processes)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
@@ -250,9 +254,10 @@ def save_samples(wm, val, out: Path, step: int, n: int) -> list[str]:
     return paths
 
 
-def export_final(accelerator, model, wm, model_cfg: dict, train: TrainSection, out: Path) -> Path:
+def export_final(accelerator, model, wm, model_cfg: dict, train: TrainSection, out: Path, deployed=None) -> Path:
     """final/lora (peft layout: adapter_model.safetensors + adapter_config.json) or final/transformer
-    (diffusers layout), and final/world_model.yaml pointing at it."""
+    (diffusers layout), and final/world_model.yaml pointing at it (at `deployed(path)`: where the
+    run will live, for an --overwrite built beside it)."""
     from safetensors.torch import save_file
 
     from eva_core.atomic_io import atomic_dir, write_text
@@ -262,19 +267,20 @@ def export_final(accelerator, model, wm, model_cfg: dict, train: TrainSection, o
     if not accelerator.is_main_process:
         return final
     unwrapped = accelerator.unwrap_model(model)
+    deployed = deployed or (lambda p: Path(p).resolve())
     deploy = {k: v for k, v in model_cfg.items() if k != "device"}
     if train.mode == "lora":
         sd = {k.replace(".default.", "."): v.detach().cpu().contiguous() for k, v in state.items() if "lora_" in k}
         with atomic_dir(final / "lora") as tmp:
             save_file(sd, str(tmp / "adapter_model.safetensors"))
             unwrapped.peft_config["default"].save_pretrained(str(tmp))
-        deploy.update(lora=str((final / "lora").resolve()), merge_lora=True)
+        deploy.update(lora=str(deployed(final / "lora")), merge_lora=True)
     else:
         sd = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         with atomic_dir(final / "transformer") as tmp:
             save_file(sd, str(tmp / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
             unwrapped.save_config(str(tmp))
-        deploy.update(transformer_dir=str((final / "transformer").resolve()))
+        deploy.update(transformer_dir=str(deployed(final / "transformer")))
     write_text(final / "world_model.yaml", yaml.safe_dump({"world_model": deploy}, sort_keys=False))
     return final
 
@@ -283,8 +289,9 @@ def train(argv=None) -> Path:
     args = parse_args(argv)
     cfg = load_config(SFTConfig, args.config, args.set)
     data, df, tr, log = cfg.data, cfg.diffusion_forcing, cfg.train, cfg.log
-    out = Path(args.output_dir)
-    prepare_output_dir(out, args.resume)
+    check_inputs(**{"data.sources": data.sources}, **model_inputs(cfg.model))  # before any output
+    run = prepare_output_dir(Path(args.output_dir), args.resume, args.overwrite)
+    out = run.path
     accelerator = make_accelerator(tr, args.cpu)
     from accelerate.utils import set_seed
 
@@ -309,21 +316,29 @@ def train(argv=None) -> Path:
     patch, dtype = transformer.config.patch_size, transformer.dtype
     opt = torch.optim.AdamW(params, lr=tr.lr, betas=tuple(tr.betas), weight_decay=tr.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, tr.warmup_steps)))
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=tr.batch_size, shuffle=True, collate_fn=collate,
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=tr.batch_size, collate_fn=collate,
+                                         sampler=EpochSampler(len(train_ds), tr.seed),
                                          drop_last=len(train_ds) >= tr.batch_size * accelerator.num_processes)
     model, opt, loader, sched = accelerator.prepare(transformer, opt, loader, sched)
-    step, _ = resume_from(accelerator, latest_checkpoint(out) if args.resume else None)
+    step, extra = resume_from(accelerator, latest_checkpoint(out) if args.resume else None)
+    first_eval = last_eval = None
+    if step:  # the killed run's rows past the checkpoint go; the first evaluation comes back
+        first_eval = extra.get("first_eval_loss", next(
+            (r["eval_loss"] for r in read_jsonl(out / "metrics.jsonl") if r.get("step") == 0 and "eval_loss" in r),
+            None))
+        last_eval = extra.get("eval_loss")
+    if main and args.resume:  # without a checkpoint the run starts over: all of its rows go
+        truncate_jsonl(out / "metrics.jsonl", step if step else -1)
 
     writer = None
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"))
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else (0 if args.resume else None))
     from tqdm import tqdm
 
     bar = tqdm(total=tr.max_steps, initial=step, desc="sft", disable=not (main and log.progress))
     fsdp = accelerator.distributed_type.name == "FSDP"
-    first_eval = last_eval = None
     if val_ds is not None and step == 0:
         first_eval = evaluate(model, val_ds, df, patch, dtype, accelerator.device, tr.seed + 1)
         if main:
@@ -331,8 +346,12 @@ def train(argv=None) -> Path:
             append_jsonl(out / "metrics.jsonl", {"step": 0, "eval_loss": first_eval})
     model.train()
     t0, running = time.perf_counter(), []
-    while step < tr.max_steps:
-        for batch in loader:
+    # steps per pass: accelerate also syncs the gradients at the end of the loader
+    per_epoch = -(-len(loader) // tr.grad_accum)
+    for _, passes in epoch_passes(accelerator, loader, step, tr.grad_accum, per_epoch):
+        if step >= tr.max_steps:
+            break
+        for batch in passes:
             with accelerator.accumulate(model):
                 gen = torch.Generator().manual_seed(tr.seed * 1_000_003 + step * 997 + accelerator.process_index)
                 loss = df_step_loss(model, batch, df, gen, patch, dtype, accelerator.device)
@@ -368,24 +387,28 @@ def train(argv=None) -> Path:
                     if log.sample_videos and not fsdp:
                         save_samples(wm, val_ds, out, step, log.sample_videos)
             if step % log.save_every == 0 or step == tr.max_steps:
-                save_checkpoint(accelerator, out, step, {"eval_loss": last_eval}, log.keep)
+                save_checkpoint(accelerator, out, step, {"eval_loss": last_eval, "first_eval_loss": first_eval},
+                                log.keep)
             if step >= tr.max_steps:
                 break
     bar.close()
-    model_cfg = {**cfg.model, **({"vae_dir": str(vae_dir.resolve())} if vae_dir else {})}
-    final = export_final(accelerator, model, wm, model_cfg, tr, out)
+    model_cfg = {**cfg.model, **({"vae_dir": str(run.final_path(vae_dir))} if vae_dir else {})}
+    final = export_final(accelerator, model, wm, model_cfg, tr, out, run.final_path)
     if main:
         from eva_core.atomic_io import write_json
 
         write_json(out / "summary.json", {"steps": step, "first_eval_loss": first_eval, "last_eval_loss": last_eval,
-                                          "final": str(final), "processes": accelerator.num_processes,
+                                          "final": str(run.final_path(final)), "processes": accelerator.num_processes,
                                           "trainable_params": sum(p.numel() for p in params)})
         writer.close()
-        print(f"eva-train-sft: done; eval loss {first_eval} -> {last_eval}; planner config: {final / 'world_model.yaml'}")
+        print(f"eva-train-sft: done; eval loss {first_eval} -> {last_eval}; "
+              f"planner config: {run.final_path(final) / 'world_model.yaml'}")
     write_rank_digest(accelerator, params, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return final
+    if main:
+        run.commit()
+    return run.final_path(final)
 
 
 def main(argv=None) -> int:

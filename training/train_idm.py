@@ -8,12 +8,15 @@ accelerate makes the same script run on CPU, one GPU or many (`accelerate launch
     eva-train-idm --synthetic 24 --variant tiny --out runs/idm_synth --epochs 30   # CPU demo
     eva-train-idm --data /data/episodes --variant resnet18 --out runs/idm_r18 --flip 0.5
     eva-train-idm --resume auto --out runs/idm_r18            # continue from the newest checkpoint
+    eva-train-idm --overwrite --synthetic 24 --out runs/idm_synth  # replace it (swapped in when complete)
     eva-train-idm --eval-only runs/idm_r18/idm --data ... --export-eva runs/idm_r18/IDM.pt
     eva-train-idm --config idm.yaml --set lr=3e-4 --out runs/idm   # IDMTrainConfig keys, one per flag
 
 Settings: IDMTrainConfig defaults < --config YAML < --set key=value < the flags given; a typo,
 wrong type or out-of-range value is a one-line error before any work.
 
+A non-empty --out is refused unless --resume or --overwrite; every input (--data, --init,
+--resume, --eval-only) is checked before anything is written.
 Outputs in --out: idm/ (safetensors + config.json + normalisation), checkpoints/step_*/ (resume),
 tb/ (TensorBoard), loss.png, eval.json, and optionally an EVA-layout .pt (--export-eva).
 Errors are one line naming the file (exit 2; --debug shows the traceback).
@@ -43,8 +46,8 @@ from eva_core.idm import FUSIONS, IDM, IDMConfig, VARIANTS, build_idm, export_ev
 from eva_core.idm.checkpoint import read_safetensors
 from eva_core.idm.model import resize_square
 from eva_core.images import normalize_imagenet, to_uint8
-from training.common import (apply_overrides, latest_checkpoint, load_config, read_checkpoint, resume_from, run_cli,
-                             save_checkpoint)
+from training.common import (EpochSampler, apply_overrides, check_inputs, epoch_passes, latest_checkpoint, load_config,
+                             prepare_output_dir, read_checkpoint, resume_from, run_cli, save_checkpoint)
 
 JOINT_TOL, GRIPPER_TOL = 0.05, 0.5  # EVA's accuracy thresholds (rad; normalised gripper)
 PROG = "eva-train-idm"
@@ -90,6 +93,7 @@ class IDMTrainConfig(Section):
     # run
     out: str = param("", "output directory (required)")
     resume: str | None = param(None, "'auto' (newest in OUT/checkpoints) or a checkpoint directory")
+    overwrite: bool = param(False, "replace a non-empty OUT (swapped in only once the new run is complete)")
     eval_every: int = param(200, "steps between evaluations", ge=1)
     save_every: int = param(500, "steps between resumable checkpoints", ge=1)
     keep: int = param(2, "resumable checkpoints to keep (0: all)", ge=0)
@@ -145,6 +149,8 @@ def parse_args(argv=None) -> IDMTrainConfig:
     r = p.add_argument_group("run")
     r.add_argument("--out", help="output directory (required)")
     r.add_argument("--resume", help="'auto' (newest in OUT/checkpoints) or a checkpoint directory")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty OUT (swapped in only once the new run is complete)")
     r.add_argument("--eval-every", type=int, help="steps between evaluations")
     r.add_argument("--save-every", type=int, help="steps between resumable checkpoints")
     r.add_argument("--keep", type=int, help="resumable checkpoints to keep")
@@ -399,6 +405,23 @@ def check_outputs(args) -> Path:
     return out
 
 
+def load_source(args, emb: Embodiment, resume: Path | None) -> IDM | None:
+    """The --eval-only, resumed or --init model, loaded (so checked) before any output is written;
+    None for a fresh model."""
+    if not (args.eval_only or resume is not None or args.init):
+        return None
+    source = args.eval_only or (resume / "idm" if resume is not None else args.init)
+    model = load_idm(source)
+    check_action_dim(model, emb, source)
+    return model
+
+
+def check_action_dim(model: IDM, emb: Embodiment, source) -> None:
+    if model.config.action_dim != emb.action_dim:
+        raise UserError(f"{source}: the IDM outputs {model.config.action_dim} dims, embodiment "
+                        f"{emb.name!r} has {emb.action_dim}")
+
+
 def episode_files(args, out: Path, acc, emb: Embodiment) -> list[Path]:
     data = list(args.data)
     if args.synthetic:
@@ -413,20 +436,15 @@ def episode_files(args, out: Path, acc, emb: Embodiment) -> list[Path]:
     return files
 
 
-def build_model(args, emb: Embodiment, resume: Path | None, n_files: int) -> IDM:
-    """Fresh, from --init, from a resumable checkpoint, or the --eval-only one; its output must
-    be the embodiment's action vector."""
-    if args.eval_only or resume is not None or args.init:
-        source = args.eval_only or (resume / "idm" if resume is not None else args.init)
-        model = load_idm(source)
-    else:
-        source = "--variant"
-        model = build_idm(IDMConfig.for_embodiment(
-            emb, variant=args.variant, image_size=args.image_size, fusion=args.fusion,
-            backbone_weights=args.backbone_weights, extra={"train_files": n_files}))
-    if model.config.action_dim != emb.action_dim:
-        raise UserError(f"{source}: the IDM outputs {model.config.action_dim} dims, embodiment "
-                        f"{emb.name!r} has {emb.action_dim}")
+def build_model(args, emb: Embodiment, source: IDM | None, n_files: int) -> IDM:
+    """`source` (load_source's model), else a fresh one; its output must be the embodiment's
+    action vector."""
+    if source is not None:
+        return source
+    model = build_idm(IDMConfig.for_embodiment(
+        emb, variant=args.variant, image_size=args.image_size, fusion=args.fusion,
+        backbone_weights=args.backbone_weights, extra={"train_files": n_files}))
+    check_action_dim(model, emb, "--variant")
     return model
 
 
@@ -448,13 +466,20 @@ def set_train_stats(model: IDM, train_actions: np.ndarray, args, resumed: bool) 
 
 def train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, train_mean, emb, out: Path,
                step: int, epoch: int, history: dict, total: int) -> tuple[dict | None, int]:
-    aug_gen = torch.Generator().manual_seed(args.seed + step)
+    aug_gen = torch.Generator()
     mirror = emb.mirror_permutation
     bar = tqdm(total=total, initial=step, desc="train idm", disable=args.no_progress or not acc.is_main_process)
     model.train()
     metrics = None
-    while step < total:
-        for x, a in train_dl:
+    # exact resume: the loader's order depends on (seed, epoch) and the resumed pass skips the
+    # batches already used; augmentation and dropout draw from per-step seeds
+    for epoch, passes in epoch_passes(acc, train_dl, step, 1, max(1, len(train_dl))):
+        if step >= total:
+            break
+        for x, a in passes:
+            step_seed = args.seed * 1_000_003 + step * 997 + acc.process_index
+            aug_gen.manual_seed(step_seed)
+            torch.manual_seed(step_seed)
             jitter = args.color_jitter * min(1.0, step / max(1.0, 0.5 * total))  # widens over training
             x, a = augment(to_unit(x), a, jitter, args.flip, aug_gen, mirror)
             with acc.autocast():
@@ -484,7 +509,6 @@ def train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, tr
                 checkpoint(acc, out, raw, optimizer, scheduler, step, epoch, history, args.keep)
             if step >= total:
                 break
-        epoch += 1
     bar.close()
     return metrics, step
 
@@ -493,9 +517,8 @@ def make_loaders(args, cfg: IDMConfig, train, val) -> tuple[DataLoader, DataLoad
     """Window datasets of the (frames, actions) lists; the train loader shuffles (seeded)."""
     train_ds = WindowDataset(*train, cfg.frame_offsets)
     val_ds = WindowDataset(*val, cfg.frame_offsets)
-    gen = torch.Generator().manual_seed(args.seed)
-    train_dl = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, drop_last=len(train_ds) > args.batch_size,
-                          num_workers=args.num_workers, generator=gen)
+    train_dl = DataLoader(train_ds, batch_size=args.batch_size, sampler=EpochSampler(len(train_ds), args.seed),
+                          drop_last=len(train_ds) > args.batch_size, num_workers=args.num_workers)
     val_dl = DataLoader(val_ds, batch_size=args.batch_size * 2, shuffle=False, num_workers=args.num_workers)
     return train_dl, val_dl
 
@@ -541,10 +564,17 @@ def save_outputs(args, out: Path, raw: IDM, optimizer, step: int, history: dict,
 def run(argv=None) -> dict:
     """Train (or --eval-only) and return the final validation metrics."""
     args = parse_args(argv)
-    out = check_outputs(args)
+    check_outputs(args)
     emb = load_embodiment(args.embodiment)
-    resume = latest_checkpoint(out) if args.resume == "auto" else (Path(args.resume) if args.resume else None)
-    resumed = load_checkpoint(resume) if resume is not None else None  # validates it before any work
+    # every input is checked before anything is written: data paths, checkpoint, --init model
+    if args.data:
+        find_episode_files(*args.data)  # a missing path is an error here
+    check_inputs(**{"--backbone-weights": args.backbone_weights})
+    resume = latest_checkpoint(Path(args.out)) if args.resume == "auto" else (Path(args.resume) if args.resume else None)
+    resumed = load_checkpoint(resume) if resume is not None else None
+    source = load_source(args, emb, resume)
+    run_dir = prepare_output_dir(args.out, resume=bool(args.resume), overwrite=args.overwrite, flag="--out")
+    out = run_dir.path
 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -552,12 +582,11 @@ def run(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out.mkdir(parents=True, exist_ok=True)
     acc = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision, log_with="tensorboard", project_dir=str(out))
     set_seed(args.seed)
 
     files = episode_files(args, out, acc, emb)
-    model = build_model(args, emb, resume, len(files))
+    model = build_model(args, emb, source, len(files))
     cfg = model.config
     clips = load_clips(files, cfg.image_size, args, emb)
     acc.print(clips.summary())
@@ -576,6 +605,8 @@ def run(argv=None) -> dict:
             export_eva_pt(model, args.export_eva)
         acc.print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=1))
         acc.end_training()
+        if acc.is_main_process:
+            run_dir.commit()
         return metrics
 
     total = args.max_steps or args.epochs * max(1, len(train_dl))
@@ -585,7 +616,9 @@ def run(argv=None) -> dict:
     model, optimizer, train_dl = acc.prepare(model, optimizer, train_dl)
     raw = acc.unwrap_model(model)
     hparams = {k: v for k, v in args.to_dict().items() if isinstance(v, (int, float, str, bool))}
-    acc.init_trackers("tb", config=hparams)
+    # a resumed run's TensorBoard drops the killed run's events past the checkpoint
+    purge = {"tensorboard": {"purge_step": step + 1 if step else 0}} if args.resume else {}
+    acc.init_trackers("tb", config=hparams, init_kwargs=purge)
 
     metrics, step = train_loop(args, acc, model, raw, optimizer, scheduler, train_dl, val_dl, train_mean, emb, out,
                                step, epoch, history, total)
@@ -596,6 +629,8 @@ def run(argv=None) -> dict:
                 "train_frames": len(train_dl.dataset), "skipped_files": skipped}
         save_outputs(args, out, raw, optimizer, step, history, metrics, info)
     acc.end_training()
+    if acc.is_main_process:
+        run_dir.commit()
     return metrics
 
 

@@ -243,13 +243,14 @@ def _parser():
     ap = argparse.ArgumentParser(prog="eva-bag-to-episodes", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bags", nargs="+", type=Path, help="rosbag2 bags, eva-record episode dirs or MCAP files")
-    ap.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    ap.add_argument("--out", required=True, type=Path, help="output directory (new or empty unless --overwrite)")
     ap.add_argument("--instruction", default=None, help="instruction for every episode (default: the bag's topic)")
     ap.add_argument("--embodiment", default=None, help="embodiment name or YAML (default: the default one)")
     ap.add_argument("--max-skew", type=float, default=0.02, help="s between a frame and its nearest sample (0.02)")
     ap.add_argument("--primary", default=None, help="camera whose frames set the timeline (default cam_high)")
     ap.add_argument("--cameras", nargs="*", default=None, help="cameras to keep (default: all)")
-    ap.add_argument("--overwrite", action="store_true", help="replace existing episode files")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace a non-empty --out (swapped in once the conversion is done)")
     add_debug_arg(ap)
     return ap
 
@@ -260,7 +261,7 @@ def run(argv) -> int:
         raise UserError(f"--max-skew must be > 0, got {args.max_skew}")
     from tqdm import tqdm
 
-    from eva_core.cli import check_writable
+    from eva_core.cli import prepare_output_dir
     from eva_core.embodiment import load_embodiment
 
     emb = load_embodiment(args.embodiment) if args.embodiment else load_embodiment()
@@ -269,17 +270,16 @@ def run(argv) -> int:
     for bag in args.bags:
         if not bag.exists():
             raise UserError(f"{bag}: no such bag")
-    check_writable(args.out, kind="dir")
-    targets = [args.out / f"{bag.name.removesuffix('.mcap')}.hdf5" for bag in args.bags]
-    if len(set(targets)) != len(targets):
+    names = [f"{bag.name.removesuffix('.mcap')}.hdf5" for bag in args.bags]
+    if len(set(names)) != len(names):
         raise UserError("two bags have the same name; convert them into different --out directories")
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        raise UserError(f"{existing[0]} exists (use --overwrite to replace it)")
     written, problems = 0, 0
-    with tqdm(desc="messages", unit="msg") as bar:
-        for bag, target in zip(args.bags, targets):
-            path, report, info = convert_bag(bag, emb, opts, target, progress=bar)
+    # a non-empty --out needs --overwrite; the directory appears (or is replaced) once converted
+    run = prepare_output_dir(args.out, overwrite=args.overwrite, resumable=False, staged=True)
+    with run as tmp, tqdm(desc="messages", unit="msg") as bar:
+        for bag, name in zip(args.bags, names):
+            path, report, info = convert_bag(bag, emb, opts, tmp / name, progress=bar)
+            path = run.final_path(path) if path is not None else None
             for line in report.errors:
                 problems += 1
                 tqdm.write(f"eva-bag-to-episodes: error: {line}", file=sys.stderr)
@@ -288,8 +288,8 @@ def run(argv) -> int:
                 kept = f"{info['frames']} frames at {info['fps']:.1f} fps"
                 dropped = f", {info['dropped']} dropped (skew)" if info["dropped"] else ""
                 tqdm.write(f"eva-bag-to-episodes: {bag} -> {path} ({kept}{dropped}; action from {info['action_from']})")
-    if written == 0:
-        raise UserError(f"no episode written ({problems} problems above)")
+        if written == 0:
+            raise UserError(f"no episode written ({problems} problems above)")
     return 1 if problems else 0
 
 

@@ -6,7 +6,7 @@ Seeds S .. S+N-1 each place the task's objects, plan with IK (mink) and run in t
 Only successful episodes are kept: `episode_<seed>.hdf5` in the ALOHA / Cobot Magic layout
 (observations/images/<cam>, observations/qpos|qvel|effort, action) plus the attributes
 instruction, seed, task, fps. `summary.json` lists the seeds and the success rate, which is also
-printed. The output directory appears only when complete (`--overwrite` replaces one).
+printed. The output directory appears only when complete (`--overwrite` replaces a non-empty one).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from eva_core.cli import add_debug_arg, add_overwrite_arg, check_new_dir, cli_main
+from eva_core.cli import add_debug_arg, add_overwrite_arg, cli_main, prepare_output_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def run(argv) -> int:
 
     from tqdm import tqdm
 
-    from eva_core.atomic_io import atomic_dir, write_json
+    from eva_core.atomic_io import write_json
     from eva_core.data.hdf5_io import write_aloha_episode
     from eva_core.embodiment import load_embodiment
     from eva_core.sim.demos import run_demo
@@ -55,16 +55,20 @@ def run(argv) -> int:
     from eva_core.sim.registry import make_task
 
     out = Path(args.out)
-    check_new_dir(out, args.overwrite)
-    emb = load_embodiment(args.embodiment) if args.embodiment else load_embodiment()
-    task = make_task(args.task, emb)
-    twin = task.make_twin()
-    cams = args.cameras if args.cameras is not None else twin.cameras
-    unknown = sorted(set(cams) - set(twin.cameras))
-    if unknown:
-        raise ValueError(f"--cameras: unknown {unknown}; the twin has {twin.cameras}")
+    run = prepare_output_dir(out, overwrite=args.overwrite, resumable=False, staged=True)  # before any work
+    try:
+        emb = load_embodiment(args.embodiment) if args.embodiment else load_embodiment()
+        task = make_task(args.task, emb)
+        twin = task.make_twin()
+        cams = args.cameras if args.cameras is not None else twin.cameras
+        unknown = sorted(set(cams) - set(twin.cameras))
+        if unknown:
+            raise ValueError(f"--cameras: unknown {unknown}; the twin has {twin.cameras}")
+    except BaseException:
+        run.discard()
+        raise
     kept, failed, t0 = [], {}, time.time()
-    with atomic_dir(out, overwrite=args.overwrite) as tmp:
+    with run as tmp:
         bar = tqdm(range(args.seed, args.seed + args.episodes), desc=f"{args.task}", unit="ep")
         for seed in bar:
             try:
