@@ -12,6 +12,8 @@ from eva_core.world_model.light_decoder import (LightDecoder, LightDecoderCheckp
                                                 load_light_decoder, save_light_decoder)
 from training import train_light_decoder as tld
 
+pytestmark = pytest.mark.unit
+
 SMALL = LightDecoderConfig(channels=[16, 8, 8, 8])
 
 
