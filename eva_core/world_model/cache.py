@@ -57,7 +57,8 @@ def diffusers_config(cfg: CacheConfig, num_steps: int, mag_ratios=None, calibrat
         return TaylorSeerCacheConfig(
             cache_interval=cfg.cache_interval, disable_cache_before_step=cfg.disable_cache_before_step,
             disable_cache_after_step=cfg.disable_cache_after_step, max_order=cfg.max_order,
-            taylor_factors_dtype=getattr(torch, cfg.taylor_factors_dtype), use_lite_mode=cfg.use_lite_mode)
+            taylor_factors_dtype=getattr(torch, cfg.taylor_factors_dtype), use_lite_mode=cfg.use_lite_mode,
+            cache_identifiers=list(cfg.cache_identifiers))
     from diffusers import MagCacheConfig
 
     return MagCacheConfig(threshold=threshold, max_skip_steps=cfg.max_skip_steps, retention_ratio=cfg.retention_ratio,

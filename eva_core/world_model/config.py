@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ SCHEDULERS = ("unipc", "euler", "step_distill")   # step_distill: lightx2v's 4-s
 CONDITIONINGS = ("history", "wan_i2v")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")   # loading.resolve_dtype
 CACHE_KINDS = ("none", "first_block", "taylor_seer", "mag")   # diffusers' caches (world_model/cache.py)
+WAN_TAYLOR_MODULES = r"blocks\.\d+\.(attn1|attn2|ffn)"   # TaylorSeer: each block's attention and MLP outputs
 
 # keys a kind starts from when a mapping does not set them (before the field defaults)
 KIND_PRESETS: dict[str, dict[str, Any]] = {
@@ -62,6 +64,9 @@ class CacheConfig(Section):
     taylor_factors_dtype: str = param("bfloat16", "taylor_seer: dtype of the stored Taylor factors",
                                       choices=("bfloat16", "float32"))
     use_lite_mode: bool = param(False, "taylor_seer: the lite variant (skip blocks, predict proj_out only)")
+    cache_identifiers: list[str] = param(
+        [WAN_TAYLOR_MODULES], "taylor_seer: regexes (re.fullmatch) of the modules whose outputs are predicted; "
+                              "diffusers' default ('^blocks.*attn') matches no Wan module (attn1, attn2)")
     max_skip_steps: int = param(3, "mag: most consecutive steps skipped", ge=1)
     retention_ratio: float = param(0.2, "mag: fraction of the first steps never skipped", ge=0, le=1)
     mag_ratios: list[float] = param(
@@ -70,7 +75,7 @@ class CacheConfig(Section):
 
     KIND_KEYS = {"first_block": ("threshold",),
                  "taylor_seer": ("cache_interval", "disable_cache_before_step", "disable_cache_after_step",
-                                 "max_order", "taylor_factors_dtype", "use_lite_mode"),
+                                 "max_order", "taylor_factors_dtype", "use_lite_mode", "cache_identifiers"),
                  "mag": ("threshold", "max_skip_steps", "retention_ratio", "mag_ratios")}
 
     def validate(self) -> None:
@@ -84,6 +89,11 @@ class CacheConfig(Section):
                 self.error(f.name, f"applies to cache kind {' or '.join(users)}, not {self.kind!r}")
         if any(r <= 0 for r in self.mag_ratios):
             self.error("mag_ratios", "must all be > 0")
+        for pattern in self.cache_identifiers:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                self.error("cache_identifiers", f"{pattern!r} is not a regex: {exc}")
 
 
 @dataclass
