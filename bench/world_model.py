@@ -7,6 +7,11 @@
    same run (tiny model, and a larger "small" model where compute dominates overhead).
 3. An analytic FLOP / memory estimate of one Wan2.1-I2V-14B chunk (480x640x49, 40 steps,
    3 branches), from the real 14B config (parameters counted on the meta device).
+4. diffusers' training-free caches (world_model.cache) on the committed demo teacher
+   (checkpoints/demo/world_model_grpo.yaml) with its own sampler and with EVA's (UniPC, 40 steps,
+   hist 1.5, lang 2.5), side by side: transformer calls and block-1 computations per chunk
+   (counted by hooks), denoise seconds, relative error vs the uncached chunk on the same seeds.
+   `--only caches` runs this part alone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -116,19 +122,83 @@ def wan14b_estimate(steps: int = 40, branches: int = 3, height: int = 480, width
           f"Without offload add the encoders (~{(UMT5_XXL_ENCODER_PARAMS + CLIP_VIT_H_PARAMS) * 2 / gb:.0f} GB).")
 
 
+REPO = Path(__file__).resolve().parents[1]
+DEMO_TEACHER = REPO / "checkpoints" / "demo" / "world_model_grpo.yaml"
+EVA_SAMPLER = dict(scheduler="unipc", num_steps=40, hist_guidance=1.5, lang_guidance=2.5)
+CACHES = {"none": {"kind": "none"}, "first_block": {"kind": "first_block"},   # threshold 0.05 (diffusers')
+          "first_block.2": {"kind": "first_block", "threshold": 0.2}, "taylor_seer": {"kind": "taylor_seer"},
+          "mag": {"kind": "mag"}}
+
+
+def demo_teacher_config(path: Path = DEMO_TEACHER) -> dict:
+    """The committed demo world model's section, its relative directories resolved against the YAML's."""
+    import yaml
+
+    wm = dict(yaml.safe_load(path.read_text())["world_model"])
+    for key in ("transformer_dir", "vae_dir", "lora"):
+        if isinstance(wm.get(key), str) and not Path(wm[key]).is_absolute():
+            wm[key] = str(path.parent / wm[key])
+    return wm
+
+
+def cache_table(repeats: int, seeds: int = 4) -> None:
+    """Each sampler with and without each cache, interleaved so every row sees the same load."""
+    base = demo_teacher_config()
+    samplers = {"demo teacher (euler 8, no guidance)": {}, "EVA sampler (unipc 40, hist 1.5, lang 2.5)": EVA_SAMPLER}
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (base["height"], base["width"], 3), dtype=np.uint8) for _ in range(seeds)]
+    print(f"[4] diffusers caches on the demo teacher ({DEMO_TEACHER.relative_to(REPO)}, "
+          f"{base['height']}x{base['width']}x{base['num_frames']}); {seeds} images x seeds, median of {repeats} timings")
+    print(f"    {'sampler':44s} {'cache':13s} {'calls':>5s} {'block1 runs':>11s} {'denoise s':>9s} {'speedup':>7s} "
+          f"{'rel. error':>10s}")
+    for name, sampler_cfg in samplers.items():
+        models, counts = {}, {}
+        for label, cache_cfg in CACHES.items():
+            wm = WorldModel.from_config({**base, **sampler_cfg, "cache": cache_cfg})
+            runs = []
+            wm.transformer.blocks[1].ffn.net[0].register_forward_pre_hook(lambda *a, r=runs: r.append(1))
+            models[label], counts[label] = wm, runs
+        ref, errs, times, calls, block = {}, {}, {k: [] for k in models}, {}, {}
+        for kind, wm in models.items():   # outputs on fixed seeds (the first call also warms up)
+            outs = []
+            for i, img in enumerate(images):
+                counts[kind].clear()
+                outs.append(wm.generate(img, "pick up the cup", seed=i).astype(np.float64))
+                calls[kind], block[kind] = wm.last_timing["transformer_calls"], len(counts[kind])
+            if kind == "none":
+                ref = outs
+            errs[kind] = float(np.mean([np.linalg.norm(o - r) / np.linalg.norm(r) for o, r in zip(outs, ref)]))
+        for rep in range(repeats):
+            for kind, wm in models.items():
+                wm.generate(images[rep % seeds], "pick up the cup", seed=rep % seeds)
+                times[kind].append(wm.last_timing["denoise"])
+        t0 = statistics.median(times["none"])
+        for kind in models:
+            t = statistics.median(times[kind])
+            print(f"    {name:44s} {kind:13s} {calls[kind]:5d} {block[kind]:11d} {t:9.3f} {t0 / t:6.2f}x {errs[kind]:10.4f}")
+        mag = models["mag"].cache_info
+        print(f"    (first_block.2: threshold 0.2; mag ratios calibrated at build: {mag['calibrated']}; "
+              "block1 runs: block 1's MLP computed, one per forward uncached)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", choices=("caches",), default=None, help="run one part alone")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, CPU threads {a.threads}")
+    if a.only == "caches":
+        cache_table(a.repeats)
+        return
     chunk_seconds(a.repeats)
     print("[2] 3-branch guidance: one batched forward vs three separate forwards (same inputs, interleaved)")
     guidance_speedup("tiny", {}, (3, 8, 8), a.repeats)
     guidance_speedup("small", {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 32, "ffn_dim": 512,
                                "text_dim": 64, "image_dim": 32}, (5, 16, 16), max(3, a.repeats // 4))
     wan14b_estimate()
+    cache_table(a.repeats)
 
 
 if __name__ == "__main__":

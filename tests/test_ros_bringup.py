@@ -34,6 +34,11 @@ def test_loopback_acceptance_run(tmp_path):
     for key in ("camera_to_plan", "plan_to_trajectory", "trajectory_to_first_command"):
         assert s["latency_ms"][key]["count"] > 0 and s["latency_ms"][key]["p50_ms"] > 0
     assert "watchdog_events" in s
+    # the planner's per-chunk world-model costs reach the report: calls counted by a hook, stage seconds
+    stages = s["world_model_stages"]
+    assert stages == r["nodes_report"]["planner"]["world_model_stages"]
+    assert stages["transformer_calls"]["count"] > 0 and stages["transformer_calls"]["p50"] > 0
+    assert stages["denoise_s"]["p50"] > 0 and stages["decode_s"]["p50"] > 0
     # expired chunks are the controller's count, reported beside the executed ones
     assert s["trajectories_expired"] == r["nodes_report"]["controller"]["trajectories_expired"]
     assert set(r["nodes_report"]) == {"camera", "planner", "idm_action", "controller"}

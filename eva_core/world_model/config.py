@@ -10,15 +10,19 @@ defaults (EVA's, FACTS.md §4). Torch-free: node_config and the training CLIs ch
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from eva_core.config import Section, param
 
 KINDS = ("tiny", "diffusers", "lightning")   # built in; eva_core.world_model.registry may add more
-SCHEDULERS = ("unipc", "euler")
+SCHEDULERS = ("unipc", "euler", "step_distill")   # step_distill: lightx2v's 4-step schedule (loading.py)
 CONDITIONINGS = ("history", "wan_i2v")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")   # loading.resolve_dtype
+CACHE_KINDS = ("none", "first_block", "taylor_seer", "mag")   # diffusers' caches (world_model/cache.py)
+WAN_TAYLOR_MODULES = r"blocks\.\d+\.(attn1|attn2|ffn)"   # TaylorSeer: each block's attention and MLP outputs
 
 # keys a kind starts from when a mapping does not set them (before the field defaults)
 KIND_PRESETS: dict[str, dict[str, Any]] = {
@@ -42,6 +46,54 @@ class TinyConfig(Section):
     clip_image_size: int = param(32, "CLIP input size", unit="px", ge=1)
     clip_patch_size: int = param(16, "CLIP patch size", unit="px", ge=1)
     seed: int = param(0, "torch seed of the random weights (+0 transformer, +1 VAE, +2 text, +3 image)")
+
+
+@dataclass
+class CacheConfig(Section):
+    """diffusers' training-free transformer caches (`transformer.enable_cache`), see cache.py.
+    Keys of another kind than `kind` must stay at their defaults."""
+
+    kind: str = param("none", "none | first_block | taylor_seer | mag", choices=CACHE_KINDS)
+    threshold: float | None = param(
+        None, "first_block: relative change of the first block's residual below which the other blocks are "
+              "reused (null: 0.05); mag: accumulated error allowed before recomputing (null: 0.06)", ge=0)
+    cache_interval: int = param(5, "taylor_seer: a full computation every this many steps", ge=1)
+    disable_cache_before_step: int = param(3, "taylor_seer: full computations before this step", ge=0)
+    disable_cache_after_step: int | None = param(None, "taylor_seer: full computations from this step on", ge=0)
+    max_order: int = param(1, "taylor_seer: order of the Taylor expansion", ge=0)
+    taylor_factors_dtype: str = param("bfloat16", "taylor_seer: dtype of the stored Taylor factors",
+                                      choices=("bfloat16", "float32"))
+    use_lite_mode: bool = param(False, "taylor_seer: the lite variant (skip blocks, predict proj_out only)")
+    cache_identifiers: list[str] = param(
+        [WAN_TAYLOR_MODULES], "taylor_seer: regexes (re.fullmatch) of the modules whose outputs are predicted; "
+                              "diffusers' default ('^blocks.*attn') matches no Wan module (attn1, attn2)")
+    max_skip_steps: int = param(3, "mag: most consecutive steps skipped", ge=1)
+    retention_ratio: float = param(0.2, "mag: fraction of the first steps never skipped", ge=0, le=1)
+    mag_ratios: list[float] = param(
+        [], "mag: per-step residual magnitude ratios; empty: calibrated once at build (one generation, "
+            "calibrate=True, num_inference_steps=num_steps)")
+
+    KIND_KEYS = {"first_block": ("threshold",),
+                 "taylor_seer": ("cache_interval", "disable_cache_before_step", "disable_cache_after_step",
+                                 "max_order", "taylor_factors_dtype", "use_lite_mode", "cache_identifiers"),
+                 "mag": ("threshold", "max_skip_steps", "retention_ratio", "mag_ratios")}
+
+    def validate(self) -> None:
+        own = set(self.KIND_KEYS.get(self.kind, ()))
+        for f in dataclasses.fields(self):
+            if f.name == "kind" or f.name in own:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if getattr(self, f.name) != default:
+                users = [k for k, keys in self.KIND_KEYS.items() if f.name in keys]
+                self.error(f.name, f"applies to cache kind {' or '.join(users)}, not {self.kind!r}")
+        if any(r <= 0 for r in self.mag_ratios):
+            self.error("mag_ratios", "must all be > 0")
+        for pattern in self.cache_identifiers:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                self.error("cache_identifiers", f"{pattern!r} is not a regex: {exc}")
 
 
 @dataclass
@@ -91,6 +143,7 @@ class WorldModelConfig(Section):
         "history", "history: EVA/LVP diffusion forcing; wan_i2v: stock Wan I2V (mask + first-frame latent)",
         choices=CONDITIONINGS)
     text_len: int = param(512, "text context tokens (diffusers' Wan attention hard-codes 512)", choices=(512,))
+    cache: CacheConfig = param(CacheConfig, "diffusers' training-free transformer cache (kind none: off)")
 
     # Runtime
     device: str = param("auto", "torch device; auto: cuda if available else cpu")

@@ -47,9 +47,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def build_scheduler(cfg: WorldModelConfig, model_dir: str | None = None):
-    """UniPC (flow sigmas, shift) for the real model, or flow-matching Euler."""
+    """UniPC (flow sigmas, shift) for the real model, flow-matching Euler, or lightx2v's step-distill."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
+    if cfg.scheduler == "step_distill":
+        return step_distill_scheduler(cfg.shift)
     if cfg.scheduler == "euler":
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.shift)
     sched_dir = Path(model_dir, "scheduler") if model_dir else None
@@ -59,6 +61,24 @@ def build_scheduler(cfg: WorldModelConfig, model_dir: str | None = None):
                                                    use_flow_sigmas=True)
     return UniPCMultistepScheduler(num_train_timesteps=1000, prediction_type="flow_prediction",
                                    use_flow_sigmas=True, flow_shift=cfg.shift, solver_order=2)
+
+
+def step_distill_scheduler(shift: float = 5.0):
+    """lightx2v's WanStepDistillScheduler (Wan2.1 StepDistill-CfgDistill, 4 steps, shift 5) in diffusers
+    terms: sigmas (N-i)/N (lightx2v's denoising_step_list [1000, 750, 500, 250] / 1000 for N = 4),
+    shifted by `shift`; each step predicts x0 = x - sigma*v and re-noises it to the next sigma with
+    fresh noise (FlowMatchEulerDiscreteScheduler's stochastic_sampling), the last step returns x0."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    class StepDistillScheduler(FlowMatchEulerDiscreteScheduler):
+        def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, **kw):
+            if sigmas is None and num_inference_steps is not None:
+                n = int(num_inference_steps)
+                sigmas = [(n - i) / n for i in range(n)]
+                num_inference_steps = None
+            return super().set_timesteps(num_inference_steps, device=device, sigmas=sigmas, **kw)
+
+    return StepDistillScheduler(num_train_timesteps=1000, shift=shift, stochastic_sampling=True)
 
 
 def _require_dir(path: Path, what: str) -> Path:

@@ -6,12 +6,16 @@ to_q, to_k, to_v, to_out.0, add_k_proj, add_v_proj (self- and cross-attention).
 Files: `save_lora` writes diffusers' `pytorch_lora_weights.safetensors` (peft key names, the
 LoraConfig in the safetensors metadata). `load_lora` reads that, or a peft `save_pretrained`
 directory (`adapter_model.safetensors` + `adapter_config.json`), and checks every key loaded.
+A single `.safetensors` file is a Wan LoRA in the original layout (`diffusion_model.blocks.N.
+self_attn.q.lora_down.weight`, ...: lightx2v's StepDistill-CfgDistill LoRA, ComfyUI/Kijai files),
+converted by diffusers (`load_wan_lora_file`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -81,6 +85,8 @@ def load_lora(transformer, path: str | os.PathLike, adapter_name: str = "default
     from safetensors import safe_open
 
     path = Path(path)
+    if path.suffix == ".safetensors" and not path.is_dir():
+        return load_wan_lora_file(transformer, path, adapter_name)
     if (path / DIFFUSERS_LORA_FILE).is_file():
         with safe_open(str(path / DIFFUSERS_LORA_FILE), framework="pt") as f:  # the header only
             file_keys = set(f.keys())
@@ -103,6 +109,44 @@ def load_lora(transformer, path: str | os.PathLike, adapter_name: str = "default
         raise KeyError(f"LoRA adapter {path} does not match the transformer: target layers without weights in "
                        f"the file: {sorted(uncovered)[:8]}; missing keys: {sorted(missing)[:8]}; "
                        f"unexpected keys: {sorted(unexpected)[:8]}")
+    transformer.set_adapter(adapter_name)
+
+
+def load_wan_lora_file(transformer, path: str | os.PathLike, adapter_name: str = "default") -> None:
+    """A Wan LoRA file in the original or diffusers key layout, through diffusers'
+    `WanLoraLoaderMixin.lora_state_dict` (which converts "diffusion_model." keys: lora_down/up or
+    lora_A/B, `.alpha` folded into the weights, `.diff_b` as the LoRA bias, norm `.diff` dropped).
+    Every converted key must land on the transformer; anything else raises naming the file."""
+    from diffusers.loaders import WanLoraLoaderMixin
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LoRA file not found: {path}")
+    try:
+        sd = WanLoraLoaderMixin.lora_state_dict(str(path))
+    except Exception as exc:  # noqa: BLE001 - diffusers raises bare ValueError/KeyError on odd layouts
+        raise ValueError(f"LoRA file {path}: diffusers cannot read or convert it: {exc!r}") from exc
+    odd = sorted(k for k in sd if not k.startswith("transformer.") or "lora" not in k)
+    if not sd or odd:
+        raise ValueError(f"LoRA file {path}: not a Wan transformer LoRA (original 'diffusion_model.' or diffusers "
+                         f"'transformer.' layout); keys: {odd[:4] or 'none'}")
+    file_keys = {k.removeprefix("transformer.") for k in sd}
+    try:
+        transformer.load_lora_adapter(sd, prefix="transformer", adapter_name=adapter_name)
+    except Exception as exc:  # noqa: BLE001 - shape mismatches surface as RuntimeError inside peft
+        if adapter_name in getattr(transformer, "peft_config", {}):
+            transformer.delete_adapters(adapter_name)
+        raise ValueError(f"LoRA file {path} does not fit the transformer: {exc}") from exc
+    with warnings.catch_warnings():   # peft mistakes 1-D lora_B biases (diff_b) for unsaved FSDP shards
+        warnings.filterwarnings("ignore", message=".*invalid shape.*")
+        loaded = set(lora_state_dict(transformer, adapter_name)) if adapter_name in getattr(
+            transformer, "peft_config", {}) else set()
+    missing, unexpected = loaded - file_keys, file_keys - loaded
+    if missing or unexpected:
+        if adapter_name in getattr(transformer, "peft_config", {}):
+            transformer.delete_adapters(adapter_name)
+        raise KeyError(f"LoRA file {path} does not match the transformer: missing keys: {sorted(missing)[:8]}; "
+                       f"keys for layers the transformer lacks: {sorted(unexpected)[:8]}")
     transformer.set_adapter(adapter_name)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eva_core.world_model import encoders, lora, sampler
+from eva_core.world_model import cache, encoders, lora, sampler
+from eva_core.world_model.calls import CallCounter
 from eva_core.world_model.best_of import best_of_n
 from eva_core.world_model.checkpoint import cast_like_diffusers
 from eva_core.world_model.config import WorldModelConfig
@@ -45,6 +46,8 @@ class WorldModel:
         self.prompts = encoders.PromptEncoder(self.c.tokenizer, self.c.text_encoder, cfg.text_len)
         self.last_timing: dict[str, float] = {}
         self.last_info: dict[str, Any] = {}
+        self.calls = CallCounter(self.c.transformer)   # transformer evaluations, per generate()
+        self.cache_info: dict[str, Any] = {"kind": "none"}
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -58,6 +61,7 @@ class WorldModel:
             lora.load_lora(wm.transformer, path)
             if cfg.merge_lora:
                 lora.merge_lora(wm.transformer)
+        wm.cache_info = cache.enable(wm, cfg.cache)   # after the LoRA: MagCache calibrates on the final model
         return wm
 
     def _place_components(self) -> None:
@@ -181,6 +185,7 @@ class WorldModel:
         n = self.cfg.best_of if best_of is None else int(best_of)
         if n < 1:
             raise ValueError(f"best_of must be >= 1, got {n}")
+        self.calls.reset()   # last_timing["transformer_calls"]: all candidates of this chunk
         if n == 1:
             return self._generate_one(image, instruction, history, seed, batched_guidance)
         chunk, info, timing = best_of_n(
@@ -213,7 +218,8 @@ class WorldModel:
         video = encoders.vae_decode(self.c.vae, latents)[0]  # (3, T, H, W) in [-1, 1]
         frames = encoders.video_to_frames(video)
         t3 = time.perf_counter()
-        self.last_timing = {"encode": t1 - t0, "denoise": t2 - t1, "decode": t3 - t2, "total": t3 - t0}
+        self.last_timing = {"encode": t1 - t0, "denoise": t2 - t1, "decode": t3 - t2, "total": t3 - t0,
+                            "transformer_calls": self.calls.calls, "transformer_forwards": self.calls.forwards}
         self.last_info = {"context_frames": clip.shape[2], "hist_latents": inp.hist_len, "seed": seed,
                           "steps": self.cfg.num_steps}
         return frames

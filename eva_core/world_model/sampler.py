@@ -8,7 +8,9 @@ Per step, three branches (FACTS §4), evaluated as ONE batched transformer forwa
 
 History sits in the first `hist_len` latent frames of the noisy stream (diffusion forcing, as in
 LVP/EVA): the transformer gets a per-token timestep, so those frames see the smallest timestep.
-A branch whose guidance scale is 0 is not run.
+A branch whose guidance scale is 0 is not run. With a diffusers cache enabled (cache.py) every
+transformer call runs inside `cache_context(name)`: the branch's name, or the joined names when
+the branches share one batched forward; `sample` resets the cache state before each chunk.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from eva_core.world_model import cache
 
 
 @dataclass
@@ -108,14 +112,16 @@ def guided_velocity(transformer, latents, t, t_min, t_max, inp: GuidanceInputs, 
     br = build_branches(latents, t, t_min, t_max, inp, hist_noise, hist_guidance, lang_guidance, patch)
     b = latents.shape[0]
     if batched:
-        out = transformer_forward(transformer, br.latents, br.timesteps, br.text, br.image, br.y)
+        with cache.branch_context(transformer, "+".join(br.names)):
+            out = transformer_forward(transformer, br.latents, br.timesteps, br.text, br.image, br.y)
         preds = {name: out[i * b:(i + 1) * b] for i, name in enumerate(br.names)}
     else:  # three separate forwards (reference / benchmark)
         preds = {}
         for i, name in enumerate(br.names):
             sl = slice(i * b, (i + 1) * b)
-            preds[name] = transformer_forward(transformer, br.latents[sl], br.timesteps[sl], br.text[sl],
-                                              br.image[sl], br.y[sl])
+            with cache.branch_context(transformer, name):
+                preds[name] = transformer_forward(transformer, br.latents[sl], br.timesteps[sl], br.text[sl],
+                                                  br.image[sl], br.y[sl])
     v = combine_guidance(preds, hist_guidance, lang_guidance)
     return (v, preds) if return_branches else v
 
@@ -143,13 +149,16 @@ def sample(transformer, scheduler, noise: torch.Tensor, inp: GuidanceInputs, num
     t_min, t_max = timesteps[-1], timesteps[0]
     latents = noise.float().clone()
     hist_len = inp.hist_len
+    cache.reset(transformer)   # no cached state from the previous chunk
+    # a stochastic scheduler (step_distill: re-noises after each step) draws from `generator`
+    step_kw = {"generator": generator} if getattr(scheduler.config, "stochastic_sampling", False) else {}
     for t in timesteps:
         if hist_len:
             latents[:, :, :hist_len] = inp.hist_latents
         hist_noise = _history_noise(inp, hist_guidance, generator, latents.device)
         v = guided_velocity(transformer, latents, t, t_min, t_max, inp, hist_noise, hist_guidance, lang_guidance,
                             batched=batched)
-        latents = scheduler.step(v, t, latents, return_dict=False)[0]
+        latents = scheduler.step(v, t, latents, return_dict=False, **step_kw)[0]
         if progress is not None:
             progress.update(1)
     if hist_len:
@@ -185,6 +194,7 @@ def sample_sde(transformer, scheduler, noise: torch.Tensor, inp: GuidanceInputs,
     t_min, t_max = timesteps[-1], timesteps[0]
     hist_len = inp.hist_len
     latents = noise.float().clone()
+    cache.reset(transformer)
     states, log_probs = [], []
     for i, t in enumerate(timesteps):
         if hist_len:

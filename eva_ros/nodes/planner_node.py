@@ -31,6 +31,7 @@ from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import check_image
 from eva_core.world_model.build import build_world_model
+from eva_core.world_model.stage_stats import StageStats
 from eva_ros import names, qos
 from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_is_finite, msg_to_image, trajectory_end,
                                  trajectory_meta)
@@ -63,6 +64,7 @@ class PlannerNode(Node):
         self.frames_rejected = 0
         self.cam_to_plan = LatencyStats()
         self.generation = LatencyStats()
+        self.stages = StageStats()   # the model's per-chunk seconds and transformer calls (last_timing)
 
         io = MutuallyExclusiveCallbackGroup()
         self.sub_image = self.create_subscription(Image, p.camera_topic, self._on_image, qos.IMAGE, callback_group=io)
@@ -178,7 +180,9 @@ class PlannerNode(Node):
             self.diag.event(Event.NONFINITE_PLAN, f"chunk {chunk.chunk_id}: generated frames contain NaN/inf; dropped")
             return
         t_plan = time.time()
-        self.core.finish(chunk, t_plan, getattr(self.wm, "last_timing", {}))   # sets chunk.anchor
+        timing = getattr(self.wm, "last_timing", {})
+        self.core.finish(chunk, t_plan, timing)   # sets chunk.anchor
+        self.stages.add(timing)
         msg = chunk_to_msg(frames, stamp, chunk.chunk_id, self.wm.fps, chunk.n_exec, t_plan, chunk.anchor)
         self.pub.publish(msg)
         if self.core.synchronous != self._synchronous:   # say it once per change, not per chunk
@@ -200,7 +204,8 @@ class PlannerNode(Node):
                 "frames_rejected": self.frames_rejected, "expected_latency_s": round(self.core.expected_latency, 4),
                 "decode_latency_s": round(self.core.decode_latency, 4),
                 "synchronous": self.core.synchronous, "chunks_synchronous": c["synchronous"], "chunks_late": c["late"],
-                "generation_p50_ms": g.get("p50_ms", ""), "generation_p99_ms": g.get("p99_ms", "")}
+                "generation_p50_ms": g.get("p50_ms", ""), "generation_p99_ms": g.get("p99_ms", ""),
+                **{f"world_model.{k}": v for k, v in self.stages.values().items()}}
 
     def report(self) -> dict:
         return {"chunks_planned": self.core.counts["planned"], "chunks_failed": self.core.counts["failed"],
@@ -210,7 +215,8 @@ class PlannerNode(Node):
                 "chunks_late": self.core.counts["late"],                 # ended before they could arrive
                 "frames_rejected": self.frames_rejected,
                 "latency_camera_to_plan": self.cam_to_plan.summary(),
-                "generation_latency": self.generation.summary()}
+                "generation_latency": self.generation.summary(),
+                "world_model_stages": self.stages.summary()}   # per chunk: seconds per stage, transformer calls
 
     def close(self) -> None:
         stop_thread(self._stop, self._worker, 30.0)
