@@ -397,7 +397,7 @@ def train(argv=None) -> Path:
     rows, acc, t0 = [], {}, time.perf_counter()
     while step < total:
         gen = torch.Generator().manual_seed(tr.seed * 1_000_003 + step * 997 + accelerator.process_index)
-        rng = random.Random(tr.seed * 7919 + step)
+        rng = random.Random(tr.seed * 7919 + step * 101 + accelerator.process_index)
         rec = {}
         if step < dmd_c.regression_steps:
             pick = [pairs[rng.randrange(len(pairs))] for _ in range(tr.batch_size)]
