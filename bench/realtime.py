@@ -104,6 +104,7 @@ def run_rows(prompts, seeds, students, ks, scorer) -> tuple[list[dict], dict]:
             "rtf": (wm.num_frames / wm.fps) / med["total"], "reward": float(res.score.mean()),
             "reward_stderr": float(res.score.std() / np.sqrt(len(videos))),
             "action_error": float(np.abs(actions - reference).mean()),
+            "action_error_stderr": float(np.abs(actions - reference).mean(axis=(1, 2)).std() / np.sqrt(len(videos))),
             "chunks": len(videos)})
         print(f"realtime: {name}: {rows[-1]['calls']:.0f} calls, {med['total']:.3f} s, reward {rows[-1]['reward']:.4f}, "
               f"action error {rows[-1]['action_error']:.4f}", flush=True)
