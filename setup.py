@@ -39,6 +39,7 @@ CLIS = {
     "eva-convert-ckpt": "eva_core.world_model.convert:main",
     "eva-train-sft": "training.sft:main",
     "eva-train-grpo": "training.grpo:main",
+    "eva-train-distill": "training.distill:main",
     "eva-generate": "training.generate:main",
     "eva-sim-demos": "eva_core.sim.demos_cli:main",
     "eva-bag-to-episodes": "eva_core.data.rosbag_episodes:main",

@@ -19,6 +19,7 @@ from eva_core.config import Section, param
 
 KINDS = ("tiny", "diffusers", "lightning")   # built in; eva_core.world_model.registry may add more
 SCHEDULERS = ("unipc", "euler", "step_distill")   # step_distill: lightx2v's 4-step schedule (loading.py)
+SAMPLERS = ("guided", "student")     # student: a distilled K-step, one-branch model (world_model/student.py)
 CONDITIONINGS = ("history", "wan_i2v")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")   # loading.resolve_dtype
 CACHE_KINDS = ("none", "first_block", "taylor_seer", "mag")   # diffusers' caches (world_model/cache.py)
@@ -143,6 +144,13 @@ class WorldModelConfig(Section):
         "history", "history: EVA/LVP diffusion forcing; wan_i2v: stock Wan I2V (mask + first-frame latent)",
         choices=CONDITIONINGS)
     text_len: int = param(512, "text context tokens (diffusers' Wan attention hard-codes 512)", choices=(512,))
+    sampler: str = param(
+        "guided", "guided: the scheduler with EVA's guidance branches; student: a distilled K-step, one-branch "
+        "model (eva-train-distill)", choices=SAMPLERS)
+    student_steps: int = param(4, "sampler student: transformer calls per chunk", ge=1, le=4)
+    student_timesteps: list[float] | None = param(
+        None, "sampler student: its timesteps in (0, 1000], decreasing (default: student.py's schedule for "
+        "student_steps)")
     cache: CacheConfig = param(CacheConfig, "diffusers' training-free transformer cache (kind none: off)")
 
     # Runtime
@@ -200,6 +208,12 @@ class WorldModelConfig(Section):
                 self.error(key, f"must be a multiple of 16, got {getattr(self, key)}")
         if self.best_of > 1 and not self.reward_idm:
             self.error("best_of", "best_of > 1 needs 'reward_idm' (the IDM that scores the candidates)")
+        if self.student_timesteps is not None:
+            ts = [float(t) for t in self.student_timesteps]
+            if not 1 <= len(ts) <= 4 or any(not 0 < t <= 1000 for t in ts) or any(a <= b for a, b in zip(ts, ts[1:])):
+                self.error("student_timesteps", f"must be 1 to 4 decreasing timesteps in (0, 1000], got {ts}")
+            if len(ts) != self.student_steps:
+                self.error("student_timesteps", f"has {len(ts)} entries but student_steps is {self.student_steps}")
 
     @property
     def latent_frames(self) -> int:

@@ -210,9 +210,15 @@ class WorldModel:
         _sync(self.device)
         t1 = time.perf_counter()
         noise = torch.randn((1, *self.latent_shape), generator=gen, dtype=torch.float32).to(self.device)
-        latents = sampler.sample(self.c.transformer, self.c.scheduler, noise, inp, self.cfg.num_steps,
-                                 self.cfg.hist_guidance, self.cfg.lang_guidance, generator=gen,
-                                 batched=batched_guidance)
+        if self.cfg.sampler == "student":   # distilled: K one-branch calls (world_model/student.py)
+            from eva_core.world_model import student
+
+            latents = student.sample(self.c.transformer, noise, inp, student.schedule_of(self.cfg),
+                                     student.history_timesteps(self.cfg)[0], generator=gen)
+        else:
+            latents = sampler.sample(self.c.transformer, self.c.scheduler, noise, inp, self.cfg.num_steps,
+                                     self.cfg.hist_guidance, self.cfg.lang_guidance, generator=gen,
+                                     batched=batched_guidance)
         _sync(self.device)
         t2 = time.perf_counter()
         video = encoders.vae_decode(self.c.vae, latents)[0]  # (3, T, H, W) in [-1, 1]
@@ -221,5 +227,5 @@ class WorldModel:
         self.last_timing = {"encode": t1 - t0, "denoise": t2 - t1, "decode": t3 - t2, "total": t3 - t0,
                             "transformer_calls": self.calls.calls, "transformer_forwards": self.calls.forwards}
         self.last_info = {"context_frames": clip.shape[2], "hist_latents": inp.hist_len, "seed": seed,
-                          "steps": self.cfg.num_steps}
+                          "steps": self.cfg.student_steps if self.cfg.sampler == "student" else self.cfg.num_steps}
         return frames
