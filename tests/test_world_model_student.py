@@ -69,6 +69,7 @@ def test_the_schedule_is_defined_once_and_shifted():
     ({"student_steps": 2, "student_timesteps": [500, 900]}, "student_timesteps", "decreasing"),
     ({"student_steps": 2, "student_timesteps": [900]}, "student_timesteps", "student_steps is 2"),
     ({"student_steps": 1, "student_timesteps": [1200]}, "student_timesteps", "(0, 1000]"),
+    ({"sampler": "student", "cache": {"kind": "first_block"}}, "cache", "set cache.kind none"),
 ])
 def test_student_config_errors_are_one_line(data, key, problem):
     with pytest.raises(ConfigError) as err:

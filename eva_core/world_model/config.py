@@ -214,6 +214,9 @@ class WorldModelConfig(Section):
                 self.error("student_timesteps", f"must be 1 to 4 decreasing timesteps in (0, 1000], got {ts}")
             if len(ts) != self.student_steps:
                 self.error("student_timesteps", f"has {len(ts)} entries but student_steps is {self.student_steps}")
+        if self.sampler == "student" and self.cache.kind != "none":
+            self.error("cache", "a cache skips work between a guided sampler's many steps; a student "
+                       f"(sampler student) makes {self.student_steps} calls: set cache.kind none")
 
     @property
     def latent_frames(self) -> int:
