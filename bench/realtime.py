@@ -113,16 +113,11 @@ def run_rows(prompts, seeds, students, ks, scorer) -> tuple[list[dict], dict]:
 
 # ---- 14B projection ---------------------------------------------------------------------------
 def forward_flops_14b(height=480, width=640, frames=49) -> float:
-    """FLOPs of one Wan2.1-I2V-14B transformer evaluation (one branch), as bench/world_model.py counts them."""
+    """FLOPs of one Wan2.1-I2V-14B transformer evaluation (one branch): bench/world_model.py's formula."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from world_model import WAN14B as c
+    from world_model import WAN14B, forward_flops
 
-    d = c["num_attention_heads"] * c["attention_head_dim"]
-    n = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
-    txt, img = 512, 257
-    per_layer = (8 * n * d * d + 4 * n * n * d + 4 * n * d * d + 4 * (txt + img) * d * d
-                 + 4 * n * (txt + img) * d + 4 * n * d * c["ffn_dim"])
-    return per_layer * c["num_layers"]
+    return forward_flops(WAN14B, ((frames - 1) // 4 + 1) * (height // 16) * (width // 16))
 
 
 def projection(rows: list[dict], mfu: float, vae_eff: float) -> list[dict]:

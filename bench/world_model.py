@@ -82,21 +82,29 @@ def guidance_speedup(name: str, sizes: dict, latent: tuple, repeats: int) -> Non
           f"3 separate {sep*1e3:7.2f} ms/step -> speedup x{sep/b:.2f}   (max |diff| {diff:.1e})")
 
 
+def forward_flops(cfg: dict, video_tokens: int, context_tokens: int = 512 + 257) -> float:
+    """Analytic FLOPs of one Wan transformer forward, batch 1, one branch (matmuls only): the one
+    formula of bench/world_model.py, bench/realtime.py and bench/world_model_gpu.py."""
+    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    n, ctx = video_tokens, context_tokens
+    per_layer = (
+        8 * n * d * d  # self-attn q, k, v, o
+        + 4 * n * n * d  # self-attn scores + weighted sum
+        + 4 * n * d * d  # cross-attn q, o
+        + 4 * ctx * d * d  # cross-attn k, v on text and k_img, v_img on image tokens
+        + 4 * n * ctx * d  # cross-attn scores + sums
+        + 4 * n * d * cfg["ffn_dim"]  # feed-forward
+    )
+    return float(per_layer * cfg["num_layers"])
+
+
 def wan14b_estimate(steps: int = 40, branches: int = 3, height: int = 480, width: int = 640, frames: int = 49) -> None:
     c = WAN14B
     d = c["num_attention_heads"] * c["attention_head_dim"]
     n = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)  # video tokens after VAE (4,8,8) and patch (1,2,2)
     txt, img = 512, 257
     params = sum(p.numel() for p in empty_transformer(c).parameters())
-    per_layer = (
-        8 * n * d * d  # self-attn q, k, v, o
-        + 4 * n * n * d  # self-attn scores + weighted sum
-        + 4 * n * d * d  # cross-attn q, o
-        + 4 * (txt + img) * d * d  # cross-attn k, v on text and k_img, v_img on image tokens
-        + 4 * n * (txt + img) * d  # cross-attn scores + sums
-        + 4 * n * d * c["ffn_dim"]  # feed-forward
-    )
-    fwd = per_layer * c["num_layers"]
+    fwd = forward_flops(c, n, txt + img)
     total = fwd * branches * steps
     gb = 1e9
     weights = params * 2 / gb  # bf16

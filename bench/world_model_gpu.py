@@ -47,12 +47,20 @@ TINY_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, t
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense, SXM where it applies
 
 
-def wan14b_config() -> dict:
-    """WAN14B from bench/world_model.py (bench/ is not a package: load the file by path)."""
+def _bench_world_model():
+    """bench/world_model.py (bench/ is not a package: load the file by path)."""
     spec = importlib.util.spec_from_file_location("_bench_world_model", ROOT / "bench" / "world_model.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return dict(mod.WAN14B)
+    return mod
+
+
+def wan14b_config() -> dict:
+    return dict(_bench_world_model().WAN14B)
+
+
+def forward_flops(cfg: dict, video_tokens: int, context_tokens: int) -> float:
+    return _bench_world_model().forward_flops(cfg, video_tokens, context_tokens)
 
 
 @dataclass
@@ -90,15 +98,10 @@ def smoke_setup(a) -> Setup:
 
 
 def flops_per_call(cfg: dict, s: Setup) -> float:
-    """Analytic FLOPs of one forward, batch 1 (matmuls only; the formula of bench/world_model.py)."""
-    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    """Analytic FLOPs of one forward, batch 1 (bench/world_model.py's formula)."""
     f, h, w = s.latent
     pt, ph, pw = cfg["patch_size"]
-    n = (f // pt) * (h // ph) * (w // pw)
-    ctx = s.text_tokens + s.image_tokens
-    per_layer = (8 * n * d * d + 4 * n * n * d + 4 * n * d * d + 4 * ctx * d * d + 4 * n * ctx * d
-                 + 4 * n * d * cfg["ffn_dim"])
-    return float(per_layer * cfg["num_layers"])
+    return forward_flops(cfg, (f // pt) * (h // ph) * (w // pw), s.text_tokens + s.image_tokens)
 
 
 # ---- building ---------------------------------------------------------------------------------------
