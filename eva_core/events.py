@@ -53,6 +53,7 @@ class NodeEvent(str, Enum):
     NONFINITE_FRAME = "nonfinite_frame"
     # planner
     BAD_FRAME = "bad_frame"
+    BAD_OBSERVATION = "bad_observation"         # a frame of the wrong resolution or too large
     STALE_OBSERVATION = "stale_observation"
     PLANNING_ERROR = "planning_error"
     NONFINITE_PLAN = "nonfinite_plan"
@@ -74,6 +75,8 @@ EVENT_DOCS = {
     Event.LEADER_SILENT: "a leader (master) arm sends no frames (silent until moved) or stopped; nothing published",
     Event.NONFINITE_FRAME: "a frame with NaN/inf pixels was dropped",
     Event.BAD_FRAME: "an image message that cannot be decoded was dropped",
+    Event.BAD_OBSERVATION: "a camera frame of another resolution than the camera's, or larger than max_frame_bytes, "
+                           "was dropped before any copy (rate-limited: one event per second)",
     Event.STALE_OBSERVATION: "the newest camera frame is older than max_obs_age; no chunk planned",
     Event.PLANNING_ERROR: "world-model generation failed; the planner retries",
     Event.NONFINITE_PLAN: "the generated frames hold NaN/inf; the chunk was dropped",

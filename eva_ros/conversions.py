@@ -105,6 +105,12 @@ def msg_to_image(msg: Image, topic: str = "image") -> np.ndarray:
     return img if rgb else img[..., ::-1]
 
 
+def bytes_per_pixel(encoding: str) -> int:
+    """Bytes per pixel of a supported encoding (3 for an unsupported one: msg_to_image refuses it)."""
+    dtype, ch, _ = _ENCODINGS.get(encoding, (np.uint8, 3, True))
+    return np.dtype(dtype).itemsize * ch
+
+
 def image_is_finite(img: np.ndarray) -> bool:
     return img.dtype == np.uint8 or bool(np.isfinite(img).all())
 

@@ -75,6 +75,11 @@ class PlannerNodeConfig(NodeSection, PlannerConfig):
     """The planner node: the replanning policy (eva_core.planner.PlannerConfig) + the node's keys."""
 
     camera_topic: str = param("cam_high/color/image_raw", "image topic the planner observes")
+    frame_width: int = param(0, "the camera's frame width; a frame of another size is dropped (bad_observation). "
+                                "0 (with frame_height 0): the first accepted frame's size", unit="px", ge=0, le=8192)
+    frame_height: int = param(0, "the camera's frame height (0: the first accepted frame's)", unit="px", ge=0, le=8192)
+    max_frame_bytes: int = param(32 << 20, "a larger frame is dropped before any copy (bad_observation)",
+                                 unit="B", ge=1, le=1 << 30)
     instruction: str = param("", "instruction used until /eva/instruction says otherwise")
     check_period: float = param(0.01, "period of the planning worker's decision check", unit="s", gt=0, le=1)
     torch_threads: int = param(1, "torch.set_num_threads; 0 leaves torch's default", ge=0)
@@ -83,6 +88,10 @@ class PlannerNodeConfig(NodeSection, PlannerConfig):
     history_frames: int = param(0, "camera frames before the observation given as history", ge=0)
     world_model: WorldModelConfig = param(WorldModelConfig.tiny_default(),
                                           "the world model (kind tiny starts from WorldModelConfig.tiny_default)")
+
+    def validate(self) -> None:
+        if (self.frame_width == 0) != (self.frame_height == 0):
+            self.error("frame_width", "frame_width and frame_height are both 0 (the first frame's size) or both set")
 
 
 @dataclass
