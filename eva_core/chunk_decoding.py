@@ -3,7 +3,9 @@
 A chunk is T frames at `fps` generated from one observation; frame 0 belongs to the
 observation's capture time `stamp`. `ChunkDecoder.decode` runs, in order:
 1. checks: the metadata ranges (`ChunkMeta`), the frames' shape, dtype, range and finiteness;
-2. the batched IDM (eva_core.idm): (T, 3, H, W) in [0, 1] -> (T, dof) actions; NaN/inf rejected;
+2. the batched IDM (eva_core.idm): (T, 3, H, W) in [0, 1] -> (T, dof) actions; NaN/inf rejected,
+   and so are actions beyond a joint's position limits by more than `action_limit_tolerance` x
+   its range (an IDM far off: rejected, not clipped; closer ones the safety filter clips);
 3. the executability reward (eva_core.reward) of the T actions; with a `reward_threshold`
    set, a chunk scoring below it is rejected and a replan asked for;
 4. the joint state nearest to `stamp` (`JointStateHistory`); none within `max_state_age`
@@ -22,7 +24,7 @@ from typing import Mapping
 import numpy as np
 
 from eva_core.events import Reject  # one home of the event kinds; re-exported here
-from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, nonfinite_dims
+from eva_core.safety import SafetyConfig, SafetyFilter, SafetyReport, nonfinite_dims, out_of_limits
 from eva_core.timeseries import StampedHistory
 
 CHUNK_ANCHORS = ("observation", "arrival")   # what point 0 of a chunk's trajectory runs at
@@ -35,7 +37,7 @@ MAX_CHUNK_FRAMES = 1000     # T (EVA: 49); the IDM resizes every frame, so a mes
 COUNTERS = {Reject.BAD_CHUNK: "rejected_frames", Reject.NONFINITE_FRAMES: "rejected_frames",
             Reject.NONFINITE_ACTIONS: "rejected_actions", Reject.LOW_REWARD: "rejected_reward",
             Reject.NO_JOINT_STATE: "no_state", Reject.STALE_JOINT_STATE: "no_state",
-            Reject.SAFETY_REJECTED: "rejected_safety"}
+            Reject.SAFETY_REJECTED: "rejected_safety", Reject.ACTIONS_OUT_OF_LIMITS: "rejected_limits"}
 
 
 def _is_int(x) -> bool:
@@ -184,7 +186,8 @@ class ChunkDecoder:
 
     def __init__(self, embodiment, idm, dt: float, *, safety: SafetyConfig | None = None,
                  reward_threshold: float | None = None, max_state_age: float = 0.25,
-                 batch_size: int = 16, precision: str = "float32", reward_config=None):
+                 batch_size: int = 16, precision: str = "float32", reward_config=None,
+                 action_limit_tolerance: float = 1.0):
         from eva_core.idm import resolve_precision
         from eva_core.reward import RewardConfig
 
@@ -199,11 +202,14 @@ class ChunkDecoder:
         self.filter = SafetyFilter(embodiment, self.dt, safety or SafetyConfig())
         self.reward_threshold = reward_threshold   # None: the reward is reported, never gates
         self.max_state_age = float(max_state_age)
+        if not (math.isfinite(action_limit_tolerance) and action_limit_tolerance >= 0):
+            raise ValueError(f"action_limit_tolerance: must be >= 0, got {action_limit_tolerance}")
+        self.action_tolerance = float(action_limit_tolerance) * (embodiment.pos_upper - embodiment.pos_lower)
         self.batch_size = max(1, int(batch_size))
         self.precision = resolve_precision(precision, idm.action_mean.device)
         self.reward_config = reward_config or RewardConfig.from_embodiment(embodiment)
         self.counts = {"chunks": 0, "trajectories": 0, "rejected_frames": 0, "rejected_actions": 0,
-                       "rejected_reward": 0, "rejected_safety": 0, "no_state": 0, "safety_modified": 0}
+                       "rejected_reward": 0, "rejected_safety": 0, "rejected_limits": 0, "no_state": 0, "safety_modified": 0}
         self.scores: list[float] = []   # the reward of every chunk that got that far
 
     # -- the stages -----------------------------------------------------------------------
@@ -245,6 +251,9 @@ class ChunkDecoder:
         actions = self.predict(frames)
         if not np.all(np.isfinite(actions)):
             return self.reject(Reject.NONFINITE_ACTIONS, f"chunk {cid}: IDM produced NaN/inf actions; no trajectory")
+        beyond = out_of_limits(self.emb, actions, self.action_tolerance)
+        if beyond:
+            return self.reject(Reject.ACTIONS_OUT_OF_LIMITS, f"chunk {cid}: IDM action {beyond}; no trajectory")
         score = self.score(actions, meta.fps)
         self.scores.append(score)
         if self.reward_threshold is not None and score < self.reward_threshold:

@@ -21,7 +21,10 @@ No trajectory for `trajectory_timeout` (after a first one) keeps holding the las
 and reports one `watchdog_trajectory_timeout` event. `replace()` rejects a trajectory of the
 wrong size, longer than `max_trajectory_duration`, or whose stamp is more than
 `max_stamp_offset` s from now (a stamp 1 h ahead would otherwise hold point 0 for an hour and
-silence the trajectory watchdog).
+silence the trajectory watchdog). A trajectory with a point beyond the position limits by more
+than `limit_tolerance` is rejected whole (`trajectory_out_of_limits`, naming the point, joint,
+value and limit; the arm holds), as MoveIt rejects one; within the tolerance the follower and
+the final filter clip it, and such a trajectory is counted (`trajectories_clamped`).
 
 The backend is any object with thread-safe `enable()` and `estop()` (an `ArmBackend`); the loop
 never sends positions itself. Events leave the loop as data (`take_events()`), so the adapter
@@ -42,7 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from eva_core.events import EventKind  # one home of the event kinds; re-exported here
-from eva_core.safety import SafetyConfig, SafetyFilter
+from eva_core.safety import SafetyConfig, SafetyFilter, out_of_limits
 from eva_core.trajectory import FollowerConfig, Trajectory, TrajectoryFollower
 
 
@@ -97,12 +100,12 @@ def _positive(name: str, value: float) -> float:
 class ControlLoop:
     # keyword options, named as in the controller's config section
     OPTIONS = ("feedback_timeout", "trajectory_timeout", "max_stamp_offset", "max_trajectory_duration",
-               "heartbeat_timeout", "follower", "safety")
+               "heartbeat_timeout", "limit_tolerance", "follower", "safety")
 
     def __init__(self, embodiment, dt: float, backend, *, feedback_timeout: float = 0.1,
                  trajectory_timeout: float = 0.5, max_stamp_offset: float = 10.0,
                  max_trajectory_duration: float = 60.0, heartbeat_timeout: float = 2.0,
-                 follower: FollowerConfig | None = None, safety: SafetyConfig | None = None, clock=time.time):
+                 limit_tolerance: float = 0.005, follower: FollowerConfig | None = None, safety: SafetyConfig | None = None, clock=time.time):
         self.emb = embodiment
         self.dt = _positive("dt", dt)
         self.backend = backend
@@ -111,6 +114,9 @@ class ControlLoop:
         self.max_stamp_offset = _positive("max_stamp_offset", max_stamp_offset)
         self.max_trajectory_duration = _positive("max_trajectory_duration", max_trajectory_duration)
         self.heartbeat_timeout = _positive("heartbeat_timeout", heartbeat_timeout)
+        self.limit_tolerance = float(limit_tolerance)
+        if not (0 <= self.limit_tolerance < math.inf):
+            raise ValueError(f"control loop: limit_tolerance must be a finite number >= 0, got {limit_tolerance}")
         self._ticks_since_beat: int | None = None   # None until the first beat
         self.follower = TrajectoryFollower(embodiment, self.dt, follower)
         self.final = SafetyFilter(embodiment, self.dt, safety or SafetyConfig())
@@ -128,6 +134,7 @@ class ControlLoop:
         self._events: list[Event] = []
         self.counts = {"commands_sent": 0, "limit_violations": 0, "rejected_commands": 0,
                        "trajectories_received": 0, "trajectories_rejected": 0, "trajectories_ignored": 0,
+                       "trajectories_out_of_limits": 0, "trajectories_clamped": 0,
                        "watchdog_trajectory_timeout": 0, "watchdog_feedback_timeout": 0, "backend_faults": 0,
                        "control_errors": 0, "executor_stopped": 0, "faults": 0, "estops": 0}
         self.violation_dims = np.zeros(embodiment.dof, dtype=np.int64)
@@ -208,6 +215,13 @@ class ControlLoop:
             if traj.times[-1] - traj.times[0] > self.max_trajectory_duration:
                 return self._reject(f"lasts {traj.times[-1] - traj.times[0]:.1f} s, beyond "
                                     f"max_trajectory_duration {self.max_trajectory_duration} s")
+            beyond = out_of_limits(self.emb, traj.positions, self.limit_tolerance)
+            if beyond:
+                self.counts["trajectories_out_of_limits"] += 1
+                return self._reject(f"chunk {traj.chunk_id}: {beyond}; limit_tolerance {self.limit_tolerance}",
+                                    EventKind.TRAJECTORY_OUT_OF_LIMITS)
+            if np.any((traj.positions < self.final.lower) | (traj.positions > self.final.upper)):
+                self.counts["trajectories_clamped"] += 1   # within the tolerance: clipped to the margin
             self.counts["trajectories_received"] += 1
             if self.state not in (State.RUNNING, State.ENABLING):
                 self.counts["trajectories_ignored"] += 1
@@ -319,9 +333,9 @@ class ControlLoop:
             return f"; backend e-stop failed: {exc!r}"
         return ""
 
-    def _reject(self, reason: str) -> tuple[bool, str]:
+    def _reject(self, reason: str, kind: EventKind = EventKind.REJECTED_TRAJECTORY) -> tuple[bool, str]:
         self.counts["trajectories_rejected"] += 1
-        self._event(EventKind.REJECTED_TRAJECTORY, f"{reason}; not executed", Level.WARN)
+        self._event(kind, f"{reason}; not executed", Level.WARN)
         return False, reason
 
     def _event(self, kind: EventKind, message: str, level: Level) -> None:

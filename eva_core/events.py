@@ -23,6 +23,7 @@ class Reject(str, Enum):
     NO_JOINT_STATE = "no_joint_state"
     STALE_JOINT_STATE = "stale_joint_state"
     SAFETY_REJECTED = "safety_rejected"
+    ACTIONS_OUT_OF_LIMITS = "actions_out_of_limits"
 
 
 class EventKind(str, Enum):
@@ -35,6 +36,7 @@ class EventKind(str, Enum):
     CONTROL_ERROR = "control_error"
     EXECUTOR_STOPPED = "executor_stopped"
     REJECTED_TRAJECTORY = "rejected_trajectory"   # also the planner's, for a malformed trajectory message
+    TRAJECTORY_OUT_OF_LIMITS = "trajectory_out_of_limits"
     TRAJECTORY_EXPIRED = "trajectory_expired"
     REJECTED_COMMAND = "rejected_command"
 
@@ -51,6 +53,7 @@ class NodeEvent(str, Enum):
     NONFINITE_FRAME = "nonfinite_frame"
     # planner
     BAD_FRAME = "bad_frame"
+    BAD_OBSERVATION = "bad_observation"         # a frame of the wrong resolution or too large
     STALE_OBSERVATION = "stale_observation"
     PLANNING_ERROR = "planning_error"
     NONFINITE_PLAN = "nonfinite_plan"
@@ -72,6 +75,8 @@ EVENT_DOCS = {
     Event.LEADER_SILENT: "a leader (master) arm sends no frames (silent until moved) or stopped; nothing published",
     Event.NONFINITE_FRAME: "a frame with NaN/inf pixels was dropped",
     Event.BAD_FRAME: "an image message that cannot be decoded was dropped",
+    Event.BAD_OBSERVATION: "a camera frame of another resolution than the camera's, or larger than max_frame_bytes, "
+                           "was dropped before any copy (rate-limited: one event per second)",
     Event.STALE_OBSERVATION: "the newest camera frame is older than max_obs_age; no chunk planned",
     Event.PLANNING_ERROR: "world-model generation failed; the planner retries",
     Event.NONFINITE_PLAN: "the generated frames hold NaN/inf; the chunk was dropped",
@@ -84,6 +89,8 @@ EVENT_DOCS = {
     Event.NO_JOINT_STATE: "no joint state yet; no trajectory",
     Event.STALE_JOINT_STATE: "no joint state within max_state_age of the observation; no trajectory",
     Event.SAFETY_REJECTED: "the safety filter rejected the chunk; no trajectory",
+    Event.ACTIONS_OUT_OF_LIMITS: "the IDM's actions lie beyond the position limits by more than "
+                                 "action_limit_tolerance of a joint's range; no trajectory",
     Event.ESTOP: "e-stop requested; commands stopped until eva/enable",
     Event.ENABLE_FAILED: "the backend did not confirm enable",
     Event.WATCHDOG_FEEDBACK: "backend feedback older than feedback_timeout; stopped (latched)",
@@ -92,6 +99,8 @@ EVENT_DOCS = {
     Event.CONTROL_ERROR: "a control tick failed; e-stopped (latched)",
     Event.EXECUTOR_STOPPED: "an executor thread died; the controller e-stopped the backend",
     Event.REJECTED_TRAJECTORY: "a malformed trajectory message was not executed (controller) or not counted (planner)",
+    Event.TRAJECTORY_OUT_OF_LIMITS: "a trajectory point lies beyond the position limits by more than limit_tolerance; "
+                                    "the whole trajectory was rejected (the arm holds)",
     Event.TRAJECTORY_EXPIRED: "a trajectory ended before it arrived",
     Event.REJECTED_COMMAND: "the final safety filter rejected a command; not sent",
 }

@@ -112,3 +112,52 @@ def normalize_imagenet(x):
     if x.dim() < 3 or x.shape[-3] != 3:
         raise ValueError(f"normalize_imagenet: expected (..., 3, H, W), got {tuple(x.shape)}")
     return (x - mean) / std
+
+
+class FrameGate:
+    """Checks a camera frame's header before any copy or resize (as a subscriber checks frames
+    against CameraInfo): the size in bytes against `max_bytes`, and the resolution against the
+    expected `width` x `height`; 0 takes the first accepted frame's size and holds it from then
+    on. `check_bytes` and `check_size` return "" or the reason; `accept` records the size of a
+    frame that was used.
+    `report(reason, now)` rate-limits the events: one line per reason and `report_period` s."""
+
+    def __init__(self, width: int = 0, height: int = 0, max_bytes: int = 32 << 20, report_period: float = 1.0):
+        if min(width, height, max_bytes) < 0 or (width == 0) != (height == 0) or max_bytes == 0:
+            raise ValueError(f"frame gate: width and height both 0 or both > 0, max_bytes > 0; got "
+                             f"{width}x{height}, {max_bytes}")
+        self.size = (int(width), int(height)) if width else None
+        self.max_bytes, self.report_period = int(max_bytes), float(report_period)
+        self.rejected = 0
+        self._reports: dict[str, tuple[float, int]] = {}   # reason -> (last report, suppressed)
+
+    def check_bytes(self, width: int, height: int, bytes_per_pixel: int, data_bytes: int) -> str:
+        """"" or why a frame is too large (from its header and data length: nothing decoded)."""
+        size = max(int(width) * int(height) * int(bytes_per_pixel), int(data_bytes))
+        if size <= self.max_bytes:
+            return ""
+        self.rejected += 1
+        return f"{width}x{height} frame of {size} bytes exceeds max_frame_bytes {self.max_bytes}"
+
+    def check_size(self, width: int, height: int) -> str:
+        """"" or why a frame's resolution is not the camera's."""
+        if self.size is None or (int(width), int(height)) == self.size:
+            return ""
+        self.rejected += 1
+        return f"{width}x{height} frame, the camera's frames are {self.size[0]}x{self.size[1]}"
+
+    def accept(self, width: int, height: int) -> None:
+        if self.size is None:
+            self.size = (int(width), int(height))
+
+    def report(self, reason: str, now: float) -> str:
+        """The event line for a rejected frame, or "" while that reason is rate-limited (counted,
+        then summed into its next line). Each distinct reason is limited on its own."""
+        last, more = self._reports.get(reason, (-float("inf"), 0))
+        if now - last < self.report_period:
+            self._reports[reason] = (last, more + 1)
+            return ""
+        if len(self._reports) >= 64:   # bounded: an attacker varying sizes cannot grow it
+            self._reports.clear()
+        self._reports[reason] = (now, 0)
+        return reason + "; frame dropped" + (f" ({more} more since the last report)" if more else "")

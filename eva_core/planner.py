@@ -46,13 +46,16 @@ class PlannerConfig(Section):
     """The replanning policy's settings (the planner node's `planner` section extends it)."""
 
     n_exec: int = param(8, "frames of each chunk executed before the next one", ge=1)
-    max_obs_age: float = param(0.5, "an observation older than this is rejected", unit="s", gt=0)
+    max_obs_age: float = param(0.5, "an observation older than this is rejected", unit="s", gt=0, le=60)
     policy: str = param("lead", "when to start the next chunk", choices=POLICIES)
-    lead_margin: float = param(0.1, "policy lead: start this much before the running chunk's end", unit="s", ge=0)
-    initial_latency: float = param(0.5, "generation latency assumed before the first measurement", unit="s", ge=0)
+    lead_margin: float = param(0.1, "policy lead: start this much before the running chunk's end", unit="s", ge=0,
+                                 le=10)
+    initial_latency: float = param(0.5, "generation latency assumed before the first measurement", unit="s", ge=0,
+                                      le=600)
     latency_smoothing: float = param(0.3, "EMA weight of a new latency sample (0 keeps initial_latency)", ge=0, le=1)
     sync_fallback: bool = param(True, "policy lead: plan synchronously while generation is slower than a chunk")
-    settle_time: float = param(0.3, "synchronous planning: wait this long after a chunk's end", unit="s", ge=0)
+    settle_time: float = param(0.3, "synchronous planning: wait this long after a chunk's end", unit="s", ge=0,
+                                 le=10)
 
 
 @dataclass

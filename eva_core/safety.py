@@ -25,6 +25,24 @@ def nonfinite_dims(a: np.ndarray) -> list[int]:
     return np.flatnonzero(~np.isfinite(a).all(axis=0)).tolist()
 
 
+def out_of_limits(embodiment: Embodiment, positions, tolerance) -> str:
+    """"" if every point of a (T, D) array (action units) lies within the embodiment's position
+    limits widened by `tolerance` (a scalar or one value per dim), else one line naming the first
+    offending point, joint, value and limit (MoveIt's trajectory check: such a plan is rejected
+    whole, never clamped). NaN counts as outside."""
+    q = np.asarray(positions, dtype=np.float64).reshape(-1, embodiment.dof)
+    tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), (embodiment.dof,))
+    lo, hi = embodiment.pos_lower - tol, embodiment.pos_upper + tol
+    bad = ~((q >= lo) & (q <= hi))
+    if not bad.any():
+        return ""
+    k, j = np.argwhere(bad)[0]
+    v = q[k, j]
+    side, limit = ("lower", embodiment.pos_lower[j]) if v < lo[j] else ("upper", embodiment.pos_upper[j])
+    return (f"point {k}: {embodiment.joint_names[j]} = {v:.6g} is beyond its {side} limit {limit:.6g} "
+            f"by more than {tol[j]:.3g} ({int(bad.any(axis=1).sum())} of {len(q)} points outside)")
+
+
 @dataclass
 class SafetyConfig(Section):
     """Safety filter options (checked by eva_core.config: typed, finite, ranged)."""

@@ -22,3 +22,12 @@ def describe_keys(keys: Iterable[str], limit: int) -> str:
     keys = sorted(keys)
     more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
+
+
+def nonfinite_tensors(state: Mapping) -> list[str]:
+    """The keys (sorted) of floating-point tensors holding NaN/inf: a checkpoint that trained into
+    NaN, or a tampered one, would otherwise load and predict NaN (or garbage) at run time."""
+    import torch
+
+    return sorted(k for k, v in state.items()
+                  if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()))

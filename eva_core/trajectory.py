@@ -77,7 +77,7 @@ def hermite_decay(e0: np.ndarray, ev0: np.ndarray, tau: float, duration: float) 
 class FollowerConfig(Section):
     """Trajectory follower options (checked by eva_core.config: typed, finite, ranged)."""
 
-    blend_time: float = param(0.2, "time over which a replaced trajectory's gap decays", unit="s", ge=0)
+    blend_time: float = param(0.2, "time over which a replaced trajectory's gap decays", unit="s", ge=0, le=5)
     velocity_scale: float = param(0.9, "tracking-filter velocity limit, fraction of the embodiment's", gt=0, le=1)
     acceleration_scale: float = param(0.5, "tracking-filter acceleration limit, fraction of the embodiment's",
                                       gt=0, le=1)

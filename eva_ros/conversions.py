@@ -105,6 +105,12 @@ def msg_to_image(msg: Image, topic: str = "image") -> np.ndarray:
     return img if rgb else img[..., ::-1]
 
 
+def bytes_per_pixel(encoding: str) -> int:
+    """Bytes per pixel of a supported encoding (3 for an unsupported one: msg_to_image refuses it)."""
+    dtype, ch, _ = _ENCODINGS.get(encoding, (np.uint8, 3, True))
+    return np.dtype(dtype).itemsize * ch
+
+
 def image_is_finite(img: np.ndarray) -> bool:
     return img.dtype == np.uint8 or bool(np.isfinite(img).all())
 
@@ -198,8 +204,16 @@ def joint_state_msg(names, positions, velocities, stamp: float) -> JointState:
 
 
 def ordered(names_in, values, names_out, topic: str, field: str = "values") -> np.ndarray:
-    """Reorder `values` given for `names_in` into `names_out` order (missing names -> error)."""
+    """Reorder `values` given for `names_in` into `names_out` order. A missing, unknown or
+    duplicated name is a ValueError naming the topic and the joint (as ros2_controllers' JTC
+    rejects joints it does not own; with a duplicate, which value wins would be undefined)."""
     index = {n: i for i, n in enumerate(names_in)}
+    if len(index) != len(names_in):
+        twice = sorted({n for n in names_in if list(names_in).count(n) > 1})
+        raise ValueError(f"{topic}: joints listed twice: {twice}")
+    unknown = [n for n in names_in if n not in set(names_out)]
+    if unknown:
+        raise ValueError(f"{topic}: unknown joints {unknown} (known: {list(names_out)})")
     missing = [n for n in names_out if n not in index]
     if missing:
         raise ValueError(f"{topic}: missing joints {missing}")

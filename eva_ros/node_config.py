@@ -61,7 +61,8 @@ class CameraConfig(NodeSection):
     frame_id: str = param("", "header.frame_id; empty: the camera's link in the embodiment")
     source: str = param("synthetic", "camera source: playback | synthetic | realsense | sim (or package.module:Class)")
     fps: float = param(30.0, "capture and publish rate", unit="Hz", gt=0, le=1000)
-    connect_timeout: float = param(30.0, "a source that does not connect in time fails start-up", unit="s", gt=0)
+    connect_timeout: float = param(30.0, "a source that does not connect in time fails start-up", unit="s", gt=0,
+                                   le=300)
     pose_from_joint_states: bool = param(True, "sources that render the twin follow /joint_states")
     source_options: dict = param({}, "options of the source (its Options class), e.g. path, loop")
 
@@ -74,14 +75,23 @@ class PlannerNodeConfig(NodeSection, PlannerConfig):
     """The planner node: the replanning policy (eva_core.planner.PlannerConfig) + the node's keys."""
 
     camera_topic: str = param("cam_high/color/image_raw", "image topic the planner observes")
+    frame_width: int = param(0, "the camera's frame width; a frame of another size is dropped (bad_observation). "
+                                "0 (with frame_height 0): the first accepted frame's size", unit="px", ge=0, le=8192)
+    frame_height: int = param(0, "the camera's frame height (0: the first accepted frame's)", unit="px", ge=0, le=8192)
+    max_frame_bytes: int = param(32 << 20, "a larger frame is dropped before any copy (bad_observation)",
+                                 unit="B", ge=1, le=1 << 30)
     instruction: str = param("", "instruction used until /eva/instruction says otherwise")
-    check_period: float = param(0.01, "period of the planning worker's decision check", unit="s", gt=0)
+    check_period: float = param(0.01, "period of the planning worker's decision check", unit="s", gt=0, le=1)
     torch_threads: int = param(1, "torch.set_num_threads; 0 leaves torch's default", ge=0)
     seed: int = param(-1, "sampling seed (+ chunk id); -1: random", ge=-1)
     warmup: bool = param(True, "one generation at start-up, so the first chunk is not slow")
     history_frames: int = param(0, "camera frames before the observation given as history", ge=0)
     world_model: WorldModelConfig = param(WorldModelConfig.tiny_default(),
                                           "the world model (kind tiny starts from WorldModelConfig.tiny_default)")
+
+    def validate(self) -> None:
+        if (self.frame_width == 0) != (self.frame_height == 0):
+            self.error("frame_width", "frame_width and frame_height are both 0 (the first frame's size) or both set")
 
 
 @dataclass
@@ -101,10 +111,13 @@ class IDMActionConfig(NodeSection):
     reject_below_threshold: bool = param(False, "reject (and replan) chunks below reward_threshold")
     torch_threads: int = param(1, "torch.set_num_threads; 0 leaves torch's default", ge=0)
     state_history_s: float = param(5.0, "joint-state history kept to find the state at observation time",
-                                   unit="s", gt=0)
+                                   unit="s", gt=0, le=60)
     max_state_age: float = param(0.25, "max gap between a chunk's observation and the nearest /joint_states",
-                                 unit="s", gt=0)
+                                 unit="s", gt=0, le=5)
     warmup: bool = param(True, "one IDM pass at start-up, so the first chunk is not slow")
+    action_limit_tolerance: float = param(1.0, "IDM actions beyond a joint's position limits by more than this "
+                                          "fraction of its range reject the chunk (actions_out_of_limits); closer "
+                                          "ones the safety filter clips", ge=0, le=10)
     idm: IDMOptions = param(IDMOptions, "the inverse dynamics model")
     safety: SafetyConfig = param(SafetyConfig, "safety filter of each chunk")
 
@@ -114,12 +127,21 @@ class ControllerConfig(NodeSection):
     control_rate_hz: float = param(200.0, "control loop rate", unit="Hz", gt=0, le=10000)
     arm_backend: str = param("loopback", "arm backend: loopback | piper | sim (or package.module:Class)")
     arm: dict = param({}, "options of the arm backend (its Options class)")
-    feedback_timeout: float = param(0.1, "backend feedback older than this: stop and report", unit="s", gt=0)
-    trajectory_timeout: float = param(0.5, "no trajectory for this long: a watchdog event (holding)", unit="s", gt=0)
+    # upper bounds: a huge value would switch a watchdog off without a word (1e300 or a typo like 100)
+    feedback_timeout: float = param(0.1, "backend feedback older than this: stop and report (at most 2 s: the "
+                                    "feedback watchdog stays on)", unit="s", gt=0, le=2)
+    trajectory_timeout: float = param(0.5, "no trajectory for this long: a watchdog event (holding; at most 10 s)",
+                                      unit="s", gt=0, le=10)
     auto_enable: bool = param(True, "enable at start-up; false: wait for /eva/enable")
-    max_stamp_offset: float = param(10.0, "a trajectory starting further than this from now is rejected", unit="s", gt=0)
-    max_trajectory_duration: float = param(60.0, "a longer trajectory is rejected", unit="s", gt=0)
-    heartbeat_timeout: float = param(2.0, "no executor heartbeat for this long: fault and e-stop", unit="s", gt=0)
+    max_stamp_offset: float = param(10.0, "a trajectory starting further than this from now is rejected (at most "
+                                    "60 s)", unit="s", gt=0, le=60)
+    max_trajectory_duration: float = param(60.0, "a longer trajectory is rejected (at most 600 s)", unit="s", gt=0,
+                                           le=600)
+    heartbeat_timeout: float = param(2.0, "no executor heartbeat for this long: fault and e-stop (at most 10 s)",
+                                     unit="s", gt=0, le=10)
+    limit_tolerance: float = param(0.005, "a trajectory with a point beyond the position limits by more than this "
+                                   "is rejected whole (trajectory_out_of_limits); within it, clipped. Grippers: "
+                                   "normalised units", unit="rad", ge=0, le=0.1)
     follower: FollowerConfig = param(FollowerConfig, "trajectory follower (tracking filter, blending)")
     safety: SafetyConfig = param(SafetyConfig, "the final safety filter before the arm")
 
@@ -203,12 +225,13 @@ class RecordConfig(Section):
     embodiment: str = param(DEFAULT_EMBODIMENT, "ignored here (every params file has it)")
     out_dir: str = param("bags", "directory of the episode directories (created)")
     topics: list[str] = param(DEFAULT_TOPICS, "topics to record (relative names follow the namespace)")
-    segment_seconds: float = param(2.0, "close a segment after this long; a kill loses at most one", unit="s", gt=0)
+    segment_seconds: float = param(2.0, "close a segment after this long; a kill loses at most one", unit="s", gt=0,
+                                    le=3600)
     segment_bytes: int = param(0, "also close a segment after this many bytes (0: no limit)", ge=0)
     storage: str = param("mcap", "rosbag2 storage plugin", choices=("mcap", "sqlite3"))
     auto_start: bool = param(True, "start an episode at start-up")
     episode_prefix: str = param("episode", "episode directory name prefix")
-    discovery_period: float = param(0.5, "look for new publishers this often", unit="s", gt=0)
+    discovery_period: float = param(0.5, "look for new publishers this often", unit="s", gt=0, le=60)
     storage_preset: str = param("zstd_fast", "ros2 bag --storage-preset-profile (record.launch.py only)",
                                 choices=("", "fastwrite", "zstd_fast", "zstd_small"))
     qos_overrides_file: str = param("", "QoS per topic, ros2 bag's --qos-profile-overrides-path format "

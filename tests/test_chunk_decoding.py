@@ -236,3 +236,31 @@ def test_a_7_dof_embodiment_decodes_through_the_same_pipeline():
     assert np.all(emb.within_limits(out.positions))
     with pytest.raises(ValueError, match="position: 14 values, expected 7"):
         h.add(101.0, MID)
+
+
+@pytest.mark.parametrize("joint1, grip", [(1e30, 0.5), (10.0, 0.5), (0.0, -5.0), (0.0, 5.0)])
+def test_actions_far_beyond_the_limits_are_a_rejection_not_a_silent_clip(joint1, grip):
+    from eva_core.idm import IDMConfig, build_idm
+
+    idm = build_idm(IDMConfig(variant="tiny", action_dim=EMB.dof))
+    mean = MID.copy()
+    mean[0], mean[int(np.flatnonzero(EMB.is_gripper)[0])] = joint1, grip
+    idm.set_normalization(mean, np.full(EMB.dof, 1e-6))   # the IDM predicts (about) `mean`
+    dec = ChunkDecoder(EMB, idm, DT)
+    out = dec.decode(frames(), ChunkMeta(**GOOD), history((100.0, MID)))
+    assert isinstance(out, Rejection) and out.kind == Reject.ACTIONS_OUT_OF_LIMITS, out
+    assert "chunk 3: IDM action point 0:" in out.message and "limit" in out.message
+    assert dec.counts["rejected_limits"] == 1 and dec.counts["trajectories"] == 0
+
+
+def test_actions_slightly_beyond_the_limits_are_clipped_by_the_safety_filter():
+    from eva_core.idm import IDMConfig, build_idm
+
+    idm = build_idm(IDMConfig(variant="tiny", action_dim=EMB.dof))
+    mean = MID.copy()
+    mean[0] = EMB.pos_upper[0] + 0.05
+    idm.set_normalization(mean, np.full(EMB.dof, 1e-6))
+    out = ChunkDecoder(EMB, idm, DT).decode(frames(), ChunkMeta(**GOOD), history((100.0, MID)))
+    assert isinstance(out, DecodedChunk) and np.all(EMB.within_limits(out.positions, tol=0.0))
+    with pytest.raises(ValueError, match="action_limit_tolerance"):
+        ChunkDecoder(EMB, idm, DT, action_limit_tolerance=-1.0)

@@ -354,3 +354,31 @@ def test_exponent_floats_without_a_dot_are_numbers_in_every_config_entry(tmp_pat
     f = tmp_path / "t.yaml"
     f.write_text("reward:\n  idm: random_tiny\ntrain:\n  lr: 5e-4\n")
     assert load_config(GRPOConfig, f).train.lr == 5e-4
+
+
+# every timeout/age/offset key has an upper bound: a huge value (1e300, or a typo like 100) would
+# switch a watchdog off without a word
+@pytest.mark.parametrize("section, key, value", [
+    ("controller", "feedback_timeout", 1e300), ("controller", "feedback_timeout", 100.0),
+    ("controller", "trajectory_timeout", 100.0), ("controller", "max_stamp_offset", 1e300),
+    ("controller", "max_stamp_offset", 100.0), ("controller", "heartbeat_timeout", 1e300),
+    ("controller", "max_trajectory_duration", 1e300), ("controller", "limit_tolerance", 1.0),
+    ("idm_action", "max_state_age", 100.0), ("idm_action", "state_history_s", 1e300),
+    ("planner", "max_obs_age", 1e300), ("planner", "check_period", 100.0), ("camera", "connect_timeout", 1e300),
+])
+def test_timeouts_and_ages_have_upper_bounds(section, key, value):
+    from eva_ros.node_config import SECTIONS
+
+    with pytest.raises(ConfigError, match=rf"^p.yaml: {section}: {key}: must be <= "):
+        SECTIONS[section].from_dict({key: value}, source="p.yaml", section=section)
+
+
+@pytest.mark.parametrize("options, key", [("PiperArm", "feedback_timeout"), ("PiperArm", "enable_timeout"),
+                                          ("RealSenseSource", "frame_timeout")])
+def test_backend_timeouts_have_upper_bounds(options, key):
+    import importlib
+
+    module = {"PiperArm": "eva_ros.backends.piper", "RealSenseSource": "eva_ros.backends.realsense"}[options]
+    cls = getattr(importlib.import_module(module), options)
+    with pytest.raises(ConfigError, match=rf"{key}: must be <= "):
+        cls.Options.from_dict({key: 1e300}, source="p.yaml", section="arm")

@@ -379,3 +379,46 @@ def test_concurrent_estop_and_enable_never_let_a_command_through_while_stopped(e
     assert len(stopped) == 199 and any(k is Kind.COMMAND for _, k in ticks)
     for s, e in stopped:
         assert not [k for start, k in ticks if s < start < e and k is Kind.COMMAND]
+
+
+# ---- a plan outside the position limits is rejected whole (MoveIt), never clamped silently ----
+def _beyond(emb, value, dim=0, point=None, n=200):
+    """A plan from mid-range with `value` at dim `dim` from `point` on (default: the last half)."""
+    q = np.tile(mid(emb), (n, 1))
+    q[n // 2 if point is None else point:, dim] = value
+    return q
+
+
+@pytest.mark.parametrize("case", ["joint1=1e30", "joint1=10", "gripper=-5", "gripper=+5", "just beyond"])
+def test_a_plan_beyond_the_limits_is_rejected_whole_with_an_event_and_the_arm_holds(emb, case):
+    grip = int(np.flatnonzero(emb.is_gripper)[0])
+    dim, value = {"joint1=1e30": (0, 1e30), "joint1=10": (0, 10.0), "gripper=-5": (grip, -5.0),
+                  "gripper=+5": (grip, 5.0), "just beyond": (0, float(emb.pos_upper[0]) + 0.05)}[case]
+    rig = enabled_rig(emb)
+    start = np.array(rig.sent[-1])
+    ok, reason = rig.loop.replace(Trajectory(rig.clock.t, np.arange(200) * DT, _beyond(emb, value, dim), chunk_id=4))
+    assert not ok and f"point 100: {emb.joint_names[dim]} = {value:.6g}" in reason, reason
+    (ev,) = rig.events(EventKind.TRAJECTORY_OUT_OF_LIMITS)
+    limit = emb.pos_upper[dim] if value > 0 else emb.pos_lower[dim]
+    assert "chunk 4" in ev.message and f"limit {limit:.6g}" in ev.message and "limit_tolerance" in ev.message
+    rig.run(300)
+    r = rig.loop.report()
+    assert r["trajectories_out_of_limits"] == 1 and r["trajectories_rejected"] == 1
+    assert r["trajectories_executed"] == 0 and r["trajectories_received"] == 0
+    assert np.abs(np.array(rig.sent[-300:]) - start).max() == 0   # nothing moved
+
+
+def test_a_plan_within_the_tolerance_is_clipped_and_counted(emb):
+    rig = enabled_rig(emb, limit_tolerance=0.005)
+    q = _beyond(emb, float(emb.pos_upper[0]) + 0.004)   # inside the tolerance: clipped to the margin
+    assert rig.loop.replace(Trajectory(rig.clock.t, np.arange(200) * DT, q))[0]
+    rig.run(400)
+    r = rig.loop.report()
+    assert r["trajectories_executed"] == 1 and r["trajectories_clamped"] == 1 and r["trajectories_out_of_limits"] == 0
+    assert np.all(emb.within_limits(np.array(rig.sent), tol=0.0))
+
+
+def test_limit_tolerance_must_be_finite_and_non_negative(emb):
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="limit_tolerance"):
+            ControlLoop(emb, DT, None, limit_tolerance=bad)

@@ -139,3 +139,18 @@ def test_any_frame_id_and_stamp_give_a_ranged_chunk_or_a_named_error():
         assert 2 <= meta.frames == frames.shape[0] and 0 < meta.fps <= FPS_MAX
         assert 1 <= meta.n_exec < meta.frames and meta.n_exec / meta.fps <= MAX_CHUNK_DURATION
     check()
+
+
+@pytest.mark.parametrize("case", ["unknown", "twice"])
+def test_unknown_or_duplicated_joints_are_rejected_naming_the_joint(case):
+    names = list(EMB.joint_names)
+    q = list(EMB.action_to_joint_positions((EMB.pos_lower + EMB.pos_upper) / 2))
+    if case == "unknown":   # 15 joints: one the embodiment does not have
+        names, q, match = names + ["elbow_of_a_stranger"], q + [0.0], r"unknown joints \['elbow_of_a_stranger'\]"
+    else:                   # a joint listed twice (with another value)
+        names, q, match = names + [names[0]], q + [1.0], r"joints listed twice: \['left_joint1'\]"
+    traj = trajectory_to_msg(names, np.array([q, q]), 0.005, 10.0, "")
+    with pytest.raises(ValueError, match=rf"^/eva/plan/trajectory: {match}"):
+        msg_to_trajectory(traj, EMB.joint_names)
+    with pytest.raises(ValueError, match=rf"^/joint_states: {match}"):
+        joint_values_to_action(EMB, names, q, "/joint_states")

@@ -24,7 +24,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 
 from eva_core.embodiment import load_embodiment  # noqa: E402
 from eva_ros import qos  # noqa: E402
-from eva_ros.conversions import chunk_to_msg, to_time_msg  # noqa: E402
+from eva_ros.conversions import chunk_to_msg, image_to_msg, to_time_msg, trajectory_to_msg  # noqa: E402
 from eva_ros.testing import BIN, Child, NodeProcess, Probe, ros_env, unique_domain_id, wait_for, write_params  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -35,7 +35,8 @@ NODES = {"controller": "eva/controller", "idm_action": "eva/idm_action", "planne
 SCRIPTS = {"controller": "eva-controller-node", "camera": "eva-camera-node",
            "idm_action": "eva-idm-action-node", "planner": "eva-planner-node"}
 COUNT = 100         # messages of each kind per graph
-OVERRIDES = {"planner": {"max_obs_age": 3.0}}   # slow shared machines: accept older observations
+# slow shared machines: accept older observations; the playback camera's frames are 640x480
+OVERRIDES = {"planner": {"max_obs_age": 3.0, "frame_width": 640, "frame_height": 480}}
 
 # values that broke or could break parsing: zero, negative, NaN, tiny, huge, not numbers
 NUMBERS = ["0", "-1", "nan", "inf", "-inf", "1e-9", "1e9", "abc", "", "16", "8", "2", "3.5", "99999999999999999999"]
@@ -147,6 +148,29 @@ def bad_joint_state(rng, now):
     return msg
 
 
+# #23 rows 2, 3, 6: the attacks that were accepted before, sent explicitly
+def limit_plans(now):
+    """Well-formed plans with joint1 = 1e30 or 10 rad, a gripper at -5 / +5 (action units), a
+    15th unknown joint, a joint listed twice: each is rejected whole by the controller."""
+    names = list(EMB.joint_names)
+    mid = (EMB.pos_lower + EMB.pos_upper) / 2
+    grip = int(np.flatnonzero(EMB.is_gripper)[0])
+    out = []
+    for dim, value in ((0, 1e30), (0, 10.0), (grip, -5.0), (grip, 5.0)):
+        a = np.tile(mid, (40, 1))
+        a[20:, dim] = value
+        out.append(trajectory_to_msg(names, EMB.action_to_joint_positions(a), 0.005, now, "eva_traj:id=77"))
+    q = EMB.action_to_joint_positions(np.tile(mid, (40, 1)))
+    out.append(trajectory_to_msg(names + ["stranger"], np.hstack([q, np.zeros((40, 1))]), 0.005, now, ""))
+    out.append(trajectory_to_msg(names + names[:1], np.hstack([q, q[:, :1] + 1.0]), 0.005, now, ""))
+    return out
+
+
+def odd_frames(now):
+    """Frames of the wrong resolution and a 48 MB one on the planner's camera topic."""
+    return [image_to_msg(np.zeros(shape, np.uint8), now) for shape in ((1, 1, 3), (1, 20000, 3), (4096, 4096, 3))]
+
+
 def instruction(rng):
     alphabet = list("abc xyz,.!?\n\t") + ["ß", "中", "🤖", "\u200b"]
     return "".join(rng.choice(alphabet, size=int(rng.choice([0, 1, 20, 5000]))))
@@ -230,6 +254,12 @@ def fuzz(graph: Graph, seed: int) -> None:
             if client.service_is_ready():
                 client.call_async(SetBool.Request(data=bool(rng.integers(2))) if name == "enable" else Trigger.Request())
         time.sleep(0.01)
+    for msg in limit_plans(time.time()):
+        graph.pubs["traj"].publish(msg)
+        time.sleep(0.05)
+    for msg in odd_frames(time.time()):
+        graph.pubs["image"].publish(msg)
+        time.sleep(0.05)
 
 
 def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(tmp_path):
@@ -275,7 +305,14 @@ def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(t
             # the rejections were reported: each node named what it refused
             kinds = {kv.value for arr in g.probe.received("/diagnostics") for s in arr.status
                      for kv in s.values if kv.key == "event"}
-            assert {"bad_chunk", "nonfinite_frames", "bad_frame", "bad_joint_state", "rejected_trajectory"} <= kinds, kinds
+            assert {"bad_chunk", "nonfinite_frames", "bad_frame", "bad_joint_state", "rejected_trajectory",
+                    "trajectory_out_of_limits", "bad_observation"} <= kinds, kinds
+            # the plans beyond the limits were rejected whole (none clamped into motion), and the
+            # unknown and duplicated joints were named
+            messages = " | ".join(s.message for arr in g.probe.received("/diagnostics") for s in arr.status)
+            assert "unknown joints ['stranger']" in messages and "joints listed twice: ['left_joint1']" in messages
+            for needle in ("left_joint1 = 1e+30", "left_joint1 = 10 ", "left_gripper = -5 ", "left_gripper = 5 "):
+                assert needle in messages, needle
             assert "callback_error" not in kinds   # refused by a check that names the field, not by accident
     finally:
         for g in graphs:   # all at once: each process takes seconds to close its nodes

@@ -210,3 +210,49 @@ def test_a_bad_config_in_config_json_fails_loudly_in_one_line_naming_the_file(tm
     with pytest.raises(IDMCheckpointError) as e:
         load_idm(out)
     assert str(e.value).startswith(f"{out / 'config.json'}: key 'config': {problem}") and "\n" not in str(e.value)
+
+
+# ---- NaN weights or statistics are refused on load, naming the file and the tensor ------------
+def _tiny(tmp_path):
+    model = build_idm(IDMConfig(variant="tiny", action_dim=14))
+    model.set_normalization(torch.zeros(14), torch.ones(14))
+    return save_idm(model, tmp_path / "idm"), model
+
+
+def test_nan_weights_in_our_checkpoint_are_refused_naming_the_tensor(tmp_path):
+    out, _ = _tiny(tmp_path)
+    w = out / "model.safetensors"
+    state = load_file(w)
+    key = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = float("nan")
+    save_file(state, w)
+    with pytest.raises(IDMCheckpointError, match=rf"model.safetensors: tensor '{key}' holds NaN/inf"):
+        load_idm(out)
+
+
+@pytest.mark.parametrize("key", ["action_mean", "action_std"])
+def test_nan_statistics_in_our_checkpoint_are_refused(tmp_path, key):
+    out, _ = _tiny(tmp_path)
+    meta = json.loads((out / "config.json").read_text())
+    meta["normalization"][key][3] = float("nan")
+    (out / "config.json").write_text(json.dumps(meta))   # json writes NaN, and reads it back
+    with pytest.raises(IDMCheckpointError, match=rf"config.json: key 'normalization': {key} holds NaN/inf \(dims \[3\]\)"):
+        load_idm(out)
+
+
+def test_nan_weights_or_stats_in_an_eva_pt_are_refused(tmp_path):
+    _, model = _tiny(tmp_path)
+    pt = export_eva_pt(model, tmp_path / "idm.pt")
+    ckpt = torch.load(pt, weights_only=True)
+    ckpt["train_mean"] = torch.full((14,), float("inf"))
+    torch.save(ckpt, pt)
+    with pytest.raises(IDMCheckpointError, match=r"idm.pt: keys 'train_mean'/'train_std': action_mean holds NaN/inf"):
+        load_idm(pt)
+    ckpt = torch.load(pt, weights_only=True)
+    ckpt["train_mean"] = torch.zeros(14)
+    key = next(k for k, v in ckpt["model_state_dict"].items() if v.is_floating_point())
+    ckpt["model_state_dict"][key] = torch.full_like(ckpt["model_state_dict"][key], float("nan"))
+    torch.save(ckpt, pt)
+    with pytest.raises(IDMCheckpointError, match=r"idm.pt: tensor '.*' holds NaN/inf"):
+        load_idm(pt)

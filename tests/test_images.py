@@ -79,3 +79,25 @@ def test_normalize_imagenet_matches_torchvision():
     torch.testing.assert_close(normalize_imagenet(x), ref)
     with pytest.raises(ValueError, match="expected"):
         normalize_imagenet(torch.rand(2, 9, 8, 8))
+
+
+def test_frame_gate_checks_bytes_and_resolution_and_rate_limits_its_reports():
+    from eva_core.images import FrameGate
+
+    gate = FrameGate(max_bytes=1 << 20)   # 0x0: the first accepted frame's size
+    assert gate.check_bytes(4096, 4096, 3, 4096 * 4096 * 3) == "4096x4096 frame of 50331648 bytes exceeds max_frame_bytes 1048576"
+    assert "exceeds" in gate.check_bytes(4, 4, 3, 48 << 20)          # the header lies; the data is 48 MB
+    assert gate.check_size(1, 1) == "" and gate.check_bytes(64, 48, 3, 64 * 48 * 3) == ""
+    gate.accept(64, 48)
+    assert gate.check_size(64, 48) == ""
+    assert gate.check_size(1, 1) == "1x1 frame, the camera's frames are 64x48"
+    assert gate.check_size(1, 20000) == "1x20000 frame, the camera's frames are 64x48"
+    gate.accept(1, 1)                                                  # held: the first size stays
+    assert gate.check_size(1, 1) and gate.rejected == 5
+    fixed = FrameGate(640, 480)
+    assert fixed.check_size(64, 48) == "64x48 frame, the camera's frames are 640x480"
+    lines = [fixed.report("/cam: x", t) for t in (0.0, 0.1, 0.5, 1.2, 1.3)]
+    assert lines == ["/cam: x; frame dropped", "", "", "/cam: x; frame dropped (2 more since the last report)", ""]
+    assert fixed.report("/cam: y", 1.3) == "/cam: y; frame dropped"   # each reason on its own
+    with pytest.raises(ValueError, match="frame gate"):
+        FrameGate(640, 0)

@@ -210,3 +210,34 @@ def test_a_camera_with_no_device_is_one_line_and_exit_2():
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     lines = [ln for ln in out.stderr.splitlines() if ln.startswith("eva-camera-node: ")]
     assert len(lines) == 1 and "'cam_high'" in lines[0] and "no RealSense camera connected" in lines[0], out.stderr
+
+
+def test_planner_drops_frames_of_another_resolution_or_too_large_before_planning(harness):
+    """#23 row 3: 4096x4096, 1x1, 1x20000 and 48 MB frames on the camera topic were planned from."""
+    from eva_ros.nodes.planner_node import PlannerNode
+
+    wm = ConstantWorldModel()
+    node = harness.add(PlannerNode, world_model=wm, params={
+        "instruction": "wave", "policy": "on_demand", "camera_topic": "/cam", "warmup": False,
+        "frame_width": 32, "frame_height": 24, "max_frame_bytes": 8 << 20})
+    harness.subscribe("/eva/plan/frames", Image, qos.PLAN)
+    cam = harness.probe.create_publisher(Image, "/cam", qos.IMAGE)
+    big = image_to_msg(np.zeros((4096, 4096, 3), np.uint8), time.time())   # 48 MB
+    bad = [image_to_msg(np.zeros(s, np.uint8), time.time()) for s in ((1, 1, 3), (1, 20000, 3), (24, 33, 3))]
+
+    def send_bad():   # one at a time (the image topic keeps only the newest); events: one per second
+        for msg in (big, *bad):
+            cam.publish(msg)
+            time.sleep(0.3)
+        seen = " | ".join(s.message for s in harness.events("eva/planner", "bad_observation"))
+        return ("/cam: 4096x4096 frame of 50331648 bytes exceeds max_frame_bytes 8388608" in seen
+                and "/cam: 20000x1 frame, the camera's frames are 32x24" in seen)
+    wait_for(send_bad, 60, period=0.2, what="bad_observation events naming the topic and the sizes")
+    assert not harness.got("/eva/plan/frames") and not wm.images          # nothing planned from them
+    instr = harness.probe.create_publisher(String, "/eva/instruction", qos.LATCHED)
+    cam.publish(image_to_msg(np.zeros((24, 32, 3), np.uint8), time.time()))
+    time.sleep(0.2)
+    instr.publish(String(data="wave again"))                               # on_demand: plan now
+    wait_for(lambda: cam.publish(image_to_msg(np.zeros((24, 32, 3), np.uint8), time.time()))
+             or harness.got("/eva/plan/frames"), 30, period=0.2, what="a chunk from a frame of the camera's size")
+    assert all(img.shape == (24, 32, 3) for img in wm.images) and node.gate.rejected >= 4

@@ -146,3 +146,35 @@ def test_narrow_tasks_place_in_front_of_the_first_arm_within_their_ranges(name, 
         assert np.ptp(wide_xy[:, 1]) > 0.3                                        # the wide task uses both arms
     finally:
         twin.close()
+
+
+def test_eva_sim_demos_renders_from_a_plain_shell_without_mujoco_gl(tmp_path):
+    """#23 row 9: from a shell with no MUJOCO_GL (and no display) MuJoCo died with a FatalError;
+    eva_core.sim picks a headless backend before mujoco is imported."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY",
+                                                              "WAYLAND_DISPLAY")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    out = tmp_path / "demos"
+    proc = subprocess.run([sys.executable, "-m", "eva_core.sim.demos_cli", "--task", "pick_block", "--episodes", "1",
+                           "--seed", "0", "--out", str(out), "--height", "24", "--width", "32", "--cameras", "cam_high"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "summary.json").exists()
+
+
+def test_gl_backend_choice():
+    from eva_core.sim.gl import HINT, select_gl_backend
+
+    found = lambda *libs: (lambda name: name in libs and f"lib{name}.so") # noqa: E731
+    assert select_gl_backend({"MUJOCO_GL": "glfw"}, found()) == "glfw"
+    assert select_gl_backend({"DISPLAY": ":0"}, found("EGL")) == ""
+    env = {}
+    assert select_gl_backend(env, found("EGL", "OSMesa")) == "egl" and env == {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}
+    assert select_gl_backend({}, found("OSMesa")) == "osmesa"
+    with pytest.raises(RuntimeError, match="install libegl1"):
+        select_gl_backend({}, found())
+    assert "MUJOCO_GL=egl|osmesa" in HINT

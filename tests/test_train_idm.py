@@ -273,3 +273,43 @@ def test_a_killed_and_resumed_run_matches_the_uninterrupted_one(tmp_path):
     a, b = load_idm(full / "idm").state_dict(), load_idm(killed / "idm").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((killed / "eval.json").read_text())["mae"] == json.loads((full / "eval.json").read_text())["mae"]
+
+
+def _with_impossible_value(data, name, key, value=1e9):
+    """A copy of episode 0 with one finite impossible value in `key` (frame 3, dim 1)."""
+    import h5py
+
+    with h5py.File(data / "episode_0000.hdf5") as src, h5py.File(data / name, "w") as dst:
+        for k in ("observations/images/cam_high", "observations/qpos", "action"):
+            arr = src[k][()]
+            if k.endswith(key):
+                arr[3, 1] = value
+            dst.create_dataset(k, data=arr)
+
+
+def test_episodes_outside_the_embodiments_limits_are_skipped_by_name(tmp_path, capsys):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, episodes=3, frames=6, size=64, progress=False, embodiment=EMB)
+    _with_impossible_value(data, "bad_qpos.hdf5", "qpos")
+    _with_impossible_value(data, "bad_action.hdf5", "action", -1e9)
+    m = run(["--data", str(data), "--max-steps", "2", "--out", str(tmp_path / "run"), *COMMON])
+    cap = capsys.readouterr()
+    for name, key, value in (("bad_qpos.hdf5", "qpos", "1e+09"), ("bad_action.hdf5", "action", "-1e+09")):
+        line = next(x for x in cap.err.splitlines() if name in x)
+        assert line.startswith(f"eva-train-idm: skipping {data / name}: '{key}' frame 3, left_joint2 = {value} "
+                               "lies outside the limits"), line
+    assert "read 3 of 5 episode files; skipped 2" in cap.out
+    assert np.isfinite(m["mae"]) and m["mae"] < 10   # the normalisation did not see 1e9
+    rc = main(["--data", str(data), "--max-steps", "2", "--strict", "--out", str(tmp_path / "strict"), *COMMON])
+    assert rc == 2 and "outside the limits" in capsys.readouterr().err
+
+
+def test_a_run_where_every_episode_is_outside_the_limits_is_refused(tmp_path, capsys):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, episodes=1, frames=6, size=64, progress=False, embodiment=EMB)
+    for i in range(3):
+        _with_impossible_value(data, f"bad_{i}.hdf5", "qpos")
+    (data / "episode_0000.hdf5").unlink()
+    rc = main(["--data", str(data), "--max-steps", "2", "--out", str(tmp_path / "run"), *COMMON])
+    err = capsys.readouterr().err
+    assert rc == 2 and "need at least 2 readable episodes" in err and "skipped 3" in err

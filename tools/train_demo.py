@@ -296,14 +296,16 @@ def stage_grpo(gcfg: Path, out: Path) -> Path:
 def stage_evaluate(cfg: dict, out: Path, gcfg: Path, idm_dir: Path, lora: Path, heldout: dict) -> dict:
     from eva_core.embodiment import load_embodiment
     from eva_core.idm import load_idm
-    from eva_core.sim.idm_replay import replay_demos
+    from eva_core.sim.idm_replay import excluded_seeds, replay_demos, replay_text
 
     emb = load_embodiment()
     idm = load_idm(idm_dir)
     replays = {}
     for task, demos in heldout.items():
-        replays[task] = replay_demos(idm, task, emb, demos, len(cfg["pipeline"]["replay_seeds"]))
-        print(f"train-demo: idm_replay_success {task}: {replays[task]['idm_replay_success']} "
+        r = replays[task] = replay_demos(idm, task, emb, demos, len(cfg["pipeline"]["replay_seeds"]))
+        r["excluded"] = excluded_seeds(cfg["pipeline"]["replay_seeds"], r["seeds"], {})
+        r["text"] = replay_text(r)
+        print(f"train-demo: idm_replay_success {task}: {r['text']} "
               f"(its ground-truth commands replayed: {replays[task]['gt_replay_success']})", flush=True)
     rewards = {}
     for name, extra in (("sft", []), ("grpo", ["--lora", lora])):
@@ -472,7 +474,7 @@ def run(argv=None) -> int:
     print("train-demo: stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in st.seconds.items()) +
           f"; total {time.time() - st.t0:.0f}", flush=True)
     print(f"train-demo: idm_replay_success: " + ", ".join(
-        f"{t} {r['idm_replay_success']}" for t, r in ev["idm_replay"].items()), flush=True)
+        f"{t} {r.get('text', r['idm_replay_success'])}" for t, r in ev["idm_replay"].items()), flush=True)
     print(f"train-demo: held-out reward SFT {ev['heldout_reward']['sft']} | GRPO {ev['heldout_reward']['grpo']}", flush=True)
     return 0
 

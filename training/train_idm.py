@@ -41,6 +41,7 @@ from eva_core.atomic_io import atomic_path, write_json
 from eva_core.cli import UserError, add_debug_arg, check_writable
 from eva_core.config import ConfigError, Section, param
 from eva_core.data import detect_layout, find_episode_files, make_synthetic_dataset, read_episode
+from eva_core.data.episode import limits_problem
 from eva_core.embodiment import DEFAULT_EMBODIMENT, Embodiment, load_embodiment
 from eva_core.idm import FUSIONS, IDM, IDMConfig, VARIANTS, build_idm, export_eva_pt, load_idm, save_idm
 from eva_core.idm.checkpoint import read_safetensors
@@ -70,6 +71,8 @@ class IDMTrainConfig(Section):
                                             "by the embodiment's strokes")
     val_frac: float = param(0.2, "fraction of EPISODES held out for validation", ge=0)
     strict: bool = param(False, "a bad episode file is fatal (default: report it and skip it)")
+    limit_tolerance: float = param(0.1, "an episode whose qpos/action leave the embodiment's position limits by "
+                                        "more than this is skipped (rad; grippers: normalised)", ge=0, le=10)
     # model
     variant: str = param("resnet18", "IDM variant", choices=VARIANTS)
     image_size: int | None = param(None, "input side (default: the variant's)", unit="px", ge=1)
@@ -127,6 +130,8 @@ def parse_args(argv=None) -> IDMTrainConfig:
                    help="ALOHA files store gripper strokes in metres (Cobot Magic): divide by the embodiment's strokes")
     d.add_argument("--val-frac", type=float, help="fraction of EPISODES held out for validation")
     d.add_argument("--strict", action="store_true", help="a bad episode file is fatal (default: report it and skip it)")
+    d.add_argument("--limit-tolerance", type=float, help="skip an episode whose qpos/action leave the embodiment's "
+                   "position limits by more than this (rad; grippers: normalised; default 0.1)")
     m = p.add_argument_group("model")
     m.add_argument("--variant", choices=VARIANTS)
     m.add_argument("--image-size", type=int, help="input side (default: the variant's)")
@@ -230,7 +235,8 @@ def load_clips(files, size: int, args, emb: Embodiment) -> Clips:
     """Read each episode and keep only its frames resized to the model input (memory stays small).
 
     A file that cannot be used (unreadable, wrong layout or dims, bad images, NaN actions, no
-    frames) is reported by name and skipped; with --strict it is fatal.
+    frames, qpos/action outside the embodiment's limits) is reported by name and skipped; with
+    --strict it is fatal.
     """
     clips = Clips()
     for f in tqdm(files, desc="reading episodes", disable=args.no_progress):
@@ -239,6 +245,9 @@ def load_clips(files, size: int, args, emb: Embodiment) -> Clips:
             if ep.action.shape[1] != emb.action_dim:
                 raise ValueError(f"{f}: action has {ep.action.shape[1]} dims, embodiment {emb.name!r} "
                                  f"has {emb.action_dim}")
+            beyond = limits_problem(ep, emb, args.limit_tolerance)
+            if beyond:
+                raise ValueError(f"{f}: {beyond}")
         except (ValueError, OSError, KeyError) as e:
             msg = " ".join(str(e).split()) or type(e).__name__
             msg = msg if str(f) in msg else f"{f}: {msg}"

@@ -79,3 +79,22 @@ class Episode:
         """(N, 3, H, W) float in [0, 1], the IDM's input format."""
         img = self.cameras[camera or self.camera]
         return torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def limits_problem(episode: Episode, embodiment, tolerance: float) -> str:
+    """"" if `qpos` and `action` lie within the embodiment's position limits widened by
+    `tolerance` (rad; grippers in normalised units), else one line naming the dataset, the frame,
+    the joint and the value (a robot-side loader checks data against the URDF limits: one episode
+    with 1e9 rad would set the normalisation and the loss)."""
+    lo, hi = embodiment.pos_lower - tolerance, embodiment.pos_upper + tolerance
+    for key in ("qpos", "action"):
+        a = getattr(episode, key)
+        if a.shape[1] != embodiment.dof:
+            continue   # a dims mismatch is reported by the caller
+        bad = ~((a >= lo) & (a <= hi))
+        if bad.any():
+            t, j = np.argwhere(bad)[0]
+            return (f"'{key}' frame {t}, {embodiment.joint_names[j]} = {a[t, j]:.6g} lies outside the limits "
+                    f"[{embodiment.pos_lower[j]:.6g}, {embodiment.pos_upper[j]:.6g}] of embodiment "
+                    f"{embodiment.name!r} by more than {tolerance:g} ({int(bad.any(axis=1).sum())} frames)")
+    return ""

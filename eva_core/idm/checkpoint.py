@@ -23,7 +23,7 @@ from eva_core.atomic_io import atomic_dir, atomic_path
 from eva_core.config import ConfigError
 from eva_core.idm.config import IDMConfig
 from eva_core.idm.model import IDM
-from eva_core.state_dict import compare_state_dicts, describe_keys
+from eva_core.state_dict import compare_state_dicts, describe_keys, nonfinite_tensors
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ def load_state_dict_strict(model: IDM, state: dict, source: str) -> None:
             parts.append("shape mismatch " + "; ".join(shape[:10]))
         raise IDMCheckpointError(f"{source}: checkpoint does not match IDM variant "
                                  f"{model.config.variant!r}: " + "; ".join(parts))
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise IDMCheckpointError(f"{source}: tensor {bad[0]!r} holds NaN/inf" +
+                                 (f" (and {len(bad) - 1} more: {_fmt_keys(bad[1:], 5)})" if len(bad) > 1 else ""))
     model.load_state_dict(state, strict=True)
 
 

@@ -119,6 +119,9 @@ class IDM(nn.Module):
         d = self.config.action_dim
         if mean.numel() != d or std.numel() != d:
             raise ValueError(f"normalisation stats must have {d} values, got {mean.numel()} and {std.numel()}")
+        for name, t in (("action_mean", mean), ("action_std", std)):
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} holds NaN/inf (dims {torch.nonzero(~torch.isfinite(t)).flatten().tolist()})")
         if not torch.all(std > 0):
             raise ValueError("action_std must be > 0")
         self.action_mean.copy_(mean)

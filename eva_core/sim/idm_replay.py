@@ -88,10 +88,29 @@ def replay_demos(idm, task_name: str, emb: Embodiment, demos, tried: int | None 
         errors.append(float(np.abs(actions - ep.action).mean()))
         results[str(seed)] = replay(task_name, emb, seed, actions, ep.fps)
         truth[str(seed)] = replay(task_name, emb, seed, np.asarray(ep.action), ep.fps)
-    n = len(results)
+    n, k = len(results), sum(results.values())
     return {"task": task_name, "seeds": sorted(results, key=int), "success": results,
-            "idm_replay_success": (sum(results.values()) / n) if n else None,
+            "idm_replay_success": (k / n) if n else None, "succeeded": k, "replayed": n,
+            "attempted": tried if tried else n,
             "gt_replay_success": (sum(truth.values()) / n) if n else None,
             "demo_success": n / tried if tried else None,
             "action_mae": round(float(np.mean(errors)), 4) if errors else None}
 
+
+
+def excluded_seeds(seeds, replayed, why: dict) -> dict:
+    """{seed: reason} of the held-out `seeds` that were not replayed (their demo failed to run or
+    to record): a rate over the rest must not hide them. `why`: {seed: reason} known per seed."""
+    done = {str(s) for s in replayed}
+    return {str(s): why.get(str(s), "no episode recorded") for s in seeds if str(s) not in done}
+
+
+def replay_text(r: dict) -> str:
+    """The rate beside its count, k/n, and the excluded seeds with their reasons (for reports and
+    tables: 2/2 of 3 reads differently from 3/3), or why nothing could be measured."""
+    excluded = r.get("excluded") or {}
+    tail = (f"; {len(excluded)} of {r.get('attempted', r['replayed'] + len(excluded))} held-out demos excluded: "
+            + ", ".join(f"seed {s} ({why})" for s, why in excluded.items())) if excluded else ""
+    if not r["replayed"]:
+        return f"not measured: 0 of {r.get('attempted', len(excluded))} held-out {r['task']} demos ran{tail}"
+    return f"{r['idm_replay_success']:.2f} ({r['succeeded']}/{r['replayed']}{tail})"

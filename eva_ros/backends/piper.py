@@ -280,20 +280,23 @@ class PiperArm(ArmBackend):
                                       "(can_right)")
         speed_percent: int = param(100, "firmware speed limit in CAN joint mode (MotionCtrl_2)", unit="%",
                                    ge=1, le=100)
-        enable_timeout: float = param(3.0, "enable() gives up (ArmFault naming the arm) after this", unit="s", gt=0)
+        enable_timeout: float = param(3.0, "enable() gives up (ArmFault naming the arm) after this", unit="s", gt=0,
+                                       le=30)
         disable_timeout: float = param(2.0, "wait at most this for the drivers to report disabled after a "
-                                       "disable or reset, before re-enabling", unit="s", gt=0)
+                                       "disable or reset, before re-enabling", unit="s", gt=0, le=30)
         connect_timeout: float = param(1.0, "connect() waits this long for first feedback (never fails on it)",
-                                       unit="s", ge=0)
+                                       unit="s", ge=0, le=30)
         gripper_effort: float = param(1.0, "gripper force limit (GripperCtrl effort)", unit="N*m", ge=0.0, le=5.0)
         collision_level: int | None = param(None, "firmware collision-protection level 0-8 written at connect "
                                             "(0 = off); none: leave the arm's setting", ge=0, le=8)
-        feedback_timeout: float = param(0.1, "joint feedback older than this is an error", unit="s", gt=0)
+        feedback_timeout: float = param(0.1, "joint feedback older than this is an error (at most 2 s)", unit="s",
+                                        gt=0, le=2)
         min_feedback_hz: float = param(20.0, "joint feedback rate below this is an error (nominal 200 Hz)",
                                        unit="Hz", ge=0.0)
         max_step_factor: float = param(2.0, "refuse a command moving a dim more than this x vel_max x "
                                        "max(dt, min_period) from the previous command", gt=1.0)
-        min_period: float = param(0.005, "the shortest command period assumed by the step guard", unit="s", gt=0)
+        min_period: float = param(0.005, "the shortest command period assumed by the step guard", unit="s", gt=0,
+                                   le=0.1)
 
     def __init__(self, embodiment, options: "PiperArm.Options | dict | None" = None):
         super().__init__(embodiment)

@@ -71,8 +71,10 @@ class RealSenseSource(CameraSource):
         path: str = param("", "play this RealSense recording (.db3) through the pipeline instead of a camera")
         realtime: bool = param(True, "playback at the recorded speed (false: one recorded frame per read)")
         loop: bool = param(False, "playback: start again at the end (false: the stream ends)")
-        frame_timeout: float = param(2.0, "no frame for this long: reset the camera and reopen", unit="s", gt=0)
-        reconnect_timeout: float = param(10.0, "wait this long for a reset camera to come back", unit="s", gt=0)
+        frame_timeout: float = param(2.0, "no frame for this long: reset the camera and reopen", unit="s", gt=0,
+                                      le=30)
+        reconnect_timeout: float = param(10.0, "wait this long for a reset camera to come back", unit="s", gt=0,
+                                          le=120)
         name: str = param("", "camera name used in messages (e.g. cam_high)")
 
     def __init__(self, embodiment=None, options: "RealSenseSource.Options | dict | None" = None):

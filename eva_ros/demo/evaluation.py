@@ -72,7 +72,7 @@ def replay_all(ckpt: Path, cfg: dict, tasks: list, work: Path) -> dict:
     from eva_core.data.hdf5_io import read_aloha_hdf5
     from eva_core.embodiment import load_embodiment
     from eva_core.idm import load_idm
-    from eva_core.sim.idm_replay import replay_demos
+    from eva_core.sim.idm_replay import excluded_seeds, replay_demos, replay_text
     from eva_ros.demo.runs import bags_to_episodes, record_demos
 
     p = cfg["pipeline"]
@@ -89,10 +89,12 @@ def replay_all(ckpt: Path, cfg: dict, tasks: list, work: Path) -> dict:
         files = bags_to_episodes([r for r in records if r["task"] == task], graph / "episodes" / task,
                                  graph / "logs" / f"bag_to_episodes_{task}.log")
         demos = [(seed, read_aloha_hdf5(f)) for (_, seed), f in sorted(files.items())]
-        out[task] = {**replay_demos(idm, task, emb, demos, len(seeds)), "route": "ros_graph"}
-        r = out[task]
-        print(f"eva-demo: idm_replay_success {task}: {r['idm_replay_success']} "
-              f"({sum(r['success'].values())}/{len(r['success'])} demos; their recorded commands replayed: "
+        out[task] = r = {**replay_demos(idm, task, emb, demos, len(seeds)), "route": "ros_graph"}
+        why = {str(x["seed"]): "its scripted demo failed through the graph" if not x["success"] else
+               "no bag recorded" if not x["bag"] else "its bag did not convert" for x in records if x["task"] == task}
+        r["excluded"] = excluded_seeds(seeds, r["seeds"], why)
+        r["text"] = replay_text(r)
+        print(f"eva-demo: idm_replay_success {task}: {r['text']} (their recorded commands replayed: "
               f"{r['gt_replay_success']}; action MAE {r['action_mae']})", flush=True)
     return out
 
@@ -234,8 +236,11 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
         summary[variant] = {}
         for task, eps in per_task.items():
             lat = [e["latency_ms"].get("camera_to_plan", {}) for e in eps]
+            wins, failed = sum(e["success"] for e in eps), sum(not e["success_reported"] for e in eps)
             summary[variant][task] = {
-                "episodes": len(eps), "success_rate": sum(e["success"] for e in eps) / len(eps),
+                "episodes": len(eps), "success_rate": wins / len(eps), "successes": wins, "failed_to_run": failed,
+                "success_text": f"{wins / len(eps):.2f} ({wins}/{len(eps)}" + (f"; {failed} failed to run" if failed else "")
+                                + ")",
                 "mean_reward": _mean([e["mean_reward"] for e in eps]),
                 "chunks_executed": sum(e["chunks_executed"] for e in eps),
                 "chunks_expired": sum(e["chunks_expired"] for e in eps),
@@ -245,7 +250,10 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
                 "latency_camera_to_plan_ms": {k: _mean([x.get(k) for x in lat]) for k in ("p50_ms", "p90_ms", "p99_ms")},
                 "idle_seconds_mean": _mean([e["idle"]["seconds"] for e in eps]),
                 "idle_fraction_mean": _mean([e["idle"]["fraction"] for e in eps])}
-    return {"checkpoints": str(ckpt), "manifest_sha256": {k: v["sha256"] for k, v in manifest["files"].items()},
+    notes = [f"{variant} {task}: {s['failed_to_run']} of {s['episodes']} episodes failed to run (no success check)"
+             for variant, per_task in summary.items() for task, s in per_task.items() if s["failed_to_run"]]
+    notes += [f"idm_replay {task}: {r['text']}" for task, r in replays.items() if r.get("excluded")]
+    return {"degraded": bool(notes), "degraded_notes": notes, "checkpoints": str(ckpt), "manifest_sha256": {k: v["sha256"] for k, v in manifest["files"].items()},
             "command": "eva-demo " + " ".join(sys.argv[1:]), "seeds": list(range(args.seed, args.seed + args.episodes)),
             "tasks": tasks, "episode_seconds": args.episode_seconds, "seconds": round(seconds, 1),
             "limit_violations": sum(e["limit_violations"] for e in episodes),
@@ -257,14 +265,15 @@ def print_table(report: dict) -> None:
     rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "idle s")]
     for variant, per_task in report["summary"].items():
         for task, s in per_task.items():
-            rows.append((variant, task, f"{s['success_rate']:.2f} ({s['episodes']} ep)", str(s["mean_reward"]),
+            rows.append((variant, task, s["success_text"], str(s["mean_reward"]),
                          str(s["chunks_executed"]), str(s["generations_per_chunk"]), str(s["limit_violations"]),
                          str(s["latency_camera_to_plan_ms"]["p50_ms"]), str(s["idle_seconds_mean"])))
     for task, r in report["idm_replay"].items():
-        rows.append(("idm_replay", task, f"{r['idm_replay_success']}", "", "", "", "", "", ""))
+        rows.append(("idm_replay", task, r.get("text", str(r["idm_replay_success"])), "", "", "", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("eva-demo: " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))
         if i == 0:
             print("eva-demo: " + "  ".join("-" * w for w in widths))
-    print(f"eva-demo: {report['seconds']:.0f} s in all, {report['limit_violations']} limit violations")
+    print(f"eva-demo: {report['seconds']:.0f} s in all, {report['limit_violations']} limit violations"
+          + ("; DEGRADED: " + "; ".join(report["degraded_notes"]) if report.get("degraded") else ""))

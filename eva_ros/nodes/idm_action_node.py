@@ -42,7 +42,8 @@ class IDMActionNode(Node):
         self.decoder = ChunkDecoder(
             self.emb, idm, 1.0 / cfg.control_rate_hz, safety=cfg.safety,
             reward_threshold=cfg.reward_threshold if cfg.reject_below_threshold else None,
-            max_state_age=cfg.max_state_age, batch_size=cfg.idm.batch_size, precision=cfg.idm.precision)
+            max_state_age=cfg.max_state_age, batch_size=cfg.idm.batch_size, precision=cfg.idm.precision,
+            action_limit_tolerance=cfg.action_limit_tolerance)
         c = self.decoder.idm.config
         self.get_logger().info(f"IDM {c.variant} ({c.fusion} fusion, {c.image_size}px) in {self.decoder.precision}")
         if cfg.warmup:

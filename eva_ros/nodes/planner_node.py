@@ -29,12 +29,12 @@ from trajectory_msgs.msg import JointTrajectory
 
 from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
-from eva_core.images import check_image
+from eva_core.images import FrameGate, check_image
 from eva_core.world_model.build import build_world_model
 from eva_core.world_model.stage_stats import StageStats
 from eva_ros import names, qos
-from eva_ros.conversions import (chunk_to_msg, from_time_msg, image_is_finite, msg_to_image, trajectory_end,
-                                 trajectory_meta)
+from eva_ros.conversions import (bytes_per_pixel, chunk_to_msg, from_time_msg, image_is_finite, msg_to_image,
+                                 trajectory_end, trajectory_meta)
 from eva_ros.diagnostics import ERROR, OK, WARN, DiagnosticsReporter, Event, LatencyStats
 from eva_ros.node_config import PlannerNodeConfig
 from eva_ros.params import NODE_KWARGS, load_node_config
@@ -62,6 +62,7 @@ class PlannerNode(Node):
         self._synchronous = p.policy == "sync"
         self.frames_received = 0
         self.frames_rejected = 0
+        self.gate = FrameGate(p.frame_width, p.frame_height, p.max_frame_bytes)   # size checks before any copy
         self.cam_to_plan = LatencyStats()
         self.generation = LatencyStats()
         self.stages = StageStats()   # the model's per-chunk seconds and transformer calls (last_timing)
@@ -91,7 +92,15 @@ class PlannerNode(Node):
 
     def _take_image(self, msg: Image) -> bool:
         topic = self.sub_image.topic_name
-        img = msg_to_image(msg, topic)
+        gate = self.gate   # the size checks come before any copy: msg_to_image only views the data
+        problem = gate.check_bytes(msg.width, msg.height, bytes_per_pixel(msg.encoding), len(msg.data))
+        img = None if problem else msg_to_image(msg, topic)
+        problem = problem or gate.check_size(msg.width, msg.height)
+        if problem:
+            line = gate.report(f"{topic}: {problem}", time.monotonic())
+            if line:
+                self.diag.event(Event.BAD_OBSERVATION, line)
+            return False
         if not image_is_finite(img):
             self.diag.event(Event.NONFINITE_FRAME, f"{topic}: NaN/inf pixels; frame dropped")
             return False
@@ -99,6 +108,7 @@ class PlannerNode(Node):
         stamp, now = from_time_msg(msg.header.stamp), time.time()
         if stamp > now + self.cfg.max_obs_age:   # it would look fresh for an hour, and its chunk too
             raise ValueError(f"{topic}: header.stamp: {stamp - now:.3g} s in the future")
+        self.gate.accept(msg.width, msg.height)
         with self._lock:
             self._frame = (img, stamp)
             self.frames_received += 1
