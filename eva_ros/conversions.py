@@ -211,12 +211,12 @@ def ordered(names_in, values, names_out, topic: str, field: str = "values") -> n
     if len(index) != len(names_in):
         twice = sorted({n for n in names_in if list(names_in).count(n) > 1})
         raise ValueError(f"{topic}: joints listed twice: {twice}")
-    unknown = [n for n in names_in if n not in set(names_out)]
-    if unknown:
-        raise ValueError(f"{topic}: unknown joints {unknown} (known: {list(names_out)})")
     missing = [n for n in names_out if n not in index]
     if missing:
         raise ValueError(f"{topic}: missing joints {missing}")
+    unknown = [n for n in names_in if n not in set(names_out)]
+    if unknown:
+        raise ValueError(f"{topic}: unknown joints {unknown} (known: {list(names_out)})")
     values = np.asarray(values, dtype=float)
     if values.ndim == 0 or values.shape[-1] != len(names_in):
         raise ValueError(f"{topic}: {field}: {values.shape[-1] if values.ndim else 0} values for "
