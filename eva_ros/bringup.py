@@ -31,6 +31,7 @@ from pathlib import Path
 
 from eva_core.atomic_io import write_json
 from eva_core.cli import add_debug_arg, check_writable, cli_main
+from eva_core.latency_breakdown import merge as merge_breakdowns
 from eva_ros.params import (check_bringup, load_params_files, node_params, params_layers, remember_params_files,
                             ros_params_args)
 from eva_ros.runtime import (GIL_SWITCH_INTERVAL, SpinThread, StopSignals, configure_transport, halt_nodes,
@@ -93,7 +94,21 @@ def summarize(reports: dict, duration: float) -> dict:
                        "plan_to_trajectory": latency("latency_plan_to_trajectory"),
                        "trajectory_to_first_command": latency("latency_trajectory_to_first_command")},
         "world_model_stages": latency("world_model_stages"),   # the planner's per-chunk calls and stage seconds
+        # where camera-to-plan goes (planner) and plan-to-trajectory (idm_action), ms per stage
+        "latency_breakdown": merge_breakdowns(*(r.get("latency_breakdown") for r in reports.values())),
     }
+
+
+def merge_reports(*results: dict) -> dict:
+    """One bringup result from the reports of several processes of one graph (e.g. planner +
+    IDM in one, camera + controller in another): nodes_report joined, summary recomputed."""
+    reports = {}
+    for r in results:
+        reports.update(r["nodes_report"])
+    duration = max(r["summary"]["duration_s"] for r in results)
+    return {"config": results[0]["config"], "nodes": [n for r in results for n in r["nodes"]],
+            "environment": results[0]["environment"], "error": "; ".join(r["error"] for r in results if r["error"]),
+            "stopped_by": results[0]["stopped_by"], "summary": summarize(reports, duration), "nodes_report": reports}
 
 
 def run(config: Path, duration: float | None, report_path: Path | None, nodes_override=None,

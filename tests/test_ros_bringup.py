@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from eva_ros.testing import BIN, REPO, ros_env, unique_domain_id, write_params
+from test_latency_breakdown import check_breakdown
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
 
@@ -39,6 +40,9 @@ def test_loopback_acceptance_run(tmp_path):
     assert stages == r["nodes_report"]["planner"]["world_model_stages"]
     assert stages["transformer_calls"]["count"] > 0 and stages["transformer_calls"]["p50"] > 0
     assert stages["denoise_s"]["p50"] > 0 and stages["decode_s"]["p50"] > 0
+    # where camera-to-plan goes: every stage measured, the parts add up (eva_core.latency_breakdown)
+    check_breakdown(s["latency_breakdown"], s["latency_ms"]["camera_to_plan"])
+    assert s["latency_breakdown"]["transport"]["count"] == s["latency_ms"]["plan_to_trajectory"]["count"]
     # expired chunks are the controller's count, reported beside the executed ones
     assert s["trajectories_expired"] == r["nodes_report"]["controller"]["trajectories_expired"]
     assert set(r["nodes_report"]) == {"camera", "planner", "idm_action", "controller"}

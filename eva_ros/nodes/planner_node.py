@@ -30,6 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import check_image
+from eva_core.latency_breakdown import BreakdownStats, planner_breakdown
 from eva_core.world_model.build import build_world_model
 from eva_core.world_model.stage_stats import StageStats
 from eva_ros import names, qos
@@ -54,6 +55,7 @@ class PlannerNode(Node):
         self.core = core.RecedingHorizonPlanner(p, fps=self.wm.fps, num_frames=self.wm.num_frames)
         self._lock = threading.Lock()
         self._frame: tuple[np.ndarray, float] | None = None   # newest (image, capture stamp)
+        self._frame_recv: float | None = None                  # when it reached _take_image
         # keep a second more than the history spans, so a slow or jittery camera still leaves
         # frames older than the observation (select() picks the nearest ones)
         self.history = core.FrameHistory(horizon=(p.history_frames + 2) / self.wm.fps + 1.0)
@@ -65,6 +67,7 @@ class PlannerNode(Node):
         self.cam_to_plan = LatencyStats()
         self.generation = LatencyStats()
         self.stages = StageStats()   # the model's per-chunk seconds and transformer calls (last_timing)
+        self.breakdown = BreakdownStats()   # where each chunk's camera-to-plan time went
 
         io = MutuallyExclusiveCallbackGroup()
         self.sub_image = self.create_subscription(Image, p.camera_topic, self._on_image, qos.IMAGE, callback_group=io)
@@ -100,7 +103,7 @@ class PlannerNode(Node):
         if stamp > now + self.cfg.max_obs_age:   # it would look fresh for an hour, and its chunk too
             raise ValueError(f"{topic}: header.stamp: {stamp - now:.3g} s in the future")
         with self._lock:
-            self._frame = (img, stamp)
+            self._frame, self._frame_recv = (img, stamp), now
             self.frames_received += 1
         if self.cfg.history_frames > 0:
             self.history.add(stamp, img)
@@ -148,7 +151,7 @@ class PlannerNode(Node):
         if not start:
             return
         with self._lock:
-            frame, instruction = self._frame, self._instruction
+            frame, instruction, t_recv = self._frame, self._instruction, self._frame_recv
         if frame is None or not instruction:
             self.diag.set_level(WARN, "waiting for " + ("a camera frame" if frame is None else "/eva/instruction"))
             return
@@ -170,7 +173,9 @@ class PlannerNode(Node):
         seed = None if self.cfg.seed < 0 else self.cfg.seed + chunk.chunk_id
         try:
             history = self.history.select(stamp, self.cfg.history_frames, self.wm.fps) or None
+            t_gen = time.time()
             frames = self.wm.generate(image, instruction, history=history, seed=seed)
+            t_gen_end = time.time()
         except Exception as exc:
             self.core.fail(chunk, time.time(), repr(exc))
             raise
@@ -185,6 +190,7 @@ class PlannerNode(Node):
         self.stages.add(timing)
         msg = chunk_to_msg(frames, stamp, chunk.chunk_id, self.wm.fps, chunk.n_exec, t_plan, chunk.anchor)
         self.pub.publish(msg)
+        self.breakdown.add(planner_breakdown(stamp, t_recv, now, t_gen, t_gen_end, t_plan, timing))
         if self.core.synchronous != self._synchronous:   # say it once per change, not per chunk
             self._synchronous = self.core.synchronous
             self.get_logger().info(
@@ -205,7 +211,8 @@ class PlannerNode(Node):
                 "decode_latency_s": round(self.core.decode_latency, 4),
                 "synchronous": self.core.synchronous, "chunks_synchronous": c["synchronous"], "chunks_late": c["late"],
                 "generation_p50_ms": g.get("p50_ms", ""), "generation_p99_ms": g.get("p99_ms", ""),
-                **{f"world_model.{k}": v for k, v in self.stages.values().items()}}
+                **{f"world_model.{k}": v for k, v in self.stages.values().items()},
+                **self.breakdown.values()}   # the last chunk's latency.<stage>_ms
 
     def report(self) -> dict:
         return {"chunks_planned": self.core.counts["planned"], "chunks_failed": self.core.counts["failed"],
@@ -216,7 +223,8 @@ class PlannerNode(Node):
                 "frames_rejected": self.frames_rejected,
                 "latency_camera_to_plan": self.cam_to_plan.summary(),
                 "generation_latency": self.generation.summary(),
-                "world_model_stages": self.stages.summary()}   # per chunk: seconds per stage, transformer calls
+                "world_model_stages": self.stages.summary(),   # per chunk: seconds per stage, transformer calls
+                "latency_breakdown": self.breakdown.summary()}   # eva_core.latency_breakdown, ms per stage
 
     def close(self) -> None:
         stop_thread(self._stop, self._worker, 30.0)
