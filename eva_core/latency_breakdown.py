@@ -11,6 +11,9 @@ into parts that add up to it exactly:
 - worker_wait: planning decided -> the model starts (history selection, a hand-off to a worker);
 - generate:    the world model's own time (`last_timing["total"]`; encode / denoise / decode
                reported beside it), or the wall time of the call for a model without timing;
+               beside it, `generate_wait`: the call's wall time minus the CPU time of the thread
+               that ran it (time.thread_time): waiting for the GIL behind other Python threads of
+               the process, or for a core behind other processes;
 - executor:    the rest: the call's time outside the model's own, the checks after it, the
                publish call; Python work and GIL waits of whatever shares the interpreter.
 
@@ -28,7 +31,7 @@ from collections import deque
 import numpy as np
 
 PLANNER_PARTS = ("frame_age", "worker_wait", "generate", "executor")   # sum = camera_to_plan
-PLANNER_DETAIL = ("frame_transport", "encode", "denoise", "decode")   # parts of frame_age / generate
+PLANNER_DETAIL = ("frame_transport", "encode", "denoise", "decode", "generate_wait")   # parts of frame_age / generate
 IDM_PARTS = ("transport", "idm", "reward", "safety", "idm_total")
 TOLERANCE_S = 1e-3   # the parts of one chunk add up to its camera_to_plan within this
 
@@ -38,9 +41,11 @@ def _finite(x) -> bool:
 
 
 def planner_breakdown(stamp: float, t_recv: float | None, t_begin: float, t_gen_start: float,
-                      t_gen_end: float, t_plan: float, timing: dict | None = None) -> dict:
+                      t_gen_end: float, t_plan: float, timing: dict | None = None,
+                      cpu: float | None = None) -> dict:
     """One chunk's planner-side breakdown in seconds (see the module docstring). `timing`: the
-    model's last_timing; without a finite `total` the call's wall time stands for generate."""
+    model's last_timing; without a finite `total` the call's wall time stands for generate.
+    `cpu`: the generating thread's CPU seconds during the call (-> generate_wait)."""
     timing = timing or {}
     wall = t_gen_end - t_gen_start
     generate = float(timing["total"]) if _finite(timing.get("total")) else wall
@@ -52,6 +57,8 @@ def planner_breakdown(stamp: float, t_recv: float | None, t_begin: float, t_gen_
     for key in ("encode", "denoise", "decode"):
         if _finite(timing.get(key)):
             out[key] = float(timing[key])
+    if _finite(cpu):
+        out["generate_wait"] = max(0.0, wall - cpu)
     return out
 
 

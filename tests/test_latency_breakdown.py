@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 def test_the_planner_parts_add_up_to_camera_to_plan():
     timing = {"encode": 0.01, "denoise": 0.1, "decode": 0.02, "total": 0.13, "transformer_calls": 9}
     r = planner_breakdown(stamp=100.0, t_recv=100.02, t_begin=100.05, t_gen_start=100.06, t_gen_end=100.25,
-                          t_plan=100.27, timing=timing)
+                          t_plan=100.27, timing=timing, cpu=0.12)
     assert r["camera_to_plan"] == pytest.approx(0.27)
     assert r["frame_age"] == pytest.approx(0.05) and r["frame_transport"] == pytest.approx(0.02)
     assert r["worker_wait"] == pytest.approx(0.01)
@@ -22,12 +22,13 @@ def test_the_planner_parts_add_up_to_camera_to_plan():
     assert abs(unexplained(r)) < 1e-12
     assert (r["encode"], r["denoise"], r["decode"]) == (0.01, 0.1, 0.02)
     assert "transformer_calls" not in r
+    assert r["generate_wait"] == pytest.approx(0.19 - 0.12)   # the call's wall time the thread did not run
 
 
 def test_a_model_without_timing_counts_the_call_as_generate():
     r = planner_breakdown(10.0, None, 10.1, 10.1, 10.4, 10.45, timing={"total": float("nan")})
     assert r["generate"] == pytest.approx(0.3) and r["executor"] == pytest.approx(0.05)
-    assert "frame_transport" not in r and "encode" not in r
+    assert "frame_transport" not in r and "encode" not in r and "generate_wait" not in r
 
 
 def test_idm_breakdown_names_each_stage_that_ran():
@@ -78,7 +79,7 @@ def test_demo_report_gives_generate_ms_beside_camera_to_plan():
 def check_breakdown(breakdown: dict, camera_to_plan: dict) -> None:
     """Every stage of a graph's breakdown measured, and the last chunk's parts add up to its
     camera_to_plan (the report's `last_ms` of each stage belongs to the same chunk)."""
-    for key in PLANNER_PARTS + IDM_PARTS + ("camera_to_plan", "frame_transport"):
+    for key in PLANNER_PARTS + IDM_PARTS + ("camera_to_plan", "frame_transport", "generate_wait"):
         assert breakdown.get(key, {}).get("count", 0) > 0, f"stage {key} not measured: {sorted(breakdown)}"
     assert breakdown["camera_to_plan"]["count"] == camera_to_plan["count"]
     parts = sum(breakdown[k]["last_ms"] for k in PLANNER_PARTS)

@@ -94,3 +94,19 @@ def test_an_unwritable_report_path_fails_before_the_run(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and target in lines[0], out.stderr[-2000:]
     assert "controller at" not in out.stderr       # no node was started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["single_per_node", "events"])
+def test_every_executor_closes_the_loop_and_measures_every_stage(tmp_path, executor):
+    """eva_bringup.executor: a SingleThreadedExecutor per node, or rclpy's EventsExecutor."""
+    params = write_params(tmp_path / "p.yaml", overrides={"eva_bringup": {"executor": executor}})
+    report = tmp_path / "r.json"
+    out = bringup("--config", str(params), "--duration", "12", "--report", str(report))
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(report.read_text())
+    s = r["summary"]
+    assert r["executor"] == executor
+    assert s["chunks_planned"] > 0 and s["trajectories_executed"] > 0 and s["commands_sent"] > 0
+    assert s["limit_violations"] == 0
+    check_breakdown(s["latency_breakdown"], s["latency_ms"]["camera_to_plan"])

@@ -173,9 +173,9 @@ class PlannerNode(Node):
         seed = None if self.cfg.seed < 0 else self.cfg.seed + chunk.chunk_id
         try:
             history = self.history.select(stamp, self.cfg.history_frames, self.wm.fps) or None
-            t_gen = time.time()
+            t_gen, cpu = time.time(), time.thread_time()
             frames = self.wm.generate(image, instruction, history=history, seed=seed)
-            t_gen_end = time.time()
+            t_gen_end, cpu = time.time(), time.thread_time() - cpu
         except Exception as exc:
             self.core.fail(chunk, time.time(), repr(exc))
             raise
@@ -190,7 +190,7 @@ class PlannerNode(Node):
         self.stages.add(timing)
         msg = chunk_to_msg(frames, stamp, chunk.chunk_id, self.wm.fps, chunk.n_exec, t_plan, chunk.anchor)
         self.pub.publish(msg)
-        self.breakdown.add(planner_breakdown(stamp, t_recv, now, t_gen, t_gen_end, t_plan, timing))
+        self.breakdown.add(planner_breakdown(stamp, t_recv, now, t_gen, t_gen_end, t_plan, timing, cpu))
         if self.core.synchronous != self._synchronous:   # say it once per change, not per chunk
             self._synchronous = self.core.synchronous
             self.get_logger().info(
