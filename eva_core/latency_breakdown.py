@@ -57,7 +57,9 @@ def planner_breakdown(stamp: float, t_recv: float | None, t_begin: float, t_gen_
     for key in ("encode", "denoise", "decode"):
         if _finite(timing.get(key)):
             out[key] = float(timing[key])
-    if _finite(cpu):
+    if _finite(timing.get("wait")):   # a model in its own process measured its own (eva_core.model_process)
+        out["generate_wait"] = float(timing["wait"])
+    elif _finite(cpu):
         out["generate_wait"] = max(0.0, wall - cpu)
     return out
 

@@ -81,6 +81,8 @@ class PlannerNodeConfig(NodeSection, PlannerConfig):
     seed: int = param(-1, "sampling seed (+ chunk id); -1: random", ge=-1)
     warmup: bool = param(True, "one generation at start-up, so the first chunk is not slow")
     history_frames: int = param(0, "camera frames before the observation given as history", ge=0)
+    model_process: bool = param(False, "generate in a child process (its own interpreter and GIL: "
+                                "eva_core.model_process), not in the node's")
     world_model: WorldModelConfig = param(WorldModelConfig.tiny_default(),
                                           "the world model (kind tiny starts from WorldModelConfig.tiny_default)")
 

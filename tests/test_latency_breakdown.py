@@ -31,6 +31,11 @@ def test_a_model_without_timing_counts_the_call_as_generate():
     assert "frame_transport" not in r and "encode" not in r and "generate_wait" not in r
 
 
+def test_a_model_in_its_own_process_reports_its_own_wait():
+    r = planner_breakdown(10.0, None, 10.1, 10.1, 10.4, 10.45, timing={"total": 0.25, "wait": 0.02}, cpu=0.0)
+    assert r["generate_wait"] == 0.02   # not the caller's 0.3 s blocked on the pipe
+
+
 def test_idm_breakdown_names_each_stage_that_ran():
     r = idm_breakdown(t_plan=5.0, t_recv=5.01, t_done=5.2, timing={"idm": 0.15, "reward": 0.01, "safety": 0.02})
     assert r == pytest.approx({"transport": 0.01, "idm": 0.15, "reward": 0.01, "safety": 0.02, "idm_total": 0.19})

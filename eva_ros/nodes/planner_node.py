@@ -31,6 +31,7 @@ from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import check_image
 from eva_core.latency_breakdown import BreakdownStats, planner_breakdown
+from eva_core.model_process import ModelProcess
 from eva_core.world_model.build import build_world_model
 from eva_core.world_model.stage_stats import StageStats
 from eva_ros import names, qos
@@ -47,6 +48,8 @@ class PlannerNode(Node):
         super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = self.cfg = load_node_config(self, PlannerNodeConfig)
         set_torch_threads(p.torch_threads)
+        if world_model is None and p.model_process:   # its own interpreter: no GIL shared with the executor
+            world_model = ModelProcess(p.world_model.to_dict(), p.embodiment, p.torch_threads)
         self.wm = world_model or build_world_model(p.world_model, load_embodiment(p.embodiment))
         if p.warmup:  # first-call costs (lazy init, allocator) here, not in the first chunk
             t0 = time.time()
@@ -228,6 +231,8 @@ class PlannerNode(Node):
 
     def close(self) -> None:
         stop_thread(self._stop, self._worker, 30.0)
+        if isinstance(self.wm, ModelProcess):
+            self.wm.close()
 
 
 def main(args=None):
