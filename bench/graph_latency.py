@@ -40,8 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-LAYOUTS = {"composed": [None], "composed_mp": [None], "split": [["planner", "idm_action"], ["camera", "controller"]],
-           "split_mp": [["planner", "idm_action"], ["camera", "controller"]], "robot_only": [["camera", "controller"]]}
+LAYOUTS = ("composed", "composed_mp", "split", "split_mp", "robot_only")   # eva_ros.demo.runs.LAYOUTS (+ _mp)
 MODEL_PROCESS = ("composed_mp", "split_mp")   # planner.model_process: the model in its own child process
 EXECUTORS = ("multi_threaded", "single_per_node", "events")
 STAGES = ("frame_age", "worker_wait", "generate", "executor", "generate_wait", "encode", "denoise", "decode",
@@ -147,31 +146,18 @@ class Spans:
 
 
 def run_variant(name: str, layout: str, params: Path, duration: float, work: Path, domain: int) -> dict:
-    from eva_ros.bringup import merge_reports
     from eva_ros.demo.evaluation import idle_time
-    from eva_ros.demo.runs import read_report
-    from eva_ros.testing import Child, ros_env
+    from eva_ros.demo.runs import run_graph
+    from eva_ros.testing import ros_env
 
-    env = ros_env(domain)
     spans = Spans(domain)
-    children, reports = [], []
-    try:
-        # the first process (the model's, when split) runs `duration` s once built; the others run
-        # until it has ended (SIGINT: a clean stop, report written), so they overlap all of it
-        for i, nodes in enumerate(LAYOUTS[layout]):
-            report = work / f"{name}_{i}.json"
-            argv = [sys.executable, "-m", "eva_ros.bringup", "--quiet", "--config", params, "--report", report]
-            argv += (["--duration", duration] if i == 0 else []) + (["--nodes", ",".join(nodes)] if nodes else [])
-            children.append(Child(argv, work / f"{name}_{i}.log", env))
-            reports.append(report)
-        children[0].wait(duration + 600)
+    try:   # eva-demo's runner: the model's process runs `duration` s, the robot's until it has ended
+        groups = [["camera", "controller"]] if layout == "robot_only" else layout.removesuffix("_mp")
+        codes, merged, _ = run_graph(params, work, name, ros_env(domain), duration, groups, 600.0)
     finally:
-        codes = [c.stop(60.0) for c in children]
         seen = spans.close()
-    results = [read_report(r) for r in reports]
-    if any(r is None for r in results):
-        raise RuntimeError(f"{name}: a bringup wrote no report (exit {codes}); see {work}/{name}_*.log")
-    merged = merge_reports(*results)
+    if merged is None:
+        raise RuntimeError(f"{name}: a bringup wrote no report (exit {codes}); see {work}/logs/{name}*.log")
     s = merged["summary"]
     ctl = next(r for r in merged["nodes_report"].values() if r.get("kind") == "controller")
     cam_to_plan = s["latency_ms"]["camera_to_plan"]

@@ -151,7 +151,8 @@ def run_trained(args, ckpt: Path) -> int:
                         "idm_action": {"idm": {"checkpoint": str(ckpt / "idm")}},
                         "controller": {"arm": {"task": task, "seed": seed}}}
                     t = time.time()
-                    r = closed_loop(overlay, work, name, overrides, args.episode_seconds, env, emb, camera_topic)
+                    r = closed_loop(overlay, work, name, overrides, args.episode_seconds, env, emb, camera_topic,
+                                    layout=args.layout)
                     ep = score_episode(variant, task, seed, r)
                     episodes.append(ep)
                     print(f"eva-demo: {variant:>14} {task:<11} seed {seed}: success {ep['success']}, "
@@ -265,7 +266,7 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
                 "idle_seconds_mean": _mean([e["idle"]["seconds"] for e in eps]),
                 "idle_fraction_mean": _mean([e["idle"]["fraction"] for e in eps])}
     return {"checkpoints": str(ckpt), "manifest_sha256": {k: v["sha256"] for k, v in manifest["files"].items()},
-            "command": "eva-demo " + " ".join(sys.argv[1:]), "seeds": list(range(args.seed, args.seed + args.episodes)),
+            "command": "eva-demo " + " ".join(sys.argv[1:]), "layout": args.layout, "seeds": list(range(args.seed, args.seed + args.episodes)),
             "tasks": tasks, "episode_seconds": args.episode_seconds, "seconds": round(seconds, 1),
             "limit_violations": sum(e["limit_violations"] for e in episodes),
             "idm_replay": replays, "idm_replay_note": _replay_note(replays, manifest["config"]["pipeline"]["camera"]), "summary": summary, "episodes": episodes,
