@@ -75,7 +75,8 @@ class ModelProcess:
         if kind != "ready":
             self.close()
             raise RuntimeError(f"world-model process: {value}")
-        self.fps, self.num_frames, self.height, self.width = (value[k] for k in ("fps", "num_frames", "height", "width"))
+        self.fps, self.num_frames = value["fps"], value["num_frames"]
+        self.height, self.width = value["height"], value["width"]
 
     def _receive(self, timeout: float | None, what: str):
         if not self._conn.poll(timeout):

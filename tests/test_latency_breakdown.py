@@ -96,7 +96,8 @@ def check_breakdown(breakdown: dict, camera_to_plan: dict) -> None:
 def test_reports_of_a_split_graph_merge_into_one_summary():
     from eva_ros.bringup import merge_reports, summarize
 
-    model = {"planner": {"kind": "planner", "chunks_planned": 3, "latency_camera_to_plan": {"count": 3, "p50_ms": 200.0},
+    model = {"planner": {"kind": "planner", "chunks_planned": 3,
+                         "latency_camera_to_plan": {"count": 3, "p50_ms": 200.0},
                          "latency_breakdown": {"generate": {"count": 3, "p50_ms": 150.0}}},
              "idm_action": {"kind": "idm_action", "idm_trajectories": 3,
                             "latency_breakdown": {"transport": {"count": 3, "p50_ms": 2.0}}}}

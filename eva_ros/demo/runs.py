@@ -85,13 +85,14 @@ def run_graph(params: Path, work: Path, name: str, env: dict, duration: float, l
     from eva_ros.bringup import merge_reports
 
     groups = LAYOUTS[layout] if isinstance(layout, str) else layout
-    reports = [work / "reports" / (f"{name}.json" if len(groups) == 1 else f"{name}_{i}.json") for i in range(len(groups))]
+    stems = [name] if len(groups) == 1 else [f"{name}_{i}" for i in range(len(groups))]
+    reports = [work / "reports" / f"{stem}.json" for stem in stems]
     reports[0].parent.mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     graphs = []
     try:
         for i, (nodes, report) in enumerate(zip(groups, reports)):
-            log = work / "logs" / (f"{name}.log" if len(groups) == 1 else f"{name}_{i}.log")
+            log = work / "logs" / f"{stems[i]}.log"
             graphs.append(bringup(params, log, env, duration=duration if i == 0 else None, report=report, nodes=nodes))
         graphs[0].wait(duration + timeout_extra)
     finally:
