@@ -18,6 +18,7 @@ Every rejection names its kind (the diagnostic event) and a one-line reason.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -211,6 +212,7 @@ class ChunkDecoder:
         self.counts = {"chunks": 0, "trajectories": 0, "rejected_frames": 0, "rejected_actions": 0,
                        "rejected_reward": 0, "rejected_safety": 0, "rejected_limits": 0, "no_state": 0, "safety_modified": 0}
         self.scores: list[float] = []   # the reward of every chunk that got that far
+        self.last_timing: dict[str, float] = {}   # s per stage of the last decode that ran it: idm, reward, safety
 
     # -- the stages -----------------------------------------------------------------------
     def predict(self, frames: np.ndarray) -> np.ndarray:
@@ -244,17 +246,22 @@ class ChunkDecoder:
 
     def decode(self, frames: np.ndarray, meta: ChunkMeta, states: JointStateHistory) -> DecodedChunk | Rejection:
         self.counts["chunks"] += 1
+        self.last_timing = {}
         cid = meta.chunk_id
         problem = frames_problem(np.asarray(frames), meta)
         if problem:
             return self.reject(problem[0], f"chunk {cid}: {problem[1]}; no trajectory")
+        t0 = time.perf_counter()
         actions = self.predict(frames)
+        self.last_timing["idm"] = time.perf_counter() - t0
         if not np.all(np.isfinite(actions)):
             return self.reject(Reject.NONFINITE_ACTIONS, f"chunk {cid}: IDM produced NaN/inf actions; no trajectory")
         beyond = out_of_limits(self.emb, actions, self.action_tolerance)
         if beyond:
             return self.reject(Reject.ACTIONS_OUT_OF_LIMITS, f"chunk {cid}: IDM action {beyond}; no trajectory")
+        t0 = time.perf_counter()
         score = self.score(actions, meta.fps)
+        self.last_timing["reward"] = time.perf_counter() - t0
         self.scores.append(score)
         if self.reward_threshold is not None and score < self.reward_threshold:
             return self.reject(Reject.LOW_REWARD, f"chunk {cid}: reward {score:.3f} < {self.reward_threshold}; "
@@ -267,8 +274,10 @@ class ChunkDecoder:
             return self.reject(Reject.STALE_JOINT_STATE, f"chunk {cid}: nearest joint state is {age:.2f} s from the "
                                f"observation (> max_state_age {self.max_state_age} s); no trajectory", score)
         q, v = state[1]
+        t0 = time.perf_counter()
         targets = resample(actions, meta.fps, meta.n_exec, self.dt)
         positions, rep = self.filter.filter_chunk(targets, q, v)
+        self.last_timing["safety"] = time.perf_counter() - t0
         if rep.rejected:
             return self.reject(Reject.SAFETY_REJECTED, f"chunk {cid}: {rep.reason}", score)
         self.counts["safety_modified"] += int(rep.modified)

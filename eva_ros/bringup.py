@@ -14,6 +14,7 @@ before rclpy starts. The `eva_bringup` section says which nodes to compose and h
         fastdds_shm_profile: true                           # + config/fastdds_shm.xml (16 MB SHM)
         discovery_range: LOCALHOST                          # ROS_AUTOMATIC_DISCOVERY_RANGE ("" = leave)
         num_threads: 6                                      # MultiThreadedExecutor threads
+        executor: multi_threaded                            # | single_per_node | events
 
 Every node reads its own section (`camera:`, `planner:`, ...) and `/**` from those files, as with
 `--ros-args --params-file base.yaml --params-file <config>`. The JSON report (written atomically) has the counts and latency
@@ -31,9 +32,10 @@ from pathlib import Path
 
 from eva_core.atomic_io import write_json
 from eva_core.cli import add_debug_arg, check_writable, cli_main
+from eva_core.latency_breakdown import merge as merge_breakdowns
 from eva_ros.params import (check_bringup, load_params_files, node_params, params_layers, remember_params_files,
                             ros_params_args)
-from eva_ros.runtime import (GIL_SWITCH_INTERVAL, SpinThread, StopSignals, configure_transport, halt_nodes,
+from eva_ros.runtime import (GIL_SWITCH_INTERVAL, StopSignals, configure_transport, halt_nodes, start_spinners,
                              wait_until_stopped)
 from eva_ros.registry import NODE_KINDS, node_class
 
@@ -93,7 +95,21 @@ def summarize(reports: dict, duration: float) -> dict:
                        "plan_to_trajectory": latency("latency_plan_to_trajectory"),
                        "trajectory_to_first_command": latency("latency_trajectory_to_first_command")},
         "world_model_stages": latency("world_model_stages"),   # the planner's per-chunk calls and stage seconds
+        # where camera-to-plan goes (planner) and plan-to-trajectory (idm_action), ms per stage
+        "latency_breakdown": merge_breakdowns(*(r.get("latency_breakdown") for r in reports.values())),
     }
+
+
+def merge_reports(*results: dict) -> dict:
+    """One bringup result from the reports of several processes of one graph (e.g. planner +
+    IDM in one, camera + controller in another): nodes_report joined, summary recomputed."""
+    reports = {}
+    for r in results:
+        reports.update(r["nodes_report"])
+    duration = max(r["summary"]["duration_s"] for r in results)
+    return {"config": results[0]["config"], "nodes": [n for r in results for n in r["nodes"]],
+            "environment": results[0]["environment"], "error": "; ".join(r["error"] for r in results if r["error"]),
+            "stopped_by": results[0]["stopped_by"], "summary": summarize(reports, duration), "nodes_report": reports}
 
 
 def run(config: Path, duration: float | None, report_path: Path | None, nodes_override=None,
@@ -101,7 +117,6 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     """Compose, spin until `duration`, SIGINT/SIGTERM or a dead executor thread, close, report.
     The result's `error` is the cause of an abnormal end ("" otherwise)."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     files = params_layers(config)   # config/base.yaml, then the given file(s)
@@ -119,10 +134,7 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
     with StopSignals("eva-bringup") as signals:
         try:
             build_nodes(specs, built)   # a failing constructor leaves the earlier nodes in `built` to close
-            executor = MultiThreadedExecutor(num_threads=section.num_threads)
-            for _, node in built:
-                executor.add_node(node)
-            spinner = SpinThread(executor).start()
+            spinner = start_spinners(section.executor, [n for _, n in built], section.num_threads)
             t_start = time.time()
             cause = _wait(duration, signals.event, spinner, progress, [n for _, n in built])
             if cause:   # the executor or a node died: stop the arms from here, not from the dead thread
@@ -143,7 +155,8 @@ def run(config: Path, duration: float | None, report_path: Path | None, nodes_ov
                 node.destroy_node()
             if rclpy.ok():
                 rclpy.shutdown()
-    result = {"config": " + ".join(str(f) for f in files), "nodes": [n for _, n in specs], "environment": env, "error": cause,
+    result = {"config": " + ".join(str(f) for f in files), "nodes": [n for _, n in specs], "environment": env,
+              "executor": section.executor, "error": cause,
               "stopped_by": signal.Signals(signals.signum).name if signals.signum else "",
               "summary": summarize(reports, elapsed), "nodes_report": reports}
     if report_path is not None:

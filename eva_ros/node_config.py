@@ -22,6 +22,7 @@ from eva_core.trajectory import FollowerConfig
 from eva_core.world_model.config import WorldModelConfig
 from eva_ros.registry import NODE_KINDS, bringup_kinds
 DISCOVERY_RANGES = ("", "SUBNET", "LOCALHOST", "OFF", "SYSTEM_DEFAULT")
+EXECUTORS = ("multi_threaded", "single_per_node", "events")   # eva_ros.runtime.start_spinners
 
 
 def _check_backend(cfg: Section, kind_key: str, options_key: str, registry: str, what: str) -> None:
@@ -86,6 +87,8 @@ class PlannerNodeConfig(NodeSection, PlannerConfig):
     seed: int = param(-1, "sampling seed (+ chunk id); -1: random", ge=-1)
     warmup: bool = param(True, "one generation at start-up, so the first chunk is not slow")
     history_frames: int = param(0, "camera frames before the observation given as history", ge=0)
+    model_process: bool = param(False, "generate in a child process (its own interpreter and GIL: "
+                                "eva_core.model_process), not in the node's")
     world_model: WorldModelConfig = param(WorldModelConfig.tiny_default(),
                                           "the world model (kind tiny starts from WorldModelConfig.tiny_default)")
 
@@ -156,6 +159,9 @@ class BringupConfig(Section):
     fastdds_shm_profile: bool = param(True, "add config/fastdds_shm.xml (16 MB shared-memory segment)")
     discovery_range: str = param("", "ROS_AUTOMATIC_DISCOVERY_RANGE; empty: leave as is", choices=DISCOVERY_RANGES)
     num_threads: int = param(6, "MultiThreadedExecutor threads", ge=1)
+    executor: str = param("multi_threaded", "multi_threaded: one MultiThreadedExecutor for all nodes; "
+                          "single_per_node: a SingleThreadedExecutor per node, each on its own thread; events: "
+                          "rclpy.experimental.EventsExecutor (one, in C++)", choices=EXECUTORS)
 
     def validate(self) -> None:
         if not self.nodes:

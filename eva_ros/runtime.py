@@ -124,6 +124,51 @@ class SpinThread:
         drain(self.executor, self.thread, self._spinning, timeout)
 
 
+class Spinners:
+    """Several SpinThreads watched and stopped as one (SpinThread's `died`, `error`, `stop`)."""
+
+    def __init__(self, spinners: list[SpinThread]):
+        self.spinners = spinners
+
+    def start(self) -> "Spinners":
+        for s in self.spinners:
+            s.start()
+        return self
+
+    @property
+    def died(self) -> bool:
+        return any(s.died for s in self.spinners)
+
+    @property
+    def error(self) -> str:
+        return "; ".join(s.error for s in self.spinners if s.error)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for s in self.spinners:
+            s.stop(timeout)
+
+
+def start_spinners(kind: str, nodes: list, num_threads: int = 6) -> Spinners:
+    """Executors for `nodes`, spinning (kind: eva_ros.node_config.EXECUTORS): one
+    MultiThreadedExecutor, a SingleThreadedExecutor per node, or one EventsExecutor."""
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if kind == "single_per_node":
+        groups = [(SingleThreadedExecutor(), [n]) for n in nodes]
+    elif kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        groups = [(EventsExecutor(), nodes)]
+    elif kind == "multi_threaded":
+        groups = [(MultiThreadedExecutor(num_threads=num_threads), nodes)]
+    else:
+        raise ValueError(f"executor: unknown kind {kind!r}")
+    for executor, members in groups:
+        for node in members:
+            executor.add_node(node)
+    return Spinners([SpinThread(ex, name=f"eva-executor-{i}") for i, (ex, _) in enumerate(groups)]).start()
+
+
 def spin(executor, spinning: threading.Event) -> None:
     while spinning.is_set():
         executor.spin_once(timeout_sec=0.05)

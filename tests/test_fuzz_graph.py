@@ -180,11 +180,11 @@ def instruction(rng):
 class Graph:
     """Either one eva-bringup process with all nodes, or one process per node."""
 
-    def __init__(self, tmp, composed: bool):
+    def __init__(self, tmp, composed: bool, executor: str = "multi_threaded"):
         self.composed = composed
         self.domain = unique_domain_id()
         env = ros_env(self.domain)
-        params = write_params(tmp / "params.yaml", overrides=OVERRIDES)
+        params = write_params(tmp / "params.yaml", overrides={**OVERRIDES, "eva_bringup": {"executor": executor}})
         self.report = tmp / "report.json"
         if composed:
             nodes = {"bringup": Child([BIN / "eva-bringup", "--quiet", "--config", params, "--report", self.report],
@@ -262,12 +262,16 @@ def fuzz(graph: Graph, seed: int) -> None:
         time.sleep(0.05)
 
 
-def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(tmp_path):
+@pytest.mark.parametrize("layouts", [
+    (("composed", True, "multi_threaded"), ("separate", False, "multi_threaded")),
+    (("composed_events", True, "events"),),   # rclpy.experimental.EventsExecutor (eva_bringup.executor)
+], ids=["multi_threaded", "events_executor"])
+def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(tmp_path, layouts):
     graphs = []
     try:
-        for name, composed in (("composed", True), ("separate", False)):
+        for name, composed, executor in layouts:
             (tmp_path / name).mkdir()
-            graphs.append(Graph(tmp_path / name, composed))
+            graphs.append(Graph(tmp_path / name, composed, executor))
         for g in graphs:   # both graphs start together; wait for every node's first status
             wait_for(lambda: set(NODES.values()) <= g.reporting_since(0.0) or not all(g.alive().values()),
                      120, what="all nodes reporting")

@@ -37,3 +37,9 @@ def test_the_planner_reports_transformer_calls_and_stage_seconds_per_chunk(harne
     values = node.diagnostic_values()
     assert values["world_model.transformer_calls_last"] == 9 and values["world_model.transformer_calls_p50"] == 9
     assert values["world_model.denoise_p50_s"] > 0 and "world_model.decode_last_s" in values
+    # each chunk's latency breakdown (eva_core.latency_breakdown): diagnostics carry the last chunk's
+    for key in ("camera_to_plan", "frame_age", "frame_transport", "worker_wait", "generate", "executor",
+                "encode", "denoise", "decode", "generate_wait"):
+        assert f"latency.{key}_ms" in values, key
+    assert values["latency.generate_ms"] > 0 and values["latency.camera_to_plan_ms"] >= values["latency.generate_ms"]
+    assert node.report()["latency_breakdown"]["generate"]["count"] >= 2   # the planner keeps going: no equality

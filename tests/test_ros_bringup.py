@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from eva_ros.testing import BIN, REPO, ros_env, unique_domain_id, write_params
+from test_latency_breakdown import check_breakdown
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
 
@@ -39,6 +40,9 @@ def test_loopback_acceptance_run(tmp_path):
     assert stages == r["nodes_report"]["planner"]["world_model_stages"]
     assert stages["transformer_calls"]["count"] > 0 and stages["transformer_calls"]["p50"] > 0
     assert stages["denoise_s"]["p50"] > 0 and stages["decode_s"]["p50"] > 0
+    # where camera-to-plan goes: every stage measured, the parts add up (eva_core.latency_breakdown)
+    check_breakdown(s["latency_breakdown"], s["latency_ms"]["camera_to_plan"])
+    assert s["latency_breakdown"]["transport"]["count"] == s["latency_ms"]["plan_to_trajectory"]["count"]
     # expired chunks are the controller's count, reported beside the executed ones
     assert s["trajectories_expired"] == r["nodes_report"]["controller"]["trajectories_expired"]
     assert set(r["nodes_report"]) == {"camera", "planner", "idm_action", "controller"}
@@ -90,3 +94,19 @@ def test_an_unwritable_report_path_fails_before_the_run(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and target in lines[0], out.stderr[-2000:]
     assert "controller at" not in out.stderr       # no node was started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["single_per_node", "events"])
+def test_every_executor_closes_the_loop_and_measures_every_stage(tmp_path, executor):
+    """eva_bringup.executor: a SingleThreadedExecutor per node, or rclpy's EventsExecutor."""
+    params = write_params(tmp_path / "p.yaml", overrides={"eva_bringup": {"executor": executor}})
+    report = tmp_path / "r.json"
+    out = bringup("--config", str(params), "--duration", "12", "--report", str(report))
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(report.read_text())
+    s = r["summary"]
+    assert r["executor"] == executor
+    assert s["chunks_planned"] > 0 and s["trajectories_executed"] > 0 and s["commands_sent"] > 0
+    assert s["limit_violations"] == 0
+    check_breakdown(s["latency_breakdown"], s["latency_ms"]["camera_to_plan"])

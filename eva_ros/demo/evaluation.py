@@ -153,7 +153,8 @@ def run_trained(args, ckpt: Path) -> int:
                         "idm_action": {"idm": {"checkpoint": str(ckpt / "idm")}},
                         "controller": {"arm": {"task": task, "seed": seed}}}
                     t = time.time()
-                    r = closed_loop(overlay, work, name, overrides, args.episode_seconds, env, emb, camera_topic)
+                    r = closed_loop(overlay, work, name, overrides, args.episode_seconds, env, emb, camera_topic,
+                                    layout=args.layout)
                     ep = score_episode(variant, task, seed, r)
                     episodes.append(ep)
                     print(f"eva-demo: {variant:>14} {task:<11} seed {seed}: success {ep['success']}, "
@@ -206,12 +207,28 @@ def score_episode(variant: str, task: str, seed: int, r: dict) -> dict:
             "commands_sent": s.get("commands_sent", 0), "limit_violations": s.get("limit_violations", 0),
             "watchdog_events": s.get("watchdog_events", 0),
             "mean_reward": round(float(np.mean(scores)), 4) if scores else None, "rewards": [round(v, 4) for v in scores],
-            "latency_ms": s.get("latency_ms", {}), "idle": idle_time(traj), "log": r["log"]}
+            "latency_ms": s.get("latency_ms", {}), "generate_ms": generate_ms(s),
+            "latency_breakdown": s.get("latency_breakdown", {}), "idle": idle_time(traj), "log": r["log"]}
+
+
+def generate_ms(summary: dict) -> dict:
+    """The world model's own time per chunk (its last_timing total), p50/p90 in ms, from a
+    bringup summary; {} when the model reported none."""
+    total = (summary.get("world_model_stages") or {}).get("total_s") or {}
+    if not total.get("count"):
+        return {}
+    return {"count": total["count"], "p50_ms": round(total["p50"] * 1e3, 3), "p90_ms": round(total["p90"] * 1e3, 3)}
 
 
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return round(float(np.mean(xs)), 4) if xs else None
+
+
+def _breakdown_p50(eps) -> dict:
+    """Per stage of eva_core.latency_breakdown: the mean over episodes of each episode's p50 (ms)."""
+    stages = sorted({k for e in eps for k in e.get("latency_breakdown", {})})
+    return {k: _mean([e["latency_breakdown"].get(k, {}).get("p50_ms") for e in eps]) for k in stages}
 
 
 def _replay_note(replays: dict, cam: dict) -> str:
@@ -248,13 +265,16 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
                 "generated_chunks": sum(e["chunks_planned"] for e in eps) * gens,
                 "limit_violations": sum(e["limit_violations"] for e in eps),
                 "latency_camera_to_plan_ms": {k: _mean([x.get(k) for x in lat]) for k in ("p50_ms", "p90_ms", "p99_ms")},
+                # the world model's own share of it (same runs): camera_to_plan p50 - generate p50 is the graph's
+                "generate_ms": {k: _mean([e.get("generate_ms", {}).get(k) for e in eps]) for k in ("p50_ms", "p90_ms")},
+                "latency_breakdown_p50_ms": _breakdown_p50(eps),
                 "idle_seconds_mean": _mean([e["idle"]["seconds"] for e in eps]),
                 "idle_fraction_mean": _mean([e["idle"]["fraction"] for e in eps])}
     notes = [f"{variant} {task}: {s['failed_to_run']} of {s['episodes']} episodes failed to run (no success check)"
              for variant, per_task in summary.items() for task, s in per_task.items() if s["failed_to_run"]]
     notes += [f"idm_replay {task}: {r['text']}" for task, r in replays.items() if r.get("excluded")]
     return {"degraded": bool(notes), "degraded_notes": notes, "checkpoints": str(ckpt), "manifest_sha256": {k: v["sha256"] for k, v in manifest["files"].items()},
-            "command": "eva-demo " + " ".join(sys.argv[1:]), "seeds": list(range(args.seed, args.seed + args.episodes)),
+            "command": "eva-demo " + " ".join(sys.argv[1:]), "layout": args.layout, "seeds": list(range(args.seed, args.seed + args.episodes)),
             "tasks": tasks, "episode_seconds": args.episode_seconds, "seconds": round(seconds, 1),
             "limit_violations": sum(e["limit_violations"] for e in episodes),
             "idm_replay": replays, "idm_replay_note": _replay_note(replays, manifest["config"]["pipeline"]["camera"]), "summary": summary, "episodes": episodes,
@@ -262,14 +282,16 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
 
 
 def print_table(report: dict) -> None:
-    rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "idle s")]
+    rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "gen p50 ms",
+             "idle s")]
     for variant, per_task in report["summary"].items():
         for task, s in per_task.items():
             rows.append((variant, task, s["success_text"], str(s["mean_reward"]),
                          str(s["chunks_executed"]), str(s["generations_per_chunk"]), str(s["limit_violations"]),
-                         str(s["latency_camera_to_plan_ms"]["p50_ms"]), str(s["idle_seconds_mean"])))
+                         str(s["latency_camera_to_plan_ms"]["p50_ms"]), str(s["generate_ms"]["p50_ms"]),
+                         str(s["idle_seconds_mean"])))
     for task, r in report["idm_replay"].items():
-        rows.append(("idm_replay", task, r.get("text", str(r["idm_replay_success"])), "", "", "", "", "", ""))
+        rows.append(("idm_replay", task, r.get("text", str(r["idm_replay_success"])), "", "", "", "", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("eva-demo: " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))

@@ -59,13 +59,47 @@ def read_report(path: Path) -> dict | None:
         return None
 
 
-def bringup(params: Path, log: Path, env: dict, duration: float | None = None, report: Path | None = None) -> Child:
+def bringup(params: Path, log: Path, env: dict, duration: float | None = None, report: Path | None = None,
+            nodes: list[str] | None = None) -> Child:
     argv = [str(BIN / "eva-bringup"), "--quiet", "--config", str(params)]
     if duration is not None:
         argv += ["--duration", str(duration)]
     if report is not None:
         argv += ["--report", str(report)]
+    if nodes:
+        argv += ["--nodes", ",".join(nodes)]
     return Child(argv, log, env)
+
+
+# eva-demo's process layouts: every node in one eva-bringup, or as on the robot: the model nodes in
+# one process (the GPU host's), camera + controller in another (the robot PC's)
+LAYOUTS = {"composed": [None], "split": [["planner", "idm_action"], ["camera", "controller"]]}
+
+
+def run_graph(params: Path, work: Path, name: str, env: dict, duration: float, layout: str | list = "composed",
+              timeout_extra: float = 240.0):
+    """One run of the graph in `layout` (a name of LAYOUTS, or a list of node-kind lists, one per
+    process; None: the params' own list): the first process runs `duration` s once built, the others
+    until it has ended (SIGINT: a clean stop, report written). Returns (exit codes, the merged
+    report or None, the first process's Child)."""
+    from eva_ros.bringup import merge_reports
+
+    groups = LAYOUTS[layout] if isinstance(layout, str) else layout
+    stems = [name] if len(groups) == 1 else [f"{name}_{i}" for i in range(len(groups))]
+    reports = [work / "reports" / f"{stem}.json" for stem in stems]
+    reports[0].parent.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    graphs = []
+    try:
+        for i, (nodes, report) in enumerate(zip(groups, reports)):
+            log = work / "logs" / f"{stems[i]}.log"
+            graphs.append(bringup(params, log, env, duration=duration if i == 0 else None, report=report, nodes=nodes))
+        graphs[0].wait(duration + timeout_extra)
+    finally:
+        codes = [g.stop(60.0) for g in graphs]
+    results = [read_report(r) for r in reports]
+    merged = None if any(r is None for r in results) else merge_reports(*results)
+    return codes, merged, graphs[0]
 
 
 class RecordProbe(Probe):
@@ -223,7 +257,7 @@ def episode_seed(path: Path) -> int:
 
 
 def closed_loop(overlay: Path, work: Path, name: str, overrides: dict, duration: float, env: dict,
-                emb, camera_topic: str, timeout_extra: float = 240.0) -> dict:
+                emb, camera_topic: str, timeout_extra: float = 240.0, layout: str = "composed") -> dict:
     """One closed-loop episode of the full graph for `duration` s; returns the bringup summary, the
     twin's success and what the recorder saw (frames, chunks, commands, scores, trajectory spans)."""
     from rclpy.executors import SingleThreadedExecutor
@@ -231,9 +265,6 @@ def closed_loop(overlay: Path, work: Path, name: str, overrides: dict, duration:
     from eva_ros.demo.recorder import RecorderNode
 
     params = write_params(work / "params" / f"{name}.yaml", overlay, overrides)
-    report = work / "reports" / f"{name}.json"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    (work / "logs").mkdir(parents=True, exist_ok=True)
     rec = RecorderNode(emb, camera_topic=camera_topic, node_name=f"eva_recorder_{os.getpid()}")
     executor = SingleThreadedExecutor()
     executor.add_node(rec)
@@ -241,14 +272,12 @@ def closed_loop(overlay: Path, work: Path, name: str, overrides: dict, duration:
 
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
-    graph = bringup(params, work / "logs" / f"{name}.log", env, duration=duration, report=report)
     try:
-        rc = graph.wait(duration + timeout_extra)
+        codes, result, graph = run_graph(params, work, name, env, duration, layout, timeout_extra)
     finally:
-        rc = graph.stop(60.0)
         time.sleep(0.3)
         executor.shutdown(timeout_sec=2.0)
-    result = read_report(report)
+    rc = next((c for c in codes if c != 0), 0)
     summary = result["summary"] if result else None
     data = rec.snapshot()
     rec.destroy_node()

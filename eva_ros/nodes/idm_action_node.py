@@ -23,6 +23,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from eva_core.chunk_decoding import ChunkDecoder, JointStateHistory, Rejection, load_or_build_idm
 from eva_core.embodiment import load_embodiment
+from eva_core.latency_breakdown import BreakdownStats, idm_breakdown
 from eva_ros import names, qos
 from eva_ros.conversions import (TrajectoryMeta, from_time_msg, joint_values_to_action, msg_to_chunk,
                                  trajectory_to_msg)
@@ -50,6 +51,7 @@ class IDMActionNode(Node):
             self.decoder.warmup()
         self.states = JointStateHistory(self.emb.dof, cfg.state_history_s)
         self.plan_to_traj, self.decode = LatencyStats(), LatencyStats()
+        self.breakdown = BreakdownStats()   # per chunk: transport, idm, reward, safety, idm_total
         work = MutuallyExclusiveCallbackGroup()   # the IDM runs here, off the state callbacks
         state = MutuallyExclusiveCallbackGroup()
         self.sub_frames = self.create_subscription(Image, names.PLAN_FRAMES, self._on_chunk, qos.PLAN, callback_group=work)
@@ -99,19 +101,21 @@ class IDMActionNode(Node):
                                                 TrajectoryMeta(meta.chunk_id, t_traj, score).to_frame_id()))
         if meta.t_plan is not None:
             self.plan_to_traj.add(t_traj - meta.t_plan)
+        self.breakdown.add(idm_breakdown(meta.t_plan, t_recv, t_traj, self.decoder.last_timing))
         self.diag.set_level(OK, f"chunk {meta.chunk_id}: reward {score:.2f}")
 
     def diagnostic_values(self) -> dict:
         s = self.decoder.scores
         return {**self.counts, "last_score": round(s[-1], 4) if s else "",
-                "decode_p50_ms": self.decode.summary().get("p50_ms", "")}
+                "decode_p50_ms": self.decode.summary().get("p50_ms", ""), **self.breakdown.values()}
 
     def report(self) -> dict:
         s = self.decoder.scores
         return {**{f"idm_{k}": v for k, v in self.counts.items()},
                 "reward_mean": round(sum(s) / len(s), 4) if s else None,
                 "latency_plan_to_trajectory": self.plan_to_traj.summary(),
-                "idm_decode_latency": self.decode.summary()}
+                "idm_decode_latency": self.decode.summary(),
+                "latency_breakdown": self.breakdown.summary()}   # eva_core.latency_breakdown, ms per stage
 
     def close(self) -> None:
         pass

@@ -30,6 +30,8 @@ from trajectory_msgs.msg import JointTrajectory
 from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import FrameGate, check_image
+from eva_core.latency_breakdown import BreakdownStats, planner_breakdown
+from eva_core.model_process import ModelProcess
 from eva_core.world_model.build import build_world_model
 from eva_core.world_model.stage_stats import StageStats
 from eva_ros import names, qos
@@ -46,6 +48,8 @@ class PlannerNode(Node):
         super().__init__(node_name, **NODE_KWARGS, **node_kwargs)  # context=, parameter_overrides=
         p = self.cfg = load_node_config(self, PlannerNodeConfig)
         set_torch_threads(p.torch_threads)
+        if world_model is None and p.model_process:   # its own interpreter: no GIL shared with the executor
+            world_model = ModelProcess(p.world_model.to_dict(), p.embodiment, p.torch_threads)
         self.wm = world_model or build_world_model(p.world_model, load_embodiment(p.embodiment))
         if p.warmup:  # first-call costs (lazy init, allocator) here, not in the first chunk
             t0 = time.time()
@@ -54,6 +58,7 @@ class PlannerNode(Node):
         self.core = core.RecedingHorizonPlanner(p, fps=self.wm.fps, num_frames=self.wm.num_frames)
         self._lock = threading.Lock()
         self._frame: tuple[np.ndarray, float] | None = None   # newest (image, capture stamp)
+        self._frame_recv: float | None = None                  # when it reached _take_image
         # keep a second more than the history spans, so a slow or jittery camera still leaves
         # frames older than the observation (select() picks the nearest ones)
         self.history = core.FrameHistory(horizon=(p.history_frames + 2) / self.wm.fps + 1.0)
@@ -66,6 +71,7 @@ class PlannerNode(Node):
         self.cam_to_plan = LatencyStats()
         self.generation = LatencyStats()
         self.stages = StageStats()   # the model's per-chunk seconds and transformer calls (last_timing)
+        self.breakdown = BreakdownStats()   # where each chunk's camera-to-plan time went
 
         io = MutuallyExclusiveCallbackGroup()
         self.sub_image = self.create_subscription(Image, p.camera_topic, self._on_image, qos.IMAGE, callback_group=io)
@@ -110,7 +116,7 @@ class PlannerNode(Node):
             raise ValueError(f"{topic}: header.stamp: {stamp - now:.3g} s in the future")
         self.gate.accept(msg.width, msg.height)
         with self._lock:
-            self._frame = (img, stamp)
+            self._frame, self._frame_recv = (img, stamp), now
             self.frames_received += 1
         if self.cfg.history_frames > 0:
             self.history.add(stamp, img)
@@ -158,7 +164,7 @@ class PlannerNode(Node):
         if not start:
             return
         with self._lock:
-            frame, instruction = self._frame, self._instruction
+            frame, instruction, t_recv = self._frame, self._instruction, self._frame_recv
         if frame is None or not instruction:
             self.diag.set_level(WARN, "waiting for " + ("a camera frame" if frame is None else "/eva/instruction"))
             return
@@ -180,7 +186,9 @@ class PlannerNode(Node):
         seed = None if self.cfg.seed < 0 else self.cfg.seed + chunk.chunk_id
         try:
             history = self.history.select(stamp, self.cfg.history_frames, self.wm.fps) or None
+            t_gen, cpu = time.time(), time.thread_time()
             frames = self.wm.generate(image, instruction, history=history, seed=seed)
+            t_gen_end, cpu = time.time(), time.thread_time() - cpu
         except Exception as exc:
             self.core.fail(chunk, time.time(), repr(exc))
             raise
@@ -195,6 +203,7 @@ class PlannerNode(Node):
         self.stages.add(timing)
         msg = chunk_to_msg(frames, stamp, chunk.chunk_id, self.wm.fps, chunk.n_exec, t_plan, chunk.anchor)
         self.pub.publish(msg)
+        self.breakdown.add(planner_breakdown(stamp, t_recv, now, t_gen, t_gen_end, t_plan, timing, cpu))
         if self.core.synchronous != self._synchronous:   # say it once per change, not per chunk
             self._synchronous = self.core.synchronous
             self.get_logger().info(
@@ -215,7 +224,8 @@ class PlannerNode(Node):
                 "decode_latency_s": round(self.core.decode_latency, 4),
                 "synchronous": self.core.synchronous, "chunks_synchronous": c["synchronous"], "chunks_late": c["late"],
                 "generation_p50_ms": g.get("p50_ms", ""), "generation_p99_ms": g.get("p99_ms", ""),
-                **{f"world_model.{k}": v for k, v in self.stages.values().items()}}
+                **{f"world_model.{k}": v for k, v in self.stages.values().items()},
+                **self.breakdown.values()}   # the last chunk's latency.<stage>_ms
 
     def report(self) -> dict:
         return {"chunks_planned": self.core.counts["planned"], "chunks_failed": self.core.counts["failed"],
@@ -226,10 +236,13 @@ class PlannerNode(Node):
                 "frames_rejected": self.frames_rejected,
                 "latency_camera_to_plan": self.cam_to_plan.summary(),
                 "generation_latency": self.generation.summary(),
-                "world_model_stages": self.stages.summary()}   # per chunk: seconds per stage, transformer calls
+                "world_model_stages": self.stages.summary(),   # per chunk: seconds per stage, transformer calls
+                "latency_breakdown": self.breakdown.summary()}   # eva_core.latency_breakdown, ms per stage
 
     def close(self) -> None:
         stop_thread(self._stop, self._worker, 30.0)
+        if isinstance(self.wm, ModelProcess):
+            self.wm.close()
 
 
 def main(args=None):
