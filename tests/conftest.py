@@ -15,3 +15,9 @@ def pytest_collection_modifyitems(config, items):
     if missing:
         raise pytest.UsageError(f"test modules without a tier marker ({', '.join(TIERS)}): {', '.join(missing)}; "
                                 "add `pytestmark = pytest.mark.<tier>`")
+
+# Importing torchvision (it loads triton's native driver) after MuJoCo has rendered through EGL
+# segfaults in this environment (seen with the code of every commit; e.g. test_idm_replay, then a
+# test that first imports torchvision). Every process of the stack imports the models before it
+# renders; the suite does the same, so the outcome does not depend on which tests run first.
+import torchvision  # noqa: E402,F401

@@ -91,7 +91,7 @@ def test_the_demo_report_gives_counts_and_marks_a_degraded_run(capsys):
               "seeds": ["5", "7"], "success": {"5": True, "7": True}, "gt_replay_success": 1.0,
               "excluded": {"6": "its scripted demo failed through the graph"}}
     replay["text"] = "1.00 (2/2; 1 of 3 held-out demos excluded: seed 6 (its scripted demo failed through the graph))"
-    args = SimpleNamespace(best_of=1, seed=0, episodes=3, episode_seconds=10.0)
+    args = SimpleNamespace(best_of=1, seed=0, episodes=3, episode_seconds=10.0, layout="composed")
     report = build_report(manifest, "ckpt", args, ["push"], {"push": replay}, [ep(True), ep(False), ep(False, False)], 1.0)
     s = report["summary"]["sft"]["push"]
     assert (s["successes"], s["episodes"], s["failed_to_run"]) == (1, 3, 1)

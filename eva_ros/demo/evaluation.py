@@ -281,15 +281,19 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
             "training_metrics": manifest.get("metrics", {}), "training_stage_seconds": manifest.get("stage_seconds", {})}
 
 
+def _cell(value) -> str:
+    """A table cell; a value that was not measured reads "n/a", never "None"."""
+    return "n/a" if value is None else str(value)
+
+
 def print_table(report: dict) -> None:
     rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "gen p50 ms",
              "idle s")]
     for variant, per_task in report["summary"].items():
         for task, s in per_task.items():
-            rows.append((variant, task, s["success_text"], str(s["mean_reward"]),
-                         str(s["chunks_executed"]), str(s["generations_per_chunk"]), str(s["limit_violations"]),
-                         str(s["latency_camera_to_plan_ms"]["p50_ms"]), str(s["generate_ms"]["p50_ms"]),
-                         str(s["idle_seconds_mean"])))
+            rows.append((variant, task, s["success_text"], *map(_cell, (
+                s["mean_reward"], s["chunks_executed"], s["generations_per_chunk"], s["limit_violations"],
+                s["latency_camera_to_plan_ms"]["p50_ms"], s["generate_ms"]["p50_ms"], s["idle_seconds_mean"]))))
     for task, r in report["idm_replay"].items():
         rows.append(("idm_replay", task, r.get("text", str(r["idm_replay_success"])), "", "", "", "", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
