@@ -96,3 +96,35 @@ def test_sim_arm_reports_its_twin_task_after_close():
     got = arm.report()["twin_task"]
     assert got["task"] == "push_block" and got["seed"] == 1000 and got["success"] is False   # nothing pushed
     assert SimArm(emb, {"twin": "report_test_none"}).report() == {}
+
+
+def test_the_student_is_the_deployed_variant_and_the_teacher_sft_and_best_of_n_are_compared(tmp_path):
+    """With world_model_student.yaml in the export the student (paths resolved against the export)
+    runs first, deployed; --no-compare keeps it alone. Without it, GRPO is deployed as before."""
+    import yaml
+
+    from eva_ros.demo.evaluation import variant_label, variants
+
+    ckpt = tmp_path / "ckpt"
+    model = {"kind": "tiny", "scheduler": "euler", "num_steps": 8}
+    old = variants(ckpt, model, True, 4)
+    assert list(old) == ["grpo", "sft", "sft_best_of_4"]
+    assert old["grpo"]["lora"] == str(ckpt / "lora") and old["grpo"]["transformer_dir"] == str(ckpt / "transformer")
+    assert list(variants(ckpt, model, False, 4)) == ["grpo"]
+    ckpt.mkdir()
+    (ckpt / "world_model_student.yaml").write_text(yaml.safe_dump({"world_model": {
+        **model, "transformer_dir": "student/transformer", "vae_dir": "vae", "sampler": "student", "student_steps": 2}}))
+    table = variants(ckpt, model, True, 4)
+    assert list(table) == ["student", "grpo", "sft", "sft_best_of_4"]
+    s = table["student"]
+    assert s["transformer_dir"] == str(ckpt / "student" / "transformer") and s["vae_dir"] == str(ckpt / "vae")
+    assert s["sampler"] == "student" and s["student_steps"] == 2 and "best_of" not in s
+    assert table["grpo"]["lora"] == str(ckpt / "lora") and table["sft_best_of_4"]["best_of"] == 4
+    assert list(variants(ckpt, model, False, 4)) == ["student"]
+    assert variant_label("student", s, True) == "distilled student, 2 transformer calls per chunk, deployed"
+    assert "teacher" in variant_label("grpo", table["grpo"], False)
+    (ckpt / "world_model_student.yaml").write_text("[not a mapping")
+    from eva_core.cli import UserError
+
+    with pytest.raises(UserError, match="world_model_student.yaml: unreadable"):
+        variants(ckpt, model, True, 4)
