@@ -475,7 +475,7 @@ def export_finished(out: Path, export: Path, argv) -> int:
     return 0
 
 
-def add_student(run: Path, export: Path, argv) -> int:
+def add_student(run: Path, export: Path, argv, student_command: str | None = None) -> int:
     """--add-student: an eva-train-distill run whose teacher is this export's world_model_grpo.yaml
     becomes the export's student/ + world_model_student.yaml + manifest entries (files, sizes, sha256,
     `student`: how it was made), without retraining the rest. The export is rewritten atomically."""
@@ -510,8 +510,9 @@ def add_student(run: Path, export: Path, argv) -> int:
         shutil.rmtree(tmp)
         raise RuntimeError(f"export with the student is {total / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB limit")
     cmd = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
-    manifest["student"] = student_record(run.resolve(), json.loads((run / "summary.json").read_text()).get(
-        "command") or f"eva-train-distill --config {run / 'config.yaml'} --output-dir {run} --cpu")
+    manifest["student"] = student_record(run.resolve(), student_command or json.loads(
+        (run / "summary.json").read_text()).get("command") or f"eva-train-distill --config {run / 'config.yaml'} "
+                                                               f"--output-dir {run} --cpu")
     manifest["student"]["added_by"] = cmd
     manifest["files"] = {str(p.relative_to(tmp)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
     manifest["total_bytes"] = total
@@ -540,10 +541,13 @@ def run(argv=None) -> int:
     ap.add_argument("--add-student", type=Path, default=None,
                     help="add a finished eva-train-distill run (teacher: --export's world_model_grpo.yaml) to --export "
                          "as its student and stop; the manifest says how the student was made")
+    ap.add_argument("--student-command", default=None,
+                    help="with --add-student: the command that made the run, for the manifest (default: "
+                         "eva-train-distill on the run's config.yaml)")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
     if args.add_student is not None:
-        return add_student(args.add_student.resolve(), args.export.resolve(), argv)
+        return add_student(args.add_student.resolve(), args.export.resolve(), argv, args.student_command)
     if args.export_from is not None:
         return export_finished(args.export_from.resolve(), args.export.resolve(), argv)
     from training.common import load_yaml
