@@ -128,3 +128,28 @@ def test_the_student_is_the_deployed_variant_and_the_teacher_sft_and_best_of_n_a
 
     with pytest.raises(UserError, match="world_model_student.yaml: unreadable"):
         variants(ckpt, model, True, 4)
+
+
+def test_the_committed_student_matches_its_manifest_and_plans_a_chunk_in_two_calls():
+    """checkpoints/demo's student: every file hashed in manifest.json (with how it was made), its
+    world_model_student.yaml loads as eva-demo deploys it and samples a chunk with K = 2 calls."""
+    import hashlib
+    from pathlib import Path
+
+    import numpy as np
+
+    from eva_core.world_model import build_world_model
+    from eva_ros.demo.evaluation import variants
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    m = json.loads((ckpt / "manifest.json").read_text())
+    for name in ("world_model_student.yaml", "student/transformer/diffusion_pytorch_model.safetensors"):
+        assert hashlib.sha256((ckpt / name).read_bytes()).hexdigest() == m["files"][name]["sha256"], name
+    assert m["total_bytes"] <= 20e6
+    st = m["student"]
+    assert st["steps"] == 190 and st["student_steps"] == 2 and st["seed"] == 0 and "eva-train-distill" in st["command"]
+    wm_cfg = variants(ckpt, m["config"]["model"], False, 4)["student"]
+    wm = build_world_model({**wm_cfg, "device": "cpu"})
+    frame = np.full((wm.height, wm.width, 3), 128, np.uint8)
+    video = wm.generate(frame, "pick up the red block", seed=0)
+    assert video.shape[0] == wm_cfg["num_frames"] and wm.last_info["steps"] == 2
