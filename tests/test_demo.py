@@ -153,3 +153,16 @@ def test_the_committed_student_matches_its_manifest_and_plans_a_chunk_in_two_cal
     frame = np.full((wm.height, wm.width, 3), 128, np.uint8)
     video = wm.generate(frame, "pick up the red block", seed=0)
     assert video.shape[0] == wm_cfg["num_frames"] and wm.last_info["steps"] == 2
+
+
+def test_rollout_frames_of_an_episode_without_chunks_have_the_shape_of_one_with_chunks():
+    """eva-demo stacks every deployed episode's frames into one video: an episode whose generated
+    chunks never reached the recorder must not change the frame shape (it crashed the video)."""
+    import numpy as np
+
+    from eva_ros.demo.recorder import video_frames
+
+    cams = [(0.1 * i, np.zeros((48, 64, 3), np.uint8)) for i in range(3)]
+    chunks = [(0.0, 1, np.zeros((9, 48, 64, 3), np.uint8))]
+    with_chunks, without = video_frames(cams, chunks, 240, "a"), video_frames(cams, [], 240, "b")
+    assert with_chunks[0].shape == without[0].shape == (240, 640, 3)

@@ -198,7 +198,11 @@ def run_trained(args, ckpt: Path) -> int:
     finally:
         if rclpy.ok():
             rclpy.shutdown()
-    written = []
+    report = build_report(manifest, ckpt, args, tasks, replays, episodes, time.time() - t_start)
+    report["deployed"] = deployed
+    report["variants"] = {v: variant_label(v, wm, v == deployed) for v, wm in table.items()}
+    write_json(out / "report.json", report)   # first: a failing video or plot cannot lose the episodes
+    written = [out / "report.json"]
     if frames:
         import imageio.v3 as iio
 
@@ -209,11 +213,6 @@ def run_trained(args, ckpt: Path) -> int:
         written.append(out / "rollout.mp4")
     if first_deployed is not None:
         written += write_plots(emb, first_deployed, out / "actions.png", None)
-    report = build_report(manifest, ckpt, args, tasks, replays, episodes, time.time() - t_start)
-    report["deployed"] = deployed
-    report["variants"] = {v: variant_label(v, wm, v == deployed) for v, wm in table.items()}
-    write_json(out / "report.json", report)
-    written.insert(0, out / "report.json")
     print_table(report)
     for p in written:
         print(f"eva-demo: wrote {p}")
