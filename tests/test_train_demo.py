@@ -86,7 +86,7 @@ def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):
     assert wm["sampler"] == "student" and wm["student_steps"] == 2
     assert wm["transformer_dir"] == "student/transformer" and wm["vae_dir"] == "vae" and "lora" not in wm
     st = m["student"]
-    assert st["steps"] == 2 and st["student_steps"] == 2 and st["seed"] == 0 and "demo_ci.yaml" in st["command"]
+    assert st["steps"] == 4 and st["student_steps"] == 2 and st["seed"] == 0 and "demo_ci.yaml" in st["command"]   # 2 warm-up + 2 DMD
     assert st["config"]["data"]["twin_tasks"] == ["pick_block_narrow"] and st["config"]["data"]["twin_seeds"] == [0, 1]
     assert st["eval"]["reward_student"] is not None and st["eval"]["action_error"] >= 0
     assert m["seeds"]["demo_seeds"] == [0, 1] and "demo_ci.yaml" in m["command"]
@@ -162,7 +162,7 @@ def test_add_student_puts_a_distill_run_into_an_export(trained, tmp_path):
     assert second["files"] == first["files"]
     assert (again / "world_model_student.yaml").read_text() == (ckpt / "world_model_student.yaml").read_text()
     st = second["student"]
-    assert "--add-student" in st["added_by"] and st["steps"] == 2 and st["seed"] == 0
+    assert "--add-student" in st["added_by"] and st["steps"] == 4 and st["seed"] == 0
     assert "eva-train-distill" in st["command"] and str(out / "distill") in st["command"]
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--add-student", str(tmp_path),
                            "--export", str(again)], env=_env(), capture_output=True, text=True, timeout=120)
