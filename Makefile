@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED := 1
 help:
 	@echo "make setup   - system packages (if missing) + .venv with pinned deps + editable install"
 	@echo "make demo    - closed loop in simulation (tiny models, emulated hardware)"
-	@echo "make train-demo - train IDM, VAE + SFT and GRPO on twin demos (toy EVA, CPU) into checkpoints/demo"
+	@echo "make train-demo - train IDM, VAE + SFT, GRPO and the distilled student on twin demos (toy EVA, CPU) into checkpoints/demo"
 	@echo "make test    - full test suite (unit, ros, e2e tiers; slow included)"
 	@echo "make test-fast - unit + ros tiers without slow tests, with its elapsed time"
 	@echo "make bench   - benchmarks (ratios, printed)"

@@ -96,3 +96,73 @@ def test_sim_arm_reports_its_twin_task_after_close():
     got = arm.report()["twin_task"]
     assert got["task"] == "push_block" and got["seed"] == 1000 and got["success"] is False   # nothing pushed
     assert SimArm(emb, {"twin": "report_test_none"}).report() == {}
+
+
+def test_the_student_is_the_deployed_variant_and_the_teacher_sft_and_best_of_n_are_compared(tmp_path):
+    """With world_model_student.yaml in the export the student (paths resolved against the export)
+    runs first, deployed; --no-compare keeps it alone. Without it, GRPO is deployed as before."""
+    import yaml
+
+    from eva_ros.demo.evaluation import variant_label, variants
+
+    ckpt = tmp_path / "ckpt"
+    model = {"kind": "tiny", "scheduler": "euler", "num_steps": 8}
+    old = variants(ckpt, model, True, 4)
+    assert list(old) == ["grpo", "sft", "sft_best_of_4"]
+    assert old["grpo"]["lora"] == str(ckpt / "lora") and old["grpo"]["transformer_dir"] == str(ckpt / "transformer")
+    assert list(variants(ckpt, model, False, 4)) == ["grpo"]
+    ckpt.mkdir()
+    (ckpt / "world_model_student.yaml").write_text(yaml.safe_dump({"world_model": {
+        **model, "transformer_dir": "student/transformer", "vae_dir": "vae", "sampler": "student", "student_steps": 2}}))
+    table = variants(ckpt, model, True, 4)
+    assert list(table) == ["student", "grpo", "sft", "sft_best_of_4"]
+    s = table["student"]
+    assert s["transformer_dir"] == str(ckpt / "student" / "transformer") and s["vae_dir"] == str(ckpt / "vae")
+    assert s["sampler"] == "student" and s["student_steps"] == 2 and "best_of" not in s
+    assert table["grpo"]["lora"] == str(ckpt / "lora") and table["sft_best_of_4"]["best_of"] == 4
+    assert list(variants(ckpt, model, False, 4)) == ["student"]
+    assert variant_label("student", s, True) == "distilled student, 2 transformer calls per chunk, deployed"
+    assert "teacher" in variant_label("grpo", table["grpo"], False)
+    (ckpt / "world_model_student.yaml").write_text("[not a mapping")
+    from eva_core.cli import UserError
+
+    with pytest.raises(UserError, match="world_model_student.yaml: unreadable"):
+        variants(ckpt, model, True, 4)
+
+
+def test_the_committed_student_matches_its_manifest_and_plans_a_chunk_in_two_calls():
+    """checkpoints/demo's student: every file hashed in manifest.json (with how it was made), its
+    world_model_student.yaml loads as eva-demo deploys it and samples a chunk with K = 2 calls."""
+    import hashlib
+    from pathlib import Path
+
+    import numpy as np
+
+    from eva_core.world_model import build_world_model
+    from eva_ros.demo.evaluation import variants
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    m = json.loads((ckpt / "manifest.json").read_text())
+    for name in ("world_model_student.yaml", "student/transformer/diffusion_pytorch_model.safetensors"):
+        assert hashlib.sha256((ckpt / name).read_bytes()).hexdigest() == m["files"][name]["sha256"], name
+    assert m["total_bytes"] <= 20e6
+    st = m["student"]
+    assert st["steps"] == 190 and st["student_steps"] == 2 and st["seed"] == 0 and "eva-train-distill" in st["command"]
+    wm_cfg = variants(ckpt, m["config"]["model"], False, 4)["student"]
+    wm = build_world_model({**wm_cfg, "device": "cpu"})
+    frame = np.full((wm.height, wm.width, 3), 128, np.uint8)
+    video = wm.generate(frame, "pick up the red block", seed=0)
+    assert video.shape[0] == wm_cfg["num_frames"] and wm.last_info["steps"] == 2
+
+
+def test_rollout_frames_of_an_episode_without_chunks_have_the_shape_of_one_with_chunks():
+    """eva-demo stacks every deployed episode's frames into one video: an episode whose generated
+    chunks never reached the recorder must not change the frame shape (it crashed the video)."""
+    import numpy as np
+
+    from eva_ros.demo.recorder import video_frames
+
+    cams = [(0.1 * i, np.zeros((48, 64, 3), np.uint8)) for i in range(3)]
+    chunks = [(0.0, 1, np.zeros((9, 48, 64, 3), np.uint8))]
+    with_chunks, without = video_frames(cams, chunks, 240, "a"), video_frames(cams, [], 240, "b")
+    assert with_chunks[0].shape == without[0].shape == (240, 640, 3)

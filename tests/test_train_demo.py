@@ -14,7 +14,8 @@ import pytest
 from eva_ros.testing import REPO, ros_env, unique_domain_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
-STAGES = ("demos", "episodes", "heldout demos", "sft", "vae", "vae round trip", "idm", "grpo", "evaluate", "export")
+STAGES = ("demos", "episodes", "heldout demos", "sft", "vae", "vae round trip", "idm", "grpo", "distil", "evaluate",
+          "export")
 
 
 def _env():
@@ -75,8 +76,19 @@ def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):
     for name, entry in m["files"].items():
         assert hashlib.sha256((ckpt / name).read_bytes()).hexdigest() == entry["sha256"], name
     assert m["total_bytes"] <= 20e6
-    for part in ("idm", "vae", "transformer", "lora"):
+    for part in ("idm", "vae", "transformer", "lora", "student/transformer"):
         assert (ckpt / part).is_dir()
+    # the distilled student: its weights in the manifest, its planner section relative to the export
+    assert "student/transformer/diffusion_pytorch_model.safetensors" in m["files"]
+    import yaml
+
+    wm = yaml.safe_load((ckpt / "world_model_student.yaml").read_text())["world_model"]
+    assert wm["sampler"] == "student" and wm["student_steps"] == 2
+    assert wm["transformer_dir"] == "student/transformer" and wm["vae_dir"] == "vae" and "lora" not in wm
+    st = m["student"]
+    assert st["steps"] == 4 and st["student_steps"] == 2 and st["seed"] == 0 and "demo_ci.yaml" in st["command"]   # 2 warm-up + 2 DMD
+    assert st["config"]["data"]["twin_tasks"] == ["pick_block_narrow"] and st["config"]["data"]["twin_seeds"] == [0, 1]
+    assert st["eval"]["reward_student"] is not None and st["eval"]["action_error"] >= 0
     assert m["seeds"]["demo_seeds"] == [0, 1] and "demo_ci.yaml" in m["command"]
     vae = m["metrics"]["vae"]
     assert vae["fitted"]["mse"] < vae["random_init"]["mse"]   # the fitted VAE reconstructs better than the random one
@@ -96,7 +108,8 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     (ep,) = report["episodes"]
-    assert ep["variant"] == "grpo" and ep["success_reported"]
+    assert ep["variant"] == "student" and ep["success_reported"]   # the distilled student is deployed
+    assert report["deployed"] == "student" and list(report["summary"]) == ["student"]   # --no-compare: it alone
     assert ep["chunks_executed"] > 0 and ep["commands_sent"] > 0 and ep["limit_violations"] == 0
     assert ep["mean_reward"] is not None
     # the world model's own time beside camera-to-plan (what the graph adds is their difference)
@@ -110,9 +123,11 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     # the nodes were started on exactly these checkpoints (a path that does not load fails start-up)
     import yaml
 
-    params = yaml.safe_load((out / "work" / "params" / "grpo_pick_block_narrow_1000.yaml").read_text())
+    params = yaml.safe_load((out / "work" / "params" / "student_pick_block_narrow_1000.yaml").read_text())
     wm = params["planner"]["ros__parameters"]["world_model"]
-    assert wm["transformer_dir"] == str(ckpt.resolve() / "transformer") and wm["lora"] == str(ckpt.resolve() / "lora")
+    assert wm["transformer_dir"] == str(ckpt.resolve() / "student" / "transformer") and "lora" not in wm
+    assert wm["vae_dir"] == str(ckpt.resolve() / "vae") and wm["sampler"] == "student" and wm["student_steps"] == 2
+    # (the teacher's GRPO LoRA path: tests/test_demo.py, variants())
     assert params["idm_action"]["ros__parameters"]["idm"]["checkpoint"] == str(ckpt.resolve() / "idm")
     # the arms are the robot's Piper backend over virtual CAN to the emulator on the twin
     assert params["controller"]["ros__parameters"]["arm_backend"] == "twin_piper"
@@ -132,6 +147,30 @@ def test_export_from_a_finished_run_writes_the_same_checkpoints(trained, tmp_pat
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--export-from", str(tmp_path),
                            "--export", str(tmp_path / "x")], env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "summary.json: missing" in proc.stderr and not (tmp_path / "x").exists()
+
+
+def test_add_student_puts_a_distill_run_into_an_export(trained, tmp_path):
+    """--add-student (how checkpoints/demo got its student without retraining): the distil stage's run
+    added to a copy of the export gives the same files and a manifest that says how it was made."""
+    import shutil
+
+    out, ckpt, _ = trained
+    again = tmp_path / "again"
+    shutil.copytree(ckpt, again)
+    shutil.rmtree(again / "student")
+    (again / "world_model_student.yaml").unlink()
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--add-student", str(out / "distill"),
+                           "--export", str(again)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first, second = (json.loads((d / "manifest.json").read_text()) for d in (ckpt, again))
+    assert second["files"] == first["files"]
+    assert (again / "world_model_student.yaml").read_text() == (ckpt / "world_model_student.yaml").read_text()
+    st = second["student"]
+    assert "--add-student" in st["added_by"] and st["steps"] == 4 and st["seed"] == 0
+    assert "eva-train-distill" in st["command"] and str(out / "distill") in st["command"]
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_demo.py"), "--add-student", str(tmp_path),
+                           "--export", str(again)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "world_model.yaml: missing" in proc.stderr
 
 
 def test_toy_eva_diagnostics_run_on_the_checkpoints(trained):
@@ -195,6 +234,9 @@ def _train_demo_main():
     (lambda c: c["pipeline"].update(tasks=["pick_blok_narrow"]),
      "pipeline: tasks: unknown task 'pick_blok_narrow'; did you mean 'pick_block_narrow'?"),
     (lambda c: c.update(sfr=c["sft"]), "sfr: unknown key; did you mean 'sft'?"),
+    (lambda c: c["distill"]["dmd"].update(student_step=2), "distill.dmd: student_step: unknown key; did you mean 'student_steps'?"),
+    (lambda c: c["distill"]["dmd"].update(student_steps=5), "distill.dmd: student_steps: must be <= 4, got 5"),
+    (lambda c: c["distill"].update(teacher="x.yaml"), "distill: teacher: set by the pipeline"),
 ])
 def test_a_typo_at_any_depth_is_refused_before_any_work(tmp_path, capsys, edit, needle):
     """Checked at start (no demo recorded), and neither --out nor an existing run is touched."""

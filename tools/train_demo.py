@@ -3,6 +3,8 @@
     python tools/train_demo.py [--config config/training/demo.yaml] [--out runs/train_demo]
                                [--export checkpoints/demo] [--overwrite] [--no-export]
     python tools/train_demo.py --export-from RUN [--export checkpoints/demo]   (a finished --no-export run)
+    python tools/train_demo.py --add-student DISTILL_RUN [--export checkpoints/demo]
+                               (an eva-train-distill run of the export's world_model_grpo.yaml -> its student)
 
 Stages (each one timed and printed):
   demos     scripted IK demos in the twin, executed through the ROS graph (twin camera + controller
@@ -18,11 +20,14 @@ Stages (each one timed and printed):
   idm       eva-train-idm on the episodes (and their VAE round trips); without vae_augment it runs
             before sft
   grpo      eva-train-grpo: Flow-GRPO LoRA on the SFT model, reward = the trained IDM's executability
+  distil    eva-train-distill (DMD2) of the GRPO world model (the teacher) into a K-step student
+            (distill.dmd.student_steps transformer calls per chunk, no guidance branches)
   evaluate  idm_replay_success per task (held-out seeds), held-out reward of SFT vs GRPO
             (eva-train-grpo --eval-only, same seeds and noise)
-  export    IDM, VAE, transformer and LoRA into --export with manifest.json (sha256 of every file,
-            the command, the seeds, the metrics, the stage times); refuses > max_export_mb
-The closed loop (success, best-of-N vs GRPO) is `eva-demo` on the exported checkpoints.
+  export    IDM, VAE, transformer, LoRA and the student into --export with manifest.json (sha256 of
+            every file, the command, the seeds, the metrics, the stage times, how the student was
+            made); world_model_{sft,grpo,student}.yaml; refuses > max_export_mb
+The closed loop (the student deployed; GRPO, SFT, best-of-N compared) is `eva-demo` on the exported checkpoints.
 Outputs in --out (refused if it exists, unless --overwrite); --export is replaced only when complete.
 """
 
@@ -99,7 +104,7 @@ def check_config(cfg: dict, source: str) -> None:
     from training.grpo import GRPOConfig
     from training.sft import SFTConfig
 
-    known = ("pipeline", "model", "idm", "sft", "grpo")
+    known = ("pipeline", "model", "idm", "sft", "grpo", "distill")
     for key in cfg:
         if key not in known:
             near = difflib.get_close_matches(str(key), known, n=1)
@@ -121,6 +126,36 @@ def check_config(cfg: dict, source: str) -> None:
         if name == "grpo":
             section["reward"] = {"idm": stand_in}
         cls.from_dict(section, source=source, section=name)
+    check_distill(cfg, source)
+
+
+def check_distill(cfg: dict, source: str) -> None:
+    """The distill section as eva-train-distill's config (teacher: the GRPO model, filled in later)."""
+    from training.distill import DistillConfig
+
+    if "teacher" in cfg["distill"]:
+        raise ConfigError(source, "distill", "teacher", "set by the pipeline (the GRPO world model)")
+    section = distill_section(cfg, idm="<filled in by the pipeline>")
+    section["model"] = {**cfg["model"], **(section.get("model") or {})}   # the teacher's keys, as stage_distill's
+    if not isinstance(cfg["distill"].get("model", {}), dict):
+        raise ConfigError(source, "distill", "model", "expected a mapping of world_model keys")
+    DistillConfig.from_dict(section, source=source, section="distill")
+
+
+def distill_section(cfg: dict, idm: str) -> dict:
+    """The distill section with what the pipeline fills in: the twin prompts (the demos' tasks and
+    seeds, held-out: the replay seeds) unless set, the trained IDM for the eval, the pipeline seed."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg["distill"].items()}
+    p = cfg["pipeline"]
+    data = d.setdefault("data", {})
+    if isinstance(data, dict):
+        data.setdefault("twin_tasks", list(p["tasks"]))
+        data.setdefault("twin_seeds", list(p["demo_seeds"]))
+        data.setdefault("eval_twin_seeds", list(p["replay_seeds"]))
+    for name, key, value in (("log", "idm", idm), ("train", "seed", p.get("seed", 0))):
+        if isinstance(d.setdefault(name, {}), dict):
+            d[name][key] = value
+    return d
 
 
 class Stages:
@@ -293,6 +328,31 @@ def stage_grpo(gcfg: Path, out: Path) -> Path:
     return run_parts(out)["lora"]
 
 
+def stage_distill(cfg: dict, out: Path, sft_final: Path, lora: Path, idm: Path) -> Path:
+    """eva-train-distill of the GRPO world model (SFT transformer + GRPO LoRA, merged) into the student."""
+    teacher = out / "configs" / "world_model_grpo.yaml"
+    teacher.write_text(yaml.safe_dump({"world_model": {
+        **cfg["model"], "transformer_dir": str((sft_final / "transformer").resolve()),
+        "vae_dir": str((sft_final / "vae").resolve()), "lora": str(lora.resolve()), "merge_lora": True}}, sort_keys=False))
+    d = distill_section(cfg, str(idm.resolve()))
+    d["teacher"] = str(teacher)
+    path = out / "configs" / "distill.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    sh([sys.executable, "-m", "training.distill", "--config", path, "--output-dir", out / "distill", "--cpu"],
+       out / "logs" / "distill.log")
+    return out / "distill" / "final"
+
+
+def student_record(run: Path, command: str) -> dict:
+    """How a student was made (the manifest's `student`): command, config, steps, K, seed, its eval."""
+    summary = json.loads((run / "summary.json").read_text())
+    config = yaml_io.load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
+    seed = ((config or {}).get("train") or {}).get("seed")
+    return {"command": command, "run": str(run), "steps": summary.get("steps"),
+            "student_steps": summary.get("student_steps"), "sigmas": summary.get("sigmas"), "seed": seed,
+            "config": config, "eval": summary.get("eval")}
+
+
 def stage_evaluate(cfg: dict, out: Path, gcfg: Path, idm_dir: Path, lora: Path, heldout: dict) -> dict:
     from eva_core.embodiment import load_embodiment
     from eva_core.idm import load_idm
@@ -333,12 +393,15 @@ def stage_export(cfg: dict, out: Path, export: Path, parts: dict, manifest: dict
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, src in parts.items():
-        shutil.copytree(src, tmp / name)
+        shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("world_model.yaml") if name == "student" else None)
     # the planner's world_model sections, paths relative to the export directory
     model = {k: v for k, v in cfg["model"].items()}
     for name, extra in (("world_model_sft", {}), ("world_model_grpo", {"lora": "lora", "merge_lora": True})):
         (tmp / f"{name}.yaml").write_text(yaml.safe_dump(
             {"world_model": {**model, "transformer_dir": "transformer", "vae_dir": "vae", **extra}}, sort_keys=False))
+    if "student" in parts:
+        write_student_yaml(parts["student"], tmp, {**{str(Path(v).resolve()): k for k, v in parts.items()},
+                                                   str(Path(parts["student"]).resolve()): "student"})
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     total = sum(p.stat().st_size for p in files)
     limit = float(cfg["pipeline"].get("max_export_mb", 20.0)) * 1e6
@@ -352,12 +415,47 @@ def stage_export(cfg: dict, out: Path, export: Path, parts: dict, manifest: dict
     return export
 
 
+STUDENT_PATH_KEYS = ("transformer_dir", "vae_dir", "lora")
+
+
+def same_files(a: Path, b: Path) -> bool:
+    """Two checkpoint directories with the same relative file names and contents."""
+    fa, fb = ({str(p.relative_to(d)): p for p in d.rglob("*") if p.is_file()} for d in (a, b))
+    return bool(fa) and fa.keys() == fb.keys() and all(sha256(fa[k]) == sha256(fb[k]) for k in fa)
+
+
+def write_student_yaml(final: Path, export: Path, names: dict) -> Path:
+    """world_model_student.yaml in `export`: eva-train-distill's final/world_model.yaml with every path
+    made relative to the export (`names`: absolute source directory -> its name in the export)."""
+    wm = dict(yaml_io.load((Path(final) / "world_model.yaml").read_text())["world_model"])
+
+    def rel(path: str) -> str:
+        p = Path(path).resolve()
+        for src, name in sorted(names.items(), key=lambda kv: -len(kv[0])):
+            if p == Path(src) or Path(src) in p.parents:
+                return str(Path(name) / p.relative_to(src))
+        raise ValueError(f"{final / 'world_model.yaml'}: {path} is not among the exported checkpoints")
+
+    for key in STUDENT_PATH_KEYS:
+        v = wm.get(key)
+        if isinstance(v, str):
+            wm[key] = rel(v)
+        elif isinstance(v, list):
+            wm[key] = [rel(x) for x in v]
+    path = export / "world_model_student.yaml"
+    path.write_text(yaml.safe_dump({"world_model": wm}, sort_keys=False))
+    return path
+
+
 def run_parts(out: Path) -> dict:
     """The checkpoint directories a finished run exports (what the stages returned; the test of
     --export-from checks that both exports agree)."""
     best = out / "grpo" / "best" / "lora"
-    return {"idm": out / "idm" / "idm", "vae": out / "sft" / "final" / "vae",
-            "transformer": out / "sft" / "final" / "transformer", "lora": best if best.is_dir() else out / "grpo" / "lora"}
+    parts = {"idm": out / "idm" / "idm", "vae": out / "sft" / "final" / "vae",
+             "transformer": out / "sft" / "final" / "transformer", "lora": best if best.is_dir() else out / "grpo" / "lora"}
+    if (out / "distill" / "final" / "world_model.yaml").is_file():   # runs from before the distil stage have none
+        parts["student"] = out / "distill" / "final"
+    return parts
 
 
 def export_finished(out: Path, export: Path, argv) -> int:
@@ -372,8 +470,57 @@ def export_finished(out: Path, export: Path, argv) -> int:
             raise ValueError(f"{path}: missing ({name}); is {out} a finished train-demo run?")
     cfg = manifest["config"]
     manifest["exported_by"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    if "student" in parts and "student" not in manifest:
+        manifest["student"] = student_record(out / "distill", f"{manifest['command']} (its distil stage)")
     stage_export(cfg, out, export, parts, manifest, True)
     print(f"train-demo: exported {out} to {export}", flush=True)
+    return 0
+
+
+def add_student(run: Path, export: Path, argv, student_command: str | None = None) -> int:
+    """--add-student: an eva-train-distill run whose teacher is this export's world_model_grpo.yaml
+    becomes the export's student/ + world_model_student.yaml + manifest entries (files, sizes, sha256,
+    `student`: how it was made), without retraining the rest. The export is rewritten atomically."""
+    from eva_core.cli import replace_dir_atomically
+
+    for need in (run / "final" / "world_model.yaml", run / "summary.json", export / "manifest.json"):
+        if not need.is_file():
+            raise ValueError(f"{need}: missing; --add-student takes a finished eva-train-distill run and an export")
+    manifest = json.loads((export / "manifest.json").read_text())
+    cfg = manifest["config"]
+    tmp = export.parent / f".{export.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(export, tmp, ignore=shutil.ignore_patterns("student", "world_model_student.yaml"))
+    shutil.copytree(run / "final", tmp / "student", ignore=shutil.ignore_patterns("world_model.yaml"))
+    names = {str(export.resolve()): ".", str((run / "final").resolve()): "student"}
+    # a teacher directory elsewhere (e.g. the run's own copy of the VAE) is the export's part with the same files
+    wm = yaml_io.load((run / "final" / "world_model.yaml").read_text())["world_model"]
+    for key in STUDENT_PATH_KEYS:
+        for v in ([wm[key]] if isinstance(wm.get(key), str) else wm.get(key) or []):
+            src = Path(v).resolve()
+            if not any(src == Path(n) or Path(n) in src.parents for n in names):
+                same = [d.name for d in sorted(export.iterdir()) if d.is_dir() and same_files(src, d)]
+                if not same:
+                    raise ValueError(f"{run / 'final' / 'world_model.yaml'}: {key}: {v} is neither in {export} "
+                                     "nor a copy of one of its checkpoints (was the teacher this export's GRPO model?)")
+                names[str(src)] = same[0]
+    write_student_yaml(run / "final", tmp, names)
+    files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != "manifest.json")
+    total = sum(p.stat().st_size for p in files)
+    limit = float(cfg["pipeline"].get("max_export_mb", 20.0)) * 1e6
+    if total > limit:
+        shutil.rmtree(tmp)
+        raise RuntimeError(f"export with the student is {total / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB limit")
+    cmd = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    manifest["student"] = student_record(run.resolve(), student_command or json.loads(
+        (run / "summary.json").read_text()).get("command") or f"eva-train-distill --config {run / 'config.yaml'} "
+                                                               f"--output-dir {run} --cpu")
+    manifest["student"]["added_by"] = cmd
+    manifest["files"] = {str(p.relative_to(tmp)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
+    manifest["total_bytes"] = total
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    replace_dir_atomically(tmp, export, overwrite=True)
+    print(f"train-demo: added the student of {run} to {export} ({total / 1e6:.1f} MB)", flush=True)
     return 0
 
 
@@ -393,8 +540,16 @@ def run(argv=None) -> int:
     ap.add_argument("--export-from", type=Path, default=None,
                     help="export a finished run directory (one trained with --no-export) to --export and stop; "
                          "its manifest keeps that run's command, seeds, metrics and stage times")
+    ap.add_argument("--add-student", type=Path, default=None,
+                    help="add a finished eva-train-distill run (teacher: --export's world_model_grpo.yaml) to --export "
+                         "as its student and stop; the manifest says how the student was made")
+    ap.add_argument("--student-command", default=None,
+                    help="with --add-student: the command that made the run, for the manifest (default: "
+                         "eva-train-distill on the run's config.yaml)")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
+    if args.add_student is not None:
+        return add_student(args.add_student.resolve(), args.export.resolve(), argv, args.student_command)
     if args.export_from is not None:
         return export_finished(args.export_from.resolve(), args.export.resolve(), argv)
     from training.common import load_yaml
@@ -443,6 +598,7 @@ def run(argv=None) -> int:
         idm = st.run("idm", stage_idm, cfg, [episodes, rt], out)
     gcfg = grpo_config(cfg, out, sft_final, idm, episodes)
     lora = st.run("grpo", stage_grpo, gcfg, out)
+    student = st.run("distil", stage_distill, cfg, out, sft_final, lora, idm)
     ev = st.run("evaluate", stage_evaluate, cfg, out, gcfg, idm, lora, heldout)
     idm_eval = json.loads((out / "idm" / "eval.json").read_text())
     sft_summary = json.loads((out / "sft" / "summary.json").read_text()) if (out / "sft" / "summary.json").exists() else {}
@@ -464,9 +620,12 @@ def run(argv=None) -> int:
                     **ev},
         "stage_seconds": st.seconds,
     }
+    manifest["student"] = student_record(out / "distill", f"{manifest['command']} (its distil stage: "
+                                         f"eva-train-distill --config {out / 'configs' / 'distill.yaml'})")
     (out / "summary.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     if not args.no_export:
-        parts = {"idm": idm, "vae": sft_final / "vae", "transformer": sft_final / "transformer", "lora": lora}
+        parts = {"idm": idm, "vae": sft_final / "vae", "transformer": sft_final / "transformer", "lora": lora,
+                 "student": student}
         st.run("export", stage_export, cfg, out, args.export.resolve(), parts, manifest, True)
         manifest["stage_seconds"] = st.seconds
         (args.export / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")

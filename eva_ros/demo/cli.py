@@ -4,18 +4,21 @@
 
 With the checkpoints of `make train-demo` in checkpoints/demo/ (manifest.json), every episode is
 one `eva-bringup` of config/demo.yaml (base.yaml + overlay): the twin's cam_high -> planner (the
-tiny Wan2.1 I2V world model, receding horizon, GRPO LoRA) -> idm_action (the trained IDM, reward,
+tiny Wan2.1 I2V world model, receding horizon: the deployed variant is the distilled student of
+the GRPO model where the export has one, world_model_student.yaml, else GRPO) -> idm_action (the trained IDM, reward,
 safety filter) -> controller -> the physics sim arm, which moves the twin the camera renders
 (`--config demo_piper`: the robot's Piper backend over virtual CAN to the Piper emulator instead). The
 twin task is placed from a fixed seed per episode; its success check is read at the end. With
---compare (default) the same seeds also run the SFT-only model at N = 1 and SFT best-of-N.
+--compare (default) the same seeds also run the teacher (GRPO), the SFT-only model at N = 1 and SFT
+best-of-N; --no-compare runs the deployed variant only.
 Before the closed loop, idm_replay_success: scripted demos on the held-out seeds, recorded through
 the graph and eva-record as the IDM's training demos were, are decoded by the IDM and the actions
 executed in the twin (their recorded commands too, as the control). Outputs in --out:
   report.json    per variant and task: success, mean executability reward of executed chunks,
                  limit violations, latency percentiles, arm idle time between chunks; idm_replay
-  rollout.mp4    camera view beside the current generated chunk, labelled task/episode/success
-  actions.png    the commanded actions of the first GRPO episode, with the limits
+  rollout.mp4    the deployed variant's episodes: camera view beside the current generated chunk, labelled
+                 task/episode/success
+  actions.png    the commanded actions of the first deployed-variant episode, with the limits
 and a summary table on stdout. Exit 1 if any command was clipped by the final safety filter.
 
 Without those checkpoints (or with --duration), it runs the untrained plumbing demo instead and
@@ -51,7 +54,7 @@ def run(argv) -> int:
     ap.add_argument("--seed", type=int, default=1000, help="first episode seed (default 1000, never a training seed)")
     ap.add_argument("--episode-seconds", type=float, default=16.0, help="closed loop per episode (default 16 s)")
     ap.add_argument("--best-of", type=int, default=4, help="N of the SFT best-of-N baseline (default 4)")
-    ap.add_argument("--no-compare", action="store_true", help="only the GRPO model (no SFT / best-of-N runs)")
+    ap.add_argument("--no-compare", action="store_true", help="only the deployed variant (the student, else GRPO; no teacher / SFT / best-of-N runs)")
     ap.add_argument("--no-replay", action="store_true", help="skip idm_replay_success")
     ap.add_argument("--layout", choices=("composed", "split"), default="composed",
                     help="trained closed loop: every node in one process (default), or split as on the robot: "

@@ -34,11 +34,39 @@ def load_manifest(ckpt: Path) -> dict:
     return m
 
 
+STUDENT_YAML = "world_model_student.yaml"
+
+
+def student_model(ckpt: Path) -> dict | None:
+    """The export's distilled student (world_model_student.yaml, paths relative to `ckpt`), or None."""
+    path = ckpt / STUDENT_YAML
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        wm = dict(yaml.safe_load(path.read_text())["world_model"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: unreadable world_model section ({e})") from e
+    for key in ("transformer_dir", "vae_dir", "lora"):
+        v = wm.get(key)
+        if isinstance(v, str):
+            wm[key] = str(ckpt / v)
+        elif isinstance(v, list):
+            wm[key] = [str(ckpt / x) for x in v]
+    return wm
+
+
 def variants(ckpt: Path, model: dict, compare: bool, best_of: int) -> dict:
-    """The planner's world_model section of each variant (absolute paths)."""
+    """The planner's world_model section of each variant (absolute paths), the deployed one first:
+    the distilled student where the export has one (N = 1), else GRPO. With `compare`, also the
+    teacher (GRPO), SFT and SFT best-of-N on the same seeds."""
     base = {**model, "transformer_dir": str(ckpt / "transformer"), "vae_dir": str(ckpt / "vae")}
-    out = {"grpo": {**base, "lora": str(ckpt / "lora"), "merge_lora": True}}
+    grpo = {**base, "lora": str(ckpt / "lora"), "merge_lora": True}
+    student = student_model(ckpt)
+    out = {"student": student} if student is not None else {"grpo": grpo}
     if compare:
+        out["grpo"] = grpo
         out["sft"] = dict(base)
         out[f"sft_best_of_{best_of}"] = {**base, "best_of": int(best_of), "reward_idm": str(ckpt / "idm")}
     return out
@@ -138,9 +166,13 @@ def run_trained(args, ckpt: Path) -> int:
     env = ros_env()
     cam = cfg["pipeline"]["camera"]
     camera_topic = names.camera_topic("cam_high")
-    episodes, frames, first_grpo = [], [], None
+    episodes, frames, first_deployed = [], [], None
+    table = variants(ckpt, cfg["model"], not args.no_compare, args.best_of)
+    deployed = next(iter(table))
+    print(f"eva-demo: deployed variant {deployed}; compared: {', '.join(list(table)[1:]) or 'none (--no-compare)'}",
+          flush=True)
     try:
-        for variant, wm in variants(ckpt, cfg["model"], not args.no_compare, args.best_of).items():
+        for variant, wm in table.items():
             for task in tasks:
                 instruction = make_task(task, emb).instruction
                 for k in range(args.episodes):
@@ -160,16 +192,20 @@ def run_trained(args, ckpt: Path) -> int:
                     print(f"eva-demo: {variant:>14} {task:<11} seed {seed}: success {ep['success']}, "
                           f"reward {ep['mean_reward']}, chunks {ep['chunks_executed']} (expired {ep['chunks_expired']}), "
                           f"limit violations {ep['limit_violations']} ({time.time() - t:.0f} s)", flush=True)
-                    if variant == "grpo":
+                    if variant == deployed:   # the video and the action plot show the deployed model
                         rec = r["recording"]
-                        label = f"{task} ep {k + 1} seed {seed}: {'SUCCESS' if ep['success'] else 'fail'} (GRPO)"
+                        label = f"{task} ep {k + 1} seed {seed}: {'SUCCESS' if ep['success'] else 'fail'} ({variant})"
                         frames += video_frames(rec["camera"], rec["chunks"], 240, label)
-                        if first_grpo is None and rec["commands"]:
-                            first_grpo = rec
+                        if first_deployed is None and rec["commands"]:
+                            first_deployed = rec
     finally:
         if rclpy.ok():
             rclpy.shutdown()
-    written = []
+    report = build_report(manifest, ckpt, args, tasks, replays, episodes, time.time() - t_start)
+    report["deployed"] = deployed
+    report["variants"] = {v: variant_label(v, wm, v == deployed) for v, wm in table.items()}
+    write_json(out / "report.json", report)   # first: a failing video or plot cannot lose the episodes
+    written = [out / "report.json"]
     if frames:
         import imageio.v3 as iio
 
@@ -178,11 +214,8 @@ def run_trained(args, ckpt: Path) -> int:
         with atomic_path(out / "rollout.mp4", suffix=".mp4") as tmp:
             iio.imwrite(tmp, np.stack(frames), fps=10.0, codec="libx264")
         written.append(out / "rollout.mp4")
-    if first_grpo is not None:
-        written += write_plots(emb, first_grpo, out / "actions.png", None)
-    report = build_report(manifest, ckpt, args, tasks, replays, episodes, time.time() - t_start)
-    write_json(out / "report.json", report)
-    written.insert(0, out / "report.json")
+    if first_deployed is not None:
+        written += write_plots(emb, first_deployed, out / "actions.png", None)
     print_table(report)
     for p in written:
         print(f"eva-demo: wrote {p}")
@@ -286,7 +319,22 @@ def _cell(value) -> str:
     return "n/a" if value is None else str(value)
 
 
+def variant_label(name: str, wm: dict, deployed: bool) -> str:
+    """What a variant is, for the report and the table."""
+    if wm.get("sampler") == "student":
+        what = f"distilled student, {wm.get('student_steps')} transformer calls per chunk"
+    elif wm.get("best_of"):
+        what = f"SFT, best of {wm['best_of']} by the IDM reward"
+    elif wm.get("lora"):
+        what = f"GRPO ({wm.get('scheduler')} x {wm.get('num_steps')})" + (", the student's teacher" if not deployed else "")
+    else:
+        what = f"SFT ({wm.get('scheduler')} x {wm.get('num_steps')})"
+    return what + (", deployed" if deployed else "")
+
+
 def print_table(report: dict) -> None:
+    for v, label in report.get("variants", {}).items():
+        print(f"eva-demo: {v}: {label}")
     rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "gen p50 ms",
              "idle s")]
     for variant, per_task in report["summary"].items():

@@ -131,7 +131,10 @@ def video_frames(cams: list, chunks: list, height: int = 240, label: str = "") -
     import cv2
 
     out, k = [], -1
-    aspect = chunks[0][2].shape[2] / chunks[0][2].shape[1] if chunks else 1.0   # the chunk panel's width/height
+    # the chunk panel's width/height; without chunks the camera's (the world model renders its size), so that
+    # every episode's frames have one shape
+    aspect = (chunks[0][2].shape[2] / chunks[0][2].shape[1] if chunks else
+              cams[0][1].shape[1] / cams[0][1].shape[0] if cams else 1.0)
     for i, (stamp, img) in enumerate(cams):
         while k + 1 < len(chunks) and chunks[k + 1][0] <= stamp:
             k += 1
