@@ -43,6 +43,11 @@ class WorldModel:
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self._place_components()
+        self.light_decoder = None   # cfg.decoder light: decode_latents goes through it instead of the VAE
+        if cfg.decoder == "light":
+            from eva_core.world_model.light_decoder import load_for_vae
+
+            self.light_decoder = load_for_vae(cfg.light_decoder, self.c.vae, self.device)
         self.prompts = encoders.PromptEncoder(self.c.tokenizer, self.c.text_encoder, cfg.text_len)
         self.last_timing: dict[str, float] = {}
         self.last_info: dict[str, Any] = {}
@@ -163,6 +168,13 @@ class WorldModel:
             y_no_hist=None if y_no_hist is None else y_no_hist.to(dev),
         )
 
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, 16, Tl, h, w) -> video (B, 3, T, H, W) float32 in [-1, 1]: the light
+        decoder when cfg.decoder is light, else the VAE (generate and GRPO's reward both decode here)."""
+        if self.light_decoder is not None:
+            return self.light_decoder.decode(latents)
+        return encoders.vae_decode(self.c.vae, latents)
+
     # ---- generation -----------------------------------------------------------------------
     @property
     def scorer(self):
@@ -215,7 +227,7 @@ class WorldModel:
                                  batched=batched_guidance)
         _sync(self.device)
         t2 = time.perf_counter()
-        video = encoders.vae_decode(self.c.vae, latents)[0]  # (3, T, H, W) in [-1, 1]
+        video = self.decode_latents(latents)[0]  # (3, T, H, W) in [-1, 1]
         frames = encoders.video_to_frames(video)
         t3 = time.perf_counter()
         self.last_timing = {"encode": t1 - t0, "denoise": t2 - t1, "decode": t3 - t2, "total": t3 - t0,
