@@ -16,7 +16,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from eva_core.world_model import cache, encoders, lora, sampler
 from eva_core.world_model.calls import CallCounter
@@ -119,19 +118,9 @@ class WorldModel:
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"{what}: expected an (H, W, 3) uint8 RGB array, got {arr.shape} {arr.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1.0
-        h, w = x.shape[1:]
-        target = self.width / self.height
-        if w / h > target:  # too wide: crop width
-            nw = max(1, round(h * target))
-            x = x[:, :, (w - nw) // 2:(w - nw) // 2 + nw]
-        elif w / h < target:
-            nh = max(1, round(w / target))
-            x = x[:, (h - nh) // 2:(h - nh) // 2 + nh]
-        if x.shape[1:] != (self.height, self.width):
-            x = F.interpolate(x[None], size=(self.height, self.width), mode="bicubic", align_corners=False,
-                              antialias=True)[0].clamp(-1, 1)
-        return x
+        from eva_core.data.video_clips import fit_frames   # the one crop + resize (SFT clips, light decoder)
+
+        return fit_frames(arr[None], self.height, self.width)[:, 0]
 
     def context_clip(self, image: np.ndarray, history: Sequence[np.ndarray] | None) -> torch.Tensor:
         """(1, 3, Tc, H, W) pixel clip for the history latents: Tc = 1 (no history) or 5."""
