@@ -160,6 +160,8 @@ def test_a_yaml_typo_is_refused_by_name_before_the_output_is_touched(tmp_path, c
     assert f"{cfg}: train: steps:" in capsys.readouterr().err and not out.exists()
     assert tld.main(["--set", "world_model=nowhere", "--set", "data.random=2", "--out", str(out)]) == 2
     assert "nowhere" in capsys.readouterr().err and not out.exists()
+    assert tld.main(["--set", "world_model=checkpoints/demo", "--set", "data.sources=[nodata]", "--out", str(out)]) == 2
+    assert "data.sources: nodata: no such file or directory" in capsys.readouterr().err and not out.exists()
 
 
 def test_the_committed_demo_config_parses():

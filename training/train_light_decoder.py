@@ -37,7 +37,7 @@ from eva_core.world_model import WorldModelConfig, encoders
 from eva_core.world_model.light_decoder import LightDecoder, LightDecoderConfig, save_light_decoder
 from eva_core.world_model.loading import load_vae
 from eva_core.world_model.yaml_file import read_world_model_yaml
-from training.common import apply_overrides, load_config
+from training.common import apply_overrides, check_inputs, load_config
 
 PROG = "train_light_decoder"
 
@@ -261,6 +261,7 @@ def run(argv=None) -> Path:
     device = torch.device("cuda" if t.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if t.device == "auto" else t.device))
     cfg, cfg_file = world_model_config(c.world_model)
+    check_inputs(**{"data.sources": d.sources})
     with atomic_dir(out, overwrite=overwrite) as tmp:  # refuses an existing --out before any work
         t0 = time.perf_counter()
         vae = load_vae(cfg).to(device)
