@@ -3,6 +3,8 @@
 import json
 import time
 
+import numpy as np
+
 import pytest
 import torch
 import yaml
@@ -118,9 +120,9 @@ def _tiny_wm_yaml(tmp_path):
 
 def test_training_lowers_the_loss_and_writes_outputs(tmp_path):
     out = tmp_path / "run"
-    args = ["--world-model", str(_tiny_wm_yaml(tmp_path)), "--random", "6", "--steps", "60", "--batch-size", "4",
-            "--channels", "16,8,8,8", "--lr", "3e-3", "--eval-every", "30", "--out", str(out), "--no-progress",
-            "--device", "cpu"]
+    args = ["--set", f"world_model={_tiny_wm_yaml(tmp_path)}", "--set", "data.random=6", "--set", "train.steps=60",
+            "--set", "train.batch_size=4", "--set", "train.channels=[16,8,8,8]", "--set", "train.lr=3e-3",
+            "--set", "train.eval_every=30", "--set", "train.device=cpu", "--out", str(out), "--no-progress"]
     assert tld.main(args) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["latent_shape"] == [16, 2, 4, 4] and s["frames_shape"] == [3, 5, 32, 32]
@@ -128,15 +130,53 @@ def test_training_lowers_the_loss_and_writes_outputs(tmp_path):
     assert s["val_mse"] is not None and s["clips_val"] == 1
     assert (out / "loss.png").stat().st_size > 0
     assert any((out / "tb").iterdir())
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["steps"] == 60
     dec = load_light_decoder(out / "light_decoder")
     assert dec.config.channels == [16, 8, 8, 8]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]  # no temp dir left behind
     # an existing non-empty output is refused (one line, exit 2) unless --overwrite
     assert tld.main(args) == 2
-    assert tld.main([*args, "--steps", "2", "--overwrite"]) == 0  # the last --steps wins
+    assert tld.main([*args, "--set", "train.steps=2", "--overwrite"]) == 0  # the last --set wins
 
 
 def test_training_needs_frames(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        tld.parse_args(["--world-model", "x", "--out", str(tmp_path / "o")])
-    assert "--data, --synthetic N and/or --random N" in capsys.readouterr().err
+    assert tld.main(["--set", "world_model=x", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--set: data: give training frames: sources, synthetic N and/or random N" in err
+    assert "\n" not in err and not (tmp_path / "o").exists()
+
+
+def test_a_yaml_typo_is_refused_by_name_before_the_output_is_touched(tmp_path, capsys):
+    cfg = tmp_path / "ld.yaml"
+    cfg.write_text(yaml.safe_dump({"world_model": "checkpoints/demo", "data": {"random": 2},
+                                   "train": {"stpes": 10}}))
+    out = tmp_path / "o"
+    assert tld.main(["--config", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{cfg}: train: stpes: unknown key" in err and "did you mean 'steps'" in err and "\n" not in err
+    assert not out.exists()
+    cfg.write_text(yaml.safe_dump({"world_model": "checkpoints/demo", "data": {"random": 2}}))
+    assert tld.main(["--config", str(cfg), "--set", "train.steps=-1", "--out", str(out)]) == 2
+    assert f"{cfg}: train: steps:" in capsys.readouterr().err and not out.exists()
+    assert tld.main(["--set", "world_model=nowhere", "--set", "data.random=2", "--out", str(out)]) == 2
+    assert "nowhere" in capsys.readouterr().err and not out.exists()
+    assert tld.main(["--set", "world_model=checkpoints/demo", "--set", "data.sources=[nodata]", "--out", str(out)]) == 2
+    assert "data.sources: nodata: no such file or directory" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_committed_demo_config_parses():
+    c = tld.load_config(tld.LightDecoderTrainConfig, "config/training/light_decoder_demo.yaml")
+    assert c.world_model == "checkpoints/demo" and c.train.channels == [64, 32, 16, 16]
+
+
+def test_clips_use_the_shared_crop_and_resize():
+    """The trainer's clips are eva_core.data.video_clips.fit_frames, the world model's to_tensor per frame."""
+    from eva_core.world_model import WorldModel
+
+    cfg = tld.WorldModelConfig.tiny_default(height=32, width=48, num_frames=5)
+    frames = np.random.default_rng(0).integers(0, 256, (7, 40, 90, 3), dtype=np.uint8)
+    clips = tld.clips_of([frames], cfg, stride=2)
+    assert len(clips) == 2 and clips[0].shape == (3, 5, 32, 48)
+    wm = WorldModel.__new__(WorldModel)
+    wm.cfg = cfg
+    assert torch.allclose(clips[1][:, 0], wm.to_tensor(frames[2]), atol=1e-6)

@@ -99,7 +99,7 @@ def check_inputs(**paths) -> None:
 
 def model_inputs(model: Mapping, section: str = "model") -> dict:
     """The paths a `model:` mapping reads (for check_inputs), keyed `section.key`."""
-    keys = ("model_dir", "ckpt", "lora", "transformer_dir", "vae_dir", "reward_idm")
+    keys = ("model_dir", "ckpt", "lora", "transformer_dir", "vae_dir", "reward_idm", "light_decoder")
     return {f"{section}.{k}": model[k] for k in keys
             if model.get(k) is not None and not (k == "reward_idm" and model[k] == "random_tiny")}
 

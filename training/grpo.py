@@ -208,11 +208,10 @@ def sampling_schedule(wm, num_steps: int, device):
 
 
 def decode_and_score(wm, scorer, final_latents: torch.Tensor):
-    """Decode all clips of a group in one VAE call and score them in one IDM call."""
-    from eva_core.world_model import encoders
-
+    """Decode all clips of a group in one decoder call (the model config's: VAE or light decoder)
+    and score them in one IDM call."""
     t0 = time.perf_counter()
-    video = encoders.vae_decode(wm.c.vae, final_latents.to(wm.device))  # (B, 3, T, H, W) [-1, 1]
+    video = wm.decode_latents(final_latents.to(wm.device))  # (B, 3, T, H, W) [-1, 1]
     t1 = time.perf_counter()
     res = scorer.score_video(video.permute(0, 2, 1, 3, 4))
     return video.cpu(), res, t1 - t0, time.perf_counter() - t1

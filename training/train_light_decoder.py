@@ -1,17 +1,18 @@
 """Train a light decoder to reproduce a world model's Wan VAE decode (latents -> VAE-decoded frames).
 
-    python -m training.train_light_decoder --world-model checkpoints/demo --synthetic 12 --out runs/light_decoder
-    python -m training.train_light_decoder --world-model wm.yaml --data /data/episodes --out runs/ld --steps 20000
+    python -m training.train_light_decoder --config config/training/light_decoder_demo.yaml --out runs/light_decoder
+    python -m training.train_light_decoder --set world_model=checkpoints/demo --set data.random=12 --out runs/ld
+    python -m training.train_light_decoder --config ld.yaml --set train.steps=20000 --set data.sources=[/data/eps] --out runs/ld
 
-Read top to bottom: arguments -> the world model's VAE (from its `world_model:` YAML or a checkpoint
+Read top to bottom: config (LightDecoderTrainConfig: YAML < --set; a typo is a one-line error before
+the output is touched) -> the world model's VAE (from its `world_model:` YAML or a checkpoint
 directory holding world_model_grpo.yaml) -> clips of `num_frames` frames at the world model's size,
-from episodes (`--data`), synthetic stick-figure episodes (`--synthetic`) or smooth random videos
-(`--random`) -> VAE encode, then VAE decode: the (latents, frames) pairs -> AdamW on MSE, with a
-held-out split -> save.
+from episodes (`data.sources`), synthetic stick-figure episodes (`data.synthetic`) or smooth random
+videos (`data.random`) -> VAE encode, then VAE decode: the (latents, frames) pairs -> AdamW on MSE,
+with a held-out split -> save.
 Outputs in --out, written to a temp directory and renamed at the end (an existing non-empty --out
 is refused without --overwrite): light_decoder/ (config.json + model.safetensors), tb/
-(TensorBoard), loss.png, summary.json.
-The options are argparse for now; they move to the project's typed config `Section` later.
+(TensorBoard), loss.png, summary.json, config.yaml (the resolved config).
 """
 
 from __future__ import annotations
@@ -19,124 +20,101 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from tqdm import tqdm
 
-from eva_core import yaml_io
-from eva_core.atomic_io import atomic_dir, write_json
+from eva_core.atomic_io import atomic_dir, write_json, write_text
 from eva_core.cli import UserError, add_debug_arg, add_overwrite_arg, cli_main
-from eva_core.world_model import WorldModelConfig, encoders, tiny
+from eva_core.config import Section, param
+from eva_core.data.video_clips import fit_frames
+from eva_core.world_model import WorldModelConfig, encoders
 from eva_core.world_model.light_decoder import LightDecoder, LightDecoderConfig, save_light_decoder
+from eva_core.world_model.loading import load_vae
+from eva_core.world_model.yaml_file import read_world_model_yaml
+from training.common import apply_overrides, check_inputs, load_config
 
 PROG = "train_light_decoder"
-WM_YAMLS = ("world_model_grpo.yaml", "world_model_sft.yaml", "world_model.yaml")
+
+
+# ---- config ------------------------------------------------------------------------------------------
+@dataclass
+class DataSection(Section):
+    sources: list[str] = param([], "episode .hdf5 files or directories")
+    synthetic: int = param(0, "N synthetic stick-figure episodes (in memory)", ge=0)
+    random: int = param(0, "N smooth random videos of num_frames frames", ge=0)
+    episode_frames: int = param(48, "frames per synthetic episode", ge=1)
+    clip_stride: int = param(4, "frames between clip starts in an episode", ge=1)
+    val_fraction: float = param(0.15, "held-out fraction of the clips", ge=0, lt=1)
+
+
+@dataclass
+class TrainSection(Section):
+    channels: list[int] = param([64, 32, 16, 16], "decoder widths (latent resolution first; one per x2 upsampling)")
+    steps: int = param(1000, "optimiser steps", ge=1)
+    batch_size: int = param(8, "clips per step", ge=1)
+    lr: float = param(2e-3, "AdamW peak learning rate (warm-up, then cosine)", gt=0)
+    latent_noise: float = param(0.0, "std of Gaussian noise added to training latents (robustness to "
+                                     "generated latents)", ge=0)
+    eval_every: int = param(100, "steps between held-out evaluations", ge=1)
+    seed: int = param(0, "torch / numpy seed (clip split, batches, synthetic data)")
+    device: str = param("auto", "auto (cuda if available), cpu, cuda, cuda:1 ...")
+
+    def validate(self) -> None:
+        if not self.channels or any(c < 1 for c in self.channels):
+            self.error("channels", f"must list positive widths, got {self.channels}")
+
+
+@dataclass
+class LightDecoderTrainConfig(Section):
+    """The whole light-decoder trainer config (config/training/light_decoder_demo.yaml)."""
+
+    world_model: str = param("", "a YAML with a world_model: section, or a checkpoint directory holding "
+                                 "world_model_grpo.yaml / world_model_sft.yaml / world_model.yaml")
+    data: DataSection = param(DataSection, "where the training frames come from")
+    train: TrainSection = param(TrainSection, "decoder size and optimiser")
+
+    def validate(self) -> None:
+        if not self.world_model:
+            self.error("world_model", "required: the world model whose VAE decode is reproduced")
+        d = self.data
+        if not (d.sources or d.synthetic or d.random):
+            self.error("data", "give training frames: sources, synthetic N and/or random N")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--world-model", required=True,
-                   help="a YAML with a world_model: section, or a directory holding one of " + ", ".join(WM_YAMLS))
-    d = p.add_argument_group("data (at least one)")
-    d.add_argument("--data", nargs="*", default=[], help="episode .hdf5 files or directories")
-    d.add_argument("--synthetic", type=int, default=0, help="N synthetic stick-figure episodes (in memory)")
-    d.add_argument("--random", type=int, default=0, help="N smooth random videos of num_frames frames")
-    d.add_argument("--episode-frames", type=int, default=48, help="frames per synthetic episode")
-    d.add_argument("--clip-stride", type=int, default=4, help="frames between clip starts in an episode")
-    d.add_argument("--val-fraction", type=float, default=0.15)
-    m = p.add_argument_group("model and training")
-    m.add_argument("--channels", default="64,32,16,16", help="decoder widths (latent res first; one per x2 upsampling)")
-    m.add_argument("--steps", type=int, default=1000)
-    m.add_argument("--batch-size", type=int, default=8)
-    m.add_argument("--lr", type=float, default=2e-3)
-    m.add_argument("--latent-noise", type=float, default=0.0,
-                   help="std of Gaussian noise added to training latents (robustness to generated latents)")
-    m.add_argument("--eval-every", type=int, default=100)
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--config", help="YAML with world_model / data / train (LightDecoderTrainConfig)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
     add_overwrite_arg(p)
     add_debug_arg(p)
-    a = p.parse_args(argv)
-    if not (a.data or a.synthetic or a.random):
-        p.error("give training frames: --data, --synthetic N and/or --random N")
-    for name in ("steps", "batch_size", "eval_every", "clip_stride", "episode_frames"):
-        if getattr(a, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not (0.0 <= a.val_fraction < 1.0) or not (a.lr > 0 and math.isfinite(a.lr)) or not a.latent_noise >= 0:
-        p.error("--val-fraction must be in [0, 1), --lr > 0 and finite, --latent-noise >= 0")
-    try:
-        a.channels = [int(c) for c in a.channels.split(",")]
-    except ValueError:
-        p.error(f"--channels: expected comma-separated integers, got {a.channels!r}")
-    return a
+    return p.parse_args(argv)
+
+
+def read_config(a: argparse.Namespace) -> LightDecoderTrainConfig:
+    """YAML (optional) < --set; ConfigError names the file (or --set) and the key."""
+    if a.config:
+        return load_config(LightDecoderTrainConfig, a.config, a.set)
+    return LightDecoderTrainConfig.from_dict(apply_overrides({}, a.set), source="--set")
 
 
 # ---- the world model's VAE ---------------------------------------------------------------------------
 def world_model_config(path: str | Path) -> tuple[WorldModelConfig, Path]:
-    """(config, YAML file) from a `world_model:` YAML or a directory holding one; relative
-    `vae_dir`/`model_dir` are resolved against the YAML's directory."""
-    p = Path(path)
-    if p.is_dir():
-        found = [p / n for n in WM_YAMLS if (p / n).is_file()]
-        if not found:
-            raise UserError(f"{p}: no {' / '.join(WM_YAMLS)} in this directory")
-        p = found[0]
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: world-model config not found")
-    data = yaml_io.load(p.read_text()) or {}
-    section = data.get("world_model") if isinstance(data, dict) else None
-    if not isinstance(section, dict):
-        raise UserError(f"{p}: world_model: missing (expected a world_model: section)")
-    section = dict(section)
-    for key in ("vae_dir", "model_dir"):
-        v = section.get(key)
-        if isinstance(v, str) and not Path(v).is_absolute():
-            section[key] = str((p.parent / v).resolve())
+    """(config, YAML file) from a `world_model:` YAML or a checkpoint directory (paths resolved)."""
     try:
-        return WorldModelConfig.from_dict(section), p
-    except (KeyError, ValueError) as e:
-        msg = str(e.args[0]) if isinstance(e, KeyError) else str(e)
-        raise UserError(f"{p}: world_model: {msg}") from None
-
-
-def load_vae(cfg: WorldModelConfig):
-    """The VAE the world model decodes with (float32, eval), and nothing else of the model."""
-    from diffusers import AutoencoderKLWan
-
-    if cfg.vae_dir:
-        src = Path(cfg.vae_dir)
-    elif cfg.kind == "tiny":
-        return tiny.build_tiny_vae(cfg.tiny)
-    else:
-        src = Path(cfg.model_dir) / "vae"
-    if not src.is_dir():
-        raise FileNotFoundError(f"world-model VAE directory not found: {src}")
-    return AutoencoderKLWan.from_pretrained(src, torch_dtype=torch.float32, local_files_only=True).eval()
+        return read_world_model_yaml(path)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
 
 
 # ---- clips -------------------------------------------------------------------------------------------
-def clip_tensor(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (3, T, height, width) in [-1, 1]: centre crop to aspect, then resize
-    (the world model's `to_tensor`, per frame)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    h, w = x.shape[-2:]
-    target = width / height
-    if w / h > target:
-        nw = max(1, round(h * target))
-        x = x[..., (w - nw) // 2:(w - nw) // 2 + nw]
-    elif w / h < target:
-        nh = max(1, round(w / target))
-        x = x[..., (h - nh) // 2:(h - nh) // 2 + nh, :]
-    if x.shape[-2:] != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
-    return x.permute(1, 0, 2, 3)
-
-
 def random_video(frames: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """Smooth random colour fields drifting over time, (T, H, W, 3) uint8."""
     lo = torch.from_numpy(rng.standard_normal((1, 3, 3, 5, 5)).astype(np.float32))
@@ -145,27 +123,27 @@ def random_video(frames: int, height: int, width: int, rng: np.random.Generator)
     return (v.permute(1, 2, 3, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def episode_videos(a, cfg: WorldModelConfig) -> list[np.ndarray]:
+def episode_videos(d: DataSection, cfg: WorldModelConfig, seed: int, progress: bool = True) -> list[np.ndarray]:
     vids = []
-    if a.data:
+    if d.sources:
         from eva_core.data import find_episode_files, read_episode
 
-        files = find_episode_files(*a.data)
+        files = find_episode_files(*d.sources)
         if not files:
-            raise UserError(f"no episode files under {a.data}")
-        for f in tqdm(files, desc="reading episodes", disable=a.no_progress):
+            raise UserError(f"data.sources: no episode files under {d.sources}")
+        for f in tqdm(files, desc="reading episodes", disable=not progress):
             vids.append(read_episode(f).frames)
-    if a.synthetic:
+    if d.synthetic:
         from eva_core.data import synthetic_episode
         from eva_core.embodiment import load_embodiment
 
         emb = load_embodiment()
         size = max(cfg.height, cfg.width)
-        for i in range(a.synthetic):
-            vids.append(synthetic_episode(emb, max(a.episode_frames, cfg.num_frames), size, cfg.fps,
-                                          seed=a.seed * 1000 + i).frames)
-    rng = np.random.default_rng(a.seed)
-    vids += [random_video(cfg.num_frames, cfg.height, cfg.width, rng) for _ in range(a.random)]
+        for i in range(d.synthetic):
+            vids.append(synthetic_episode(emb, max(d.episode_frames, cfg.num_frames), size, cfg.fps,
+                                          seed=seed * 1000 + i).frames)
+    rng = np.random.default_rng(seed)
+    vids += [random_video(cfg.num_frames, cfg.height, cfg.width, rng) for _ in range(d.random)]
     return vids
 
 
@@ -173,7 +151,7 @@ def clips_of(videos: list[np.ndarray], cfg: WorldModelConfig, stride: int) -> li
     out = []
     for v in videos:
         for s in range(0, len(v) - cfg.num_frames + 1, stride):
-            out.append(clip_tensor(v[s:s + cfg.num_frames], cfg.height, cfg.width))
+            out.append(fit_frames(v[s:s + cfg.num_frames], cfg.height, cfg.width))
     if not out:
         raise UserError(f"no clip of {cfg.num_frames} frames in the given videos (too short)")
     return out
@@ -224,14 +202,14 @@ def plot_losses(train: list, val: list, path: Path) -> None:
 
 
 # ---- training ----------------------------------------------------------------------------------------
-def train(a, out: Path, lat, target, val_lat, val_target, device) -> dict:
+def train(a: TrainSection, out: Path, lat, target, val_lat, val_target, device, progress: bool = True) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     torch.manual_seed(a.seed)
     cfg = LightDecoderConfig(latent_channels=lat.shape[1], channels=a.channels)
     model = LightDecoder(cfg).to(device).train()
     if model.num_frames(lat.shape[2]) != target.shape[2] or lat.shape[-1] * cfg.spatial_stride != target.shape[-1]:
-        raise UserError(f"--channels {a.channels}: decodes {tuple(lat.shape[2:])} latents to "
+        raise UserError(f"train.channels {a.channels}: decodes {tuple(lat.shape[2:])} latents to "
                         f"{model.num_frames(lat.shape[2])} frames at stride {cfg.spatial_stride}, but the VAE gives "
                         f"{tuple(target.shape[2:])}")
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
@@ -241,7 +219,7 @@ def train(a, out: Path, lat, target, val_lat, val_target, device) -> dict:
     writer = SummaryWriter(str(out / "tb"))
     g = torch.Generator().manual_seed(a.seed)
     train_hist, val_hist = [], []
-    bar = tqdm(range(1, a.steps + 1), desc="train light decoder", disable=a.no_progress)
+    bar = tqdm(range(1, a.steps + 1), desc="train light decoder", disable=not progress)
     for step in bar:
         idx = torch.randint(0, len(lat), (min(a.batch_size, len(lat)),), generator=g)
         x, y = lat[idx].to(device), target[idx].to(device)
@@ -254,7 +232,7 @@ def train(a, out: Path, lat, target, val_lat, val_target, device) -> dict:
         sched.step()
         lv = loss.item()
         if not math.isfinite(lv):
-            raise UserError(f"training diverged at step {step} (loss {lv}); lower --lr")
+            raise UserError(f"training diverged at step {step} (loss {lv}); lower train.lr")
         train_hist.append((step, lv))
         writer.add_scalar("train/mse", lv, step)
         writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
@@ -276,18 +254,21 @@ def train(a, out: Path, lat, target, val_lat, val_target, device) -> dict:
 
 def run(argv=None) -> Path:
     a = parse_args(argv)
+    c = read_config(a)   # a typo: one line, before the output is touched
+    t, d = c.train, c.data
     out = Path(a.out)
     overwrite = a.overwrite or (out.is_dir() and not any(out.iterdir()))  # an empty --out is fine
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
-    cfg, cfg_file = world_model_config(a.world_model)
+    device = torch.device("cuda" if t.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if t.device == "auto" else t.device))
+    cfg, cfg_file = world_model_config(c.world_model)
+    check_inputs(**{"data.sources": d.sources})
     with atomic_dir(out, overwrite=overwrite) as tmp:  # refuses an existing --out before any work
         t0 = time.perf_counter()
         vae = load_vae(cfg).to(device)
-        clips = clips_of(episode_videos(a, cfg), cfg, a.clip_stride)
-        rng = np.random.default_rng(a.seed)
+        clips = clips_of(episode_videos(d, cfg, t.seed, not a.no_progress), cfg, d.clip_stride)
+        rng = np.random.default_rng(t.seed)
         order = rng.permutation(len(clips))
-        n_val = int(round(a.val_fraction * len(clips))) if len(clips) > 1 else 0
+        n_val = int(round(d.val_fraction * len(clips))) if len(clips) > 1 else 0
         val_ids, train_ids = order[:n_val], order[n_val:]
         lat, target = vae_pairs(vae, [clips[i] for i in train_ids], progress=not a.no_progress)
         if n_val:
@@ -295,11 +276,12 @@ def run(argv=None) -> Path:
         else:
             val_lat, val_target = lat[:0], target[:0]
         del vae
-        result = train(a, tmp, lat, target, val_lat, val_target, device)
+        result = train(t, tmp, lat, target, val_lat, val_target, device, progress=not a.no_progress)
         summary = {"world_model": str(cfg_file), "latent_shape": list(lat.shape[1:]), "frames_shape": list(target.shape[1:]),
-                   "clips_train": int(len(train_ids)), "clips_val": int(n_val), "steps": a.steps,
+                   "clips_train": int(len(train_ids)), "clips_val": int(n_val), "steps": t.steps,
                    "seconds": time.perf_counter() - t0, **result}
         write_json(tmp / "summary.json", summary)
+        write_text(tmp / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
     print(f"{PROG}: {len(train_ids)} train / {n_val} held-out clips; MSE {result['train_mse_first10']:.4g} -> "
           f"{result['train_mse_last10']:.4g}" + (f", held-out {result['val_mse']:.4g} (PSNR {result['val_psnr']:.1f} dB)"
                                                  if result["val_mse"] is not None else "") + f"; wrote {out}")

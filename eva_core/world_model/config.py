@@ -22,6 +22,7 @@ SCHEDULERS = ("unipc", "euler", "step_distill")   # step_distill: lightx2v's 4-s
 SAMPLERS = ("guided", "student")     # student: a distilled K-step, one-branch model (world_model/student.py)
 CONDITIONINGS = ("history", "wan_i2v")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")   # loading.resolve_dtype
+DECODERS = ("vae", "light")   # light: eva_core.world_model.light_decoder (a small VAE-decoder copy)
 CACHE_KINDS = ("none", "first_block", "taylor_seer", "mag")   # diffusers' caches (world_model/cache.py)
 WAN_TAYLOR_MODULES = r"blocks\.\d+\.(attn1|attn2|ffn)"   # TaylorSeer: each block's attention and MLP outputs
 
@@ -120,6 +121,10 @@ class WorldModelConfig(Section):
     transformer_dir: str | None = param(
         None, "fine-tuned transformer directory (diffusers layout, eva-train-sft full mode) replacing the base one")
     vae_dir: str | None = param(None, "VAE directory (diffusers AutoencoderKLWan) replacing the base VAE")
+    decoder: str = param("vae", "latents -> frames: vae (the Wan VAE decoder) | light (the light decoder "
+                                "at 'light_decoder'; the VAE still encodes the history)", choices=DECODERS)
+    light_decoder: str | None = param(None, "decoder light: a light-decoder directory (config.json + "
+                                            "model.safetensors, made by training/train_light_decoder.py)")
 
     # Rejection sampling (the baseline EVA argues against)
     best_of: int = param(1, "draw this many chunks and keep the one with the highest executability reward", ge=1)
@@ -206,6 +211,10 @@ class WorldModelConfig(Section):
         for key in ("height", "width"):
             if getattr(self, key) % 16:
                 self.error(key, f"must be a multiple of 16, got {getattr(self, key)}")
+        if self.decoder == "light" and not self.light_decoder:
+            self.error("light_decoder", "decoder 'light' needs 'light_decoder' (a light-decoder directory)")
+        if self.decoder == "vae" and self.light_decoder:
+            self.error("light_decoder", "set, but decoder is 'vae' (set decoder: light to decode with it)")
         if self.best_of > 1 and not self.reward_idm:
             self.error("best_of", "best_of > 1 needs 'reward_idm' (the IDM that scores the candidates)")
         if self.student_timesteps is not None:

@@ -213,3 +213,25 @@ def load_light_decoder(path: str | os.PathLike, device: str | torch.device = "cp
                                           + "; ".join(parts))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def vae_geometry(vae) -> tuple[int, int, int]:
+    """(latent channels, spatial stride, temporal stride) of a diffusers AutoencoderKLWan: one x2
+    spatial down-sampling per `temperal_downsample` stage, x2 in time where it is True."""
+    c = vae.config
+    return int(c.z_dim), 2 ** len(c.temperal_downsample), 2 ** sum(bool(t) for t in c.temperal_downsample)
+
+
+def load_for_vae(path: str | os.PathLike, vae, device: str | torch.device = "cpu") -> LightDecoder:
+    """`load_light_decoder`, refused (naming its config.json) unless it decodes what `vae` decodes:
+    the same latent channels and spatial/temporal strides."""
+    model = load_light_decoder(path, device)
+    cfg = model.config
+    mine = (cfg.latent_channels, cfg.spatial_stride, cfg.temporal_stride)
+    theirs = vae_geometry(vae)
+    if mine != theirs:
+        raise LightDecoderCheckpointError(
+            f"{Path(path) / CONFIG_FILE}: this light decoder reads {mine[0]}-channel latents at strides "
+            f"x{mine[1]} (space) x{mine[2]} (time), the world model's VAE makes {theirs[0]}-channel latents at "
+            f"x{theirs[1]} x{theirs[2]}: it was trained for another VAE")
+    return model

@@ -97,11 +97,24 @@ def load_components(cfg: WorldModelConfig) -> WanComponents:
         comps.transformer = WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype,
                                                                   local_files_only=True).eval()
     if cfg.vae_dir:
-        from diffusers import AutoencoderKLWan
-
-        path = _require_dir(Path(cfg.vae_dir), "world-model 'vae_dir'")
-        comps.vae = AutoencoderKLWan.from_pretrained(path, torch_dtype=torch.float32, local_files_only=True).eval()
+        comps.vae = load_vae(cfg)
     return comps
+
+
+def _vae_from(path: Path, **kw):
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan.from_pretrained(path, torch_dtype=torch.float32, local_files_only=True, **kw).eval()
+
+
+def load_vae(cfg: WorldModelConfig):
+    """Only the VAE the config's world model uses (float32, eval): `vae_dir`, else kind tiny's
+    random one, else `model_dir`/vae (the light-decoder trainer needs nothing else)."""
+    if cfg.vae_dir:
+        return _vae_from(_require_dir(Path(cfg.vae_dir), "world-model 'vae_dir'"))
+    if cfg.kind == "tiny":
+        return tiny_mod.build_tiny_vae(tiny_mod.tiny_sizes(cfg.tiny))
+    return _vae_from(_require_dir(Path(cfg.model_dir), "world-model 'model_dir'"), subfolder="vae")
 
 
 def _load_base_components(cfg: WorldModelConfig) -> WanComponents:
@@ -110,7 +123,7 @@ def _load_base_components(cfg: WorldModelConfig) -> WanComponents:
     root = _require_dir(Path(cfg.model_dir), "world-model 'model_dir'")
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import WanTransformer3DModel
     from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
 
     common = dict(local_files_only=True)
@@ -120,7 +133,7 @@ def _load_base_components(cfg: WorldModelConfig) -> WanComponents:
         transformer = load_lightning_or_converted(cfg.ckpt, root / "transformer", dtype, cfg.trust_pickle)
     return WanComponents(
         transformer=transformer.eval(),
-        vae=AutoencoderKLWan.from_pretrained(root, subfolder="vae", torch_dtype=torch.float32, **common).eval(),
+        vae=_vae_from(root, subfolder="vae"),
         text_encoder=UMT5EncoderModel.from_pretrained(root, subfolder="text_encoder", dtype=dtype, **common).eval(),
         tokenizer=AutoTokenizer.from_pretrained(root, subfolder="tokenizer", **common),
         image_encoder=CLIPVisionModel.from_pretrained(root, subfolder="image_encoder", dtype=dtype, **common).eval(),

@@ -16,7 +16,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from eva_core.world_model import cache, encoders, lora, sampler
 from eva_core.world_model.calls import CallCounter
@@ -43,6 +42,11 @@ class WorldModel:
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         self._place_components()
+        self.light_decoder = None   # cfg.decoder light: decode_latents goes through it instead of the VAE
+        if cfg.decoder == "light":
+            from eva_core.world_model.light_decoder import load_for_vae
+
+            self.light_decoder = load_for_vae(cfg.light_decoder, self.c.vae, self.device)
         self.prompts = encoders.PromptEncoder(self.c.tokenizer, self.c.text_encoder, cfg.text_len)
         self.last_timing: dict[str, float] = {}
         self.last_info: dict[str, Any] = {}
@@ -114,19 +118,9 @@ class WorldModel:
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ValueError(f"{what}: expected an (H, W, 3) uint8 RGB array, got {arr.shape} {arr.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1.0
-        h, w = x.shape[1:]
-        target = self.width / self.height
-        if w / h > target:  # too wide: crop width
-            nw = max(1, round(h * target))
-            x = x[:, :, (w - nw) // 2:(w - nw) // 2 + nw]
-        elif w / h < target:
-            nh = max(1, round(w / target))
-            x = x[:, (h - nh) // 2:(h - nh) // 2 + nh]
-        if x.shape[1:] != (self.height, self.width):
-            x = F.interpolate(x[None], size=(self.height, self.width), mode="bicubic", align_corners=False,
-                              antialias=True)[0].clamp(-1, 1)
-        return x
+        from eva_core.data.video_clips import fit_frames   # the one crop + resize (SFT clips, light decoder)
+
+        return fit_frames(arr[None], self.height, self.width)[:, 0]
 
     def context_clip(self, image: np.ndarray, history: Sequence[np.ndarray] | None) -> torch.Tensor:
         """(1, 3, Tc, H, W) pixel clip for the history latents: Tc = 1 (no history) or 5."""
@@ -162,6 +156,13 @@ class WorldModel:
             hist_latents=None if hist is None else hist.to(dev),
             y_no_hist=None if y_no_hist is None else y_no_hist.to(dev),
         )
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, 16, Tl, h, w) -> video (B, 3, T, H, W) float32 in [-1, 1]: the light
+        decoder when cfg.decoder is light, else the VAE (generate and GRPO's reward both decode here)."""
+        if self.light_decoder is not None:
+            return self.light_decoder.decode(latents)
+        return encoders.vae_decode(self.c.vae, latents)
 
     # ---- generation -----------------------------------------------------------------------
     @property
@@ -221,7 +222,7 @@ class WorldModel:
                                      batched=batched_guidance)
         _sync(self.device)
         t2 = time.perf_counter()
-        video = encoders.vae_decode(self.c.vae, latents)[0]  # (3, T, H, W) in [-1, 1]
+        video = self.decode_latents(latents)[0]  # (3, T, H, W) in [-1, 1]
         frames = encoders.video_to_frames(video)
         t3 = time.perf_counter()
         self.last_timing = {"encode": t1 - t0, "denoise": t2 - t1, "decode": t3 - t2, "total": t3 - t0,
