@@ -8,6 +8,8 @@ it or refuse), resumable checkpoints, and atomic mp4 writing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 import os
 import shutil
@@ -22,7 +24,27 @@ from eva_core import yaml_io
 from eva_core.atomic_io import atomic_path
 from eva_core.cli import OutputDir, UserError, cli_main, overwrite_sibling
 from eva_core.cli import prepare_output_dir as cli_prepare_output_dir
-from eva_core.config import ConfigError
+from eva_core.config import ConfigError, Section, param
+
+@dataclass
+class OptimSection(Section):
+    """The optimiser keys every world-model trainer shares (SFT, GRPO, distil); a trainer's own
+    section extends it and redeclares a field only to change its default."""
+
+    lora_rank: int = param(32, "LoRA rank", ge=1)
+    lora_alpha: float = param(32.0, "LoRA alpha", gt=0)
+    lr: float = param(2e-4, "AdamW learning rate", gt=0)
+    betas: list[float] = param([0.9, 0.999], "AdamW betas")
+    weight_decay: float = param(1e-4, "AdamW weight decay", ge=0)
+    grad_clip: float = param(1.0, "gradient-norm clip", gt=0)
+    mixed_precision: str = param("auto", "auto: bf16 on GPU, no on CPU", choices=("auto", "no", "bf16", "fp16"))
+    gradient_checkpointing: bool = param(True, "recompute activations in the backward pass")
+    seed: int = param(0, "seed")
+
+    def validate(self):
+        if len(self.betas) != 2:
+            self.error("betas", f"expected 2 values, got {self.betas}")
+
 
 
 def run_cli(prog: str, fn, argv=None) -> int:

@@ -36,7 +36,7 @@ import torch
 import yaml
 
 from eva_core.config import ConfigError, Section, param
-from training.common import (append_jsonl, latest_checkpoint, load_config, load_emb, load_yaml, prepare_output_dir,
+from training.common import (OptimSection, append_jsonl, latest_checkpoint, load_config, load_emb, load_yaml, prepare_output_dir,
                              resume_from, run_cli, save_checkpoint, world_model_config, write_mp4)
 
 PATH_KEYS = ("transformer_dir", "vae_dir", "model_dir", "ckpt", "reward_idm")
@@ -76,24 +76,14 @@ class DMDSection(Section):
 
 
 @dataclass
-class TrainSection(Section):
+class TrainSection(OptimSection):
     mode: str = param("lora", "student and fake score as LoRA adapters or full copies", choices=("lora", "full"))
-    lora_rank: int = param(32, "LoRA rank", ge=1)
-    lora_alpha: float = param(32.0, "LoRA alpha", gt=0)
     lr: float = param(2e-6, "student AdamW learning rate", gt=0)
     fake_lr: float = param(2e-6, "fake-score AdamW learning rate", gt=0)
     betas: list[float] = param([0.0, 0.999], "AdamW betas (DMD2: beta1 = 0)")
     weight_decay: float = param(0.01, "AdamW weight decay", ge=0)
     batch_size: int = param(1, "prompts per process and update", ge=1)
     max_steps: int = param(1000, "student updates (after the warm-up)", ge=1)
-    grad_clip: float = param(1.0, "gradient-norm clip", gt=0)
-    mixed_precision: str = param("auto", "auto: bf16 on GPU, no on CPU", choices=("auto", "no", "bf16", "fp16"))
-    gradient_checkpointing: bool = param(True, "recompute activations in the backward pass")
-    seed: int = param(0, "seed")
-
-    def validate(self):
-        if len(self.betas) != 2:
-            self.error("betas", f"expected 2 values, got {self.betas}")
 
 
 @dataclass

@@ -37,7 +37,7 @@ import torch
 import yaml
 
 from eva_core.config import ConfigError, Section, param
-from training.common import (append_jsonl, check_inputs, latest_checkpoint, load_config, load_emb, model_inputs,
+from training.common import (OptimSection, append_jsonl, check_inputs, latest_checkpoint, load_config, load_emb, model_inputs,
                              prepare_output_dir, read_jsonl, resume_from, truncate_jsonl,
                              run_cli, save_checkpoint, world_model_config, write_mp4, write_rank_digest)
 
@@ -85,21 +85,8 @@ class GRPOSection(Section):
 
 
 @dataclass
-class TrainSection(Section):
-    lora_rank: int = param(32, "LoRA rank", ge=1)
-    lora_alpha: float = param(32.0, "LoRA alpha", gt=0)
-    lr: float = param(2e-4, "AdamW learning rate", gt=0)
-    betas: list[float] = param([0.9, 0.999], "AdamW betas")
-    weight_decay: float = param(1e-4, "AdamW weight decay", ge=0)
-    grad_clip: float = param(1.0, "gradient-norm clip", gt=0)
+class TrainSection(OptimSection):
     epochs: int = param(100, "GRPO iterations (rollout + update)", ge=1)
-    mixed_precision: str = param("auto", "auto: bf16 on GPU, no on CPU", choices=("auto", "no", "bf16", "fp16"))
-    gradient_checkpointing: bool = param(True, "recompute activations in the backward pass")
-    seed: int = param(0, "seed")
-
-    def validate(self):
-        if len(self.betas) != 2:
-            self.error("betas", f"expected 2 values, got {self.betas}")
 
 
 @dataclass

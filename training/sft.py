@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from eva_core.config import Section, param
-from training.common import (EpochSampler, append_jsonl, check_inputs, epoch_passes, latest_checkpoint, load_config,
+from training.common import (OptimSection, EpochSampler, append_jsonl, check_inputs, epoch_passes, latest_checkpoint, load_config,
                              load_emb, model_inputs, prepare_output_dir, read_jsonl, resume_from, run_cli,
                              save_checkpoint, truncate_jsonl, world_model_config, write_mp4, write_rank_digest)
 
@@ -59,10 +59,8 @@ class DFSection(Section):
 
 
 @dataclass
-class TrainSection(Section):
+class TrainSection(OptimSection):
     mode: str = param("lora", "train a LoRA adapter or the full transformer", choices=("lora", "full"))
-    lora_rank: int = param(32, "LoRA rank", ge=1)
-    lora_alpha: float = param(32.0, "LoRA alpha", gt=0)
     lr: float = param(8e-6, "AdamW learning rate", gt=0)
     betas: list[float] = param([0.9, 0.95], "AdamW betas")
     weight_decay: float = param(0.05, "AdamW weight decay", ge=0)
@@ -70,18 +68,10 @@ class TrainSection(Section):
     batch_size: int = param(2, "clips per process and step", ge=1)
     grad_accum: int = param(4, "gradient accumulation steps", ge=1)
     max_steps: int = param(10000, "optimiser steps", ge=1)
-    grad_clip: float = param(1.0, "gradient-norm clip", gt=0)
-    mixed_precision: str = param("auto", "auto: bf16 on GPU, no on CPU", choices=("auto", "no", "bf16", "fp16"))
-    gradient_checkpointing: bool = param(True, "recompute activations in the backward pass")
-    seed: int = param(0, "seed")
     # Tiny models only: fit the (random) VAE as an autoencoder on the training clips first, so decoded
     # pixels mean something to the IDM reward. EVA never trains the pretrained Wan VAE: keep 0 there.
     fit_vae_steps: int = param(0, "steps fitting the tiny random VAE first (0: none)", ge=0)
     fit_vae_lr: float = param(2e-3, "learning rate of the VAE fit", gt=0)
-
-    def validate(self):
-        if len(self.betas) != 2:
-            self.error("betas", f"expected 2 values, got {self.betas}")
 
 
 @dataclass
