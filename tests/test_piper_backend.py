@@ -173,7 +173,10 @@ def test_every_command_frame_is_within_limits_and_rate_limits(rig, emb):
     q0 = r.state().positions
     lo, hi = emb.pos_lower, emb.pos_upper
     jump = np.where(q0 - lo > hi - q0, lo, hi)   # full-range jump to the far limit of every dim
-    past = hi + 0.5                               # past every limit
+    # a plan past every limit by more than the tolerance is refused whole (the arm holds) ...
+    assert not r.loop.replace(r.trajectory([q0, jump, hi + 0.5, jump], 0.3))[0]
+    # ... one within it runs, clamped: every frame on the bus stays inside the limits
+    past = hi + 0.5 * r.loop.limit_tolerance
     assert r.loop.replace(r.trajectory([q0, jump, past, jump], 0.3))[0]
     nan = np.array([q0, q0])
     nan[1, 2] = np.nan

@@ -104,7 +104,7 @@ def test_nan_frames_and_actions_are_rejected_never_sent(loop):
     p = loop.probe
     wait_for(lambda: p.received("/eva/plan/trajectory"), 120, what="the loop to run")
     # (a) a float camera frame with NaN pixels -> planner drops it
-    img = np.full((48, 64, 3), 0.5, np.float32)
+    img = np.full((480, 640, 3), 0.5, np.float32)   # the camera's size: a frame of another size is dropped before its pixels are read
     img[3, 4, 1] = np.nan
     cam_pub = p.publisher(CAM, Image, qos.IMAGE)
     # (b) a generated chunk with NaN -> idm_action publishes no trajectory for it

@@ -113,7 +113,7 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     assert ep["chunks_executed"] > 0 and ep["commands_sent"] > 0 and ep["limit_violations"] == 0
     assert ep["mean_reward"] is not None
     # the world model's own time beside camera-to-plan (what the graph adds is their difference)
-    cell = report["summary"]["grpo"]["pick_block_narrow"]
+    cell = report["summary"]["student"]["pick_block_narrow"]
     assert 0 < cell["generate_ms"]["p50_ms"] <= cell["latency_camera_to_plan_ms"]["p50_ms"]
     assert {"frame_age", "generate", "executor", "transport", "idm", "safety"} <= set(cell["latency_breakdown_p50_ms"])
     # idm_replay's ground truth came through the graph and the recorder, like the IDM's training demos
