@@ -18,7 +18,7 @@ graph would pass on if it added nothing). Per variant it prints camera-to-plan p
 model's own generate p50 in the graph and the difference (what the graph adds), the breakdown of
 eva_core.latency_breakdown (p50 ms per stage), the controller's 200 Hz period p99 (the
 controller's own tick stamps), and the arm's idle fraction (trajectory spans seen on
-/eva/plan/trajectory, as eva-demo's report). Ratios are to composed/multi_threaded.
+/eva/plan/trajectory, as eva-demo's report). Ratios are to the first variant (composed/multi_threaded by default).
 
     python bench/graph_latency.py                       # trained checkpoints/demo, 30 s per variant
     python bench/graph_latency.py --untrained --duration 20 --executors multi_threaded
@@ -27,6 +27,7 @@ controller's own tick stamps), and the arm's idle fraction (trajectory spans see
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -86,10 +87,11 @@ def generate_alone(params: Path, count: int, env: dict) -> dict:
 
 # ---- params ----------------------------------------------------------------------------------
 def write_variant_params(path: Path, untrained: bool, ckpt: Path, task: str, seed: int, executor: str,
-                         model_process: bool = False) -> Path:
+                         model_process: bool = False, js_every: int = 1, variant: str = "deployed") -> Path:
     from eva_ros.testing import write_params
 
-    over = {"eva_bringup": {"executor": executor}, "planner": {"model_process": model_process}}
+    over = {"eva_bringup": {"executor": executor}, "planner": {"model_process": model_process},
+            "controller": {"joint_states_every": js_every}}
     if untrained:
         return write_params(path, "sim.yaml", over)
     from eva_core.embodiment import load_embodiment
@@ -98,13 +100,14 @@ def write_variant_params(path: Path, untrained: bool, ckpt: Path, task: str, see
 
     cfg = load_manifest(ckpt)["config"]
     cam = cfg["pipeline"]["camera"]
-    wm = variants(ckpt.resolve(), cfg["model"], False, 1)["grpo"]
-    over.update({   # what eva-demo gives one episode of the GRPO variant (eva_ros/demo/evaluation.py)
+    found = variants(ckpt.resolve(), cfg["model"], True, 1)
+    wm = found[next(iter(found)) if variant == "deployed" else variant]
+    over.update({   # what eva-demo gives one episode of the variant (eva_ros/demo/evaluation.py)
         "camera": {"source_options": {"height": int(cam["height"]), "width": int(cam["width"]), "task": task}},
         "planner": {"instruction": make_task(task, load_embodiment()).instruction, "seed": seed, "world_model": wm,
                     "model_process": model_process},
         "idm_action": {"idm": {"checkpoint": str(ckpt.resolve() / "idm")}},
-        "controller": {"arm": {"task": task, "seed": seed}}})
+        "controller": {"arm": {"task": task, "seed": seed}, "joint_states_every": js_every}})
     return write_params(path, "demo.yaml", over)
 
 
@@ -189,7 +192,9 @@ def median_of(runs: list[dict]) -> dict:
 def print_table(results: dict, alone: dict | None) -> None:
     if alone:
         print(f"world model alone: generate p50 {alone['p50_ms']} ms, p90 {alone['p90_ms']} ms ({alone['count']} chunks)")
-    base = results.get("composed/multi_threaded")
+    first = next(iter(results), "")   # the first variant run is the base of the ratios
+    base_name = first
+    base = results.get(first)
     head = ("variant", "cam->plan p50", "generate p50", "graph adds", "ctl p99", "ctl max", "idle", "chunks")
     rows = [head]
     for name, r in results.items():
@@ -207,7 +212,7 @@ def print_table(results: dict, alone: dict | None) -> None:
     for name, r in results.items():
         print(name.ljust(28) + "".join(str(r["breakdown_p50_ms"].get(k, "")).rjust(14) for k in stages))
     if base:
-        print("\nratios to composed/multi_threaded:")
+        print(f"\nratios to {base_name}:")
         for name, r in results.items():
             def ratio(k):
                 return (f"{r[k] / base[k]:.2f}" if isinstance(r.get(k), (int, float)) and base.get(k) else "n/a")
@@ -226,6 +231,10 @@ def main() -> int:
     ap.add_argument("--layouts", default="composed,composed_mp,split,split_mp,robot_only", help=f"of {list(LAYOUTS)}")
     ap.add_argument("--executors", default=",".join(EXECUTORS), help=f"of {list(EXECUTORS)}")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--joint-states-every", default="1",
+                    help="controller.joint_states_every values to compare, e.g. 1,4 (/joint_states at 200 and 50 Hz)")
+    ap.add_argument("--variant", default="deployed",
+                    help="eva-demo variant whose world model runs: deployed (the student, else grpo), grpo, sft")
     ap.add_argument("--alone", type=int, default=20, help="chunks of the world model alone (0: skip)")
     ap.add_argument("--work", type=Path, default=None, help="params, logs and reports here (default: a temp dir)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here (atomic)")
@@ -248,28 +257,29 @@ def main() -> int:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="graph_latency_"))
     work.mkdir(parents=True, exist_ok=True)
-    params = {(ex, mp): write_variant_params(work / f"params_{ex}{'_mp' if mp else ''}.yaml", args.untrained,
-                                             args.checkpoints, args.task, args.seed, ex, mp)
-              for ex in executors for mp in (False, True)}
+    js_values = [int(x) for x in args.joint_states_every.split(",")]
+    params = {(ex, mp, js): write_variant_params(work / f"params_{ex}{'_mp' if mp else ''}_js{js}.yaml",
+                                                 args.untrained, args.checkpoints, args.task, args.seed, ex, mp, js,
+                                                 args.variant)
+              for ex in executors for mp in (False, True) for js in js_values}
     domain = unique_domain_id()
     print(f"graph_latency: {'untrained config/sim.yaml' if args.untrained else f'config/demo.yaml on {args.checkpoints}'}"
           f", {args.duration:g} s per variant, {args.repeats} repeat(s); loadavg {os.getloadavg()}; work {work}",
           flush=True)
-    alone = generate_alone(params[executors[0], False], args.alone, ros_env(domain)) if args.alone > 0 else None
+    alone = generate_alone(params[executors[0], False, js_values[0]], args.alone, ros_env(domain)) if args.alone > 0 else None
     runs: dict[str, list] = {}
     for rep in range(args.repeats):
-        for ex in executors:
-            for layout in layouts:
-                if layout == "robot_only" and ex != executors[0]:
-                    continue   # the controller's baseline once per repeat
-                name = f"{layout}/{ex}"
-                t = time.time()
-                r = run_variant(f"{layout}_{ex}_{rep}", layout, params[ex, layout in MODEL_PROCESS], args.duration,
-                                work, domain)
-                runs.setdefault(name, []).append(r)
-                print(f"graph_latency: {name} ({time.time() - t:.0f} s): cam->plan p50 {r['camera_to_plan_p50_ms']} ms, "
-                      f"generate p50 {r['generate_p50_ms']} ms, ctl p99 {r['control_period_p99_ms']} ms, "
-                      f"idle {r['idle_fraction']}, loadavg {os.getloadavg()[0]:.2f}", flush=True)
+        for ex, layout, js in itertools.product(executors, layouts, js_values):
+            if layout == "robot_only" and ex != executors[0]:
+                continue   # the controller's baseline once per repeat
+            name = f"{layout}/{ex}" + (f"/js{js}" if len(js_values) > 1 else "")
+            t = time.time()
+            r = run_variant(f"{layout}_{ex}_js{js}_{rep}", layout, params[ex, layout in MODEL_PROCESS, js],
+                            args.duration, work, domain)
+            runs.setdefault(name, []).append(r)
+            print(f"graph_latency: {name} ({time.time() - t:.0f} s): cam->plan p50 {r['camera_to_plan_p50_ms']} ms, "
+                  f"generate p50 {r['generate_p50_ms']} ms, ctl p99 {r['control_period_p99_ms']} ms, "
+                  f"idle {r['idle_fraction']}, loadavg {os.getloadavg()[0]:.2f}", flush=True)
     results = {name: median_of(rs) for name, rs in runs.items()}
     print()
     print_table(results, alone)

@@ -94,6 +94,7 @@ def summarize(reports: dict, duration: float) -> dict:
         "latency_ms": {"camera_to_plan": latency("latency_camera_to_plan"),
                        "plan_to_trajectory": latency("latency_plan_to_trajectory"),
                        "trajectory_to_first_command": latency("latency_trajectory_to_first_command")},
+        "control_period": latency("control_period"),   # the controller's tick-to-tick period
         "world_model_stages": latency("world_model_stages"),   # the planner's per-chunk calls and stage seconds
         # where camera-to-plan goes (planner) and plan-to-trajectory (idm_action), ms per stage
         "latency_breakdown": merge_breakdowns(*(r.get("latency_breakdown") for r in reports.values())),

@@ -135,6 +135,9 @@ class ControllerConfig(NodeSection):
                                     "feedback watchdog stays on)", unit="s", gt=0, le=2)
     trajectory_timeout: float = param(0.5, "no trajectory for this long: a watchdog event (holding; at most 10 s)",
                                       unit="s", gt=0, le=10)
+    joint_states_every: int = param(1, "publish /joint_states every Nth control tick (1: at control_rate_hz); "
+                                    "fewer callbacks in every subscriber (the IDM node, a twin camera)",
+                                    ge=1, le=100)
     auto_enable: bool = param(True, "enable at start-up; false: wait for /eva/enable")
     max_stamp_offset: float = param(10.0, "a trajectory starting further than this from now is rejected (at most "
                                     "60 s)", unit="s", gt=0, le=60)

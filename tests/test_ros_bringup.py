@@ -35,6 +35,9 @@ def test_loopback_acceptance_run(tmp_path):
     for key in ("camera_to_plan", "plan_to_trajectory", "trajectory_to_first_command"):
         assert s["latency_ms"][key]["count"] > 0 and s["latency_ms"][key]["p50_ms"] > 0
     assert "watchdog_events" in s
+    # the controller's tick-to-tick period reaches the summary (issue #22: its p99 in every layout)
+    assert s["control_period"] == r["nodes_report"]["controller"]["control_period"]
+    assert s["control_period"]["count"] > 0 and s["control_period"]["p99_ms"] >= s["control_period"]["p50_ms"] > 0
     # the planner's per-chunk world-model costs reach the report: calls counted by a hook, stage seconds
     stages = s["world_model_stages"]
     assert stages == r["nodes_report"]["planner"]["world_model_stages"]

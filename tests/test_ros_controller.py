@@ -135,3 +135,21 @@ def test_a_dead_executor_thread_estops_the_arm_from_the_control_thread(harness):
     n = arm.commands_received
     time.sleep(0.2)
     assert arm.commands_received == n
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_joint_states_are_published_every_nth_tick(harness, every):
+    """#22: `joint_states_every` thins /joint_states (fewer callbacks in the IDM node) while the
+    arm is still commanded at every tick."""
+    from sensor_msgs.msg import JointState
+
+    node, _ = controller(harness, joint_states_every=every)
+    got = []
+    harness.probe.create_subscription(JointState, "/joint_states", lambda m: got.append(m), qos.STATE)
+    wait_for(lambda: len(got) > 5, 30, what="joint_states")
+    n0, c0 = len(got), node.loop.counts["commands_sent"]
+    wait_for(lambda: node.loop.counts["commands_sent"] > c0 + 200, 60, what="200 more ticks")
+    n1, c1 = len(got), node.loop.counts["commands_sent"]
+    ticks, states = c1 - c0, n1 - n0
+    # messages still in flight (or dropped, best effort) make the count a little low, never high
+    assert ticks / every * 0.5 < states <= ticks / every + 5, (every, states, ticks)

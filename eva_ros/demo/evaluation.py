@@ -241,6 +241,7 @@ def score_episode(variant: str, task: str, seed: int, r: dict) -> dict:
             "watchdog_events": s.get("watchdog_events", 0),
             "mean_reward": round(float(np.mean(scores)), 4) if scores else None, "rewards": [round(v, 4) for v in scores],
             "latency_ms": s.get("latency_ms", {}), "generate_ms": generate_ms(s),
+            "control_period_ms": {k: (s.get("control_period") or {}).get(k) for k in ("p50_ms", "p99_ms", "max_ms")},
             "latency_breakdown": s.get("latency_breakdown", {}), "idle": idle_time(traj), "log": r["log"]}
 
 
@@ -256,6 +257,17 @@ def generate_ms(summary: dict) -> dict:
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return round(float(np.mean(xs)), 4) if xs else None
+
+
+def _max(xs):
+    xs = [x for x in xs if x is not None]
+    return round(float(max(xs)), 4) if xs else None
+
+
+def _graph_added(lat: list, eps: list):
+    """camera-to-plan p50 minus the model's own generate p50, mean over the episodes that have both."""
+    return _mean([x.get("p50_ms") - e["generate_ms"]["p50_ms"] for x, e in zip(lat, eps)
+                   if x.get("p50_ms") is not None and e.get("generate_ms", {}).get("p50_ms") is not None])
 
 
 def _breakdown_p50(eps) -> dict:
@@ -301,6 +313,10 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
                 # the world model's own share of it (same runs): camera_to_plan p50 - generate p50 is the graph's
                 "generate_ms": {k: _mean([e.get("generate_ms", {}).get(k) for e in eps]) for k in ("p50_ms", "p90_ms")},
                 "latency_breakdown_p50_ms": _breakdown_p50(eps),
+                # issue #22's acceptance: what the graph adds at p50, the controller's p99 period
+                "graph_added_ms": _graph_added(lat, eps),
+                "control_period_p99_ms": {"mean": _mean([e.get("control_period_ms", {}).get("p99_ms") for e in eps]),
+                                          "max": _max([e.get("control_period_ms", {}).get("p99_ms") for e in eps])},
                 "idle_seconds_mean": _mean([e["idle"]["seconds"] for e in eps]),
                 "idle_fraction_mean": _mean([e["idle"]["fraction"] for e in eps])}
     notes = [f"{variant} {task}: {s['failed_to_run']} of {s['episodes']} episodes failed to run (no success check)"
@@ -336,14 +352,15 @@ def print_table(report: dict) -> None:
     for v, label in report.get("variants", {}).items():
         print(f"eva-demo: {v}: {label}")
     rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "gen p50 ms",
-             "idle s")]
+             "graph ms", "idle s", "idle frac", "ctl p99 ms")]
     for variant, per_task in report["summary"].items():
         for task, s in per_task.items():
             rows.append((variant, task, s["success_text"], *map(_cell, (
                 s["mean_reward"], s["chunks_executed"], s["generations_per_chunk"], s["limit_violations"],
-                s["latency_camera_to_plan_ms"]["p50_ms"], s["generate_ms"]["p50_ms"], s["idle_seconds_mean"]))))
+                s["latency_camera_to_plan_ms"]["p50_ms"], s["generate_ms"]["p50_ms"], s.get("graph_added_ms"),
+                s["idle_seconds_mean"], s["idle_fraction_mean"], s.get("control_period_p99_ms", {}).get("mean")))))
     for task, r in report["idm_replay"].items():
-        rows.append(("idm_replay", task, r.get("text", str(r["idm_replay_success"])), "", "", "", "", "", "", ""))
+        rows.append(("idm_replay", task, r.get("text", str(r["idm_replay_success"])), *[""] * (len(rows[0]) - 3)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("eva-demo: " + "  ".join(c.ljust(w) for c, w in zip(r, widths)))

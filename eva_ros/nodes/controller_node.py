@@ -45,7 +45,7 @@ class ControllerNode(Node):
         self.loop = ControlLoop(self.emb, dt, self.backend, **{k: getattr(cfg, k) for k in ControlLoop.OPTIONS})
         self.backend.connect()
         self.period, self.traj_to_cmd, self.rate = LatencyStats(), LatencyStats(), RateCounter()
-        self._last_tick, self._flush_failed = None, False
+        self._last_tick, self._flush_failed, self._ticks = None, False, 0
 
         io = MutuallyExclusiveCallbackGroup()
         self.pub_js = self.create_publisher(JointState, names.JOINT_STATES, qos.STATE)
@@ -113,7 +113,8 @@ class ControllerNode(Node):
             state, error = self.backend.read_state(), ""
         except Exception as exc:  # noqa: BLE001 - lost feedback, handled by the loop
             state, error = None, repr(exc)
-        if state is not None and abs(now - state.stamp) <= self.loop.feedback_timeout:
+        publish_state, self._ticks = self._ticks % self.cfg.joint_states_every == 0, self._ticks + 1
+        if publish_state and state is not None and abs(now - state.stamp) <= self.loop.feedback_timeout:
             self.pub_js.publish(joint_state_msg(self.emb.joint_names, self.emb.action_to_joint_positions(
                 state.positions), self.emb.action_to_joint_positions(state.velocities), state.stamp))
         decision = self.loop.tick(state, now, error)
