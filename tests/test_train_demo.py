@@ -116,6 +116,10 @@ def test_the_planner_and_the_idm_node_load_the_checkpoints_in_the_closed_loop(tr
     cell = report["summary"]["student"]["pick_block_narrow"]
     assert 0 < cell["generate_ms"]["p50_ms"] <= cell["latency_camera_to_plan_ms"]["p50_ms"]
     assert {"frame_age", "generate", "executor", "transport", "idm", "safety"} <= set(cell["latency_breakdown_p50_ms"])
+    # the robot's layout by default (#22): model nodes in one process, camera + controller in another,
+    # both reports merged: the controller's period and what the graph adds are in the table
+    assert report["layout"] == "split"
+    assert cell["control_period_p99_ms"]["mean"] > 0 and cell["graph_added_ms"] is not None
     # idm_replay's ground truth came through the graph and the recorder, like the IDM's training demos
     rep = report["idm_replay"]["pick_block_narrow"]
     assert rep["route"] == "ros_graph" and rep["seeds"] == ["100"] and rep["gt_replay_success"] is not None

@@ -37,7 +37,8 @@ import yaml
 
 from eva_core.config import ConfigError, Section, param
 from training.common import (OptimSection, append_jsonl, latest_checkpoint, load_config, load_emb, load_yaml, prepare_output_dir,
-                             resume_from, run_cli, save_checkpoint, world_model_config, write_mp4)
+                             resume_from, run_cli, save_checkpoint, world_model_config, write_mp4,
+                             write_rank_digest)
 
 PATH_KEYS = ("transformer_dir", "vae_dir", "model_dir", "ckpt", "reward_idm")
 
@@ -444,8 +445,11 @@ def train(argv=None) -> Path:
         if step % log.save_every == 0 or step == total:
             save_checkpoint(accelerator, out, step, {}, log.keep)
     bar.close()
+    # data-parallel replicas must end identical (the 2-process test reads these)
+    write_rank_digest(accelerator, [*p_s, *p_f], out)
     final = export_student(accelerator, s_wrapped, teacher_cfg, tr, dmd_c, out)
-    summary = {"steps": step, "final": str(final), "student_steps": dmd_c.student_steps, "sigmas": sigmas}
+    summary = {"steps": step, "final": str(final), "student_steps": dmd_c.student_steps, "sigmas": sigmas,
+               "processes": accelerator.num_processes}
     if main:
         import json
 

@@ -56,9 +56,10 @@ def run(argv) -> int:
     ap.add_argument("--best-of", type=int, default=4, help="N of the SFT best-of-N baseline (default 4)")
     ap.add_argument("--no-compare", action="store_true", help="only the deployed variant (the student, else GRPO; no teacher / SFT / best-of-N runs)")
     ap.add_argument("--no-replay", action="store_true", help="skip idm_replay_success")
-    ap.add_argument("--layout", choices=("composed", "split"), default="composed",
-                    help="trained closed loop: every node in one process (default), or split as on the robot: "
-                         "planner + idm_action in one process, camera + controller in another")
+    ap.add_argument("--layout", choices=("composed", "split"), default="split",
+                    help="trained closed loop: split as on the robot (default): planner + idm_action in one "
+                         "process, camera + controller in another, so the 200 Hz controller never waits on the "
+                         "model's GIL; or composed: every node in one process")
     add_debug_arg(ap)
     args = ap.parse_args(argv)
     if args.duration is not None and not (args.duration > 0 and args.duration < float("inf")):
