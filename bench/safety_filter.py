@@ -35,6 +35,17 @@ def main():
     med = float(np.median(per_tick))
     print(f"safety filter: {med * 1e6:.1f} us/tick (median of {args.repeats}); "
           f"control period {dt * 1e3:.1f} ms; tick/period ratio = {med / dt:.4f}")
+    # the IDM node filters a whole chunk at once (plan -> trajectory): 1.6 s of motion at the rate
+    chunk = targets[: int(1.6 * args.rate)]
+    per_chunk = []
+    for _ in range(args.repeats):
+        f = SafetyFilter(emb, dt)
+        t0 = time.perf_counter()
+        f.filter_chunk(chunk, (emb.pos_lower + emb.pos_upper) / 2)
+        per_chunk.append(time.perf_counter() - t0)
+    c = float(np.median(per_chunk))
+    print(f"filter_chunk of {len(chunk)} points: {c * 1e3:.2f} ms ({c / len(chunk) * 1e6:.1f} us/point; "
+          f"per-point / per-tick ratio = {c / len(chunk) / med:.2f})")
 
 
 if __name__ == "__main__":
