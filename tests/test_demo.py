@@ -166,3 +166,18 @@ def test_rollout_frames_of_an_episode_without_chunks_have_the_shape_of_one_with_
     chunks = [(0.0, 1, np.zeros((9, 48, 64, 3), np.uint8))]
     with_chunks, without = video_frames(cams, chunks, 240, "a"), video_frames(cams, [], 240, "b")
     assert with_chunks[0].shape == without[0].shape == (240, 640, 3)
+
+
+def test_rollout_frames_before_and_after_the_first_chunk_have_one_shape():
+    """Camera frames before the first chunk get a blank plan panel of the chunk panel's width, and
+    every frame of the video has one size even if a camera frame of another size slipped in
+    (np.stack of the rollout failed once in eva-demo: "all input arrays must have the same shape")."""
+    import numpy as np
+
+    from eva_ros.demo.recorder import video_frames
+
+    cams = [(0.1 * i, np.zeros((48, 64, 3), np.uint8)) for i in range(4)] + [(0.5, np.zeros((50, 70, 3), np.uint8))]
+    chunks = [(0.15, 1, np.zeros((9, 48, 64, 3), np.uint8))]
+    frames = video_frames(cams, chunks, 240, "a")
+    assert len({f.shape for f in frames}) == 1 and frames[0].shape == (240, 640, 3)
+    np.stack(frames)

@@ -133,25 +133,30 @@ def video_frames(cams: list, chunks: list, height: int = 240, label: str = "") -
     out, k = [], -1
     # the chunk panel's width/height; without chunks the camera's (the world model renders its size), so that
     # every episode's frames have one shape
-    aspect = (chunks[0][2].shape[2] / chunks[0][2].shape[1] if chunks else
-              cams[0][1].shape[1] / cams[0][1].shape[0] if cams else 1.0)
+    ref = chunks[0][2][0] if chunks else cams[0][1] if cams else np.zeros((height, height, 3), np.uint8)
+    panel_w = _width(ref.shape, height)
+    cam_w = _width(cams[0][1].shape, height) if cams else panel_w
     for i, (stamp, img) in enumerate(cams):
         while k + 1 < len(chunks) and chunks[k + 1][0] <= stamp:
             k += 1
-        left = cv2.resize(img, (int(img.shape[1] * height / img.shape[0]), height))
+        left = cv2.resize(img, (cam_w, height))   # one size for the whole video, whatever a frame's
         if k >= 0:
             frames = chunks[k][2]
             f = frames[i % len(frames)]
-            right = cv2.resize(f, (int(f.shape[1] * height / f.shape[0]), height),
-                               interpolation=cv2.INTER_NEAREST)
+            right = cv2.resize(f, (panel_w, height), interpolation=cv2.INTER_NEAREST)
             cv2.putText(right, f"plan {chunks[k][1]}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
         else:
-            right = np.zeros((height, int(height * aspect), 3), np.uint8)
+            right = np.zeros((height, panel_w, 3), np.uint8)
         if label:
             cv2.putText(left, label, (4, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
         frame = np.concatenate([left, right], axis=1)
         out.append(frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2])  # even size for H.264
     return out
+
+
+def _width(shape: tuple, height: int) -> int:
+    """Width of an (H, W, ...) image scaled to `height`, rounded once."""
+    return max(1, round(shape[1] * height / shape[0]))
 
 
 def write_plots(emb: Embodiment, snap: dict, actions_path: Path, scores_path: Path | None) -> list[Path]:
