@@ -5,6 +5,7 @@ the ones `eva_ros.runtime.configure_transport` sets for eva-bringup and the node
 launched graph and a composed one use the same DDS setup.
 
 Launch arguments added here:
+- `transport:=LARGE_DATA`, `fastdds_profile:=<share>/config/fastdds_shm.xml` (the DDS environment);
 - `enclave:=/eva` (default "": none): each node runs with `--ros-args --enclave /eva/<node name>`
   (docs/hardware.md, "DDS security (SROS2)");
 - `rsp:=true|false` (default true): robot_state_publisher with the URDF text as robot_description,
@@ -103,15 +104,21 @@ def transport_environment(share_dir: str, transport: str = DEFAULT_TRANSPORT,
 
 
 def transport_actions(discovery_range: str | None = None) -> list:
-    """The `transport` launch argument and the SetEnvironmentVariable actions of
-    `transport_environment` (the transport from the argument)."""
+    """The `transport`, `fastdds_profile` and `enclave` launch arguments and the
+    SetEnvironmentVariable actions of `transport_environment` (transport and profile from the
+    arguments)."""
     from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
     from launch.substitutions import LaunchConfiguration
 
     env = transport_environment(share(), "", discovery_range)
+    default_profile = env["FASTDDS_DEFAULT_PROFILES_FILE"]
     env["FASTDDS_BUILTIN_TRANSPORTS"] = LaunchConfiguration("transport")
+    env["FASTDDS_DEFAULT_PROFILES_FILE"] = LaunchConfiguration("fastdds_profile")
     return [DeclareLaunchArgument("transport", default_value=DEFAULT_TRANSPORT,
                                   description=f"FASTDDS_BUILTIN_TRANSPORTS ({TRANSPORTS})"),
+            DeclareLaunchArgument("fastdds_profile", default_value=default_profile,
+                                  description="FASTDDS_DEFAULT_PROFILES_FILE, e.g. a profile with an interface "
+                                              "allow-list for the robot LAN (docs/hardware.md)"),
             DeclareLaunchArgument("enclave", default_value="",
                                   description="SROS2 root enclave, e.g. /eva: each node gets <root>/<node name> "
                                               "(with ROS_SECURITY_* set; see docs/hardware.md)"),

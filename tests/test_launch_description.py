@@ -99,6 +99,7 @@ def evaluate(path: Path, **args) -> list[Recorded]:
 
     for entity in module.generate_launch_description().args[0]:
         run(entity)
+    evaluate.context = context   # the launch configurations after the run
     return done
 
 
@@ -291,3 +292,14 @@ def test_enclave_names_in_the_docs_match_the_launch_files(launch):
     for name in started:
         assert f"/eva/{name}" in doc, f"docs/hardware.md: no enclave /eva/{name}"
 
+
+
+@pytest.mark.parametrize("path", ALL_LAUNCHES, ids=lambda p: p.name)
+def test_fastdds_profile_defaults_to_the_shm_profile_and_can_be_replaced(launch, path):
+    def profile(**args):
+        (value,) = [a.args[1] for a in launch(path, **args)
+                    if type(a).__name__ == "SetEnvironmentVariable" and a.args[0] == "FASTDDS_DEFAULT_PROFILES_FILE"]
+        return value.perform(launch.context)
+
+    assert profile() == str(REPO / "config" / "fastdds_shm.xml")
+    assert profile(fastdds_profile="/etc/eva/fastdds_lan.xml") == "/etc/eva/fastdds_lan.xml"
