@@ -155,10 +155,10 @@ def robot_model_actions() -> list:
     from launch.substitutions import LaunchConfiguration
 
     return [
-        DeclareLaunchArgument("rsp", default_value="true", choices=["true", "false"],
+        DeclareLaunchArgument("rsp", default_value="true",
                               description="robot_state_publisher: robot_description and /tf from joint_states"),
         DeclareLaunchArgument("urdf", default_value=urdf_file(), description="URDF published as robot_description"),
-        DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
+        DeclareLaunchArgument("rviz", default_value="false",
                               description=f"rviz2 with share/{PACKAGE}/rviz/{RVIZ_CONFIG}"),
         OpaqueFunction(function=_state_publishers, condition=IfCondition(LaunchConfiguration("rsp"))),
         OpaqueFunction(function=_rviz, condition=IfCondition(LaunchConfiguration("rviz"))),

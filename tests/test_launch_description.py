@@ -192,9 +192,13 @@ def test_urdf_argument_names_the_default_embodiment_urdf(launch):
     assert Path(urdf_file(str(REPO))) == URDF == load_embodiment().urdf_file.resolve()
 
 
-def test_rviz_is_installed_by_setup_py():
-    src = (REPO / "setup.py").read_text()
-    assert 'share_tree("rviz")' in src
+def test_rviz_config_is_installed_by_setup_py():
+    import os
+
+    from test_packaging import setup_kwargs   # runs setup.py with a recorder
+
+    installed = {os.path.join(dest, os.path.basename(f)) for dest, files in setup_kwargs()["data_files"] for f in files}
+    assert "share/eva_ros/rviz/eva.rviz" in installed
 
 
 # ---- eva.rviz ----------------------------------------------------------------------------------
