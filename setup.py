@@ -56,6 +56,7 @@ setup(
         *share_tree("launch"),
         *share_tree("urdf"),
         *share_tree("config"),
+        *share_tree("rviz"),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

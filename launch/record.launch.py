@@ -7,6 +7,8 @@ recorder:=ros2bag (default) runs `ros2 bag record -s mcap` on the topics of conf
 storage preset, split duration/size and QoS overrides file (eva_ros.bag_recorder.ros2_bag_command).
 recorder:=eva runs eva-record instead (no ros2 CLI needed; crash-safe short segments; episodes
 under its out_dir). Convert either with `eva-bag-to-episodes`. See docs/twin_and_data.md.
+enclave:=/eva (SROS2, docs/hardware.md): eva-record runs in /eva/eva_record, `ros2 bag record`
+in /eva/ros2bag (through ROS_SECURITY_ENCLAVE_OVERRIDE, which rcl reads in any process).
 """
 
 import time
@@ -16,7 +18,7 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.conditions import LaunchConfigurationEquals
 from launch.substitutions import LaunchConfiguration
 
-from eva_ros.launch_common import config_argument, config_file, eva_node, transport_actions
+from eva_ros.launch_common import config_argument, config_file, enclave_path, eva_node, transport_actions
 
 
 def _ros2_bag(context):
@@ -24,7 +26,9 @@ def _ros2_bag(context):
 
     config = LaunchConfiguration("config").perform(context)
     out = LaunchConfiguration("out").perform(context)
+    enclave = enclave_path(LaunchConfiguration("enclave").perform(context), "ros2bag")
     return [ExecuteProcess(cmd=ros2_bag_command([config_file("base.yaml"), config], out), output="screen",
+                           additional_env={"ROS_SECURITY_ENCLAVE_OVERRIDE": enclave} if enclave else None,
                            condition=LaunchConfigurationEquals("recorder", "ros2bag"))]
 
 

@@ -129,8 +129,11 @@ def test_transport_environment_matches_the_runtime():
 
 
 def test_launch_nodes_load_base_then_the_overlay():
+    """eva_node builds the one Node action of the eva nodes (robot_state_publisher and rviz2 are
+    other packages' nodes, in their own helpers)."""
     tree = ast.parse((REPO / "eva_ros" / "launch_common.py").read_text())
-    node_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
+    (eva_node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "eva_node"]
+    node_calls = [n for n in ast.walk(eva_node) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Node"]
     assert len(node_calls) == 1
     params = {k.arg: k.value for k in node_calls[0].keywords}["parameters"]
     assert ast.unparse(params) == "[config_file(BASE), config]"
