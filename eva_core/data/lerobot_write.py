@@ -99,6 +99,8 @@ class _Video:
     def __init__(self, path: Path, encoder: str, fps: int, shape, crf: int, gop: int):
         import av
 
+        if encoder == "libsvtav1":
+            os.environ.setdefault("SVT_LOG", "1")   # SVT-AV1 prints its banner per file unless told (errors only)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.frames = path, 0
         self.container = av.open(str(path), "w")
