@@ -276,3 +276,18 @@ def test_av1_is_an_option_where_the_encoder_exists(tmp_path):
     info = json.loads((tmp_path / "av1/meta/info.json").read_text())
     assert info["features"]["observation.images.cam_high"]["info"]["video.codec"] == "av1"
     assert check_dataset(tmp_path / "av1") == []
+
+
+def test_view_episode_takes_a_lerobot_root(written, tmp_path):
+    import shutil
+
+    import imageio.v3 as iio
+
+    from eva_core.data.view_episode import main as view_main
+
+    eps, src = written
+    root = tmp_path / "ds"
+    shutil.copytree(src, root)
+    assert view_main([str(root), "--episode", "1", "--height", "48"]) == 0
+    assert len(iio.imread(tmp_path / "ds_episode_1.mp4")) == len(eps[1])
+    assert view_main([str(root), "--episode", "7"]) == 2
