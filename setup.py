@@ -43,6 +43,7 @@ CLIS = {
     "eva-generate": "training.generate:main",
     "eva-sim-demos": "eva_core.sim.demos_cli:main",
     "eva-bag-to-episodes": "eva_core.data.rosbag_episodes:main",
+    "eva-convert-episodes": "eva_core.data.convert_episodes:main",
     "eva-view-episode": "eva_core.data.view_episode:main",
 }
 

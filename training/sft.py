@@ -34,7 +34,7 @@ from training.common import (OptimSection, EpochSampler, append_jsonl, check_inp
 
 @dataclass
 class DataSection(Section):
-    sources: list[str] = param([], "episode files/dirs (HDF5) and EVA CSVs")
+    sources: list[str] = param([], "episode files/dirs (HDF5), LeRobot v3.0 roots and EVA CSVs")
     synthetic: int = param(0, "also write N synthetic episodes (eva_core.data.synthetic) and train on them", ge=0)
     synthetic_frames: int = param(64, "frames per synthetic episode", ge=1)
     synthetic_seed: int = param(0, "seed of the synthetic episodes")

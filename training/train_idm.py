@@ -40,7 +40,7 @@ from tqdm import tqdm
 from eva_core.atomic_io import atomic_path, write_json
 from eva_core.cli import UserError, add_debug_arg, check_writable
 from eva_core.config import ConfigError, Section, param
-from eva_core.data import detect_layout, find_episode_files, make_synthetic_dataset, read_episode
+from eva_core.data import detect_layout, find_episodes, make_synthetic_dataset, read_ref
 from eva_core.data.episode import limits_problem
 from eva_core.embodiment import DEFAULT_EMBODIMENT, Embodiment, load_embodiment
 from eva_core.idm import FUSIONS, IDM, IDMConfig, VARIANTS, build_idm, export_eva_pt, load_idm, save_idm
@@ -60,12 +60,12 @@ class IDMTrainConfig(Section):
     `batch_size`). Read from --config YAML, then --set key=value, then the flags given."""
 
     # data
-    data: list[str] = param([], "episode .hdf5 files or directories (ALOHA/Cobot Magic, RoboTwin, ours)")
+    data: list[str] = param([], "episode .hdf5 files, directories or LeRobot v3.0 roots (ALOHA/Cobot Magic, RoboTwin, ours)")
     embodiment: str = param(DEFAULT_EMBODIMENT, "name under config/ or a YAML path (action layout)")
     synthetic: int = param(0, "generate N synthetic episodes into OUT/synthetic_data and train on them", ge=0)
     synthetic_frames: int = param(64, "frames per synthetic episode", ge=1)
     synthetic_size: int = param(64, "side of the synthetic frames", unit="px", ge=1)
-    camera: str | None = param(None, "camera to train on (default: the file's primary camera)")
+    camera: str | None = param(None, "camera to train on, a name or a LeRobot key (default: the file's primary camera)")
     fps: float | None = param(None, "override the episodes' frame rate (RoboTwin has none)", unit="Hz", gt=0)
     grippers_in_metres: bool = param(False, "ALOHA files store gripper strokes in metres (Cobot Magic): divide "
                                             "by the embodiment's strokes")
@@ -119,12 +119,12 @@ def parse_args(argv=None) -> IDMTrainConfig:
     c.add_argument("--config", default=None, help="YAML of IDMTrainConfig keys (a key per flag: batch_size, ...)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     d = p.add_argument_group("data")
-    d.add_argument("--data", nargs="*", help="episode .hdf5 files or directories (ALOHA/Cobot Magic, RoboTwin, ours)")
+    d.add_argument("--data", nargs="*", help="episode .hdf5 files, directories or LeRobot v3.0 roots (ALOHA/Cobot Magic, RoboTwin, ours)")
     d.add_argument("--embodiment", help="name under config/ or a YAML path (action layout)")
     d.add_argument("--synthetic", type=int, help="generate N synthetic episodes into OUT/synthetic_data and train on them")
     d.add_argument("--synthetic-frames", type=int)
     d.add_argument("--synthetic-size", type=int)
-    d.add_argument("--camera", help="camera to train on (default: the file's primary camera)")
+    d.add_argument("--camera", help="camera to train on, a name or a LeRobot key (default: the file's primary camera)")
     d.add_argument("--fps", type=float, help="override the episodes' frame rate (RoboTwin has none)")
     d.add_argument("--grippers-in-metres", action="store_true",
                    help="ALOHA files store gripper strokes in metres (Cobot Magic): divide by the embodiment's strokes")
@@ -201,7 +201,7 @@ def read_kwargs(path, args, emb: Embodiment) -> dict:
     kw = {"camera": args.camera, "cameras": []}
     if args.fps:
         kw["fps"] = args.fps
-    if args.grippers_in_metres and detect_layout(path) == "aloha":
+    if args.grippers_in_metres and not path.is_lerobot and detect_layout(path.path) == "aloha":
         kw["grippers_in_metres"] = emb
     return kw
 
@@ -241,7 +241,7 @@ def load_clips(files, size: int, args, emb: Embodiment) -> Clips:
     clips = Clips()
     for f in tqdm(files, desc="reading episodes", disable=args.no_progress):
         try:
-            ep = read_episode(f, **read_kwargs(f, args, emb))
+            ep = read_ref(f, embodiment=emb, **read_kwargs(f, args, emb))
             if ep.action.shape[1] != emb.action_dim:
                 raise ValueError(f"{f}: action has {ep.action.shape[1]} dims, embodiment {emb.name!r} "
                                  f"has {emb.action_dim}")
@@ -259,7 +259,7 @@ def load_clips(files, size: int, args, emb: Embodiment) -> Clips:
         clips.frames.append(resize_frames(ep.frames, size))
         clips.actions.append(ep.action)
         clips.files.append(str(f))
-        clips.groups.append(ep.meta.get("derived_from") or str(Path(f).resolve()))
+        clips.groups.append(ep.meta.get("derived_from") or str(Path(str(f)).resolve()))
     return clips
 
 
@@ -439,7 +439,7 @@ def episode_files(args, out: Path, acc, emb: Embodiment) -> list[Path]:
                                    args.synthetic_size, seed=args.seed, progress=not args.no_progress, embodiment=emb)
         acc.wait_for_everyone()
         data.append(str(out / "synthetic_data"))
-    files = find_episode_files(*data)
+    files = find_episodes(*data, embodiment=emb)
     if not files:
         raise UserError("no episodes: pass --data DIR/FILES or --synthetic N")
     return files
@@ -577,7 +577,7 @@ def run(argv=None) -> dict:
     emb = load_embodiment(args.embodiment)
     # every input is checked before anything is written: data paths, checkpoint, --init model
     if args.data:
-        find_episode_files(*args.data)  # a missing path is an error here
+        find_episodes(*args.data, embodiment=emb)  # a missing path or bad dataset is an error here
     check_inputs(**{"--backbone-weights": args.backbone_weights})
     resume = latest_checkpoint(Path(args.out)) if args.resume == "auto" else (Path(args.resume) if args.resume else None)
     resumed = load_checkpoint(resume) if resume is not None else None

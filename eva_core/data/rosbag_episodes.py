@@ -1,6 +1,7 @@
-"""eva-bag-to-episodes: rosbag2 recordings (MCAP or sqlite3) -> episode HDF5 files.
+"""eva-bag-to-episodes: rosbag2 recordings (MCAP or sqlite3) -> episode HDF5 files or one LeRobot v3.0 dataset.
 
     eva-bag-to-episodes BAG [BAG ...] --out DIR [--instruction TEXT] [--max-skew 0.02]
+    eva-bag-to-episodes BAG [BAG ...] --out DATASET --format lerobot [--codec h264|av1] [--append]
 
 One episode per BAG (a rosbag2 bag, an `eva-record` episode directory of segment bags, or one
 MCAP file). The primary camera's frames set the timeline; every other camera contributes its
@@ -11,8 +12,10 @@ sample of any stream is further than `--max-skew` seconds is dropped (and counte
 The instruction is `--instruction`, else the last `eva/instruction` message of the bag.
 
 Output: DIR/<bag name>.hdf5, the ALOHA layout of eva_core.data.hdf5_io plus the attributes
-source and instruction, each written atomically. A truncated or corrupt bag prints one line per
-problem and keeps its complete part (complete chunks of a killed writer's segment); the exit
+source and instruction, each written atomically. With --format lerobot, DIR is one LeRobot
+v3.0 dataset (eva_core.data.lerobot_write), one episode per bag, the instruction as its task;
+it appears once complete, and --append adds episodes to an existing one. A truncated or corrupt
+bag prints one line per problem and keeps its complete part (complete chunks of a killed writer's segment); the exit
 status is then 1. Nothing usable at all: exit 2.
 """
 
@@ -223,10 +226,8 @@ def build_episode(streams: Streams, emb, opts: ConvertOptions, where: str) -> tu
     return ep, info
 
 
-def convert_bag(path, emb, opts: ConvertOptions, out_file, progress=None) -> tuple[Path | None, BagReport, dict]:
-    """One bag -> one episode file. Returns (written path or None, report, info)."""
-    from eva_core.data.hdf5_io import write_aloha_episode
-
+def bag_episode(path, emb, opts: ConvertOptions, progress=None) -> tuple[Episode | None, BagReport, dict]:
+    """One bag -> one Episode (None if nothing usable). Returns (episode, report, info)."""
     path = Path(path)
     report = BagReport(path)
     streams = collect(path, emb, opts, report, progress)
@@ -235,7 +236,17 @@ def convert_bag(path, emb, opts: ConvertOptions, out_file, progress=None) -> tup
     except UserError as e:
         report.errors.append(str(e))
         return None, report, {}
-    write_aloha_episode(ep, out_file, seed=None, source=str(path), action_from=info["action_from"])
+    return ep, report, info
+
+
+def convert_bag(path, emb, opts: ConvertOptions, out_file, progress=None) -> tuple[Path | None, BagReport, dict]:
+    """One bag -> one episode file. Returns (written path or None, report, info)."""
+    from eva_core.data.hdf5_io import write_aloha_episode
+
+    ep, report, info = bag_episode(path, emb, opts, progress)
+    if ep is None:
+        return None, report, {}
+    write_aloha_episode(ep, out_file, seed=None, source=str(Path(path)), action_from=info["action_from"])
     return Path(out_file), report, info
 
 
@@ -251,6 +262,11 @@ def _parser():
     ap.add_argument("--cameras", nargs="*", default=None, help="cameras to keep (default: all)")
     ap.add_argument("--overwrite", action="store_true",
                     help="replace a non-empty --out (swapped in once the conversion is done)")
+    ap.add_argument("--format", choices=("hdf5", "lerobot"), default="hdf5",
+                    help="hdf5: one ALOHA-layout file per bag (default); lerobot: --out is one LeRobot v3.0 dataset")
+    ap.add_argument("--codec", choices=("h264", "av1"), default="h264", help="lerobot video codec (default h264)")
+    ap.add_argument("--append", action="store_true",
+                    help="lerobot: add the bags' episodes to the existing dataset --out (same features)")
     add_debug_arg(ap)
     return ap
 
@@ -270,6 +286,10 @@ def run(argv) -> int:
     for bag in args.bags:
         if not bag.exists():
             raise UserError(f"{bag}: no such bag")
+    if args.format == "lerobot":
+        return _run_lerobot(args, emb, opts)
+    if args.append:
+        raise UserError("--append works with --format lerobot only")
     names = [f"{bag.name.removesuffix('.mcap')}.hdf5" for bag in args.bags]
     if len(set(names)) != len(names):
         raise UserError("two bags have the same name; convert them into different --out directories")
@@ -290,6 +310,33 @@ def run(argv) -> int:
                 tqdm.write(f"eva-bag-to-episodes: {bag} -> {path} ({kept}{dropped}; action from {info['action_from']})")
         if written == 0:
             raise UserError(f"no episode written ({problems} problems above)")
+    return 1 if problems else 0
+
+
+def _run_lerobot(args, emb, opts: ConvertOptions) -> int:
+    """Every bag becomes one episode of the LeRobot v3.0 dataset --out (appears once complete)."""
+    from tqdm import tqdm
+
+    from eva_core.data.lerobot_write import LeRobotWriter, encoder_for, lerobot_output
+
+    encoder_for(args.codec)
+    written, problems = 0, 0
+    with lerobot_output(args.out, overwrite=args.overwrite, append=args.append) as root, \
+            tqdm(desc="messages", unit="msg") as bar:
+        writer = LeRobotWriter(root, emb, codec=args.codec)
+        for bag in args.bags:
+            ep, report, info = bag_episode(bag, emb, opts, progress=bar)
+            for line in report.errors:
+                problems += 1
+                tqdm.write(f"eva-bag-to-episodes: error: {line}", file=sys.stderr)
+            if ep is not None:
+                index = writer.add(ep)
+                written += 1
+                tqdm.write(f"eva-bag-to-episodes: {bag} -> {args.out} episode {index} ({info['frames']} frames at "
+                           f"{info['fps']:.1f} fps; action from {info['action_from']})")
+        if written == 0:
+            raise UserError(f"no episode written ({problems} problems above)")
+        writer.close()
     return 1 if problems else 0
 
 

@@ -1,6 +1,7 @@
 """Video clips for world-model training: N frames at a target fps and resolution.
 
-Sources: episode files (HDF5: ours, ALOHA/Cobot Magic, RoboTwin, through `read_episode`) and
+Sources: episode files (HDF5: ours, ALOHA/Cobot Magic, RoboTwin) and LeRobot v3.0 roots (through
+`eva_core.data.load_episodes`'s `find_episodes`/`read_ref`) and
 EVA's data CSV (`video_path, caption, height, width, fps, n_frames`; paths relative to the CSV).
 A clip is resampled to `spec.fps` by nearest source frame, centre-cropped to the target aspect
 and resized (bicubic, antialiased) to `spec.height x spec.width`, as the world model's input is.
@@ -109,13 +110,13 @@ def read_eva_csv(path) -> list[dict]:
 
 def clips_from_sources(sources, spec: ClipSpec, stride_s: float = 1.0, instruction: str | None = None) -> list[ClipRef]:
     """Every clip of `spec` in the given episode files/directories and EVA CSVs."""
-    from eva_core.data.hdf5_io import find_episode_files, read_episode
+    from eva_core.data.load import find_episodes, read_ref
 
     refs: list[ClipRef] = []
     csvs = [Path(s) for s in sources if str(s).endswith(".csv")]
     others = [s for s in sources if not str(s).endswith(".csv")]
-    for f in (find_episode_files(*others) if others else []):
-        ep = read_episode(f, **_read_kw(f, spec))
+    for f in (find_episodes(*others) if others else []):
+        ep = read_ref(f, **_read_kw(spec))
         text = instruction if instruction is not None else ep.instruction
         refs += [ClipRef(str(f), s, ep.fps, text, "episode") for s in clip_starts(len(ep), ep.fps, spec, stride_s)]
     for c in csvs:
@@ -126,14 +127,8 @@ def clips_from_sources(sources, spec: ClipSpec, stride_s: float = 1.0, instructi
     return refs
 
 
-def _read_kw(path, spec: ClipSpec) -> dict:
-    return {"camera": spec.camera, "cameras": []} if _layout(path) == "aloha" else {"camera": spec.camera}
-
-
-def _layout(path) -> str:
-    from eva_core.data.hdf5_io import detect_layout
-
-    return detect_layout(path)
+def _read_kw(spec: ClipSpec) -> dict:
+    return {"camera": spec.camera, "cameras": []}   # only the clip's camera is decoded
 
 
 def read_video(path) -> tuple[np.ndarray, float | None]:
@@ -169,9 +164,9 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def _frames(self, ref: ClipRef) -> np.ndarray:
         if self._last is None or self._last[0] != ref.source:
             if ref.kind == "episode":
-                from eva_core.data.hdf5_io import read_episode
+                from eva_core.data.load import parse_ref, read_ref
 
-                frames = read_episode(ref.source, **_read_kw(ref.source, self.spec)).frames
+                frames = read_ref(parse_ref(ref.source), **_read_kw(self.spec)).frames
             else:
                 frames = read_video(ref.source)[0]
             self._last = (ref.source, frames)
@@ -188,7 +183,12 @@ class VideoClipDataset(torch.utils.data.Dataset):
 
 
 def source_identity(path: str) -> dict:
-    st = os.stat(path)
+    """A source's path, size and mtime (a LeRobot episode: its dataset's meta/info.json)."""
+    from eva_core.data.lerobot_format import INFO_PATH
+    from eva_core.data.load import parse_ref
+
+    ref = parse_ref(path)
+    st = os.stat(ref.path / INFO_PATH if ref.is_lerobot else ref.path)
     return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 

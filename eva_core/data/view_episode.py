@@ -2,11 +2,13 @@
 training on it.
 
     eva-view-episode data/sim/pick_block/episode_0.hdf5 [--out view.mp4] [--height 240]
+    eva-view-episode datasets/my_lerobot_v3 --episode 3 [--camera cam_high]
 
 Left: every camera of the file side by side (resized to --height). Right: one panel per arm with
 the measured joints (qpos, solid) and the action (dashed) over the whole episode, and a cursor
-at the current frame. Any episode layout eva_core reads (ALOHA / Cobot Magic, ours, RoboTwin).
-The video is written atomically (default: the episode's path with .mp4).
+at the current frame. Any episode eva_core reads (ALOHA / Cobot Magic, ours, RoboTwin, an episode
+of a LeRobot v3.0 dataset root). The video is written atomically (default: the episode's path
+with .mp4; for a LeRobot episode <root>_episode_N.mp4).
 """
 
 from __future__ import annotations
@@ -95,7 +97,10 @@ def write_view(episode, out: Path, height: int = 240, embodiment=None) -> Path:
 def run(argv) -> int:
     ap = argparse.ArgumentParser(prog="eva-view-episode", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("episode", type=Path, help="episode HDF5 file")
+    ap.add_argument("episode", type=Path, help="episode HDF5 file, or a LeRobot v3.0 dataset root")
+    ap.add_argument("--episode", dest="index", type=int, default=0,
+                    help="episode of a LeRobot dataset (position in its episodes table, default 0)")
+    ap.add_argument("--camera", default=None, help="primary camera, a name or a LeRobot key (default: the file's)")
     ap.add_argument("--out", type=Path, default=None, help="mp4 to write (default: the episode path with .mp4)")
     ap.add_argument("--height", type=int, default=240, help="video height in pixels (default 240)")
     ap.add_argument("--embodiment", default=None, help="for the joint names (default: the default one)")
@@ -104,17 +109,26 @@ def run(argv) -> int:
     args = ap.parse_args(argv)
     if not 32 <= args.height <= 2160:
         raise ValueError(f"--height must be in [32, 2160], got {args.height}")
-    from eva_core.data.hdf5_io import read_episode
+    from eva_core.data.lerobot_format import is_lerobot_root
+    from eva_core.data.load import EpisodeRef, lerobot_dataset, read_ref
     from eva_core.embodiment import load_embodiment
 
-    if not args.episode.is_file():
+    emb = load_embodiment(args.embodiment) if args.embodiment else load_embodiment()
+    if is_lerobot_root(args.episode):
+        n = len(lerobot_dataset(args.episode, emb))
+        if not 0 <= args.index < n:
+            raise UserError(f"{args.episode}: --episode {args.index} is not in [0, {n})")
+        ref = EpisodeRef(args.episode, args.index)
+        default_out = Path(f"{args.episode}_episode_{args.index}.mp4")
+    elif args.episode.is_file():
+        ref, default_out = EpisodeRef(args.episode), args.episode.with_suffix(".mp4")
+    else:
         raise UserError(f"{args.episode}: no such episode file")
-    out = args.out or args.episode.with_suffix(".mp4")
+    out = args.out or default_out
     if out.exists() and not args.overwrite:
         raise ValueError(f"{out}: exists; pass --overwrite to replace it")
     check_writable(out)
-    episode = read_episode(args.episode)
-    emb = load_embodiment(args.embodiment) if args.embodiment else load_embodiment()
+    episode = read_ref(ref, camera=args.camera, embodiment=emb)
     write_view(episode, out, args.height, emb)
     print(f"eva-view-episode: wrote {out} ({len(episode)} frames at {episode.fps:.1f} fps)")
     return 0
