@@ -35,7 +35,7 @@ $(STAMP): requirements.txt setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(QUIET)
 	$(PY) -m pip install -q --no-deps -e . 2>&1 | $(QUIET)
-	$(PY) -c "import torch, diffusers, rclpy, pyrealsense2, piper_sdk, mujoco, rosbags" \
+	$(PY) -c "import torch, diffusers, rclpy, pyrealsense2, piper_sdk, mujoco, rosbags, pyarrow, av" \
 		|| { echo "setup: a dependency failed to import (see above)"; exit 1; }
 	@touch $(STAMP)
 
