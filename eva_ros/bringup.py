@@ -93,6 +93,7 @@ def summarize(reports: dict, duration: float) -> dict:
                      "stale_observations": total("stale_observations_rejected")},
         "latency_ms": {"camera_to_plan": latency("latency_camera_to_plan"),
                        "plan_to_trajectory": latency("latency_plan_to_trajectory"),
+                       "camera_to_trajectory": latency("latency_camera_to_trajectory"),
                        "trajectory_to_first_command": latency("latency_trajectory_to_first_command")},
         "control_period": latency("control_period"),   # the controller's tick-to-tick period
         "world_model_stages": latency("world_model_stages"),   # the planner's per-chunk calls and stage seconds

@@ -32,8 +32,11 @@ def test_loopback_acceptance_run(tmp_path):
     assert s["commands_sent"] > 0
     assert s["limit_violations"] == 0
     assert s["chunks_planned"] > 0 and s["trajectories_executed"] > 0, r["nodes_report"]["controller"]
-    for key in ("camera_to_plan", "plan_to_trajectory", "trajectory_to_first_command"):
+    for key in ("camera_to_plan", "plan_to_trajectory", "trajectory_to_first_command", "camera_to_trajectory"):
         assert s["latency_ms"][key]["count"] > 0 and s["latency_ms"][key]["p50_ms"] > 0
+    # capture -> trajectory spans camera -> plan and plan -> trajectory
+    lat = s["latency_ms"]
+    assert lat["camera_to_trajectory"]["p50_ms"] > lat["plan_to_trajectory"]["p50_ms"]
     assert "watchdog_events" in s
     # the controller's tick-to-tick period reaches the summary (issue #22: its p99 in every layout)
     assert s["control_period"] == r["nodes_report"]["controller"]["control_period"]

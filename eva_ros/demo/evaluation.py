@@ -298,6 +298,7 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
         summary[variant] = {}
         for task, eps in per_task.items():
             lat = [e["latency_ms"].get("camera_to_plan", {}) for e in eps]
+            to_traj = [e["latency_ms"].get("camera_to_trajectory", {}) for e in eps]
             wins, failed = sum(e["success"] for e in eps), sum(not e["success_reported"] for e in eps)
             summary[variant][task] = {
                 "episodes": len(eps), "success_rate": wins / len(eps), "successes": wins, "failed_to_run": failed,
@@ -310,6 +311,8 @@ def build_report(manifest, ckpt, args, tasks, replays, episodes, seconds) -> dic
                 "generated_chunks": sum(e["chunks_planned"] for e in eps) * gens,
                 "limit_violations": sum(e["limit_violations"] for e in eps),
                 "latency_camera_to_plan_ms": {k: _mean([x.get(k) for x in lat]) for k in ("p50_ms", "p90_ms", "p99_ms")},
+                "latency_camera_to_trajectory_ms": {k: _mean([x.get(k) for x in to_traj])
+                                                    for k in ("p50_ms", "p90_ms", "p99_ms")},
                 # the world model's own share of it (same runs): camera_to_plan p50 - generate p50 is the graph's
                 "generate_ms": {k: _mean([e.get("generate_ms", {}).get(k) for e in eps]) for k in ("p50_ms", "p90_ms")},
                 "latency_breakdown_p50_ms": _breakdown_p50(eps),
@@ -351,13 +354,14 @@ def variant_label(name: str, wm: dict, deployed: bool) -> str:
 def print_table(report: dict) -> None:
     for v, label in report.get("variants", {}).items():
         print(f"eva-demo: {v}: {label}")
-    rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "gen p50 ms",
-             "graph ms", "idle s", "idle frac", "ctl p99 ms")]
+    rows = [("variant", "task", "success", "reward", "chunks", "gen/chunk", "limit viol", "plan p50 ms", "traj p50 ms",
+             "gen p50 ms", "graph ms", "idle s", "idle frac", "ctl p99 ms")]
     for variant, per_task in report["summary"].items():
         for task, s in per_task.items():
             rows.append((variant, task, s["success_text"], *map(_cell, (
                 s["mean_reward"], s["chunks_executed"], s["generations_per_chunk"], s["limit_violations"],
-                s["latency_camera_to_plan_ms"]["p50_ms"], s["generate_ms"]["p50_ms"], s.get("graph_added_ms"),
+                s["latency_camera_to_plan_ms"]["p50_ms"], s.get("latency_camera_to_trajectory_ms", {}).get("p50_ms"),
+                s["generate_ms"]["p50_ms"], s.get("graph_added_ms"),
                 s["idle_seconds_mean"], s["idle_fraction_mean"], s.get("control_period_p99_ms", {}).get("mean")))))
     for task, r in report["idm_replay"].items():
         rows.append(("idm_replay", task, r.get("text", str(r["idm_replay_success"])), *[""] * (len(rows[0]) - 3)))

@@ -50,7 +50,7 @@ class IDMActionNode(Node):
         if cfg.warmup:
             self.decoder.warmup()
         self.states = JointStateHistory(self.emb.dof, cfg.state_history_s)
-        self.plan_to_traj, self.decode = LatencyStats(), LatencyStats()
+        self.plan_to_traj, self.decode, self.cam_to_traj = LatencyStats(), LatencyStats(), LatencyStats()
         self.breakdown = BreakdownStats()   # per chunk: transport, idm, reward, safety, idm_total
         work = MutuallyExclusiveCallbackGroup()   # the IDM runs here, off the state callbacks
         state = MutuallyExclusiveCallbackGroup()
@@ -101,6 +101,7 @@ class IDMActionNode(Node):
                                                 TrajectoryMeta(meta.chunk_id, t_traj, score).to_frame_id()))
         if meta.t_plan is not None:
             self.plan_to_traj.add(t_traj - meta.t_plan)
+        self.cam_to_traj.add(t_traj - meta.stamp)   # the observation's capture -> its trajectory out
         self.breakdown.add(idm_breakdown(meta.t_plan, t_recv, t_traj, self.decoder.last_timing))
         self.diag.set_level(OK, f"chunk {meta.chunk_id}: reward {score:.2f}")
 
@@ -114,6 +115,7 @@ class IDMActionNode(Node):
         return {**{f"idm_{k}": v for k, v in self.counts.items()},
                 "reward_mean": round(sum(s) / len(s), 4) if s else None,
                 "latency_plan_to_trajectory": self.plan_to_traj.summary(),
+                "latency_camera_to_trajectory": self.cam_to_traj.summary(),
                 "idm_decode_latency": self.decode.summary(),
                 "latency_breakdown": self.breakdown.summary()}   # eva_core.latency_breakdown, ms per stage
 
