@@ -35,7 +35,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_srvs.srv import Trigger
 
 from eva_core.data.bag_writer import SegmentedBagWriter, StorageFault, TopicInfo
-from eva_ros.diagnostics import ERROR, Diagnostics
+from eva_ros.diagnostics import ERROR, DiagnosticsReporter
 from eva_ros.node_config import DEFAULT_TOPICS, RecordConfig, read_qos_overrides  # noqa: F401 - re-exported
 from eva_ros.params import NODE_KWARGS, load_node_config
 
@@ -73,7 +73,7 @@ class BagRecorderNode(Node):
         self.dropped = 0
         self.storage_faults = 0
         self._failure = ""
-        self.diag = Diagnostics(self, "eva_record", self._diag_values)
+        self.diag = DiagnosticsReporter(self, "eva_record", self._diag_values)
         self.create_service(Trigger, "~/start_episode", self._on_start)
         self.create_service(Trigger, "~/stop_episode", self._on_stop)
         self.create_timer(self.cfg.discovery_period, self._discover)

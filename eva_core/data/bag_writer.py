@@ -181,13 +181,14 @@ class SegmentedBagWriter:
         with self._lock:
             if self.closed or self._writer is None:
                 return
+            what = "closing the segment" if self._due(now_ns) else "touching the segment's file"
             try:
                 if self._due(now_ns):
                     self._close_segment()
                 else:
                     os.utime(self._seg_path / f"{self._seg_path.name}.{self.storage_suffix}")
             except (OSError, WriterError) as e:
-                raise self._fault("closing the segment", e) from e
+                raise self._fault(what, e) from e
 
     @property
     def storage_suffix(self) -> str:
