@@ -13,7 +13,8 @@ import textwrap
 import pytest
 
 from eva_core.data.bag_writer import SegmentedBagWriter, TopicInfo
-from eva_core.data.rosbag_episodes import ConvertOptions, convert_bag, lost_note
+from eva_core.data import rosbag_episodes
+from eva_core.data.rosbag_episodes import ConvertOptions, convert_bag
 from eva_core.data.rosbag_io import BagReport, iter_bag
 from eva_ros.testing import REPO
 
@@ -119,7 +120,7 @@ def test_an_empty_segment_is_named_and_the_seconds_lost_are_counted(tmp_path):
     assert len(report.lost) == 2 and len(msgs) > 0
     assert report.lost[0] == (segs[1], pytest.approx((first_of_2 - last_of_0) / NS))
     path, report, info = convert_bag(tmp_path / "ep", EMB, ConvertOptions(), tmp_path / "ep.hdf5")
-    assert path is not None and "s lost in 2 damaged segments" in lost_note(report)
+    assert path is not None and "s lost in 2 damaged segments" in rosbag_episodes.lost_note(report)
 
 
 def test_the_cli_line_of_each_episode_says_how_much_was_lost(tmp_path, capsys):
