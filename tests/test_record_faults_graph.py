@@ -74,9 +74,9 @@ def test_sigkill_loses_at_most_segment_seconds_even_after_a_pause(tmp_path):
     due = [i for i, t in rig.sent if t < kill_time - rig.segment - period]
     missing = [round(t - kill_time, 2) for i, t in rig.sent if i in due and i not in got]
     print(f"kill -9: last frame sent {rig.sent[-1][1] - kill_time:+.2f} s, last recovered "
-          f"{max(got.values(), default=0) - kill_time:+.2f} s from the kill; converter: {report.lost_s:.2f} s lost")
+          f"{max(got.values(), default=0) - kill_time:+.2f} s from the kill")
     assert len(due) > 5 and not missing, (missing, report.errors)
-    assert report.lost_s <= rig.segment + period
+    assert report.lost_s <= rig.segment + period   # what the converter says was lost
 
 
 def test_a_removed_directory_is_one_fault_and_an_unrecreatable_one_stops_with_exit_2(tmp_path):
