@@ -52,6 +52,7 @@ def test_a_removed_episode_directory_is_one_fault_and_the_recording_carries_on(t
     assert "metadata" in str(faults[0]) or "No such file" in str(faults[0])   # the first cause, named
     w.close()                                 # no `assert self.storage`: the failed writer was dropped
     assert w.faults == 1 and w.closed
+    assert w.lost == 10   # the aborted segment's frames (1.0-1.45 s), gone with the directory
     segs = sorted((tmp_path / "ep").iterdir())
     assert segs and all((s / "metadata.yaml").exists() for s in segs)   # fresh, complete segments
     stamps = [m.log_time_ns for m in iter_bag(tmp_path / "ep")]
@@ -78,6 +79,7 @@ def test_a_full_disk_aborts_the_segment_then_stops_the_writer_without_reusing_it
     assert len(set(map(id, used))) == len(used)   # each failed storage was tried once, never reused
     w.close()                                      # nothing left open: no second error
     assert w.faults == 2 and w.closed
+    assert w.lost == 20   # seg 1 (0.5-0.95 s) and seg 2 (1.05-1.5 s); the frame at 1.0 s was dropped
     monkeypatch.undo()
     n = w.messages
     assert _frames(w, 3.0, 3.2) == [] and w.messages == n   # stopped: nothing more is written

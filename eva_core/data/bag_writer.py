@@ -119,7 +119,7 @@ class SegmentedBagWriter:
                 with suppress(Exception):
                     writer.abort()
                 raise
-            self._faults_in_row = 0
+            self._faults_in_row, self._seg_msgs = 0, 0
 
     def _fault(self, what: str, exc: BaseException, final: bool = False) -> StorageFault:
         """Abort the open segment and count the fault; the StorageFault to raise (from `exc`)."""
