@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import Image
 
@@ -28,6 +29,7 @@ class Rig:
             "out_dir": str(tmp / "bags"), "segment_seconds": segment_seconds, "topics": [CAM.strip("/")]}})
         self.probe = Probe(domain)
         self.pub = self.probe.publisher(CAM, Image, qos.IMAGE)
+        self.probe.subscribe("/diagnostics", DiagnosticArray, qos.DIAGNOSTICS, keep=200)
         self.rec = NodeProcess("eva-record", params, ros_env(domain), tmp, "recorder")
         self.sent = []   # (index, publish time)
         wait_for(lambda: self.pub.get_subscription_count() > 0, 60, what="the recorder's subscription",
@@ -71,7 +73,8 @@ def test_sigkill_loses_at_most_segment_seconds_even_after_a_pause(tmp_path):
     report = BagReport(rig.episode())
     got = _recovered(rig.episode(), report)
     # every frame the recorder held for longer than segment_seconds (+ one frame period) is on disk
-    due = [i for i, t in rig.sent if t < kill_time - rig.segment - period]
+    # (from the first one recorded: the recorder may match the publisher after its first frame)
+    due = [i for i, t in rig.sent if min(got, default=0) <= i and t < kill_time - rig.segment - period]
     missing = [round(t - kill_time, 2) for i, t in rig.sent if i in due and i not in got]
     print(f"kill -9: last frame sent {rig.sent[-1][1] - kill_time:+.2f} s, last recovered "
           f"{max(got.values(), default=0) - kill_time:+.2f} s from the kill")
@@ -91,6 +94,8 @@ def test_a_removed_directory_is_one_fault_and_an_unrecreatable_one_stops_with_ex
                  30, what="a fresh segment in the recreated episode directory")
         assert rig.rec.alive(), rig.rec.tail()
         assert rig.rec.text().count("storage fault:") == 1, rig.rec.tail()
+        wait_for(lambda: rig.probe.latest_values("eva_record").get("storage_faults") == "1", 30,
+                 what="storage_faults 1 on /diagnostics")
         got = _recovered(ep)
         assert any(i >= n for i in got)              # frames after the fault are recorded
         shutil.rmtree(ep)
