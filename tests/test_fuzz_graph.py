@@ -284,10 +284,14 @@ def rejected_plans_move_nothing(g: Graph) -> None:
     def commands(since=None, last=None):
         return positions("/eva/controller/command", since, last)
 
-    def still():   # the last decoded plans have run out: the last HOLD_TICKS commands are equal
-        q = commands(last=HOLD_TICKS)
-        return len(q) == HOLD_TICKS and np.ptp(q, axis=0).max() <= EPS
-    wait_for(still, 90, what="the arm holding still with the planner waiting")
+    def still():   # the last decoded plans have run out and the controller has worked off the
+        # fuzz's backlog: for the last second, equal commands and no event of the controller
+        since = time.time() - HOLD_TICKS / 200.0
+        q = commands(since)
+        quiet = not [s for arr in g.probe.received_since("/diagnostics", since) for s in arr.status
+                     if s.name == ctl and any(kv.key == "event" for kv in s.values)]
+        return quiet and len(q) >= HOLD_TICKS // 2 and np.ptp(q, axis=0).max() <= EPS
+    wait_for(still, 120, what="the arm holding still with the planner waiting")
     for reason, msg in limit_plans(time.time()):
         received = g.probe.latest_values(ctl).get("trajectories_received")
         seen = len(g.probe.events(ctl, "rejected_trajectory"))
@@ -297,7 +301,7 @@ def rejected_plans_move_nothing(g: Graph) -> None:
         evs = wait_for(lambda: g.probe.events(ctl, "rejected_trajectory")[seen:], 30, what=f"{reason} rejection")
         values = {kv.key: kv.value for kv in evs[0].values}
         assert values.get("reason") == reason and evs[0].message.startswith(f"rejected_trajectory: {reason}: "), \
-            (values, evs[0].message)
+            (values, evs[0].message)   # the first event after the plan is its own (the backlog is worked off)
         wait_for(lambda: g.probe.count("/eva/controller/command") >= n0 + HOLD_TICKS, 30,
                  what="ticks after the rejection")
         moved = np.abs(commands(t0) - q0).max()
