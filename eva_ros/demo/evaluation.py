@@ -118,12 +118,17 @@ def replay_all(ckpt: Path, cfg: dict, tasks: list, work: Path) -> dict:
                                  graph / "logs" / f"bag_to_episodes_{task}.log")
         demos = [(seed, read_aloha_hdf5(f)) for (_, seed), f in sorted(files.items())]
         out[task] = r = {**replay_demos(idm, task, emb, demos, len(seeds)), "route": "ros_graph"}
-        why = {str(x["seed"]): "its scripted demo failed through the graph" if not x["success"] else
-               "no bag recorded" if not x["bag"] else "its bag did not convert" for x in records if x["task"] == task}
+        why = {str(x["seed"]): ("its scripted demo failed through the graph" if not x["success"] else
+                                "no bag recorded" if not x["bag"] else "its bag did not convert")
+               + (f", also when retried at demo_time_scale {x['time_scale']}" if x.get("retried") else "")
+               for x in records if x["task"] == task}
         r["excluded"] = excluded_seeds(seeds, r["seeds"], why)
+        # demos that failed at first and were recorded again, slower: {seed: demo_time_scale of the retry}
+        r["retried"] = {str(x["seed"]): x["time_scale"] for x in records if x["task"] == task and x.get("retried")}
         r["text"] = replay_text(r)
+        retried = f"; retried slower: seeds {sorted(r['retried'])}" if r["retried"] else ""
         print(f"eva-demo: idm_replay_success {task}: {r['text']} (their recorded commands replayed: "
-              f"{r['gt_replay_success']}; action MAE {r['action_mae']})", flush=True)
+              f"{r['gt_replay_success']}; action MAE {r['action_mae']}{retried})", flush=True)
     return out
 
 
