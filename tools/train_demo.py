@@ -67,7 +67,8 @@ class CameraSection(Section):
 class PipelineSection(Section):
     seed: int = param(0, "seed of every stage")
     tasks: list[str] = param(MISSING, "twin tasks (eva_core.sim.registry.TASKS)")
-    demo_time_scale: float = param(1.0, ">1 slows the scripted plans (the arm lags on a loaded CPU); a failed demo is retried once x1.5 slower", gt=0)
+    demo_time_scale: float = param(1.0, ">1 slows the scripted plans (the arm lags on a loaded CPU); a failed "
+                                   "demo is retried once x1.5 slower", gt=0)
     demo_seeds: list[int] = param(MISSING, "scripted demos per task, through the ROS graph")
     camera: CameraSection = param(CameraSection, "what the twin camera renders")
     replay_seeds: list[int] = param(MISSING, "held-out seeds for idm_replay_success")
