@@ -65,3 +65,16 @@ def test_record_demos_retries_each_failed_demo_and_train_demos_report_marks_it(t
                                                "time_scale": 1.5}
     assert train_demo.demo_row({"task": "lift", "seed": 2, "success": True}) == {
         "task": "lift", "seed": 2, "success": True, "retried": False}
+
+
+def test_eva_demos_replay_names_the_retried_seeds_and_a_retry_that_failed_too(tmp_path):
+    from eva_ros.demo.evaluation import demo_outcomes
+
+    twin = LaggingTwin(needs=1.4)
+    records = record_demos(["push_block"], [4], tmp_path, {}, 1.0, say=lambda line: None, record=twin)
+    records += record_demos(["push_block"], [5], tmp_path, {}, 1.0, say=lambda line: None, record=LaggingTwin(9.0))
+    records += record_demos(["push_block"], [6], tmp_path, {}, 2.0, say=lambda line: None, record=LaggingTwin(1.0))
+    why, retried = demo_outcomes(records, "push_block")
+    assert retried == {"4": 1.5, "5": 1.5}
+    assert why["5"] == "its scripted demo failed through the graph, also when retried at demo_time_scale 1.5"
+    assert why["6"] == "its bag did not convert"   # recorded at once: a reason only if it went missing later
