@@ -129,7 +129,7 @@ def test_every_node_exits_0_soon_after_sigint_even_mid_work(tmp_path, kind):
         work.start()
         wait_for(lambda: work.busy() or not node.alive(), 120, what=f"{kind} mid-work")
         assert node.alive() and work.busy(), node.tail()
-        os.killpg(node.proc.pid, signal.SIGINT)
+        node.proc.send_signal(signal.SIGINT)   # to the process, as launch does
         rc = node.wait(GRACE)
         assert rc == 0, f"{kind}: exit {rc} within {GRACE} s of SIGINT (None: still running)\n{node.tail()}"
         for bad in ("Traceback", "planning_error", "callback_error", "never retrieved"):   # stopped, not crashed
