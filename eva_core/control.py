@@ -214,10 +214,12 @@ class ControlLoop:
             offset = traj.start_time - now
             if abs(offset) > self.max_stamp_offset:
                 return self._reject(f"stamp {offset:+.3f} s from now, beyond max_stamp_offset "
-                                    f"{self.max_stamp_offset} s (clock or stamp wrong)", TrajectoryRejection.STAMP_OFFSET)
+                                    f"{self.max_stamp_offset} s (clock or stamp wrong)",
+                                    TrajectoryRejection.STAMP_OFFSET)
             if traj.times[-1] - traj.times[0] > self.max_trajectory_duration:
                 return self._reject(f"lasts {traj.times[-1] - traj.times[0]:.1f} s, beyond "
-                                    f"max_trajectory_duration {self.max_trajectory_duration} s", TrajectoryRejection.TOO_LONG)
+                                    f"max_trajectory_duration {self.max_trajectory_duration} s",
+                                    TrajectoryRejection.TOO_LONG)
             beyond = out_of_limits(self.emb, traj.positions, self.limit_tolerance)
             if beyond:
                 self.counts["trajectories_out_of_limits"] += 1

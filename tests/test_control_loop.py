@@ -426,7 +426,8 @@ def test_limit_tolerance_must_be_finite_and_non_negative(emb):
 
 
 @pytest.mark.parametrize("names, rows, reason", [
-    (["+dup"], [[0.0]], "duplicate_joint"), (["+stranger"], [[0.0]], "unknown_joint"), (["-1"], [[0.0]], "missing_joint"),
+    (["+dup"], [[0.0]], "duplicate_joint"), (["+stranger"], [[0.0]], "unknown_joint"),
+    (["-1"], [[0.0]], "missing_joint"),
     ([], [[float("nan")]], "nonfinite"), ([], [[float("inf")]], "nonfinite"), ([], [[0.0]], "malformed")])
 def test_a_rejected_trajectory_message_names_why(emb, names, rows, reason):
     """#23 rows 2, 6: one rejected_trajectory event kind, with a reason the adapter derives from the message."""

@@ -312,7 +312,8 @@ def test_a_transformer_dir_holding_nan_is_refused_naming_the_file_and_tensor(tmp
     with pytest.raises(ck.CheckpointValueError) as err:
         load_lightning_or_converted(str(tmp_path / "t"), tmp_path / "t", torch.float32)
     assert str(err.value) == f"{weights}: tensor {key!r} holds NaN/inf"
-    cfg = WorldModelConfig.from_dict({**WorldModelConfig.tiny_default().to_dict(), "transformer_dir": str(tmp_path / "t")})
+    cfg = WorldModelConfig.from_dict({**WorldModelConfig.tiny_default().to_dict(),
+                                      "transformer_dir": str(tmp_path / "t")})
     with pytest.raises(ck.CheckpointValueError, match=f"{weights}: tensor '{key}' holds NaN/inf"):
         load_components(cfg)
     model.save_pretrained(tmp_path / "clean")
