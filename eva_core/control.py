@@ -22,8 +22,8 @@ and reports one `watchdog_trajectory_timeout` event. `replace()` rejects a traje
 wrong size, longer than `max_trajectory_duration`, or whose stamp is more than
 `max_stamp_offset` s from now (a stamp 1 h ahead would otherwise hold point 0 for an hour and
 silence the trajectory watchdog). A trajectory with a point beyond the position limits by more
-than `limit_tolerance` is rejected whole (`trajectory_out_of_limits`, naming the point, joint,
-value and limit; the arm holds), as MoveIt rejects one; within the tolerance the follower and
+than `limit_tolerance` is rejected whole (a `rejected_trajectory` event with reason
+`out_of_limits`, naming the point, joint, value and limit; the arm holds), as MoveIt rejects one; within the tolerance the follower and
 the final filter clip it, and such a trajectory is counted (`trajectories_clamped`).
 
 The backend is any object with thread-safe `enable()` and `estop()` (an `ArmBackend`); the loop
@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eva_core.events import EventKind  # one home of the event kinds; re-exported here
+from eva_core.events import EventKind, TrajectoryRejection  # one home of the event kinds; re-exported here
 from eva_core.safety import SafetyConfig, SafetyFilter, out_of_limits
 from eva_core.trajectory import FollowerConfig, Trajectory, TrajectoryFollower
 
@@ -73,6 +73,7 @@ class Event(NamedTuple):
     kind: EventKind
     message: str
     level: Level
+    reason: str = ""   # a rejected_trajectory's TrajectoryRejection value
 
 
 @dataclass(slots=True)
@@ -196,10 +197,11 @@ class ControlLoop:
         `heartbeat_timeout` s of ticks (ticks x dt) without a beat latch EXECUTOR_STOPPED."""
         self._ticks_since_beat = 0
 
-    def reject(self, reason: str) -> None:
-        """Count and report a trajectory the adapter could not even parse."""
+    def reject(self, reason: str, why: TrajectoryRejection = TrajectoryRejection.MALFORMED) -> None:
+        """Count and report a trajectory the adapter could not even parse (`why`: see
+        `trajectory_msg_rejection`)."""
         with self._lock:
-            self._reject(reason)
+            self._reject(reason, why)
 
     def replace(self, traj: Trajectory, *, sent_at: float | None = None, now: float | None = None) -> tuple[bool, str]:
         """Queue `traj` to replace the running trajectory at the next tick. `sent_at`: its
@@ -207,19 +209,22 @@ class ControlLoop:
         now = self.clock() if now is None else now
         with self._lock:
             if traj.positions.shape[1] != self.emb.dof:
-                return self._reject(f"{traj.positions.shape[1]} dims, the embodiment has {self.emb.dof}")
+                return self._reject(f"{traj.positions.shape[1]} dims, the embodiment has {self.emb.dof}",
+                                    TrajectoryRejection.WRONG_SIZE)
             offset = traj.start_time - now
             if abs(offset) > self.max_stamp_offset:
                 return self._reject(f"stamp {offset:+.3f} s from now, beyond max_stamp_offset "
-                                    f"{self.max_stamp_offset} s (clock or stamp wrong)")
+                                    f"{self.max_stamp_offset} s (clock or stamp wrong)",
+                                    TrajectoryRejection.STAMP_OFFSET)
             if traj.times[-1] - traj.times[0] > self.max_trajectory_duration:
                 return self._reject(f"lasts {traj.times[-1] - traj.times[0]:.1f} s, beyond "
-                                    f"max_trajectory_duration {self.max_trajectory_duration} s")
+                                    f"max_trajectory_duration {self.max_trajectory_duration} s",
+                                    TrajectoryRejection.TOO_LONG)
             beyond = out_of_limits(self.emb, traj.positions, self.limit_tolerance)
             if beyond:
                 self.counts["trajectories_out_of_limits"] += 1
                 return self._reject(f"chunk {traj.chunk_id}: {beyond}; limit_tolerance {self.limit_tolerance}",
-                                    EventKind.TRAJECTORY_OUT_OF_LIMITS)
+                                    TrajectoryRejection.OUT_OF_LIMITS)
             if np.any((traj.positions < self.final.lower) | (traj.positions > self.final.upper)):
                 self.counts["trajectories_clamped"] += 1   # within the tolerance: clipped to the margin
             self.counts["trajectories_received"] += 1
@@ -333,13 +338,13 @@ class ControlLoop:
             return f"; backend e-stop failed: {exc!r}"
         return ""
 
-    def _reject(self, reason: str, kind: EventKind = EventKind.REJECTED_TRAJECTORY) -> tuple[bool, str]:
+    def _reject(self, reason: str, why: TrajectoryRejection) -> tuple[bool, str]:
         self.counts["trajectories_rejected"] += 1
-        self._event(kind, f"{reason}; not executed", Level.WARN)
+        self._event(EventKind.REJECTED_TRAJECTORY, f"{why.value}: {reason}; not executed", Level.WARN, why.value)
         return False, reason
 
-    def _event(self, kind: EventKind, message: str, level: Level) -> None:
-        self._events.append(Event(kind, message, level))
+    def _event(self, kind: EventKind, message: str, level: Level, reason: str = "") -> None:
+        self._events.append(Event(kind, message, level, reason))
 
     # -- reporting ----------------------------------------------------------------------------
     def take_events(self) -> list[Event]:
@@ -362,3 +367,19 @@ class ControlLoop:
                    "limit_violation_dims": self.violation_dims.tolist()}
         out["watchdog_events"] = out["watchdog_trajectory_timeout"] + out["watchdog_feedback_timeout"]
         return out
+
+
+def trajectory_msg_rejection(names, names_out, positions) -> TrajectoryRejection:
+    """Why a trajectory message that failed to parse is rejected: its joint names against the
+    embodiment's `names_out` (duplicate, unknown, missing), then its (ragged) `positions` rows
+    (NaN/inf), else malformed (no points, timing, metadata). The parser's message says the rest."""
+    names = list(names)
+    if len(set(names)) != len(names):
+        return TrajectoryRejection.DUPLICATE_JOINT
+    if set(names) - set(names_out):
+        return TrajectoryRejection.UNKNOWN_JOINT
+    if set(names_out) - set(names):
+        return TrajectoryRejection.MISSING_JOINT
+    if not all(math.isfinite(x) for row in positions for x in row):
+        return TrajectoryRejection.NONFINITE
+    return TrajectoryRejection.MALFORMED

@@ -36,9 +36,21 @@ class EventKind(str, Enum):
     CONTROL_ERROR = "control_error"
     EXECUTOR_STOPPED = "executor_stopped"
     REJECTED_TRAJECTORY = "rejected_trajectory"   # also the planner's, for a malformed trajectory message
-    TRAJECTORY_OUT_OF_LIMITS = "trajectory_out_of_limits"
     TRAJECTORY_EXPIRED = "trajectory_expired"
     REJECTED_COMMAND = "rejected_command"
+
+
+class TrajectoryRejection(str, Enum):
+    """Why the controller rejected a whole trajectory: the `reason` value of its rejected_trajectory event."""
+    OUT_OF_LIMITS = "out_of_limits"        # a point beyond the position limits by more than limit_tolerance
+    UNKNOWN_JOINT = "unknown_joint"        # a joint the embodiment does not own (ros2_controllers' JTC)
+    DUPLICATE_JOINT = "duplicate_joint"    # a joint listed twice: which value wins would be undefined
+    MISSING_JOINT = "missing_joint"
+    NONFINITE = "nonfinite"                # NaN/inf positions
+    WRONG_SIZE = "wrong_size"              # positions of another width than the embodiment's
+    STAMP_OFFSET = "stamp_offset"          # stamped beyond max_stamp_offset from now
+    TOO_LONG = "too_long"                  # lasts beyond max_trajectory_duration
+    MALFORMED = "malformed"                # no points, bad timing or metadata
 
 
 class NodeEvent(str, Enum):
@@ -98,9 +110,11 @@ EVENT_DOCS = {
     Event.BACKEND_FAULT: "the backend reports a fault or disabled itself; latched until eva/enable",
     Event.CONTROL_ERROR: "a control tick failed; e-stopped (latched)",
     Event.EXECUTOR_STOPPED: "an executor thread died; the controller e-stopped the backend",
-    Event.REJECTED_TRAJECTORY: "a malformed trajectory message was not executed (controller) or not counted (planner)",
-    Event.TRAJECTORY_OUT_OF_LIMITS: "a trajectory point lies beyond the position limits by more than limit_tolerance; "
-                                    "the whole trajectory was rejected (the arm holds)",
+    Event.REJECTED_TRAJECTORY: "a trajectory was rejected whole and not executed; the arm holds (controller; its "
+                               "`reason` value: out_of_limits (a point beyond the position limits by more than "
+                               "limit_tolerance, naming the point, joint and value), unknown_joint, duplicate_joint, "
+                               "missing_joint, nonfinite, wrong_size, stamp_offset, too_long, malformed), or a "
+                               "malformed one was not counted (planner)",
     Event.TRAJECTORY_EXPIRED: "a trajectory ended before it arrived",
     Event.REJECTED_COMMAND: "the final safety filter rejected a command; not sent",
 }

@@ -90,14 +90,15 @@ class DiagnosticsReporter:
         with self._lock:
             self.level, self.message = level, message
 
-    def event(self, kind: Event, message: str, level=WARN) -> None:
-        """Publish one event status at once and count it (`kind`: a kind of eva_core.events)."""
+    def event(self, kind: Event, message: str, level=WARN, values: dict | None = None) -> None:
+        """Publish one event status at once and count it (`kind`: a kind of eva_core.events;
+        `values`: extra key/values of the event, e.g. a rejected_trajectory's `reason`)."""
         kind = kind.value if isinstance(kind, Enum) else str(kind)
         with self._lock:
             count = self.events[kind] = self.events.get(kind, 0) + 1
         if level >= WARN:
             self.node.get_logger().warning(f"{kind}: {message}")
-        self._publish(level, f"{kind}: {message}", {"event": kind, f"events.{kind}": count})
+        self._publish(level, f"{kind}: {message}", {"event": kind, f"events.{kind}": count, **(values or {})})
 
     def guard(self, topic: str, fn, msg, kind: Event = Event.CALLBACK_ERROR):
         """fn(msg) for a callback, never raising: a ValueError is an event `kind` naming the topic,

@@ -146,8 +146,8 @@ class ControllerConfig(NodeSection):
     heartbeat_timeout: float = param(2.0, "no executor heartbeat for this long: fault and e-stop (at most 10 s)",
                                      unit="s", gt=0, le=10)
     limit_tolerance: float = param(0.005, "a trajectory with a point beyond the position limits by more than this "
-                                   "is rejected whole (trajectory_out_of_limits); within it, clipped. Grippers: "
-                                   "normalised units", unit="rad", ge=0, le=0.1)
+                                   "is rejected whole (rejected_trajectory, reason out_of_limits); within it, "
+                                   "clipped. Grippers: normalised units", unit="rad", ge=0, le=0.1)
     follower: FollowerConfig = param(FollowerConfig, "trajectory follower (tracking filter, blending)")
     safety: SafetyConfig = param(SafetyConfig, "the final safety filter before the arm")
 

@@ -274,8 +274,23 @@ def run_node(node_cls, args=None, num_threads: int = 4) -> None:
     module = sys.modules[node_cls.__module__]
     prog = "eva-" + module.__name__.rsplit(".", 1)[-1].replace("_", "-")
     argv = list(sys.argv if args is None else args)
-    sys.exit(cli_main(prog, lambda rest: _run_node(prog, module.__doc__, node_cls, argv[:1] + rest, num_threads),
+    exit_now(cli_main(prog, lambda rest: _run_node(prog, module.__doc__, node_cls, argv[:1] + rest, num_threads),
                       argv[1:]))
+
+
+def exit_now(code: int) -> None:
+    """End a node main that has closed its node and shut rclpy down, skipping the interpreter's
+    teardown: with torch (and diffusers) loaded, its final garbage collection alone takes seconds
+    on a loaded machine, beyond launch's 5 s SIGINT grace. Output and logging are flushed first."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _run_node(prog: str, doc: str, node_cls, args: list[str], num_threads: int) -> int:

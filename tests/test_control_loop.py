@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eva_core.control import ControlLoop, EventKind, Kind, State
+from eva_core.control import ControlLoop, EventKind, Kind, State, trajectory_msg_rejection
 from eva_core.embodiment import load_embodiment
 from eva_core.trajectory import Trajectory
 from eva_ros.backends.arm import ArmState, LoopbackArm
@@ -240,7 +240,7 @@ def test_stamps_far_from_now_are_rejected_with_a_reason(emb, offset):
     ok, reason = rig.loop.replace(rig.traj(0.3, 1.0, stamp=rig.clock.t + offset))
     assert not ok and "max_stamp_offset" in reason
     (ev,) = rig.events(EventKind.REJECTED_TRAJECTORY)
-    assert "max_stamp_offset" in ev.message
+    assert "max_stamp_offset" in ev.message and ev.reason == "stamp_offset"
     rig.run(200)
     assert rig.loop.report()["trajectories_executed"] == 0
     assert np.ptp(np.array(rig.sent), axis=0).max() == 0     # the arm never moved toward point 0
@@ -398,7 +398,8 @@ def test_a_plan_beyond_the_limits_is_rejected_whole_with_an_event_and_the_arm_ho
     start = np.array(rig.sent[-1])
     ok, reason = rig.loop.replace(Trajectory(rig.clock.t, np.arange(200) * DT, _beyond(emb, value, dim), chunk_id=4))
     assert not ok and f"point 100: {emb.joint_names[dim]} = {value:.6g}" in reason, reason
-    (ev,) = rig.events(EventKind.TRAJECTORY_OUT_OF_LIMITS)
+    (ev,) = rig.events(EventKind.REJECTED_TRAJECTORY)
+    assert ev.reason == "out_of_limits" and ev.message.startswith("out_of_limits: ")
     limit = emb.pos_upper[dim] if value > 0 else emb.pos_lower[dim]
     assert "chunk 4" in ev.message and f"limit {limit:.6g}" in ev.message and "limit_tolerance" in ev.message
     rig.run(300)
@@ -422,3 +423,30 @@ def test_limit_tolerance_must_be_finite_and_non_negative(emb):
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="limit_tolerance"):
             ControlLoop(emb, DT, None, limit_tolerance=bad)
+
+
+@pytest.mark.parametrize("names, rows, reason", [
+    (["+dup"], [[0.0]], "duplicate_joint"), (["+stranger"], [[0.0]], "unknown_joint"),
+    (["-1"], [[0.0]], "missing_joint"),
+    ([], [[float("nan")]], "nonfinite"), ([], [[float("inf")]], "nonfinite"), ([], [[0.0]], "malformed")])
+def test_a_rejected_trajectory_message_names_why(emb, names, rows, reason):
+    """#23 rows 2, 6: one rejected_trajectory event kind, with a reason the adapter derives from the message."""
+    joint_names = list(emb.joint_names)
+    for n in names:
+        joint_names = joint_names + [joint_names[0]] if n == "+dup" else \
+            joint_names + [n[1:]] if n.startswith("+") else joint_names[:-1]
+    positions = [[0.0] * (len(joint_names) - 1) + row for row in rows]
+    why = trajectory_msg_rejection(joint_names, emb.joint_names, positions)
+    assert why.value == reason
+    rig = enabled_rig(emb)
+    rig.loop.reject("bad message", why)
+    (ev,) = rig.events(EventKind.REJECTED_TRAJECTORY)
+    assert ev.reason == reason and ev.message == f"{reason}: bad message; not executed"
+    assert rig.loop.report()["trajectories_rejected"] == 1
+
+
+def test_trajectory_rejections_of_the_loop_carry_their_reason(emb):
+    rig = enabled_rig(emb, max_trajectory_duration=5.0)
+    rig.loop.replace(Trajectory(rig.clock.t, np.arange(3) * DT, np.zeros((3, emb.dof + 1))))
+    rig.loop.replace(Trajectory(rig.clock.t, np.arange(3) * 3.0, np.tile(mid(emb), (3, 1))))
+    assert [e.reason for e in rig.events(EventKind.REJECTED_TRAJECTORY)] == ["wrong_size", "too_long"]

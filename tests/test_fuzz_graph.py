@@ -151,7 +151,8 @@ def bad_joint_state(rng, now):
 # #23 rows 2, 3, 6: the attacks that were accepted before, sent explicitly
 def limit_plans(now):
     """Well-formed plans with joint1 = 1e30 or 10 rad, a gripper at -5 / +5 (action units), a
-    15th unknown joint, a joint listed twice: each is rejected whole by the controller."""
+    15th unknown joint, a joint listed twice: each is rejected whole by the controller.
+    [(the rejected_trajectory reason expected, the plan)]."""
     names = list(EMB.joint_names)
     mid = (EMB.pos_lower + EMB.pos_upper) / 2
     grip = int(np.flatnonzero(EMB.is_gripper)[0])
@@ -159,10 +160,13 @@ def limit_plans(now):
     for dim, value in ((0, 1e30), (0, 10.0), (grip, -5.0), (grip, 5.0)):
         a = np.tile(mid, (40, 1))
         a[20:, dim] = value
-        out.append(trajectory_to_msg(names, EMB.action_to_joint_positions(a), 0.005, now, "eva_traj:id=77"))
+        out.append(("out_of_limits",
+                    trajectory_to_msg(names, EMB.action_to_joint_positions(a), 0.005, now, "eva_traj:id=77")))
     q = EMB.action_to_joint_positions(np.tile(mid, (40, 1)))
-    out.append(trajectory_to_msg(names + ["stranger"], np.hstack([q, np.zeros((40, 1))]), 0.005, now, ""))
-    out.append(trajectory_to_msg(names + names[:1], np.hstack([q, q[:, :1] + 1.0]), 0.005, now, ""))
+    out.append(("unknown_joint",
+                trajectory_to_msg(names + ["stranger"], np.hstack([q, np.zeros((40, 1))]), 0.005, now, "")))
+    out.append(("duplicate_joint",
+                trajectory_to_msg(names + names[:1], np.hstack([q, q[:, :1] + 1.0]), 0.005, now, "")))
     return out
 
 
@@ -198,6 +202,7 @@ class Graph:
         p = self.probe
         p.subscribe("/diagnostics", DiagnosticArray, qos.DIAGNOSTICS)
         p.subscribe("/eva/controller/command", JointState, qos.STATE, keep=20000)
+        p.subscribe("/joint_states", JointState, qos.STATE, keep=2000)
         self.pubs = {"traj": p.publisher("/eva/plan/trajectory", JointTrajectory, qos.PLAN),
                      "chunk": p.publisher("/eva/plan/frames", Image, qos.PLAN),
                      "image": p.publisher(CAM, Image, qos.IMAGE),
@@ -254,12 +259,56 @@ def fuzz(graph: Graph, seed: int) -> None:
             if client.service_is_ready():
                 client.call_async(SetBool.Request(data=bool(rng.integers(2))) if name == "enable" else Trigger.Request())
         time.sleep(0.01)
-    for msg in limit_plans(time.time()):
-        graph.pubs["traj"].publish(msg)
-        time.sleep(0.05)
     for msg in odd_frames(time.time()):
         graph.pubs["image"].publish(msg)
         time.sleep(0.05)
+
+
+EPS = 1e-9          # rad: "did not move"
+HOLD_TICKS = 200    # commands (1 s at 200 Hz) the arm must hold still before and after each rejected plan
+
+
+def rejected_plans_move_nothing(g: Graph) -> None:
+    """#23 rows 2, 6: with the planner waiting (an empty instruction) and the arm enabled and
+    holding still, each plan of limit_plans is rejected with one rejected_trajectory event of
+    its reason, and neither the commanded targets nor the arm's joint states move."""
+    ctl = NODES["controller"]
+    g.pubs["instruction"].publish(String(data=""))   # no new plans from the planner
+    assert g.probe.call(SetBool, "/eva/enable", SetBool.Request(data=True), timeout=30).success
+
+    def positions(topic, since=None, last=None):
+        msgs = g.probe.received(topic) if since is None else g.probe.received_since(topic, since)
+        msgs = [m for m in msgs[-last if last else 0:] if list(m.name) == list(EMB.joint_names)]
+        return np.array([m.position for m in msgs]).reshape(len(msgs), -1)
+
+    def commands(since=None, last=None):
+        return positions("/eva/controller/command", since, last)
+
+    def still():   # the last decoded plans have run out and the controller has worked off the
+        # fuzz's backlog: for the last second, equal commands and no event of the controller
+        since = time.time() - HOLD_TICKS / 200.0
+        q = commands(since)
+        quiet = not [s for arr in g.probe.received_since("/diagnostics", since) for s in arr.status
+                     if s.name == ctl and any(kv.key == "event" for kv in s.values)]
+        return quiet and len(q) >= HOLD_TICKS // 2 and np.ptp(q, axis=0).max() <= EPS
+    wait_for(still, 120, what="the arm holding still with the planner waiting")
+    for reason, msg in limit_plans(time.time()):
+        seen = len(g.probe.events(ctl, "rejected_trajectory"))
+        q0, js0, t0 = commands(last=1)[-1], positions("/joint_states", last=1)[-1], time.time()
+        n0 = g.probe.count("/eva/controller/command")
+        g.pubs["traj"].publish(msg)
+        evs = wait_for(lambda: g.probe.events(ctl, "rejected_trajectory")[seen:], 30, what=f"{reason} rejection")
+        values = {kv.key: kv.value for kv in evs[0].values}
+        assert values.get("reason") == reason and evs[0].message.startswith(f"rejected_trajectory: {reason}: "), \
+            (values, evs[0].message)   # the first event after the plan is its own (the backlog is worked off)
+        wait_for(lambda: g.probe.count("/eva/controller/command") >= n0 + HOLD_TICKS, 30,
+                 what="ticks after the rejection")
+        moved = np.abs(commands(t0) - q0).max()
+        assert moved <= EPS, f"{reason}: the commanded target moved by {moved} after a rejected plan"
+        states = positions("/joint_states", t0)
+        assert len(states) and np.abs(states - js0).max() <= EPS, f"{reason}: the arm's joint states moved"
+        # not vacuous: the controller kept commanding (HOLD_TICKS commands came) while running
+        assert g.probe.latest_values(ctl).get("state") == "running", g.probe.latest_values(ctl)
 
 
 @pytest.mark.parametrize("layouts", [
@@ -278,6 +327,7 @@ def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(t
             assert all(g.alive().values()), g.tail()
         for seed, g in enumerate(graphs):
             fuzz(g, seed)
+            rejected_plans_move_nothing(g)
             # the last random instruction may be empty (= wait): the operator gives a real one
             g.pubs["instruction"].publish(String(data="pick up the red block"))
         t_end = time.time()
@@ -310,7 +360,7 @@ def test_fuzzed_graphs_stay_alive_answer_estop_and_keep_commands_within_limits(t
             kinds = {kv.value for arr in g.probe.received("/diagnostics") for s in arr.status
                      for kv in s.values if kv.key == "event"}
             assert {"bad_chunk", "nonfinite_frames", "bad_frame", "bad_joint_state", "rejected_trajectory",
-                    "trajectory_out_of_limits", "bad_observation"} <= kinds, kinds
+                    "bad_observation"} <= kinds, kinds
             # the plans beyond the limits were rejected whole (none clamped into motion), and the
             # unknown and duplicated joints were named
             messages = " | ".join(s.message for arr in g.probe.received("/diagnostics") for s in arr.status)

@@ -180,3 +180,21 @@ def test_clips_use_the_shared_crop_and_resize():
     wm = WorldModel.__new__(WorldModel)
     wm.cfg = cfg
     assert torch.allclose(clips[1][:, 0], wm.to_tensor(frames[2]), atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nonfinite_weights_fail_naming_the_file_and_tensor(tmp_path, value):
+    """#23 item 6: a checkpoint that trained into NaN, or a tampered one, is refused on load."""
+    from safetensors.torch import load_file, save_file
+
+    d, _, weights = _saved(tmp_path)
+    sd = load_file(str(weights))
+    key = sorted(sd)[1]
+    sd[key].view(-1)[0] = value
+    save_file(sd, str(weights))
+    with pytest.raises(LightDecoderCheckpointError) as e:
+        load_light_decoder(d)
+    assert str(e.value) == f"{weights}: tensor {key!r} holds NaN/inf" and "\n" not in str(e.value)
+    sd[key].view(-1)[0] = 0.0   # the same file, clean, loads
+    save_file(sd, str(weights))
+    load_light_decoder(d)

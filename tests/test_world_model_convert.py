@@ -1,6 +1,7 @@
 """LVP/EVA Lightning checkpoint -> diffusers transformer: eva-convert-ckpt and the loading paths."""
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -269,3 +270,84 @@ def test_truncated_or_empty_input_is_one_line(tmp_path, source, capsys, damage, 
     assert not (tmp_path / "out").exists()
     with pytest.raises(ck.CheckpointReadError):
         convert.main([*args, "--debug"])
+
+
+# ---- #23 item 6: weights and statistics are finite on load; a failure names the file and tensor ----
+@pytest.mark.parametrize("value", [float("nan"), float("-inf")])
+def test_a_lightning_checkpoint_holding_nan_or_inf_is_refused_naming_the_tensor(tmp_path, source, capsys, value):
+    model, _, orig = source
+    model.save_config(tmp_path / "cfg")
+    bad = {k: v.clone() for k, v in orig.items()}
+    bad["blocks.1.self_attn.q.weight"].view(-1)[3] = value
+    ckpt = write_lightning(tmp_path / "nan.ckpt", bad)
+    with pytest.raises(ck.CheckpointValueError) as err:
+        ck.load_lightning_transformer(ckpt, tmp_path / "cfg")
+    assert str(err.value) == (f"{ckpt}: tensor 'blocks.1.attn1.to_q.weight (from model.blocks.1.self_attn.q.weight)' "
+                              "holds NaN/inf")
+    # eva-convert-ckpt refuses it in one line and writes nothing
+    assert convert.main(["--ckpt", str(ckpt), "--config", str(tmp_path / "cfg"), "--out", str(tmp_path / "out")]) == 2
+    msgs = [ln for ln in capsys.readouterr().err.split("\n") if ln.startswith("eva-convert-ckpt")]
+    assert len(msgs) == 1 and "blocks.1.attn1.to_q.weight" in msgs[0] and "NaN/inf" in msgs[0], msgs
+    assert not (tmp_path / "out").exists()
+    ck.load_lightning_transformer(write_lightning(tmp_path / "ok.ckpt", orig), tmp_path / "cfg")   # clean: loads
+
+
+def _poisoned_dir(model, out, key, value=float("nan")):
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    clean = sd[key].clone()
+    sd[key].view(-1)[0] = value
+    model.load_state_dict(sd)
+    model.save_pretrained(out)
+    model.load_state_dict({**sd, key: clean})
+    return out / "diffusion_pytorch_model.safetensors"
+
+
+def test_a_transformer_dir_holding_nan_is_refused_naming_the_file_and_tensor(tmp_path):
+    """A converted (eva-convert-ckpt) or student transformer dir, and kind diffusers' transformer/."""
+    from eva_core.world_model.loading import load_components, load_lightning_or_converted
+
+    model = tiny.build_tiny_transformer({"seed": 7})
+    key = "blocks.0.ffn.net.2.weight"
+    weights = _poisoned_dir(model, tmp_path / "t", key)
+    with pytest.raises(ck.CheckpointValueError) as err:
+        load_lightning_or_converted(str(tmp_path / "t"), tmp_path / "t", torch.float32)
+    assert str(err.value) == f"{weights}: tensor {key!r} holds NaN/inf"
+    cfg = WorldModelConfig.from_dict({**WorldModelConfig.tiny_default().to_dict(),
+                                      "transformer_dir": str(tmp_path / "t")})
+    with pytest.raises(ck.CheckpointValueError, match=f"{weights}: tensor '{key}' holds NaN/inf"):
+        load_components(cfg)
+    model.save_pretrained(tmp_path / "clean")
+    load_lightning_or_converted(str(tmp_path / "clean"), tmp_path / "clean", torch.float32)
+
+
+def test_a_sharded_transformer_dir_names_the_shard(tmp_path):
+    model = tiny.build_tiny_transformer({"seed": 7})
+    key = "blocks.1.attn2.to_k.weight"
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd[key].view(-1)[0] = float("inf")
+    model.load_state_dict(sd)
+    model.save_pretrained(tmp_path / "t", max_shard_size="20KB")
+    index = json.loads((tmp_path / "t" / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    with pytest.raises(ck.CheckpointValueError) as err:
+        ck.require_finite_model(model, tmp_path / "t")
+    assert str(err.value) == f"{tmp_path / 't' / index['weight_map'][key]}: tensor {key!r} holds NaN/inf"
+
+
+def test_a_vae_with_nan_weights_or_statistics_is_refused_naming_the_file(tmp_path):
+    from eva_core.world_model.loading import load_vae
+
+    vae = tiny.build_tiny_vae(tiny.tiny_sizes({}))
+    key = sorted(vae.state_dict())[0]
+    weights = _poisoned_dir(vae, tmp_path / "vae", key)
+    cfg = WorldModelConfig.from_dict({**WorldModelConfig.tiny_default().to_dict(), "vae_dir": str(tmp_path / "vae")})
+    with pytest.raises(ck.CheckpointValueError) as err:
+        load_vae(cfg)
+    assert str(err.value) == f"{weights}: tensor {key!r} holds NaN/inf"
+    vae.save_pretrained(tmp_path / "vae")   # clean weights, then a NaN statistic in its config
+    load_vae(cfg)
+    conf = json.loads((tmp_path / "vae" / "config.json").read_text())
+    conf["latents_std"][2] = float("nan")
+    (tmp_path / "vae" / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(ck.CheckpointValueError) as err:
+        load_vae(cfg)
+    assert str(err.value) == f"{tmp_path / 'vae' / 'config.json'}: latents_std[2] is nan, not a finite number"

@@ -128,3 +128,42 @@ def test_world_model_loads_lora_from_config(tmp_path):
     a, b = merged.generate(img, "lift", seed=0), unmerged.generate(img, "lift", seed=0)
     assert not np.array_equal(a, plain)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # merged == adapter up to float rounding
+
+
+def _poison(file, value=float("nan")):
+    """Put `value` into one tensor of a safetensors file; its key."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(file))
+    key = sorted(sd)[2]
+    sd[key].view(-1)[0] = value
+    save_file(sd, str(file))
+    return key
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "peft", "file"])
+def test_a_lora_holding_nan_or_inf_is_refused_naming_the_file_and_tensor(tmp_path, layout):
+    """#23 item 6: every LoRA layout is checked for finite weights on load; a clean copy loads."""
+    model = adapted()
+    d = lora.save_lora(model, tmp_path / "adapter")
+    if layout == "peft":   # peft's save_pretrained layout, as in test_load_peft_save_pretrained_layout
+        (d / lora.DIFFUSERS_LORA_FILE).unlink()
+        save_file({"base_model.model." + k: v.contiguous() for k, v in lora.lora_state_dict(model).items()},
+                  str(d / lora.PEFT_LORA_FILE))
+    if layout == "file":   # one Wan LoRA file in the diffusers key layout (load_wan_lora_file)
+        save_file({"transformer." + k: v.contiguous() for k, v in lora.lora_state_dict(model).items()},
+                  str(tmp_path / "wan_lora.safetensors"))
+    src = d if layout != "file" else tmp_path / "wan_lora.safetensors"
+    weights = src if layout == "file" else d / (lora.PEFT_LORA_FILE if layout == "peft" else lora.DIFFUSERS_LORA_FILE)
+    clean = weights.read_bytes()
+    key = _poison(weights, float("inf") if layout == "file" else float("nan"))
+    fresh = tiny.build_tiny_transformer({"seed": 5})
+    with pytest.raises(ValueError) as e:
+        lora.load_lora(fresh, src)
+    msg = str(e.value)
+    assert msg.startswith(f"{weights}: tensor ") and "holds NaN/inf" in msg and "\n" not in msg, msg
+    name = key.removeprefix("transformer.").removeprefix("base_model.model.").replace(".default", "")
+    assert name in msg, (name, msg)
+    assert "default" not in getattr(fresh, "peft_config", {})   # nothing half-loaded stays behind
+    weights.write_bytes(clean)
+    lora.load_lora(fresh, src)

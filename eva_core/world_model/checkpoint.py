@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from eva_core.state_dict import compare_state_dicts, describe_keys
+from eva_core.state_dict import compare_state_dicts, describe_keys, nonfinite_tensors
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,57 @@ class CheckpointKeyError(KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class CheckpointValueError(ValueError):
+    """Weights or statistics holding NaN/inf; the one-line message names the file and the tensor."""
+
+
+def require_finite(state: dict, source: str, origin: dict[str, str] | None = None) -> None:
+    """Refuse a state dict holding NaN/inf (a run that trained into NaN, a tampered file): it
+    would load and generate NaN or garbage at run time. `origin`: key -> its name in the file."""
+    def name(k: str) -> str:
+        return f"{k} (from {LIGHTNING_PREFIX}{origin[k]})" if origin and k in origin else k
+
+    bad = nonfinite_tensors(state)
+    if bad:
+        more = f" (and {len(bad) - 1} more: {describe_keys([name(k) for k in bad[1:]], 5)})" if len(bad) > 1 else ""
+        raise CheckpointValueError(f"{source}: tensor {name(bad[0])!r} holds NaN/inf{more}")
+
+
+def weights_file(model_dir: str | os.PathLike, key: str, weights_name: str = "diffusion_pytorch_model") -> Path:
+    """The safetensors file of a `save_pretrained` directory that holds `key`: its shard (from the
+    index) or the single weights file; the directory itself when neither says."""
+    d = Path(model_dir)
+    index = d / f"{weights_name}.safetensors.index.json"
+    try:
+        return d / json.loads(index.read_text())["weight_map"][key]
+    except (OSError, ValueError, KeyError, TypeError):
+        single = d / f"{weights_name}.safetensors"
+        return single if single.is_file() else d
+
+
+def require_finite_model(model: torch.nn.Module, model_dir: str | os.PathLike,
+                         weights_name: str = "diffusion_pytorch_model") -> torch.nn.Module:
+    """`require_finite` for a model `from_pretrained` loaded from `model_dir`, naming the file
+    that holds the first bad tensor."""
+    state = model.state_dict()
+    bad = nonfinite_tensors(state)
+    if bad:
+        require_finite({k: state[k] for k in bad}, str(weights_file(model_dir, bad[0], weights_name)))
+    return model
+
+
+def require_finite_stats(config, keys, source: str) -> None:
+    """Statistics a model config carries (e.g. the Wan VAE's latents_mean/latents_std) must be finite."""
+    import math
+
+    for key in keys:
+        values = getattr(config, key, None) if not isinstance(config, dict) else config.get(key)
+        flat = values if isinstance(values, (list, tuple)) else [] if values is None else [values]
+        bad = [i for i, v in enumerate(flat) if not (isinstance(v, (int, float)) and math.isfinite(v))]
+        if bad:
+            raise CheckpointValueError(f"{source}: {key}[{bad[0]}] is {flat[bad[0]]!r}, not a finite number")
 
 
 def load_torch_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
@@ -179,6 +230,7 @@ def load_lightning_transformer(ckpt_path: str | os.PathLike, config: str | os.Pa
     sd, origin = convert_original_to_diffusers(
         lightning_transformer_state_dict(load_torch_checkpoint(ckpt_path, trust_pickle), str(ckpt_path)))
     check_state_dict(model, sd, str(ckpt_path), origin)
+    require_finite(sd, str(ckpt_path), origin)
     model.load_state_dict(sd, strict=True, assign=True)
     return model.eval()
 

@@ -60,6 +60,7 @@ def convert(ckpt: str, config: str, out: str, trust_pickle: bool = False, max_sh
         stages.update()
         stages.set_postfix_str("strict check")
         ck.check_state_dict(model, sd, ckpt, origin)
+        ck.require_finite(sd, ckpt, origin)   # never write NaN weights into a model dir
         stages.update()
         stages.set_postfix_str("write")
         with atomic_dir(out, overwrite=overwrite) as tmp:

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eva_core.atomic_io import atomic_path, write_json
-from eva_core.state_dict import compare_state_dicts, describe_keys
+from eva_core.state_dict import compare_state_dicts, describe_keys, nonfinite_tensors
 
 FORMAT = "eva_ros.light_decoder"
 VERSION = 1
@@ -211,6 +211,10 @@ def load_light_decoder(path: str | os.PathLike, device: str | torch.device = "cp
     if parts:
         raise LightDecoderCheckpointError(f"{weights}: does not match the config in {cfg_file.name}: "
                                           + "; ".join(parts))
+    bad = nonfinite_tensors(state)
+    if bad:
+        more = f" (and {len(bad) - 1} more: {describe_keys(bad[1:], 5)})" if len(bad) > 1 else ""
+        raise LightDecoderCheckpointError(f"{weights}: tensor {bad[0]!r} holds NaN/inf{more}")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 

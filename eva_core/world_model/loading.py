@@ -94,8 +94,8 @@ def load_components(cfg: WorldModelConfig) -> WanComponents:
 
         path = _require_dir(Path(cfg.transformer_dir), "world-model 'transformer_dir'")
         dtype = comps.transformer.dtype
-        comps.transformer = WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype,
-                                                                  local_files_only=True).eval()
+        comps.transformer = ck.require_finite_model(WanTransformer3DModel.from_pretrained(
+            path, torch_dtype=dtype, local_files_only=True).eval(), path)
     if cfg.vae_dir:
         comps.vae = load_vae(cfg)
     return comps
@@ -104,7 +104,10 @@ def load_components(cfg: WorldModelConfig) -> WanComponents:
 def _vae_from(path: Path, **kw):
     from diffusers import AutoencoderKLWan
 
-    return AutoencoderKLWan.from_pretrained(path, torch_dtype=torch.float32, local_files_only=True, **kw).eval()
+    vae = AutoencoderKLWan.from_pretrained(path, torch_dtype=torch.float32, local_files_only=True, **kw).eval()
+    where = Path(path) / kw.get("subfolder", "")
+    ck.require_finite_stats(vae.config, ("latents_mean", "latents_std"), str(where / "config.json"))
+    return ck.require_finite_model(vae, where)
 
 
 def load_vae(cfg: WorldModelConfig):
@@ -128,7 +131,8 @@ def _load_base_components(cfg: WorldModelConfig) -> WanComponents:
 
     common = dict(local_files_only=True)
     if cfg.kind == "diffusers":
-        transformer = WanTransformer3DModel.from_pretrained(root, subfolder="transformer", torch_dtype=dtype, **common)
+        transformer = ck.require_finite_model(WanTransformer3DModel.from_pretrained(
+            root, subfolder="transformer", torch_dtype=dtype, **common), root / "transformer")
     else:
         transformer = load_lightning_or_converted(cfg.ckpt, root / "transformer", dtype, cfg.trust_pickle)
     return WanComponents(
@@ -147,7 +151,8 @@ def load_lightning_or_converted(ckpt: str, config_dir: Path, dtype: torch.dtype,
 
     path = Path(ckpt)
     if path.is_dir():
-        return WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+        return ck.require_finite_model(WanTransformer3DModel.from_pretrained(path, torch_dtype=dtype,
+                                                                             local_files_only=True), path)
     model = ck.load_lightning_transformer(path, config_dir, trust_pickle=trust_pickle)
     return ck.cast_like_diffusers(model, dtype)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from eva_core.atomic_io import atomic_dir
+from eva_core.world_model.checkpoint import require_finite
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj")
 DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -109,7 +110,18 @@ def load_lora(transformer, path: str | os.PathLike, adapter_name: str = "default
         raise KeyError(f"LoRA adapter {path} does not match the transformer: target layers without weights in "
                        f"the file: {sorted(uncovered)[:8]}; missing keys: {sorted(missing)[:8]}; "
                        f"unexpected keys: {sorted(unexpected)[:8]}")
+    weights = path / (DIFFUSERS_LORA_FILE if (path / DIFFUSERS_LORA_FILE).is_file() else PEFT_LORA_FILE)
+    _require_finite_adapter(transformer, adapter_name, weights)
     transformer.set_adapter(adapter_name)
+
+
+def _require_finite_adapter(transformer, adapter_name: str, source) -> None:
+    """An adapter holding NaN/inf is deleted again and refused, naming `source` and the tensor."""
+    try:
+        require_finite(lora_state_dict(transformer, adapter_name), str(source))
+    except ValueError:
+        transformer.delete_adapters(adapter_name)
+        raise
 
 
 def load_wan_lora_file(transformer, path: str | os.PathLike, adapter_name: str = "default") -> None:
@@ -131,6 +143,7 @@ def load_wan_lora_file(transformer, path: str | os.PathLike, adapter_name: str =
         raise ValueError(f"LoRA file {path}: not a Wan transformer LoRA (original 'diffusion_model.' or diffusers "
                          f"'transformer.' layout); keys: {odd[:4] or 'none'}")
     file_keys = {k.removeprefix("transformer.") for k in sd}
+    require_finite(sd, str(path))   # keys as diffusers converted them ("transformer.blocks.0...")
     try:
         transformer.load_lora_adapter(sd, prefix="transformer", adapter_name=adapter_name)
     except Exception as exc:  # noqa: BLE001 - shape mismatches surface as RuntimeError inside peft

@@ -93,6 +93,18 @@ def idle_time(spans: list, end: float | None = None) -> dict:
     return {"seconds": round(idle, 3), "fraction": round(idle / total, 4), "gaps": gaps}
 
 
+def demo_outcomes(records: list, task: str) -> tuple[dict, dict]:
+    """({seed: why its held-out demo could be excluded}, {seed: demo_time_scale of its retry}) of
+    `task`'s recorded demos (runs.record_with_retry): a demo that failed at first was recorded
+    again, slower, and a reason says when even that failed."""
+    why = {str(x["seed"]): ("its scripted demo failed through the graph" if not x["success"] else
+                            "no bag recorded" if not x["bag"] else "its bag did not convert")
+           + (f", also when retried at demo_time_scale {x['time_scale']}" if x.get("retried") else "")
+           for x in records if x["task"] == task}
+    retried = {str(x["seed"]): x["time_scale"] for x in records if x["task"] == task and x.get("retried")}
+    return why, retried
+
+
 def replay_all(ckpt: Path, cfg: dict, tasks: list, work: Path) -> dict:
     """idm_replay_success per task on the manifest's held-out replay seeds: the scripted demos run
     through the ROS graph and eva-record, as the IDM's training demos did; the IDM decodes their
@@ -118,12 +130,12 @@ def replay_all(ckpt: Path, cfg: dict, tasks: list, work: Path) -> dict:
                                  graph / "logs" / f"bag_to_episodes_{task}.log")
         demos = [(seed, read_aloha_hdf5(f)) for (_, seed), f in sorted(files.items())]
         out[task] = r = {**replay_demos(idm, task, emb, demos, len(seeds)), "route": "ros_graph"}
-        why = {str(x["seed"]): "its scripted demo failed through the graph" if not x["success"] else
-               "no bag recorded" if not x["bag"] else "its bag did not convert" for x in records if x["task"] == task}
+        why, r["retried"] = demo_outcomes(records, task)
         r["excluded"] = excluded_seeds(seeds, r["seeds"], why)
         r["text"] = replay_text(r)
+        retried = f"; retried slower: seeds {sorted(r['retried'])}" if r["retried"] else ""
         print(f"eva-demo: idm_replay_success {task}: {r['text']} (their recorded commands replayed: "
-              f"{r['gt_replay_success']}; action MAE {r['action_mae']})", flush=True)
+              f"{r['gt_replay_success']}; action MAE {r['action_mae']}{retried})", flush=True)
     return out
 
 

@@ -212,24 +212,50 @@ def sim_camera(cam: dict) -> dict:
             "source_options": {"camera": "cam_high", "height": int(cam["height"]), "width": int(cam["width"])}}
 
 
-def record_demos(tasks, seeds, work: Path, cam: dict, time_scale: float = 1.0, say=print) -> list[dict]:
-    """`record_demo` for every task and seed (config/sim.yaml graphs, one at a time) into work/bags."""
+RETRY_TIME_SCALE = 1.5   # a failed demo is recorded once more, this much slower
+
+
+def record_with_retry(record, work: Path, task: str, seed: int, time_scale: float, say=print) -> dict:
+    """`record(work, task, seed, time_scale)` -> a record dict; a failed recording (the twin's task
+    not done, or no bag: on a loaded machine the arm lags its plan) is retried once, RETRY_TIME_SCALE
+    times slower, into work/retry (the first attempt's bag and logs stay for diagnosis). The record
+    says whether it was retried (`retried`, `time_scale`, `first_attempt`)."""
+    t = time.time()
+    r = {**record(work, task, seed, time_scale), "retried": False, "time_scale": time_scale}
+    if not (r["success"] and r["bag"]):
+        slower = round(time_scale * RETRY_TIME_SCALE, 6)
+        first = "failed" if not r["success"] else "recorded no bag"
+        say(f"demo {task} seed {seed}: {first}; retrying once with demo_time_scale {slower}")
+        r = {**record(work / "retry", task, seed, slower), "retried": True, "time_scale": slower,
+             "first_attempt": {k: r[k] for k in ("success", "bag", "recorder_exit")}}
+    again = f", retried at demo_time_scale {r['time_scale']}" if r["retried"] else ""
+    say(f"demo {task} seed {seed}: success {r['success']} ({time.time() - t:.0f} s{again})")
+    return r
+
+
+def record_demos(tasks, seeds, work: Path, cam: dict, time_scale: float = 1.0, say=print, record=None) -> list[dict]:
+    """`record_demo` for every task and seed (config/sim.yaml graphs, one at a time) into work/bags,
+    each failed one retried once slower (`record_with_retry`). `record(work, task, seed, time_scale)`
+    replaces the graph recording (a seam for tests)."""
     from eva_core.embodiment import load_embodiment
     from eva_core.paths import config_path
 
-    env = ros_env()
-    probe = RecordProbe(load_embodiment(), int(env["ROS_DOMAIN_ID"]))   # joins the graphs' domain
+    probe = None
+    if record is None:
+        env = ros_env()
+        probe = RecordProbe(load_embodiment(), int(env["ROS_DOMAIN_ID"]))   # joins the graphs' domain
+
+        def record(where, task, seed, scale):
+            return record_demo(probe, config_path("sim"), where, task, int(seed), RECORD_TOPICS, sim_camera(cam),
+                               env, time_scale=scale)
     records = []
     try:
         for task in tasks:
             for seed in seeds:
-                t = time.time()
-                r = record_demo(probe, config_path("sim"), work, task, int(seed), RECORD_TOPICS, sim_camera(cam),
-                                env, time_scale=time_scale)
-                records.append(r)
-                say(f"demo {task} seed {seed}: success {r['success']} ({time.time() - t:.0f} s)")
+                records.append(record_with_retry(record, work, task, int(seed), time_scale, say))
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
     return records
 
 

@@ -20,7 +20,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from eva_core.control import ControlLoop, EventKind, Kind
+from eva_core.control import ControlLoop, EventKind, Kind, TrajectoryRejection, trajectory_msg_rejection
 from eva_core.embodiment import load_embodiment
 from eva_core.trajectory import Trajectory
 from eva_ros import names, qos
@@ -67,12 +67,14 @@ class ControllerNode(Node):
     # -- inputs (executor threads) -------------------------------------------------------------
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         topic = self.sub_traj.topic_name
+        why = TrajectoryRejection.MALFORMED
         try:
             meta = trajectory_meta(msg, topic)
+            why = trajectory_msg_rejection(msg.joint_names, self.emb.joint_names, [p.positions for p in msg.points])
             stamp, times, q = msg_to_trajectory(msg, self.emb.joint_names, topic)
             traj = Trajectory(stamp, times, self.emb.joint_positions_to_action(q), chunk_id=meta.chunk_id)
         except Exception as exc:  # noqa: BLE001 - a bad message is rejected, never fatal
-            self.loop.reject(str(exc) if topic in str(exc) else f"{topic}: {exc}")
+            self.loop.reject(str(exc) if topic in str(exc) else f"{topic}: {exc}", why)
         else:
             self.loop.replace(traj, sent_at=meta.t_traj)
         self._flush()
@@ -136,7 +138,8 @@ class ControllerNode(Node):
         """Publish the loop's events and status. Never raises: callbacks call it too."""
         try:
             for event in self.loop.take_events():
-                self.diag.event(Event(event.kind.value), event.message, LEVELS[event.level])
+                self.diag.event(Event(event.kind.value), event.message, LEVELS[event.level],
+                                {"reason": event.reason} if event.reason else None)
             level, message = self.loop.status()
             self.diag.set_level(LEVELS[level], message)
         except Exception as exc:  # noqa: BLE001 - e.g. the context is shutting down; say it once

@@ -21,6 +21,7 @@ from std_msgs.msg import Float32
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from eva_core.cancel import Cancelled, TorchWork
 from eva_core.chunk_decoding import ChunkDecoder, JointStateHistory, Rejection, load_or_build_idm
 from eva_core.embodiment import load_embodiment
 from eva_core.latency_breakdown import BreakdownStats, idm_breakdown
@@ -61,6 +62,7 @@ class IDMActionNode(Node):
         self.pub_score = self.create_publisher(Float32, names.PLAN_SCORE, qos.DIAGNOSTICS)
         self.replan = self.create_client(Trigger, names.REPLAN, callback_group=state)
         self.diag = DiagnosticsReporter(self, "eva/idm_action", self.diagnostic_values)
+        self.work = TorchWork("idm_action: chunk decoding")   # close() stops it between IDM batches
 
     @property
     def counts(self) -> dict:
@@ -85,7 +87,11 @@ class IDMActionNode(Node):
         except ValueError as exc:
             result = self.decoder.bad_chunk(str(exc))
         else:
-            result = self.decoder.decode(frames, meta, self.states)
+            try:
+                with self.work.running():
+                    result = self.decoder.decode(frames, meta, self.states)
+            except Cancelled:   # the node is closing: the chunk is dropped without an event
+                return
         self.decode.add(time.time() - t_recv)
         score = result.score
         if score is not None:
@@ -120,7 +126,8 @@ class IDMActionNode(Node):
                 "latency_breakdown": self.breakdown.summary()}   # eva_core.latency_breakdown, ms per stage
 
     def close(self) -> None:
-        pass
+        """A chunk being decoded stops at the IDM's next batch, so the executor drains at once."""
+        self.work.cancel()
 
 
 def main(args=None):

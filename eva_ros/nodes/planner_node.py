@@ -31,6 +31,7 @@ from eva_core import planner as core
 from eva_core.embodiment import load_embodiment
 from eva_core.images import FrameGate, check_image
 from eva_core.latency_breakdown import BreakdownStats, planner_breakdown
+from eva_core.cancel import Cancelled, TorchWork
 from eva_core.model_process import ModelProcess
 from eva_core.world_model.build import build_world_model
 from eva_core.world_model.stage_stats import StageStats
@@ -85,6 +86,7 @@ class PlannerNode(Node):
         self.diag = DiagnosticsReporter(self, "eva/planner", self.diagnostic_values)
 
         self._stop = threading.Event()
+        self.work = TorchWork("planner: world-model generation")   # close() stops it between denoising steps
         self._worker = threading.Thread(target=self._run, name="eva-planner-worker", daemon=True)
         self._worker.start()
         self.get_logger().info(f"planning {self.wm.num_frames} frames at {self.wm.fps} fps, "
@@ -187,8 +189,12 @@ class PlannerNode(Node):
         try:
             history = self.history.select(stamp, self.cfg.history_frames, self.wm.fps) or None
             t_gen, cpu = time.time(), time.thread_time()
-            frames = self.wm.generate(image, instruction, history=history, seed=seed)
+            with self.work.running():
+                frames = self.wm.generate(image, instruction, history=history, seed=seed)
             t_gen_end, cpu = time.time(), time.thread_time() - cpu
+        except Cancelled:   # the node is closing: no event, no retry
+            self.core.fail(chunk, time.time(), "cancelled: the node is shutting down")
+            return
         except Exception as exc:
             self.core.fail(chunk, time.time(), repr(exc))
             raise
@@ -240,9 +246,13 @@ class PlannerNode(Node):
                 "latency_breakdown": self.breakdown.summary()}   # eva_core.latency_breakdown, ms per stage
 
     def close(self) -> None:
-        stop_thread(self._stop, self._worker, 30.0)
+        """Stop the worker within launch's SIGINT grace (5 s): a generation in this process stops
+        at its next denoising step; one in a model process ends with that process."""
+        self.work.cancel()
+        stop_thread(self._stop, self._worker, 2.0)
         if isinstance(self.wm, ModelProcess):
-            self.wm.close()
+            self.wm.close(timeout=1.0)
+            self._worker.join(timeout=1.0)   # its generate() returns once the process is gone
 
 
 def main(args=None):
