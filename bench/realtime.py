@@ -17,9 +17,10 @@ Rows (one chunk per held-out twin first frame and seed, the same frames and seed
   teacher_eva_reseed  teacher_eva with other seeds: the action error one teacher sample has against another
                     (the spread of the teacher's own distribution; a student cannot be expected below it)
 Columns: calls = transformer evaluations per chunk (a batched 3-branch forward counts 3), seconds per
-stage (median; one CPU thread), rtf = seconds of motion in a chunk (num_frames / fps) / planning seconds,
-reward = executability reward of the committed IDM (mean), action_error = mean |IDM actions − the
-teacher_eva actions| on the same first frame and seed (rad / gripper units).
+stage (median; one CPU thread; the chunks of all rows interleaved, so load falls on every row alike),
+rtf = seconds of motion in a chunk (num_frames / fps) / planning seconds, reward = executability reward
+of the committed IDM (mean), action_error = mean |IDM actions − the teacher_eva actions| on the same first
+frame and seed (rad / gripper units).
 The second table projects the 14B model: calls x the analytic seconds of one transformer evaluation
 (FLOPs of the real Wan2.1-I2V-14B config at 480x640x49, at a stated MFU) + VAE decode (FLOPs counted,
 at a stated efficiency). Both are estimates, not measurements.
@@ -107,20 +108,26 @@ def count_evaluations(wm):
 
 
 def run_rows(prompts, seeds, students, ks, scorer, light: Path | None = None) -> tuple[list[dict], dict]:
-    rows, reference = [], None
+    """Every configuration on every (first frame, seed). The chunks are interleaved (each first frame
+    and seed runs every configuration in turn), so a shared machine's changing load falls on every
+    row alike and the seconds of two rows compare within the run."""
     todo = configs(students, ks, light)
     todo.insert(1, ("teacher_eva_reseed", EVA_SAMPLER))
+    models = {}
     for name, spec in todo:
         wm = load(spec, decoder_overrides(name, light))
         box, handle = count_evaluations(wm)
         wm.generate(prompts[0][0], prompts[0][1], seed=0)   # warm-up
         box["evals"] = 0
-        videos, timings = [], []
-        for frame, text in prompts:
-            for s in seeds:
+        models[name] = (wm, box, handle, [], [])
+    for frame, text in prompts:
+        for s in seeds:
+            for name, (wm, _, _, videos, timings) in models.items():
                 seed = s + (10_000 if name == "teacher_eva_reseed" else 0)
                 videos.append(wm.generate(frame, text, seed=seed))
                 timings.append(dict(wm.last_timing))
+    rows, reference = [], None
+    for name, (wm, box, handle, videos, timings) in models.items():
         handle.remove()
         x = torch.from_numpy(np.stack(videos)).float().div(127.5).sub(1.0).permute(0, 1, 4, 2, 3)
         res = scorer.score_video(x)
