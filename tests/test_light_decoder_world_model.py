@@ -162,3 +162,20 @@ def test_the_deployed_student_decodes_through_the_committed_light_decoder():
     frames = wm.generate(img, "pick up the block", seed=0)
     assert frames.shape == (wm.num_frames, wm.height, wm.width, 3)
     assert len(light_calls) == 1 and vae_calls == [] and wm.last_timing["decode"] > 0
+
+
+def test_eva_demo_deploys_the_student_with_the_light_decoder_of_the_export():
+    """eva-demo's student variant (eva_ros.demo.evaluation.variants) resolves light_decoder against the
+    export, as the planner gets it, and builds a light-decoding model."""
+    import json
+    from pathlib import Path
+
+    from eva_ros.demo.evaluation import variants
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    m = json.loads((ckpt / "manifest.json").read_text())
+    s = variants(ckpt, m["config"]["model"], False, 4)["student"]
+    assert s["decoder"] == "light" and s["light_decoder"] == str(ckpt / "light_decoder")
+    assert isinstance(build_world_model({**s, "device": "cpu"}).light_decoder, LightDecoder)
+    ld = m["light_decoder"]
+    assert ld["steps"] >= 500 and ld["val_idm_action_error"] is not None and "train_light_decoder" in ld["command"]
