@@ -214,6 +214,7 @@ def generated_latents(t: TwinSection, cfg: WorldModelConfig, progress: bool = Tr
             raise UserError(f"data.twin.generate: {path}: makes {gcfg.num_frames}x{gcfg.height}x{gcfg.width} "
                             f"chunks, the decoder's world model {cfg.num_frames}x{cfg.height}x{cfg.width}")
         wm = WorldModel.from_config(gcfg)
+
         def keep(x, wm=wm):   # latents only: the VAE decodes them later, batched
             lats.append(x.detach().cpu())
             return torch.zeros(x.shape[0], 3, wm.num_frames, wm.height, wm.width)
