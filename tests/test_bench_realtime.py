@@ -39,3 +39,35 @@ def test_the_14b_projection_reproduces_evas_seconds_per_chunk():
     assert proj["teacher_eva"]["rtf"] == pytest.approx(49 / 16 / proj["teacher_eva"]["total_s"])
     assert proj["student_k2"]["denoise_s"] == pytest.approx(2 * proj["student_k2"]["s_per_call"])
     assert proj["student_k2"]["rtf"] > 30 * proj["teacher_eva"]["rtf"]
+
+
+def test_with_a_light_decoder_every_row_has_its_light_twin_and_names_its_decoder(tmp_path):
+    b = bench()
+    light = tmp_path / "ld"
+    names = [n for n, _ in b.configs(str(tmp_path / "none_k{K}"), [2], light=light, demo=tmp_path)]
+    assert names == ["teacher_eva", "teacher_eva_light", "teacher_deployed", "teacher_deployed_light",
+                     "naive_k2", "naive_k2_light"]
+    assert b.decoder_overrides("naive_k2_light", light) == {"decoder": "light", "light_decoder": str(light.resolve())}
+    assert b.decoder_overrides("student_k2", light) == {"decoder": "vae", "light_decoder": None}
+
+
+def test_the_committed_student_is_the_student_row_and_the_deployed_configuration(tmp_path):
+    b = bench()
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "world_model_student.yaml").write_text(
+        "world_model: {sampler: student, student_steps: 2, decoder: light, light_decoder: light_decoder}\n")
+    rows = dict(b.configs(str(tmp_path / "none_k{K}"), [1, 2], demo=demo))
+    assert rows["student_k2"] == demo / "world_model_student.yaml" and "student_k1" not in rows
+    assert b.deployed_student(demo) == (demo / "world_model_student.yaml", 2, True)
+    rows = [{"config": "teacher_eva", "rtf": 2.0}, {"config": "student_k2_light", "rtf": 25.0}]
+    assert b.speedup(rows, "student_k2_light") == pytest.approx(12.5)
+    assert b.speedup(rows, "student_k4") is None
+
+
+def test_the_committed_export_deploys_the_light_student():
+    b = bench()
+    path, k, light = b.deployed_student()
+    assert path.name == "world_model_student.yaml" and k == 2 and light
+    assert b.deployed_name(ROOT / "checkpoints" / "demo" / "light_decoder") == "student_k2_light"
+    assert b.deployed_name(None) == "student_k2"

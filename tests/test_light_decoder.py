@@ -166,7 +166,69 @@ def test_a_yaml_typo_is_refused_by_name_before_the_output_is_touched(tmp_path, c
 
 def test_the_committed_demo_config_parses():
     c = tld.load_config(tld.LightDecoderTrainConfig, "config/training/light_decoder_demo.yaml")
-    assert c.world_model == "checkpoints/demo" and c.train.channels == [64, 32, 16, 16]
+    assert c.world_model == "checkpoints/demo" and c.train.channels == [96, 48, 24, 16]
+    assert c.train.idm_weight > 0 and c.train.idm == "checkpoints/demo/idm"    # task-aware by default
+    assert "checkpoints/demo/world_model_student.yaml" in c.data.twin.generate and c.data.twin.demos
+
+
+# ---- the IDM-consistency loss --------------------------------------------------------------------------
+DEMO_IDM = "checkpoints/demo/idm"
+
+
+def test_idm_loss_is_zero_on_the_target_and_its_gradient_reaches_the_frames():
+    idm, active = tld.load_frozen_idm(DEMO_IDM, "cpu")
+    assert active.any() and not active.all()          # the dims the IDM's data never moved are left out
+    assert all(not q.requires_grad for q in idm.parameters())
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 9, 48, 64, generator=g) * 2 - 1
+    out = (target + 0.3 * torch.randn(target.shape, generator=g)).requires_grad_(True)
+    assert tld.idm_loss(idm, active, target, target).item() == 0.0
+    loss = tld.idm_loss(idm, active, out, target)
+    loss.backward()
+    assert loss.item() > 0 and out.grad is not None and out.grad.abs().sum() > 0
+
+
+def test_idm_outputs_are_the_idm_predict_actions():
+    """The differentiable path sees what IDM.predict (the reward) sees: same windows, same preprocessing."""
+    idm, _ = tld.load_frozen_idm(DEMO_IDM, "cpu")
+    video = torch.rand(2, 3, 9, 48, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        mine = idm.denormalize(tld.idm_outputs(idm, video))
+    ref = idm.predict(((video + 1) / 2).permute(0, 2, 1, 3, 4))
+    assert torch.allclose(mine, ref, atol=1e-4)
+
+
+def test_training_with_the_idm_loss_lowers_it_and_reports_the_action_error(tmp_path):
+    out = tmp_path / "run"
+    args = ["--set", f"world_model={_tiny_wm_yaml(tmp_path)}", "--set", "data.random=6", "--set", "train.steps=60",
+            "--set", "train.batch_size=4", "--set", "train.channels=[16,8,8,8]", "--set", "train.lr=3e-3",
+            "--set", f"train.idm={DEMO_IDM}", "--set", "train.idm_weight=1.0", "--set", "train.eval_every=30",
+            "--set", "train.device=cpu", "--out", str(out), "--no-progress"]
+    assert tld.main(args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["idm_loss_last10"] < s["idm_loss_first10"]
+    assert [st for st, _ in s["val_idm_action_error_history"]] == [30, 60] and s["val_idm_action_error"] >= 0
+    assert s["train_mse_last10"] < s["train_mse_first10"]
+
+
+def test_an_idm_weight_without_an_idm_is_refused_by_name(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert tld.main(["--set", "world_model=checkpoints/demo", "--set", "data.random=2",
+                     "--set", "train.idm_weight=0.5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train: idm: idm_weight > 0 needs an IDM checkpoint directory" in err and "\n" not in err
+    assert not out.exists()
+    assert tld.main(["--set", "world_model=checkpoints/demo", "--set", "data.twin.generate=[x.yaml]",
+                     "--out", str(out)]) == 2
+    assert "data.twin: tasks: demos / generate need twin tasks and reset_seeds" in capsys.readouterr().err
+
+
+def test_generated_latents_are_the_models_chunks_before_decoding(tmp_path):
+    wm_yaml = _tiny_wm_yaml(tmp_path)
+    cfg, _ = tld.world_model_config(wm_yaml)
+    twin = tld.TwinSection(tasks=["pick_block_narrow"], reset_seeds=[0], generate=[str(wm_yaml)], gen_seeds=2)
+    lat = tld.generated_latents(twin, cfg, progress=False)
+    assert lat.shape == (2, 16, 2, 4, 4) and not torch.equal(lat[0], lat[1])   # two seeds, two chunks
 
 
 def test_clips_use_the_shared_crop_and_resize():

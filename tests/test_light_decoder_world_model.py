@@ -140,3 +140,42 @@ def test_a_relative_light_decoder_resolves_against_the_yaml(tmp_path, light_dir)
     with pytest.raises(ConfigError) as e:
         read_world_model_yaml(ck)
     assert one_line(e).startswith(f"{ck / 'world_model.yaml'}: world_model: light_decoder:")
+
+
+# ---- the committed demo export -----------------------------------------------------------------------
+def test_the_deployed_student_decodes_through_the_committed_light_decoder():
+    """checkpoints/demo/world_model_student.yaml (what make demo deploys) loads the light decoder and
+    every chunk it generates is decoded by it, not by the VAE."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    cfg, path = read_world_model_yaml(root / "world_model_student.yaml")
+    assert cfg.sampler == "student" and cfg.decoder == "light"
+    assert cfg.light_decoder == str((root / "light_decoder").resolve())
+    wm = WorldModel.from_config(cfg)
+    assert isinstance(wm.light_decoder, LightDecoder)
+    light_calls = _count(wm.light_decoder)
+    vae_calls = []
+    vae_decode = wm.c.vae.decode
+    wm.c.vae.decode = lambda *a, **k: (vae_calls.append(1), vae_decode(*a, **k))[1]
+    img = np.random.default_rng(1).integers(0, 256, (wm.height, wm.width, 3), dtype=np.uint8)
+    frames = wm.generate(img, "pick up the block", seed=0)
+    assert frames.shape == (wm.num_frames, wm.height, wm.width, 3)
+    assert len(light_calls) == 1 and vae_calls == [] and wm.last_timing["decode"] > 0
+
+
+def test_eva_demo_deploys_the_student_with_the_light_decoder_of_the_export():
+    """eva-demo's student variant (eva_ros.demo.evaluation.variants) resolves light_decoder against the
+    export, as the planner gets it, and builds a light-decoding model."""
+    import json
+    from pathlib import Path
+
+    from eva_ros.demo.evaluation import variants
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    m = json.loads((ckpt / "manifest.json").read_text())
+    s = variants(ckpt, m["config"]["model"], False, 4)["student"]
+    assert s["decoder"] == "light" and s["light_decoder"] == str(ckpt / "light_decoder")
+    assert isinstance(build_world_model({**s, "device": "cpu"}).light_decoder, LightDecoder)
+    ld = m["light_decoder"]
+    assert ld["steps"] >= 500 and ld["val_idm_action_error"] is not None and "train_light_decoder" in ld["command"]

@@ -14,8 +14,8 @@ import pytest
 from eva_ros.testing import REPO, ros_env, unique_domain_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
-STAGES = ("demos", "episodes", "heldout demos", "sft", "vae", "vae round trip", "idm", "grpo", "distil", "evaluate",
-          "export")
+STAGES = ("demos", "episodes", "heldout demos", "sft", "vae", "vae round trip", "idm", "grpo", "distil",
+          "light decoder", "evaluate", "export")
 
 
 def _env():
@@ -89,6 +89,12 @@ def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):
     assert st["steps"] == 4 and st["student_steps"] == 2 and st["seed"] == 0 and "demo_ci.yaml" in st["command"]   # 2 warm-up + 2 DMD
     assert st["config"]["data"]["twin_tasks"] == ["pick_block_narrow"] and st["config"]["data"]["twin_seeds"] == [0, 1]
     assert st["eval"]["reward_student"] is not None and st["eval"]["action_error"] >= 0
+    # the student's light decoder: trained on its chunks with the trained IDM, and the deployed decoder
+    assert "light_decoder/model.safetensors" in m["files"] and wm["decoder"] == "light"
+    assert wm["light_decoder"] == "light_decoder"
+    ld = m["light_decoder"]
+    assert ld["steps"] == 2 and ld["generated_chunks"] == 2 and "demo_ci.yaml" in ld["command"]
+    assert ld["idm_loss_first10"] is not None
     assert m["seeds"]["demo_seeds"] == [0, 1] and "demo_ci.yaml" in m["command"]
     vae = m["metrics"]["vae"]
     assert vae["fitted"]["mse"] < vae["random_init"]["mse"]   # the fitted VAE reconstructs better than the random one
@@ -241,6 +247,9 @@ def _train_demo_main():
     (lambda c: c["distill"]["dmd"].update(student_step=2), "distill.dmd: student_step: unknown key; did you mean 'student_steps'?"),
     (lambda c: c["distill"]["dmd"].update(student_steps=5), "distill.dmd: student_steps: must be <= 4, got 5"),
     (lambda c: c["distill"].update(teacher="x.yaml"), "distill: teacher: set by the pipeline"),
+    (lambda c: c["light_decoder"]["train"].update(idm_wieght=1), "light_decoder.train: idm_wieght: unknown key; "
+                                                                 "did you mean 'idm_weight'?"),
+    (lambda c: c["light_decoder"]["train"].update(idm="x"), "light_decoder.train: idm: set by the pipeline"),
 ])
 def test_a_typo_at_any_depth_is_refused_before_any_work(tmp_path, capsys, edit, needle):
     """Checked at start (no demo recorded), and neither --out nor an existing run is touched."""

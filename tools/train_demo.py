@@ -22,6 +22,9 @@ Stages (each one timed and printed):
   grpo      eva-train-grpo: Flow-GRPO LoRA on the SFT model, reward = the trained IDM's executability
   distil    eva-train-distill (DMD2) of the GRPO world model (the teacher) into a K-step student
             (distill.dmd.student_steps transformer calls per chunk, no guidance branches)
+  light decoder  (if the config has a light_decoder section) training/train_light_decoder.py: a light
+            decoder for the student's VAE, on the chunks the student generates from the twin's reset frames,
+            with the IDM-consistency loss of the trained IDM; the student is then exported with decoder: light
   evaluate  idm_replay_success per task (held-out seeds), held-out reward of SFT vs GRPO
             (eva-train-grpo --eval-only, same seeds and noise)
   export    IDM, VAE, transformer, LoRA and the student into --export with manifest.json (sha256 of
@@ -105,13 +108,15 @@ def check_config(cfg: dict, source: str) -> None:
     from training.grpo import GRPOConfig
     from training.sft import SFTConfig
 
-    known = ("pipeline", "model", "idm", "sft", "grpo", "distill")
+    known = ("pipeline", "model", "idm", "sft", "grpo", "distill", "light_decoder")
     for key in cfg:
         if key not in known:
             near = difflib.get_close_matches(str(key), known, n=1)
             raise ConfigError(source, "", str(key), "unknown key; " + (f"did you mean {near[0]!r}?" if near else
                                                                        f"valid keys: {', '.join(known)}"))
     for key in known:
+        if key == "light_decoder" and key not in cfg:   # optional: no light decoder stage
+            continue
         if not isinstance(cfg.get(key), dict):
             raise ConfigError(source, key, "", "missing section (a mapping)")
     PipelineSection.from_dict(cfg["pipeline"], source=source, section="pipeline")
@@ -128,6 +133,45 @@ def check_config(cfg: dict, source: str) -> None:
             section["reward"] = {"idm": stand_in}
         cls.from_dict(section, source=source, section=name)
     check_distill(cfg, source)
+    if "light_decoder" in cfg:
+        check_light(cfg, source)
+
+
+def check_light(cfg: dict, source: str) -> None:
+    """The light_decoder section as training/train_light_decoder.py's config (its world model, generator
+    and IDM: the pipeline's student and trained IDM, filled in later)."""
+    from training.train_light_decoder import LightDecoderTrainConfig
+
+    ld = cfg["light_decoder"]
+    for where, key in (((), "world_model"), (("train",), "idm"), (("data", "twin"), "generate")):
+        node = ld
+        for k in where:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            raise ConfigError(source, ".".join(("light_decoder", *where)), key,
+                              "set by the pipeline (the student, the trained IDM)")
+    LightDecoderTrainConfig.from_dict(light_section(cfg, "<student>", "<idm>"), source=source, section="light_decoder")
+
+
+def light_section(cfg: dict, student_yaml: str, idm: str) -> dict:
+    """The light_decoder section with what the pipeline fills in: the student's world model (its VAE and
+    its generated chunks), the twin prompts (the pipeline's tasks and demo seeds unless set), the trained
+    IDM of the IDM-consistency loss, the pipeline seed."""
+    ld = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg["light_decoder"].items()}
+    p = cfg["pipeline"]
+    ld["world_model"] = student_yaml
+    data = ld.setdefault("data", {})
+    if isinstance(data, dict):
+        twin = data.setdefault("twin", {})
+        if isinstance(twin, dict):
+            twin = data["twin"] = dict(twin)
+            twin.setdefault("tasks", list(p["tasks"]))
+            twin.setdefault("reset_seeds", list(p["demo_seeds"]))
+            twin["generate"] = [student_yaml]
+    train = ld.setdefault("train", {})
+    if isinstance(train, dict):
+        train.update(idm=idm, seed=p.get("seed", 0))
+    return ld
 
 
 def check_distill(cfg: dict, source: str) -> None:
@@ -350,6 +394,24 @@ def stage_distill(cfg: dict, out: Path, sft_final: Path, lora: Path, idm: Path) 
     return out / "distill" / "final"
 
 
+def stage_light(cfg: dict, out: Path, student: Path, idm: Path) -> Path:
+    """training/train_light_decoder.py for the student: its VAE, its generated chunks, the trained IDM."""
+    ld = light_section(cfg, str((student / "world_model.yaml").resolve()), str(idm.resolve()))
+    path = out / "configs" / "light_decoder.yaml"
+    path.write_text(yaml.safe_dump(ld, sort_keys=False))
+    sh([sys.executable, "-m", "training.train_light_decoder", "--config", path, "--out", out / "light_decoder",
+        "--no-progress"], out / "logs" / "light_decoder.log")
+    return out / "light_decoder" / "light_decoder"
+
+
+def light_record(run: Path, command: str) -> dict:
+    """How the light decoder was made (the manifest's `light_decoder`): command, steps, its held-out eval."""
+    s = json.loads((run / "summary.json").read_text())
+    keys = ("steps", "clips_train", "clips_val", "generated_chunks", "encoded_clips", "val_mse", "val_psnr",
+            "val_idm_action_error", "idm_loss_first10", "idm_loss_last10", "params", "config", "seconds")
+    return {"command": command, "run": str(run), **{k: s.get(k) for k in keys}}
+
+
 def student_record(run: Path, command: str) -> dict:
     """How a student was made (the manifest's `student`): command, config, steps, K, seed, its eval."""
     summary = json.loads((run / "summary.json").read_text())
@@ -408,7 +470,8 @@ def stage_export(cfg: dict, out: Path, export: Path, parts: dict, manifest: dict
             {"world_model": {**model, "transformer_dir": "transformer", "vae_dir": "vae", **extra}}, sort_keys=False))
     if "student" in parts:
         write_student_yaml(parts["student"], tmp, {**{str(Path(v).resolve()): k for k, v in parts.items()},
-                                                   str(Path(parts["student"]).resolve()): "student"})
+                                                   str(Path(parts["student"]).resolve()): "student"},
+                           light="light_decoder" in parts)
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     total = sum(p.stat().st_size for p in files)
     limit = float(cfg["pipeline"].get("max_export_mb", 20.0)) * 1e6
@@ -431,9 +494,10 @@ def same_files(a: Path, b: Path) -> bool:
     return bool(fa) and fa.keys() == fb.keys() and all(sha256(fa[k]) == sha256(fb[k]) for k in fa)
 
 
-def write_student_yaml(final: Path, export: Path, names: dict) -> Path:
+def write_student_yaml(final: Path, export: Path, names: dict, light: bool = False) -> Path:
     """world_model_student.yaml in `export`: eva-train-distill's final/world_model.yaml with every path
-    made relative to the export (`names`: absolute source directory -> its name in the export)."""
+    made relative to the export (`names`: absolute source directory -> its name in the export); with
+    `light`, it decodes through the export's light_decoder/."""
     wm = dict(yaml_io.load((Path(final) / "world_model.yaml").read_text())["world_model"])
 
     def rel(path: str) -> str:
@@ -449,6 +513,8 @@ def write_student_yaml(final: Path, export: Path, names: dict) -> Path:
             wm[key] = rel(v)
         elif isinstance(v, list):
             wm[key] = [rel(x) for x in v]
+    if light:
+        wm.update(decoder="light", light_decoder="light_decoder")
     path = export / "world_model_student.yaml"
     path.write_text(yaml.safe_dump({"world_model": wm}, sort_keys=False))
     return path
@@ -462,6 +528,8 @@ def run_parts(out: Path) -> dict:
              "transformer": out / "sft" / "final" / "transformer", "lora": best if best.is_dir() else out / "grpo" / "lora"}
     if (out / "distill" / "final" / "world_model.yaml").is_file():   # runs from before the distil stage have none
         parts["student"] = out / "distill" / "final"
+    if (out / "light_decoder" / "light_decoder").is_dir():
+        parts["light_decoder"] = out / "light_decoder" / "light_decoder"
     return parts
 
 
@@ -479,6 +547,8 @@ def export_finished(out: Path, export: Path, argv) -> int:
     manifest["exported_by"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
     if "student" in parts and "student" not in manifest:
         manifest["student"] = student_record(out / "distill", f"{manifest['command']} (its distil stage)")
+    if "light_decoder" in parts and "light_decoder" not in manifest:
+        manifest["light_decoder"] = light_record(out / "light_decoder", f"{manifest['command']} (its light decoder stage)")
     stage_export(cfg, out, export, parts, manifest, True)
     print(f"train-demo: exported {out} to {export}", flush=True)
     return 0
@@ -511,7 +581,7 @@ def add_student(run: Path, export: Path, argv, student_command: str | None = Non
                     raise ValueError(f"{run / 'final' / 'world_model.yaml'}: {key}: {v} is neither in {export} "
                                      "nor a copy of one of its checkpoints (was the teacher this export's GRPO model?)")
                 names[str(src)] = same[0]
-    write_student_yaml(run / "final", tmp, names)
+    write_student_yaml(run / "final", tmp, names, light=(tmp / "light_decoder").is_dir())
     files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != "manifest.json")
     total = sum(p.stat().st_size for p in files)
     limit = float(cfg["pipeline"].get("max_export_mb", 20.0)) * 1e6
@@ -606,6 +676,7 @@ def run(argv=None) -> int:
     gcfg = grpo_config(cfg, out, sft_final, idm, episodes)
     lora = st.run("grpo", stage_grpo, gcfg, out)
     student = st.run("distil", stage_distill, cfg, out, sft_final, lora, idm)
+    light = st.run("light decoder", stage_light, cfg, out, student, idm) if "light_decoder" in cfg else None
     ev = st.run("evaluate", stage_evaluate, cfg, out, gcfg, idm, lora, heldout)
     idm_eval = json.loads((out / "idm" / "eval.json").read_text())
     sft_summary = json.loads((out / "sft" / "summary.json").read_text()) if (out / "sft" / "summary.json").exists() else {}
@@ -630,10 +701,13 @@ def run(argv=None) -> int:
     }
     manifest["student"] = student_record(out / "distill", f"{manifest['command']} (its distil stage: "
                                          f"eva-train-distill --config {out / 'configs' / 'distill.yaml'})")
+    if light is not None:
+        manifest["light_decoder"] = light_record(out / "light_decoder", f"{manifest['command']} (its light decoder "
+                                                 f"stage: {out / 'configs' / 'light_decoder.yaml'})")
     (out / "summary.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     if not args.no_export:
         parts = {"idm": idm, "vae": sft_final / "vae", "transformer": sft_final / "transformer", "lora": lora,
-                 "student": student}
+                 "student": student, **({"light_decoder": light} if light is not None else {})}
         st.run("export", stage_export, cfg, out, args.export.resolve(), parts, manifest, True)
         manifest["stage_seconds"] = st.seconds
         (args.export / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")

@@ -48,7 +48,7 @@ def student_model(ckpt: Path) -> dict | None:
         wm = dict(yaml.safe_load(path.read_text())["world_model"])
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as e:
         raise UserError(f"{path}: unreadable world_model section ({e})") from e
-    for key in ("transformer_dir", "vae_dir", "lora"):
+    for key in ("transformer_dir", "vae_dir", "lora", "light_decoder"):
         v = wm.get(key)
         if isinstance(v, str):
             wm[key] = str(ckpt / v)
