@@ -7,6 +7,9 @@ distilled students side by side, on the committed checkpoints (checkpoints/demo)
 Rows (one chunk per held-out twin first frame and seed, the same frames and seeds for every row):
   teacher_eva       the GRPO-aligned toy world model sampled as EVA samples: UniPC, 40 steps, both guidances
                     (hist 1.5, lang 2.5): 40 x 3 = 120 transformer evaluations
+  teacher_cached    teacher_eva with diffusers' FirstBlockCache (threshold 0.2); teacher_cached_taylor with
+                    TaylorSeer (interval 5, from step 3, order 1): the training-free alternative (calls still
+                    count 120; the projection scales them by the measured denoise fraction)
   teacher_deployed  today's committed sampler: Euler, 8 steps, no guidance (8 evaluations)
   naive_kK          the same teacher, no distillation, at EQUAL CALLS to student_kK: Euler, K steps, one
                     branch (no guidance: with 3 branches K <= 2 calls would not fit one step)
@@ -29,7 +32,6 @@ at a stated efficiency). Both are estimates, not measurements.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -43,6 +45,10 @@ sys.path.insert(0, str(ROOT))
 DEMO = ROOT / "checkpoints" / "demo"
 EVA_SAMPLER = dict(scheduler="unipc", num_steps=40, hist_guidance=1.5, lang_guidance=2.5)
 DEPLOYED_SAMPLER = dict(scheduler="euler", num_steps=8, hist_guidance=0.0, lang_guidance=0.0)
+# the training-free alternative for a teacher: diffusers' caches on EVA's sampler (world_model.cache)
+CACHED = {"teacher_cached": {**EVA_SAMPLER, "cache": {"kind": "first_block", "threshold": 0.2}},
+          "teacher_cached_taylor": {**EVA_SAMPLER, "cache": {"kind": "taylor_seer", "cache_interval": 5,
+                                                              "disable_cache_before_step": 3, "max_order": 1}}}
 H100_BF16 = 989e12
 VAE_DECODE_TFLOP = 128.3   # Wan2.1 VAE decode of 13 latent frames at 60x80 (FlopCounterMode on the meta device)
 
@@ -65,7 +71,7 @@ def deployed_student(demo: Path = DEMO) -> tuple[Path | None, int | None, bool]:
 def configs(students: str, ks, light: Path | None = None, demo: Path = DEMO) -> list[tuple[str, dict | Path]]:
     """(name, sampler overrides of the GRPO teacher | a student's world_model YAML); with `light`, each
     row again as NAME_light after it."""
-    rows = [("teacher_eva", EVA_SAMPLER), ("teacher_deployed", DEPLOYED_SAMPLER)]
+    rows = [("teacher_eva", EVA_SAMPLER), *CACHED.items(), ("teacher_deployed", DEPLOYED_SAMPLER)]
     committed, committed_k, _ = deployed_student(demo)
     for k in ks:
         rows.append((f"naive_k{k}", naive(k)))
@@ -78,7 +84,8 @@ def configs(students: str, ks, light: Path | None = None, demo: Path = DEMO) -> 
             print(f"realtime: {path} missing (train it with eva-train-distill); row student_k{k} skipped")
     if light is None:
         return rows
-    return [r for name, spec in rows for r in ((name, spec), (f"{name}_light", spec))]
+    return [r for name, spec in rows
+            for r in ((name, spec),) + (() if name in CACHED else ((f"{name}_light", spec),))]
 
 
 def decoder_overrides(name: str, light: Path | None) -> dict:
@@ -162,11 +169,15 @@ def projection(rows: list[dict], mfu: float, vae_eff: float) -> list[dict]:
     decode = VAE_DECODE_TFLOP * 1e12 / (H100_BF16 * vae_eff)
     motion = 49 / 16.0
     calls = {"teacher_eva": 120, "teacher_deployed": 8}
+    eva = next((r for r in rows if r["config"] == "teacher_eva"), None)
     out = []
     for r in rows:
         if r["config"] == "teacher_eva_reseed" or r["config"].endswith("_light"):
             continue   # the projection's decode is the Wan VAE's (a 14B light decoder is unmeasured)
         c = calls.get(r["config"], r["calls"])
+        if r["config"] in CACHED and eva and r.get("denoise_s") and eva.get("denoise_s"):
+            # a cache skips blocks inside a call: effective calls = 120 x its measured denoise fraction
+            c = 120 * r["denoise_s"] / eva["denoise_s"]
         total = c * per_call + decode
         out.append({"config": r["config"], "calls": c, "s_per_call": per_call, "denoise_s": c * per_call,
                     "decode_s": decode, "total_s": total, "rtf": motion / total})
@@ -239,11 +250,13 @@ def main(argv=None) -> int:
         print(f"\ndeployed configuration {deployed} (checkpoints/demo/world_model_student.yaml): RTF {ratio:.1f}x "
               f"teacher_eva's in this run")
     if args.json:
+        from eva_core.atomic_io import write_json
+
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "projection_14b": proj, "mfu": args.mfu,
-                                               "vae_efficiency": args.vae_eff, "prompts": len(prompts),
-                                               "deployed": deployed, "deployed_rtf_over_teacher_eva": ratio,
-                                               "seeds": args.seeds}, indent=1) + "\n")
+        write_json(Path(args.json), {"rows": rows, "projection_14b": proj, "mfu": args.mfu,
+                                     "vae_efficiency": args.vae_eff, "prompts": len(prompts),
+                                     "deployed": deployed, "deployed_rtf_over_teacher_eva": ratio,
+                                     "seeds": args.seeds})
     return 0
 
 

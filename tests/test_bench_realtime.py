@@ -45,8 +45,8 @@ def test_with_a_light_decoder_every_row_has_its_light_twin_and_names_its_decoder
     b = bench()
     light = tmp_path / "ld"
     names = [n for n, _ in b.configs(str(tmp_path / "none_k{K}"), [2], light=light, demo=tmp_path)]
-    assert names == ["teacher_eva", "teacher_eva_light", "teacher_deployed", "teacher_deployed_light",
-                     "naive_k2", "naive_k2_light"]
+    assert names == ["teacher_eva", "teacher_eva_light", "teacher_cached", "teacher_cached_taylor",
+                     "teacher_deployed", "teacher_deployed_light", "naive_k2", "naive_k2_light"]
     assert b.decoder_overrides("naive_k2_light", light) == {"decoder": "light", "light_decoder": str(light.resolve())}
     assert b.decoder_overrides("student_k2", light) == {"decoder": "vae", "light_decoder": None}
 
@@ -71,3 +71,25 @@ def test_the_committed_export_deploys_the_light_student():
     assert path.name == "world_model_student.yaml" and k == 2 and light
     assert b.deployed_name(ROOT / "checkpoints" / "demo" / "light_decoder") == "student_k2_light"
     assert b.deployed_name(None) == "student_k2"
+
+
+def test_the_cached_teachers_sample_as_eva_with_a_diffusers_cache_and_project_by_their_denoise_time():
+    b = bench()
+    rows = dict(b.configs("none_k{K}", [2]))
+    for name, kind in (("teacher_cached", "first_block"), ("teacher_cached_taylor", "taylor_seer")):
+        assert {k: rows[name][k] for k in rows["teacher_eva"]} == rows["teacher_eva"]
+        assert rows[name]["cache"]["kind"] == kind
+    proj = {r["config"]: r for r in b.projection(
+        [{"config": "teacher_eva", "calls": 120, "denoise_s": 1.0},
+         {"config": "teacher_cached", "calls": 120, "denoise_s": 0.6}], mfu=0.4, vae_eff=0.1)}
+    assert proj["teacher_cached"]["calls"] == pytest.approx(72)
+    assert proj["teacher_cached"]["total_s"] < proj["teacher_eva"]["total_s"]
+
+
+def test_a_cached_teacher_builds_and_samples_a_chunk():
+    """The rows' cache configs are valid world-model configs: the committed teacher with each cache."""
+    b = bench()
+    for name in b.CACHED:
+        wm = b.load(b.CACHED[name])
+        video = wm.generate(__import__("numpy").zeros((wm.height, wm.width, 3), "uint8"), "pick", seed=0)
+        assert video.shape[0] == wm.num_frames and wm.cfg.cache.kind != "none"
