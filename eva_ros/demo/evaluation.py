@@ -357,7 +357,7 @@ def variant_label(name: str, wm: dict, deployed: bool) -> str:
     elif wm.get("best_of"):
         what = f"SFT, best of {wm['best_of']} by the IDM reward"
     elif wm.get("lora"):
-        what = f"GRPO ({wm.get('scheduler')} x {wm.get('num_steps')})" + (", the student's teacher" if not deployed else "")
+        what = f"GRPO ({wm.get('scheduler')} x {wm.get('num_steps')})" + (", the aligned model the student is distilled from" if not deployed else "")
     else:
         what = f"SFT ({wm.get('scheduler')} x {wm.get('num_steps')})"
     return what + (", deployed" if deployed else "")
