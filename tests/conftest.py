@@ -9,6 +9,22 @@ from eva_ros.testing.tiers import TIERS, untiered
 headless_env()
 
 
+@pytest.fixture(autouse=True)
+def _scheduling_policy_unchanged():
+    """A test that leaves this process real-time (a native library did it: libsvtav1 as root) fails;
+    the policy is put back, else every graph started later inherits it and can starve its DDS threads."""
+    from eva_core.thread_policy import thread_policy
+
+    before = thread_policy()
+    yield
+    after = thread_policy()
+    if after != before:
+        import os
+
+        os.sched_setscheduler(0, before[0], os.sched_param(before[1]))
+        pytest.fail(f"the test changed this thread's scheduling policy from {before} to {after} (policy, priority)")
+
+
 def pytest_collection_modifyitems(config, items):
     """A test module without a tier marker (`pytestmark = pytest.mark.unit`, ...) fails the run."""
     missing = untiered(items)

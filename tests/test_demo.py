@@ -122,7 +122,8 @@ def test_the_student_is_the_deployed_variant_and_the_teacher_sft_and_best_of_n_a
     assert table["grpo"]["lora"] == str(ckpt / "lora") and table["sft_best_of_4"]["best_of"] == 4
     assert list(variants(ckpt, model, False, 4)) == ["student"]
     assert variant_label("student", s, True) == "distilled student, 2 transformer calls per chunk, deployed"
-    assert "teacher" in variant_label("grpo", table["grpo"], False)
+    assert variant_label("grpo", table["grpo"], False) == "GRPO (euler x 8), the aligned model the student is distilled from"
+    assert variant_label("grpo", table["grpo"], True) == "GRPO (euler x 8), deployed"
     (ckpt / "world_model_student.yaml").write_text("[not a mapping")
     from eva_core.cli import UserError
 

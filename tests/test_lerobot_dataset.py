@@ -272,7 +272,11 @@ def test_av1_is_an_option_where_the_encoder_exists(tmp_path):
         with pytest.raises(ValueError, match="not in this PyAV"):
             write_lerobot(_episodes(1), tmp_path / "av1", EMB, codec="av1", progress=False)
         return
+    from eva_core.thread_policy import thread_policy
+
+    before = thread_policy()
     write_lerobot(_episodes(1), tmp_path / "av1", EMB, codec="av1", progress=False)
+    assert thread_policy() == before   # libsvtav1 makes its caller SCHED_FIFO 99 when run as root
     info = json.loads((tmp_path / "av1/meta/info.json").read_text())
     assert info["features"]["observation.images.cam_high"]["info"]["video.codec"] == "av1"
     assert check_dataset(tmp_path / "av1") == []

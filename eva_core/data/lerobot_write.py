@@ -32,6 +32,7 @@ import numpy as np
 
 from eva_core.data import lerobot_format as F
 from eva_core.data.episode import Episode
+from eva_core.thread_policy import keep_thread_policy
 
 CODECS = {"h264": ("libx264", 23), "av1": ("libsvtav1", 30)}   # encoder, default crf (LeRobot: av1 crf 30)
 STAT_KEYS = ("min", "max", "mean", "std", "count")
@@ -113,21 +114,23 @@ class _Video:
     def write(self, frames: np.ndarray) -> None:
         import av
 
-        for img in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = self.frames
-            self.frames += 1
-            for packet in self.stream.encode(frame):
-                self.container.mux(packet)
+        with keep_thread_policy():   # libsvtav1 makes its caller SCHED_FIFO 99 as root (eva_core.thread_policy)
+            for img in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame.pts = self.frames
+                self.frames += 1
+                for packet in self.stream.encode(frame):
+                    self.container.mux(packet)
 
     def size_mb(self) -> float:
         return self.path.stat().st_size / 2**20 if self.path.exists() else 0.0
 
     def close(self) -> str:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        name = self.stream.codec_context.codec.canonical_name
-        self.container.close()
+        with keep_thread_policy():
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            name = self.stream.codec_context.codec.canonical_name
+            self.container.close()
         return name
 
 
