@@ -279,7 +279,7 @@ def rejected_plans_move_nothing(g: Graph) -> None:
     def positions(topic, since=None, last=None):
         msgs = g.probe.received(topic) if since is None else g.probe.received_since(topic, since)
         msgs = [m for m in msgs[-last if last else 0:] if list(m.name) == list(EMB.joint_names)]
-        return np.array([m.position for m in msgs]).reshape(len(msgs), -1)
+        return np.array([m.position for m in msgs], dtype=float).reshape(len(msgs), len(EMB.joint_names))
 
     def commands(since=None, last=None):
         return positions("/eva/controller/command", since, last)

@@ -39,7 +39,7 @@ class Graph(InProcessGraph):
         super().__init__(num_threads=3, probe_name="piper_probe")   # records /diagnostics
         # feedback timeouts for a loaded CI machine (the emulator and the SDK reader are Python threads)
         params = {"arm_backend": "piper", "auto_enable": False, "arm.can_interface": "virtual",
-                  "feedback_timeout": 0.5, "arm.feedback_timeout": 0.5,
+                  "feedback_timeout": 2.0, "arm.feedback_timeout": 2.0,
                   "arm.can_left": self.ch["left"], "arm.can_right": self.ch["right"]}
         self.node = self.add(ControllerNode, params)
         self.diags = self.msgs[names.DIAGNOSTICS]

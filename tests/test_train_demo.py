@@ -99,7 +99,9 @@ def test_checkpoints_match_the_manifest_and_fit_the_budget(trained):
     vae = m["metrics"]["vae"]
     assert vae["fitted"]["mse"] < vae["random_init"]["mse"]   # the fitted VAE reconstructs better than the random one
     assert set(m["metrics"]["idm_replay"]) == {"pick_block_narrow"}
-    assert m["heldout_demos"] == [{"task": "pick_block_narrow", "seed": 100, "success": True}]
+    (demo,) = m["heldout_demos"]   # a failed recording is retried once at a slower time scale (#23)
+    assert {k: demo[k] for k in ("task", "seed", "success")} == {"task": "pick_block_narrow", "seed": 100, "success": True}
+    assert isinstance(demo["retried"], bool)
     assert m["metrics"]["idm_replay"]["pick_block_narrow"]["gt_replay_success"] == 1.0
     assert set(m["metrics"]["heldout_reward"]) == {"sft", "grpo"}
 
