@@ -333,7 +333,7 @@ def _run_lerobot(args, emb, opts: ConvertOptions) -> int:
                 index = writer.add(ep)
                 written += 1
                 tqdm.write(f"eva-bag-to-episodes: {bag} -> {args.out} episode {index} ({info['frames']} frames at "
-                           f"{info['fps']:.1f} fps; action from {info['action_from']})")
+                           f"{info['fps']:.1f} fps; action from {info['action_from']}; {lost_note(report)})")
         if written == 0:
             raise UserError(f"no episode written ({problems} problems above)")
         writer.close()
