@@ -8,6 +8,11 @@ publishers offer (reliable / transient-local only when all of them are, as `ros2
 does), and writes them with `rosbags` into short segment bags (eva_core.data.bag_writer): a
 SIGKILL loses at most the open segment, whose complete chunks eva-bag-to-episodes still reads.
 
+A timer closes a segment that is due even when no message arrives, so a SIGKILL loses at most
+`segment_seconds`. A storage fault (a removed directory, a full disk) is logged once and counted
+(/diagnostics `storage_faults`, the closing line): the recording carries on in a fresh segment
+(the episode directory is recreated), or, if that fails too, stops with one line and exit 2.
+
 Episodes: `<out_dir>/<episode_prefix>_<UTC time>_<n>/`, one directory per episode.
 - `auto_start: true` (default) starts one when the node starts; SIGINT/SIGTERM closes it cleanly.
 - Services (std_srvs/Trigger) `~/start_episode` (closes the running one, starts the next) and
@@ -29,7 +34,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
-from eva_core.data.bag_writer import SegmentedBagWriter, TopicInfo
+from eva_core.data.bag_writer import SegmentedBagWriter, StorageFault, TopicInfo
+from eva_ros.diagnostics import ERROR, DiagnosticsReporter
 from eva_ros.node_config import DEFAULT_TOPICS, RecordConfig, read_qos_overrides  # noqa: F401 - re-exported
 from eva_ros.params import NODE_KWARGS, load_node_config
 
@@ -50,6 +56,8 @@ def _msg_class(msgtype: str):
 
 
 class BagRecorderNode(Node):
+    failure_rc = 2   # a storage failure is the user's to fix (runtime._run_node's exit status)
+
     def __init__(self, node_name: str = "eva_record", **node_kwargs):
         super().__init__(node_name, **NODE_KWARGS, **node_kwargs)
         self.cfg = load_node_config(self, RecordConfig)
@@ -63,9 +71,13 @@ class BagRecorderNode(Node):
         self.writer: SegmentedBagWriter | None = None
         self.episodes: list[Path] = []
         self.dropped = 0
+        self.storage_faults = 0
+        self._failure = ""
+        self.diag = DiagnosticsReporter(self, "eva_record", self._diag_values)
         self.create_service(Trigger, "~/start_episode", self._on_start)
         self.create_service(Trigger, "~/stop_episode", self._on_stop)
         self.create_timer(self.cfg.discovery_period, self._discover)
+        self.create_timer(min(0.1, self.cfg.segment_seconds / 4), self._tick)
         if self.cfg.auto_start:
             self.start_episode()
         self._discover()
@@ -91,10 +103,41 @@ class BagRecorderNode(Node):
 
     def _close_writer(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.get_logger().info(f"closed episode {self.writer.dir}: {self.writer.messages} messages, "
-                                   f"{self.writer.segments} segments")
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            except StorageFault as e:
+                self._storage_fault(e)
+            faults = f", {writer.faults} storage faults ({writer.lost} messages in aborted segments)" \
+                if writer.faults else ""
+            self.get_logger().info(f"closed episode {writer.dir}: {writer.messages} messages, "
+                                   f"{writer.segments} segments{faults}")
+
+    def _storage_fault(self, e: StorageFault) -> None:
+        """Log a fault once and count it; a fatal one ends the run (`failure()`)."""
+        self.storage_faults += 1
+        self.get_logger().error(f"storage fault: {e}")
+        self.diag.set_level(ERROR, f"storage fault: {e}")
+        if e.fatal:
             self.writer = None
+            self._failure = f"storage failure: {e}"
+
+    def failure(self) -> str:
+        """Why the recording cannot go on ('' while it can); runtime._run_node stops the node."""
+        return self._failure
+
+    def _diag_values(self) -> dict:
+        w = self.writer
+        return {"recording": w is not None, "messages": w.messages if w else 0, "segments": w.segments if w else 0,
+                "storage_faults": self.storage_faults, "dropped": self.dropped, "episodes": len(self.episodes)}
+
+    def _tick(self) -> None:
+        with self._lock:
+            if self.writer is not None:
+                try:
+                    self.writer.tick(time.time_ns())
+                except StorageFault as e:
+                    self._storage_fault(e)
 
     def _on_start(self, _req, resp):
         try:
@@ -147,7 +190,10 @@ class BagRecorderNode(Node):
                 return
             try:
                 self.writer.write(topic, t_ns, data)
-            except (OSError, ValueError, KeyError) as e:   # a full disk must not kill the node
+            except StorageFault as e:   # a full disk must not kill the node: logged once per fault
+                self.dropped += 1
+                self._storage_fault(e)
+            except (OSError, ValueError, KeyError) as e:
                 self.dropped += 1
                 if self.dropped == 1:
                     self.get_logger().error(f"{topic}: message not recorded: {e}")

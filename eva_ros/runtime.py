@@ -266,7 +266,9 @@ def halt_nodes(nodes, cause: str) -> None:
 def run_node(node_cls, args=None, num_threads: int = 4) -> None:
     """Standard main(): --help, init, spin one node on a MultiThreadedExecutor, stop cleanly on
     SIGINT/SIGTERM (exit 0). A start-up error (ConfigError, ...) is one line and exit 2; a dead
-    executor thread halts the node and exits 1. Exits the process (sys.exit)."""
+    executor thread halts the node and exits 1 (a node's `failure()` cause exits with its
+    `failure_rc`, default 1). If closing the node fails after its work failed, the work's error is
+    the one reported. Exits the process (sys.exit)."""
     from eva_core.cli import cli_main
 
     module = sys.modules[node_cls.__module__]
@@ -313,16 +315,33 @@ def _run_node(prog: str, doc: str, node_cls, args: list[str], num_threads: int) 
             cause = wait_until_stopped(signals.event, spinner, nodes=[node])
             if cause:
                 halt_nodes([node], cause)
-        finally:
-            if node is not None:
-                node.close()
-            if spinner is not None:
-                spinner.stop()
-            if node is not None:
-                node.destroy_node()
-            if rclpy.ok():
-                rclpy.shutdown()
+        except BaseException as work_error:
+            late = _shut_down(node, spinner, rclpy)
+            if late is not None:   # the work's error is the one reported; the second is chained
+                print(f"{prog}: also while stopping: {type(late).__name__}: {late}", file=sys.stderr)
+                work_error.add_note(f"then, while stopping: {type(late).__name__}: {late}")
+            raise
+        late = _shut_down(node, spinner, rclpy)
+        if late is not None:
+            raise late
     if cause:
         print(f"{prog}: {cause}", file=sys.stderr)
-        return 1
+        return getattr(node, "failure_rc", 1)
     return 0
+
+
+def _shut_down(node, spinner, rclpy) -> BaseException | None:
+    """node.close(), stop the executor, destroy the node, rclpy.shutdown(): every step runs even
+    if an earlier one fails (a skipped executor stop leaves "exception was never retrieved").
+    Returns the first failure, or None."""
+    steps = [node.close if node is not None else None, spinner.stop if spinner is not None else None,
+             node.destroy_node if node is not None else None, lambda: rclpy.ok() and rclpy.shutdown()]
+    first = None
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - returned; the remaining steps still run
+            first = first or exc
+    return first

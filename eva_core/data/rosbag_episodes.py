@@ -15,8 +15,9 @@ Output: DIR/<bag name>.hdf5, the ALOHA layout of eva_core.data.hdf5_io plus the 
 source and instruction, each written atomically. With --format lerobot, DIR is one LeRobot
 v3.0 dataset (eva_core.data.lerobot_write), one episode per bag, the instruction as its task;
 it appears once complete, and --append adds episodes to an existing one. A truncated or corrupt
-bag prints one line per problem and keeps its complete part (complete chunks of a killed writer's segment); the exit
-status is then 1. Nothing usable at all: exit 2.
+bag prints one line per problem and keeps its complete part (complete chunks of a killed writer's
+segment), and the episode's line says how many seconds were lost; the exit status is then 1.
+Nothing usable at all: exit 2.
 """
 
 from __future__ import annotations
@@ -250,6 +251,13 @@ def convert_bag(path, emb, opts: ConvertOptions, out_file, progress=None) -> tup
     return Path(out_file), report, info
 
 
+def lost_note(report: BagReport) -> str:
+    """How much of the recording a damaged bag lost (rosbag_io's `lost_s`), for the episode's line."""
+    if not report.lost:
+        return "nothing lost"
+    return f"{report.lost_s:.2f} s lost in {len(report.lost)} damaged segment{'s' if len(report.lost) > 1 else ''}"
+
+
 def _parser():
     ap = argparse.ArgumentParser(prog="eva-bag-to-episodes", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -307,7 +315,8 @@ def run(argv) -> int:
                 written += 1
                 kept = f"{info['frames']} frames at {info['fps']:.1f} fps"
                 dropped = f", {info['dropped']} dropped (skew)" if info["dropped"] else ""
-                tqdm.write(f"eva-bag-to-episodes: {bag} -> {path} ({kept}{dropped}; action from {info['action_from']})")
+                tqdm.write(f"eva-bag-to-episodes: {bag} -> {path} ({kept}{dropped}; action from {info['action_from']}"
+                           f"; {lost_note(report)})")
         if written == 0:
             raise UserError(f"no episode written ({problems} problems above)")
     return 1 if problems else 0

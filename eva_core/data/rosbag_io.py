@@ -8,7 +8,10 @@ Sources (`iter_bag(path)`):
   first truncated or corrupt record;
 - a sqlite3 `.db3` file without `metadata.yaml`: its `topics` and `messages` tables.
 Damage never raises: each problem becomes one line in `BagReport.errors`, and the messages read
-before it are kept. MCAP layout: https://mcap.dev/spec (records: opcode u8, length u64, body).
+before it are kept. `BagReport.lost_s` says how many seconds a damaged segment lost: from the last
+message recovered up to it to the segment's end, i.e. the next segment's first message, or for the
+last segment its file's mtime (the writer's last write; eva-record touches the open segment's
+file every tick). A 0-byte file is a writer killed before its first chunk. MCAP layout: https://mcap.dev/spec (records: opcode u8, length u64, body).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class BagReport:
     recovered: list = field(default_factory=list)   # segments read without their index
     errors: list = field(default_factory=list)      # one line each
     schemas: dict = field(default_factory=dict)     # msgtype -> message definition text
+    lost_s: float = 0.0                             # seconds lost in damaged segments (see above)
+    lost: list = field(default_factory=list)        # (segment, seconds) per damaged segment
 
     def error(self, where, problem: str) -> None:
         self.errors.append(f"{where}: {problem}")
@@ -83,8 +88,13 @@ def scan_mcap(path: Path, report: BagReport) -> Iterator[RawMessage]:
     """Messages of an MCAP file in file order, complete or not (see the module docstring)."""
     schemas, channels = {}, {}
     with open(path, "rb") as f:
-        if f.read(8) != MCAP_MAGIC:
-            report.error(path, "not an MCAP file (bad magic)")
+        magic = f.read(8)
+        if not magic:
+            report.error(path, "empty (the writer was killed before its first chunk)")
+            return
+        if magic != MCAP_MAGIC:
+            report.error(path, "truncated in its header (the writer was killed before its first chunk)"
+                         if MCAP_MAGIC.startswith(magic) else "not an MCAP file (bad magic)")
             return
         chunks = 0
         while True:
@@ -215,8 +225,10 @@ def iter_bag(path, report: BagReport | None = None) -> Iterator[RawMessage]:
     segs = segments_of(path)
     if not segs:
         report.error(path, "no bag segments in this directory")
+    spans = []   # per segment: (segment, damaged, first log time, last log time)
     for seg in segs:
         report.segments += 1
+        errors, first, last = len(report.errors), None, None
         if seg.is_file():
             src = scan_mcap(seg, report) if seg.suffix == ".mcap" else read_db3(seg, report)
         elif (seg / "metadata.yaml").exists():
@@ -225,4 +237,29 @@ def iter_bag(path, report: BagReport | None = None) -> Iterator[RawMessage]:
             src = _scan_files(seg, report)
         for msg in src:
             report.messages += 1
+            first = msg.log_time_ns if first is None else min(first, msg.log_time_ns)
+            last = msg.log_time_ns if last is None else max(last, msg.log_time_ns)
             yield msg
+        spans.append((seg, len(report.errors) > errors, first, last))
+    _count_lost(spans, report)
+
+
+def _last_write_ns(seg: Path) -> int | None:
+    files = [seg] if seg.is_file() else list(seg.glob("*.mcap")) + list(seg.glob("*.db3"))
+    return max((f.stat().st_mtime_ns for f in files), default=None)
+
+
+def _count_lost(spans: list, report: BagReport) -> None:
+    """Seconds lost per damaged segment: from the last message recovered so far to the segment's
+    end (the next segment's first message, else the last write to its file)."""
+    for i, (seg, damaged, _first, _last) in enumerate(spans):
+        if not damaged:
+            continue
+        recovered = [s[3] for s in spans[:i + 1] if s[3] is not None]
+        after = [s[2] for s in spans[i + 1:] if s[2] is not None]
+        end = after[0] if after else _last_write_ns(seg)
+        if not recovered or end is None:
+            continue
+        lost = max(0.0, (end - max(recovered)) * 1e-9)
+        report.lost.append((seg, lost))
+        report.lost_s += lost
