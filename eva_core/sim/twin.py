@@ -48,6 +48,7 @@ class Twin:
         self._lock = threading.RLock()
         self._render_lock = threading.Lock()
         self._renderers: dict[tuple[int, int], object] = {}
+        self._render_process = None   # render_in_child_process()
         self._clock_origin: float | None = None   # wall time of sim time 0 (advance_to)
         self.driven = False   # an arm backend steps the physics: do not pose it from /joint_states
         self.home = (emb.pos_lower + emb.pos_upper) / 2.0
@@ -194,11 +195,24 @@ class Twin:
             return self.data.qpos.copy()
 
     # -- rendering ----------------------------------------------------------------------------
+    def render_in_child_process(self) -> None:
+        """From now on render in a child process (eva_core.sim.render_process): a render then
+        never holds this process's GIL (a control thread of this process keeps its period)."""
+        from eva_core.sim.render_process import RenderProcess
+
+        with self._render_lock:
+            if self._render_process is None:
+                self._render_process = RenderProcess(self.model)
+
     def render(self, camera: str, height: int = 240, width: int = 320) -> np.ndarray:
         """RGB uint8 (height, width, 3) from a named camera, of the newest physics state."""
         if camera not in self.cameras:
             raise ValueError(f"twin: unknown camera {camera!r}; cameras: {self.cameras}")
         with self._render_lock:
+            if self._render_process is not None:
+                with self._lock:   # the state a render needs: joints and the fixed bodies' poses
+                    state = self.data.qpos.copy(), self.model.body_pos.copy(), self.model.body_quat.copy()
+                return self._render_process.render(camera, height, width, *state)
             r = self._renderers.get((height, width))
             if r is None:
                 r = self._renderers[(height, width)] = self._mujoco.Renderer(self.model, height, width)
@@ -215,6 +229,9 @@ class Twin:
             for r in self._renderers.values():
                 r.close()
             self._renderers.clear()
+            if self._render_process is not None:
+                self._render_process.close()
+                self._render_process = None
 
 
 class TwinPlant:

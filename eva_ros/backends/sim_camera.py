@@ -28,6 +28,9 @@ class SimCameraSource(CameraSource):
         fps: float = param(15.0, "nominal frame rate (the node's fps paces the stream)", unit="Hz", gt=0)
         twin: str = param("default", "name of the process-wide twin to render")
         task: str = param("", "twin task whose objects the twin holds ('' for none; as the sim arm's)")
+        render_process: bool = param(False, "render in a child process (eva_core.sim.render_process), so a "
+                                            "render never holds this process's GIL: a controller in the "
+                                            "same process keeps its 200 Hz period")
 
         def validate(self):
             if self.task and (problem := unknown_task(self.task)):
@@ -45,6 +48,8 @@ class SimCameraSource(CameraSource):
         self.twin = get_twin(self._twin_name, self._embodiment, task=self._task or None)
         if self.camera not in self.twin.cameras:
             raise ValueError(f"sim camera {self.camera!r} not in the twin; cameras: {self.twin.cameras}")
+        if self.options.render_process:
+            self.twin.render_in_child_process()
         self._connected = True
 
     def set_joint_positions(self, action: np.ndarray) -> None:
