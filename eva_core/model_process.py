@@ -21,6 +21,8 @@ import multiprocessing as mp
 import threading
 import time
 
+from eva_core.pipe_server import serve_requests
+
 START_TIMEOUT = 600.0   # s: imports and the model build of a big checkpoint
 
 
@@ -39,22 +41,16 @@ def _serve(conn, cfg: dict, embodiment: str, torch_threads: int) -> None:
     except BaseException as exc:  # noqa: BLE001 - tell the parent why, then end
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    while True:
-        try:
-            request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request is None:
-            return
+
+    def generate(request):
         image, instruction, kwargs = request
-        try:
-            t0, cpu = time.perf_counter(), time.thread_time()
-            frames = wm.generate(image, instruction, **kwargs)
-            wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu
-            timing = {**getattr(wm, "last_timing", {}), "wait": max(0.0, wall - cpu)}
-            conn.send(("ok", (frames, timing, getattr(wm, "last_info", {}))))
-        except Exception as exc:  # noqa: BLE001 - the parent raises it
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        t0, cpu = time.perf_counter(), time.thread_time()
+        frames = wm.generate(image, instruction, **kwargs)
+        wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu
+        timing = {**getattr(wm, "last_timing", {}), "wait": max(0.0, wall - cpu)}
+        return frames, timing, getattr(wm, "last_info", {})
+
+    serve_requests(conn, generate)
 
 
 class ModelProcess:

@@ -22,6 +22,8 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from eva_core.pipe_server import serve_requests
+
 READY_TIMEOUT = 60.0   # s for the child to import mujoco and load the model
 RENDER_TIMEOUT = 10.0  # s for one frame
 
@@ -45,27 +47,21 @@ def _serve(model_path: str, conn) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    while True:
-        try:
-            req = conn.recv()
-        except (EOFError, OSError):
-            break
-        if req is None:
-            break
-        camera, height, width, qpos, body_pos, body_quat = req
-        try:
-            r = renderers.get((height, width))
-            if r is None:
-                r = renderers[(height, width)] = mujoco.Renderer(model, height, width)
-            model.body_pos[:] = body_pos
-            model.body_quat[:] = body_quat
-            data.qpos[:] = qpos
-            mujoco.mj_kinematics(model, data)
-            mujoco.mj_camlight(model, data)   # camera poses follow the links
-            r.update_scene(data, camera=camera)
-            conn.send(("frame", r.render().copy()))
-        except Exception as exc:  # noqa: BLE001 - one frame failed; the parent raises it
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+    def render(request):
+        camera, height, width, qpos, body_pos, body_quat = request
+        r = renderers.get((height, width))
+        if r is None:
+            r = renderers[(height, width)] = mujoco.Renderer(model, height, width)
+        model.body_pos[:] = body_pos
+        model.body_quat[:] = body_quat
+        data.qpos[:] = qpos
+        mujoco.mj_kinematics(model, data)
+        mujoco.mj_camlight(model, data)   # camera poses follow the links
+        r.update_scene(data, camera=camera)
+        return r.render().copy()
+
+    serve_requests(conn, render)
     for r in renderers.values():
         r.close()
 
@@ -110,7 +106,7 @@ class RenderProcess:
         except (BrokenPipeError, OSError):
             raise RenderProcessError(f"twin render process exited (rc {self._exit_code()})") from None
         kind, value = self._reply(RENDER_TIMEOUT, f"a {height}x{width} frame of {camera!r}")
-        if kind != "frame":
+        if kind != "ok":
             raise RenderProcessError(f"twin render process: {value}")
         return value
 
