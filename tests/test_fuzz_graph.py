@@ -149,6 +149,9 @@ def bad_joint_state(rng, now):
 
 
 # #23 rows 2, 3, 6: the attacks that were accepted before, sent explicitly
+LIMIT_PLAN_ID = "eva_traj:id=987654321"   # the test's own plans, told apart from the IDM node's
+
+
 def limit_plans(now):
     """Well-formed plans with joint1 = 1e30 or 10 rad, a gripper at -5 / +5 (action units), a
     15th unknown joint, a joint listed twice: each is rejected whole by the controller.
@@ -161,12 +164,12 @@ def limit_plans(now):
         a = np.tile(mid, (40, 1))
         a[20:, dim] = value
         out.append(("out_of_limits",
-                    trajectory_to_msg(names, EMB.action_to_joint_positions(a), 0.005, now, "eva_traj:id=77")))
+                    trajectory_to_msg(names, EMB.action_to_joint_positions(a), 0.005, now, LIMIT_PLAN_ID)))
     q = EMB.action_to_joint_positions(np.tile(mid, (40, 1)))
     out.append(("unknown_joint",
-                trajectory_to_msg(names + ["stranger"], np.hstack([q, np.zeros((40, 1))]), 0.005, now, "")))
+                trajectory_to_msg(names + ["stranger"], np.hstack([q, np.zeros((40, 1))]), 0.005, now, LIMIT_PLAN_ID)))
     out.append(("duplicate_joint",
-                trajectory_to_msg(names + names[:1], np.hstack([q, q[:, :1] + 1.0]), 0.005, now, "")))
+                trajectory_to_msg(names + names[:1], np.hstack([q, q[:, :1] + 1.0]), 0.005, now, LIMIT_PLAN_ID)))
     return out
 
 
@@ -203,6 +206,7 @@ class Graph:
         p.subscribe("/diagnostics", DiagnosticArray, qos.DIAGNOSTICS)
         p.subscribe("/eva/controller/command", JointState, qos.STATE, keep=20000)
         p.subscribe("/joint_states", JointState, qos.STATE, keep=2000)
+        p.subscribe("/eva/plan/trajectory", JointTrajectory, qos.PLAN, keep=2000)   # the IDM node's plans
         self.pubs = {"traj": p.publisher("/eva/plan/trajectory", JointTrajectory, qos.PLAN),
                      "chunk": p.publisher("/eva/plan/frames", Image, qos.PLAN),
                      "image": p.publisher(CAM, Image, qos.IMAGE),
@@ -291,18 +295,28 @@ def rejected_plans_move_nothing(g: Graph) -> None:
         quiet = not [s for arr in g.probe.received_since("/diagnostics", since) for s in arr.status
                      if s.name == ctl and any(kv.key == "event" for kv in s.values)]
         return quiet and len(q) >= HOLD_TICKS // 2 and np.ptp(q, axis=0).max() <= EPS
-    wait_for(still, 120, what="the arm holding still with the planner waiting")
-    for reason, msg in limit_plans(time.time()):
-        seen = len(g.probe.events(ctl, "rejected_trajectory"))
-        q0, js0, t0 = commands(last=1)[-1], positions("/joint_states", last=1)[-1], time.time()
-        n0 = g.probe.count("/eva/controller/command")
-        g.pubs["traj"].publish(msg)
-        evs = wait_for(lambda: g.probe.events(ctl, "rejected_trajectory")[seen:], 30, what=f"{reason} rejection")
-        values = {kv.key: kv.value for kv in evs[0].values}
-        assert values.get("reason") == reason and evs[0].message.startswith(f"rejected_trajectory: {reason}: "), \
-            (values, evs[0].message)   # the first event after the plan is its own (the backlog is worked off)
-        wait_for(lambda: g.probe.count("/eva/controller/command") >= n0 + HOLD_TICKS, 30,
-                 what="ticks after the rejection")
+    for case in range(len(limit_plans(0.0))):
+        for _attempt in range(3):
+            wait_for(still, 120, what="the arm holding still with the planner waiting")
+            reason, msg = limit_plans(time.time())[case]
+            seen = len(g.probe.events(ctl, "rejected_trajectory"))
+            q0, js0, t0 = commands(last=1)[-1], positions("/joint_states", last=1)[-1], time.time()
+            n0 = g.probe.count("/eva/controller/command")
+            g.pubs["traj"].publish(msg)
+            evs = wait_for(lambda: g.probe.events(ctl, "rejected_trajectory")[seen:], 30, what=f"{reason} rejection")
+            values = {kv.key: kv.value for kv in evs[0].values}
+            assert values.get("reason") == reason and evs[0].message.startswith(f"rejected_trajectory: {reason}: "), \
+                (values, evs[0].message)   # the first event after the plan is its own (the backlog is worked off)
+            wait_for(lambda: g.probe.count("/eva/controller/command") >= n0 + HOLD_TICKS, 30,
+                     what="ticks after the rejection")
+            # a chunk the planner had in flight when told to wait may still reach the arm (a loaded
+            # host): its motion is not the rejected plan's; try the case again once the arm is still
+            if [m for m in g.probe.received_since("/eva/plan/trajectory", t0 - 1.0)
+                    if m.header.frame_id != LIMIT_PLAN_ID]:
+                continue
+            break
+        else:
+            raise AssertionError(f"{reason}: a plan of the IDM node reached the arm in each of 3 tries")
         moved = np.abs(commands(t0) - q0).max()
         assert moved <= EPS, f"{reason}: the commanded target moved by {moved} after a rejected plan"
         states = positions("/joint_states", t0)
